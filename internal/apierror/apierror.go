@@ -1,0 +1,164 @@
+// Package apierror is the one error object of the platform (DESIGN §5). The
+// gateway, the control plane and the sample API all answer failures with it,
+// so a developer sees the same shape whichever component refused a request.
+package apierror
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+)
+
+// Type is the broad class of an error; clients branch on it.
+type Type string
+
+// The error types of DESIGN §5.
+const (
+	TypeAuthentication Type = "authentication_error" // 401
+	TypePermission     Type = "permission_error"     // 403
+	TypeInvalidRequest Type = "invalid_request_error"
+	TypeIdempotency    Type = "idempotency_error" // 409, 422
+	TypeRateLimit      Type = "rate_limit_error"  // 429
+	TypeAPI            Type = "api_error"         // 5xx
+)
+
+// Error is the public error object. It implements error so domain code can
+// return it and one place (Write) renders it.
+type Error struct {
+	// Status is the HTTP status code; it is not part of the JSON body.
+	Status    int    `json:"-"`
+	Type      Type   `json:"type"`
+	Code      string `json:"code,omitempty"`
+	Message   string `json:"message"`
+	Param     string `json:"param,omitempty"`
+	DocURL    string `json:"doc_url,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+	// RetryAfter, when positive, is sent as the Retry-After header (seconds).
+	RetryAfter int `json:"-"`
+}
+
+func (e *Error) Error() string {
+	if e.Code != "" {
+		return fmt.Sprintf("%s (%s): %s", e.Type, e.Code, e.Message)
+	}
+	return fmt.Sprintf("%s: %s", e.Type, e.Message)
+}
+
+// WithParam returns a copy of e naming the offending parameter.
+func (e *Error) WithParam(param string) *Error {
+	c := *e
+	c.Param = param
+	return &c
+}
+
+// New builds an error of the given status, type and code.
+func New(status int, typ Type, code, message string) *Error {
+	return &Error{Status: status, Type: typ, Code: code, Message: message}
+}
+
+// InvalidRequest is a 400 invalid_request_error about param.
+func InvalidRequest(code, param, message string) *Error {
+	return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Code: code, Param: param, Message: message}
+}
+
+// ParameterMissing is the error for a required parameter that was not sent.
+func ParameterMissing(param string) *Error {
+	return InvalidRequest("parameter_missing", param, "Missing required param: "+param+".")
+}
+
+// ParameterInvalid is the error for a parameter whose value is unacceptable.
+func ParameterInvalid(param, message string) *Error {
+	return InvalidRequest("parameter_invalid", param, message)
+}
+
+// NotFound is the 404 for an object that does not exist for the caller. It
+// is also the answer for another tenant's or environment's objects, so that
+// their existence is not revealed.
+func NotFound(object, id string) *Error {
+	return &Error{Status: http.StatusNotFound, Type: TypeInvalidRequest, Code: "resource_missing", Param: "id",
+		Message: fmt.Sprintf("No such %s: '%s'", object, id)}
+}
+
+// Authentication is a 401.
+func Authentication(code, message string) *Error {
+	return &Error{Status: http.StatusUnauthorized, Type: TypeAuthentication, Code: code, Message: message}
+}
+
+// Permission is a 403.
+func Permission(code, message string) *Error {
+	return &Error{Status: http.StatusForbidden, Type: TypePermission, Code: code, Message: message}
+}
+
+// Internal is the 500 for a failure that is ours, never the caller's. The
+// message is deliberately generic: details go to the logs with the request id.
+func Internal() *Error {
+	return &Error{Status: http.StatusInternalServerError, Type: TypeAPI, Code: "internal_error",
+		Message: "An unexpected error occurred on our side. Retry later; if it persists, contact support with the request id."}
+}
+
+// Unavailable is a 503 for a dependency that is down.
+func Unavailable(code, message string) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Type: TypeAPI, Code: code, Message: message}
+}
+
+// From turns any error into the public error object: *Error values pass
+// through, everything else becomes Internal (its text must not leak).
+func From(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return Internal()
+}
+
+// docsBase is where doc_url anchors point; see SetDocsBase.
+var docsBase atomic.Pointer[string]
+
+// SetDocsBase sets the absolute URL of the error reference page; each error's
+// doc_url is that URL plus "#" and the code. Called once at start-up.
+func SetDocsBase(url string) { docsBase.Store(&url) }
+
+// DefaultDocsBase is the dashboard's error reference when nothing is configured.
+const DefaultDocsBase = "http://localhost:8081/docs/errors"
+
+// DocURL is the documentation address of an error code.
+func DocURL(code string) string {
+	base := DefaultDocsBase
+	if p := docsBase.Load(); p != nil {
+		base = *p
+	}
+	return base + "#" + code
+}
+
+type body struct {
+	Error *Error `json:"error"`
+}
+
+// Write renders err as the error object with its status. The request id is
+// taken from the response's Request-Id header when the error has none, so
+// every component only has to set that header once per request.
+func Write(w http.ResponseWriter, err error) {
+	e := *From(err)
+	if e.RequestID == "" {
+		e.RequestID = w.Header().Get("Request-Id")
+	}
+	if e.DocURL == "" && e.Code != "" {
+		e.DocURL = DocURL(e.Code)
+	}
+	if e.Status == 0 {
+		e.Status = http.StatusInternalServerError
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Del("Content-Length")
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	w.WriteHeader(e.Status)
+	b, _ := json.Marshal(body{&e})
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,77 @@
+// Package config is the single place that names the environment variables
+// shared by the platform's processes and their defaults, which match the
+// local services of `make services` (DESIGN §3).
+package config
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults for local development.
+const (
+	DefaultDatabaseURL    = "postgres://gatehouse:gatehouse@127.0.0.1:5432/gatehouse?sslmode=disable"
+	DefaultRedisURL       = "redis://127.0.0.1:6379/0"
+	DefaultKafkaBrokers   = "127.0.0.1:9092"
+	DefaultIdentitySecret = "dev-identity-secret-change-me"
+	// DefaultMasterKey is 32 bytes, base64; production must set MASTER_KEY.
+	DefaultMasterKey = "ZGV2LW1hc3Rlci1rZXktMzItYnl0ZXMtbG9uZyEhISE="
+)
+
+// Shared holds the settings every process reads.
+type Shared struct {
+	DatabaseURL    string   // DATABASE_URL
+	RedisURL       string   // REDIS_URL
+	KafkaBrokers   []string // KAFKA_BROKERS, comma separated
+	IdentitySecret []byte   // IDENTITY_SECRET, HMAC key for gateway → upstream identity
+	MasterKey      string   // MASTER_KEY, base64 32 bytes, encrypts webhook secrets
+	LogLevel       string   // LOG_LEVEL: debug, info, warn, error
+	DocsURL        string   // DOCS_URL: base of error doc_url anchors
+}
+
+// Load reads the shared settings.
+func Load() Shared {
+	return Shared{
+		DatabaseURL:    String("DATABASE_URL", DefaultDatabaseURL),
+		RedisURL:       String("REDIS_URL", DefaultRedisURL),
+		KafkaBrokers:   strings.Split(String("KAFKA_BROKERS", DefaultKafkaBrokers), ","),
+		IdentitySecret: []byte(String("IDENTITY_SECRET", DefaultIdentitySecret)),
+		MasterKey:      String("MASTER_KEY", DefaultMasterKey),
+		LogLevel:       String("LOG_LEVEL", "info"),
+		DocsURL:        String("DOCS_URL", "http://localhost:8081/docs/errors"),
+	}
+}
+
+// String is the value of the environment variable name, or def when unset.
+func String(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// Duration parses name as a Go duration, or returns def.
+func Duration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
+}
+
+// Int parses name as an integer, or returns def.
+func Int(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return n
+	}
+	return def
+}
+
+// Bool parses name as a boolean, or returns def.
+func Bool(name string, def bool) bool {
+	if b, err := strconv.ParseBool(os.Getenv(name)); err == nil {
+		return b
+	}
+	return def
+}

@@ -1,0 +1,204 @@
+// Package identity carries the caller's verified identity from the gateway to
+// upstream services (DESIGN §6). The gateway strips whatever identity headers
+// a client sent, then sets its own and an HMAC-SHA256 signature over them
+// with a timestamp. Any Go backend imports this package and wraps its
+// handler with Verifier.Middleware to trust those headers and nothing else.
+package identity
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/apierror"
+)
+
+// Header names. Request-Id and Api-Version are public headers that are also
+// covered by the signature.
+const (
+	HeaderOrg        = "X-Org-Id"
+	HeaderLivemode   = "X-Livemode"
+	HeaderKeyID      = "X-Api-Key-Id"
+	HeaderScopes     = "X-Scopes"
+	HeaderRequestID  = "Request-Id"
+	HeaderAPIVersion = "Api-Version"
+	HeaderSignature  = "X-Gateway-Signature"
+)
+
+// identityHeaders are removed from every inbound client request.
+var identityHeaders = []string{HeaderOrg, HeaderLivemode, HeaderKeyID, HeaderScopes, HeaderSignature}
+
+// AllScopes is the X-Scopes value of a secret key: every scope.
+const AllScopes = "*"
+
+// Identity is who is calling, as established by the gateway.
+type Identity struct {
+	OrgID      string
+	Livemode   bool
+	KeyID      string
+	Scopes     []string // ["*"] for secret keys
+	RequestID  string
+	APIVersion string
+}
+
+// HasScope reports whether the identity may use scope.
+func (id Identity) HasScope(scope string) bool {
+	for _, s := range id.Scopes {
+		if s == scope || s == AllScopes {
+			return true
+		}
+	}
+	return false
+}
+
+// Strip removes client-sent identity headers. The gateway calls it on every
+// request, authenticated or not, before anything can read them.
+func Strip(h http.Header) {
+	for _, k := range identityHeaders {
+		h.Del(k)
+	}
+}
+
+// Signer signs identities with a shared secret.
+type Signer struct {
+	secret []byte
+	now    func() time.Time
+}
+
+// NewSigner returns a signer; now may be nil for time.Now.
+func NewSigner(secret []byte, now func() time.Time) *Signer {
+	if now == nil {
+		now = time.Now
+	}
+	return &Signer{secret: secret, now: now}
+}
+
+// Apply strips client identity headers and sets the signed ones.
+func (s *Signer) Apply(h http.Header, id Identity) {
+	Strip(h)
+	scopes := strings.Join(id.Scopes, ",")
+	live := strconv.FormatBool(id.Livemode)
+	h.Set(HeaderOrg, id.OrgID)
+	h.Set(HeaderLivemode, live)
+	h.Set(HeaderKeyID, id.KeyID)
+	h.Set(HeaderScopes, scopes)
+	h.Set(HeaderRequestID, id.RequestID)
+	h.Set(HeaderAPIVersion, id.APIVersion)
+	ts := strconv.FormatInt(s.now().Unix(), 10)
+	h.Set(HeaderSignature, "t="+ts+",v1="+sign(s.secret, ts, id.OrgID, live, id.KeyID, scopes, id.RequestID, id.APIVersion))
+}
+
+// sign is the MAC over the timestamp and every identity field, each
+// terminated by a newline so that no field can bleed into the next.
+func sign(secret []byte, fields ...string) string {
+	m := hmac.New(sha256.New, secret)
+	for _, f := range fields {
+		m.Write([]byte(f))
+		m.Write([]byte{'\n'})
+	}
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Verification errors.
+var (
+	ErrMissing   = errors.New("identity signature missing")
+	ErrMalformed = errors.New("identity signature malformed")
+	ErrStale     = errors.New("identity signature timestamp outside the allowed window")
+	ErrMismatch  = errors.New("identity signature does not match")
+)
+
+// DefaultMaxSkew is how old (or how far in the future) a signature may be.
+const DefaultMaxSkew = 5 * time.Minute
+
+// Verifier checks signed identities.
+type Verifier struct {
+	secret  []byte
+	maxSkew time.Duration
+	now     func() time.Time
+}
+
+// NewVerifier returns a verifier accepting signatures up to maxSkew old
+// (DefaultMaxSkew when zero); now may be nil for time.Now.
+func NewVerifier(secret []byte, maxSkew time.Duration, now func() time.Time) *Verifier {
+	if maxSkew <= 0 {
+		maxSkew = DefaultMaxSkew
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Verifier{secret: secret, maxSkew: maxSkew, now: now}
+}
+
+// Verify returns the identity in h if its signature is valid and fresh.
+func (v *Verifier) Verify(h http.Header) (Identity, error) {
+	sig := h.Get(HeaderSignature)
+	if sig == "" {
+		return Identity{}, ErrMissing
+	}
+	tPart, macPart, ok := strings.Cut(sig, ",")
+	ts, ok1 := strings.CutPrefix(tPart, "t=")
+	mac, ok2 := strings.CutPrefix(macPart, "v1=")
+	if !ok || !ok1 || !ok2 {
+		return Identity{}, ErrMalformed
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return Identity{}, ErrMalformed
+	}
+	if d := v.now().Sub(time.Unix(sec, 0)); d > v.maxSkew || d < -v.maxSkew {
+		return Identity{}, ErrStale
+	}
+	id := Identity{
+		OrgID:      h.Get(HeaderOrg),
+		KeyID:      h.Get(HeaderKeyID),
+		RequestID:  h.Get(HeaderRequestID),
+		APIVersion: h.Get(HeaderAPIVersion),
+	}
+	live, scopes := h.Get(HeaderLivemode), h.Get(HeaderScopes)
+	want := sign(v.secret, ts, id.OrgID, live, id.KeyID, scopes, id.RequestID, id.APIVersion)
+	if !hmac.Equal([]byte(want), []byte(mac)) {
+		return Identity{}, ErrMismatch
+	}
+	id.Livemode = live == "true"
+	if scopes != "" {
+		id.Scopes = strings.Split(scopes, ",")
+	}
+	return id, nil
+}
+
+type ctxKey struct{}
+
+// NewContext returns ctx carrying id.
+func NewContext(ctx context.Context, id Identity) context.Context {
+	return context.WithValue(ctx, ctxKey{}, id)
+}
+
+// FromContext returns the identity the middleware verified.
+func FromContext(ctx context.Context) (Identity, bool) {
+	id, ok := ctx.Value(ctxKey{}).(Identity)
+	return id, ok
+}
+
+// Middleware refuses requests without a valid identity (401 error object)
+// and puts the identity in the request context for next. It echoes the
+// request id so upstream errors carry the same one as the gateway's.
+func (v *Verifier) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rid := r.Header.Get(HeaderRequestID); rid != "" {
+			w.Header().Set(HeaderRequestID, rid)
+		}
+		id, err := v.Verify(r.Header)
+		if err != nil {
+			apierror.Write(w, apierror.Authentication("identity_invalid",
+				"This service only accepts requests through the API gateway ("+err.Error()+")."))
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), id)))
+	})
+}

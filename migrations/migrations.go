@@ -1,0 +1,62 @@
+// Package migrations holds the ordered SQL migrations of the platform's
+// database, embedded so every binary carries them, and applies them with
+// golang-migrate.
+package migrations
+
+import (
+	"embed"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/golang-migrate/migrate/v4"
+	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // the pgx5:// driver
+	"github.com/golang-migrate/migrate/v4/source/iofs"
+)
+
+//go:embed *.sql
+var files embed.FS
+
+func open(dsn string) (*migrate.Migrate, error) {
+	src, err := iofs.New(files, ".")
+	if err != nil {
+		return nil, fmt.Errorf("reading embedded migrations: %w", err)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parsing database url: %w", err)
+	}
+	u.Scheme = "pgx5"
+	m, err := migrate.NewWithSourceInstance("iofs", src, u.String())
+	if err != nil {
+		return nil, fmt.Errorf("connecting for migrations: %w", err)
+	}
+	return m, nil
+}
+
+// Up applies every migration not yet applied. It is safe to run
+// concurrently and repeatedly: golang-migrate takes an advisory lock.
+func Up(dsn string) error {
+	m, err := open(dsn)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
+		return fmt.Errorf("applying migrations: %w", err)
+	}
+	return nil
+}
+
+// Down reverts every migration.
+func Down(dsn string) error {
+	m, err := open(dsn)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := m.Down(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
+		return fmt.Errorf("reverting migrations: %w", err)
+	}
+	return nil
+}
