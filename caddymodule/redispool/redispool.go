@@ -1,0 +1,58 @@
+// Package redispool shares one go-redis client per Redis URL between every
+// Gatehouse module and across Caddy config reloads, so a reload neither
+// drops connections nor leaks them.
+package redispool
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+var pool = caddy.NewUsagePool()
+
+type client struct{ *redis.Client }
+
+func (c client) Destruct() error { return c.Client.Close() }
+
+// Timeouts bound every Redis call on the request path: a slow or dead Redis
+// must never hang a client request.
+const (
+	DialTimeout = 250 * time.Millisecond
+	IOTimeout   = 100 * time.Millisecond
+)
+
+// Get returns the shared client for url. Callers must call Release with the
+// same url in their Cleanup.
+func Get(url string) (*redis.Client, error) {
+	v, _, err := pool.LoadOrNew(url, func() (caddy.Destructor, error) {
+		opts, err := redis.ParseURL(url)
+		if err != nil {
+			return nil, fmt.Errorf("parsing redis url: %w", err)
+		}
+		if opts.DialTimeout == 5*time.Second || opts.DialTimeout == 0 {
+			opts.DialTimeout = DialTimeout
+		}
+		if opts.ReadTimeout == 3*time.Second || opts.ReadTimeout == 0 {
+			opts.ReadTimeout = IOTimeout
+		}
+		if opts.WriteTimeout == 3*time.Second || opts.WriteTimeout == 0 {
+			opts.WriteTimeout = IOTimeout
+		}
+		opts.MaxRetries = 0 // a retry doubles the worst-case latency; callers decide
+		opts.PoolSize = 256
+		opts.MinIdleConns = 8
+		return client{redis.NewClient(opts)}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(client).Client, nil
+}
+
+// Release drops one reference to the client for url.
+func Release(url string) {
+	_, _ = pool.Delete(url)
+}

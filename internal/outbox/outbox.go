@@ -1,0 +1,322 @@
+// Package outbox sends messages to Kafka without ever making the caller wait
+// (DESIGN §7). Enqueue appends to a bounded in-memory buffer; one goroutine
+// sends batches. When Kafka cannot take them, batches go to an on-disk spool
+// and are sent, oldest first and in order, when Kafka is back. Only past the
+// spool's size limit are messages dropped, and each drop is counted.
+//
+// The gateway's request_log and emit_events modules and the control plane's
+// event API all produce through it.
+package outbox
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+)
+
+// Message is one record for a topic.
+type Message struct {
+	Topic string
+	Key   []byte
+	Value []byte
+}
+
+// Sender delivers a batch or fails as a whole. *KafkaSender is the real one.
+type Sender interface {
+	Send(ctx context.Context, msgs []Message) error
+}
+
+// Config tunes a Producer. Zero values take the defaults noted.
+type Config struct {
+	// Dir is the spool directory (required).
+	Dir string
+	// MemoryLimit is how many messages wait in memory before the rest go to
+	// the spool. Default 20000.
+	MemoryLimit int
+	// SpoolLimit is the spool's size limit in bytes. Default 1 GiB.
+	SpoolLimit int64
+	// BatchSize is the most messages per send. Default 1000.
+	BatchSize int
+	// Linger is how long the sender waits to fill a batch. Default 10 ms.
+	Linger time.Duration
+	// RetryEvery is the pause between attempts while Kafka is down. Default 1 s.
+	RetryEvery time.Duration
+	// SendTimeout bounds one send. Default 10 s.
+	SendTimeout time.Duration
+	Logger      *zap.Logger
+}
+
+// Stats are counters for metrics.
+type Stats struct {
+	Enqueued, Sent, Spooled, Dropped uint64
+	SpoolBytes                       int64
+	Memory                           int
+}
+
+// Producer is the non-blocking, spooling producer.
+type Producer struct {
+	cfg    Config
+	sender Sender
+	spool  *spool
+	log    *zap.Logger
+
+	mu      sync.Mutex
+	mem     []Message
+	wake    chan struct{}
+	stopped bool
+
+	enqueued, sent, spooled, dropped atomic.Uint64
+	warnedAt                         atomic.Int64
+}
+
+// New opens the spool in cfg.Dir (re-sending anything a previous process
+// left there) and returns a producer; call Run to start sending.
+func New(cfg Config, sender Sender) (*Producer, error) {
+	if cfg.MemoryLimit <= 0 {
+		cfg.MemoryLimit = 20000
+	}
+	if cfg.SpoolLimit <= 0 {
+		cfg.SpoolLimit = 1 << 30
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 1000
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = 10 * time.Millisecond
+	}
+	if cfg.RetryEvery <= 0 {
+		cfg.RetryEvery = time.Second
+	}
+	if cfg.SendTimeout <= 0 {
+		cfg.SendTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	sp, err := openSpool(cfg.Dir, cfg.SpoolLimit, 64<<20)
+	if err != nil {
+		return nil, err
+	}
+	return &Producer{cfg: cfg, sender: sender, spool: sp, log: cfg.Logger, wake: make(chan struct{}, 1)}, nil
+}
+
+// Enqueue queues m for sending. It never blocks on Kafka: when memory is
+// full, what is in memory and m move to the disk spool, keeping their order.
+func (p *Producer) Enqueue(m Message) {
+	p.enqueued.Add(1)
+	p.mu.Lock()
+	if len(p.mem) < p.cfg.MemoryLimit && !p.stopped {
+		p.mem = append(p.mem, m)
+		full := len(p.mem) >= p.cfg.BatchSize
+		p.mu.Unlock()
+		if full {
+			p.signal()
+		}
+		return
+	}
+	batch := append(p.mem, m)
+	p.mem = nil
+	p.toSpool(batch) // under p.mu so nothing newer overtakes these
+	p.mu.Unlock()
+}
+
+func (p *Producer) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// toSpool appends msgs to the spool, counting what does not fit as dropped.
+func (p *Producer) toSpool(msgs []Message) {
+	n, err := p.spool.append(msgs)
+	p.spooled.Add(uint64(n))
+	if err != nil {
+		p.dropped.Add(uint64(len(msgs) - n))
+		p.warn("outbox spool full or failing; dropping messages", zap.Error(err), zap.Int("dropped", len(msgs)-n))
+	}
+}
+
+// warn logs at most every 10 s, so an outage does not flood the logs.
+func (p *Producer) warn(msg string, fields ...zap.Field) {
+	now := time.Now().UnixNano()
+	last := p.warnedAt.Load()
+	if now-last < int64(10*time.Second) || !p.warnedAt.CompareAndSwap(last, now) {
+		return
+	}
+	p.log.Warn(msg, fields...)
+}
+
+// Stats returns the counters.
+func (p *Producer) Stats() Stats {
+	p.mu.Lock()
+	mem := len(p.mem)
+	p.mu.Unlock()
+	return Stats{
+		Enqueued: p.enqueued.Load(), Sent: p.sent.Load(), Spooled: p.spooled.Load(),
+		Dropped: p.dropped.Load(), SpoolBytes: p.spool.Bytes(), Memory: mem,
+	}
+}
+
+// Run sends until ctx ends, then gives in-memory messages a short last
+// chance to reach Kafka and spools the rest, so a clean shutdown loses nothing.
+func (p *Producer) Run(ctx context.Context) error {
+	tick := time.NewTicker(p.cfg.Linger)
+	defer tick.Stop()
+	down := false
+	for {
+		select {
+		case <-ctx.Done():
+			p.shutdown()
+			return nil
+		case <-tick.C:
+		case <-p.wake:
+		}
+		if down {
+			// Kafka was failing: keep memory small and durable while waiting.
+			p.mu.Lock()
+			if len(p.mem) > 0 {
+				batch := p.mem
+				p.mem = nil
+				p.toSpool(batch)
+			}
+			p.mu.Unlock()
+			p.spool.sync()
+		}
+		ok := p.drain(ctx)
+		if ok == down {
+			if ok {
+				p.log.Info("kafka reachable again; spool drained")
+			}
+		}
+		down = !ok
+		if down {
+			select {
+			case <-ctx.Done():
+				p.shutdown()
+				return nil
+			case <-time.After(p.cfg.RetryEvery):
+			}
+		}
+	}
+}
+
+// drain sends the spool first (it holds the oldest messages), then memory.
+// It reports false when Kafka refused a batch.
+func (p *Producer) drain(ctx context.Context) bool {
+	for !p.spool.empty() {
+		msgs, pos, err := p.spool.peek(p.cfg.BatchSize)
+		if err != nil {
+			p.warn("reading outbox spool", zap.Error(err))
+			return false
+		}
+		if len(msgs) > 0 {
+			if err := p.send(ctx, msgs); err != nil {
+				return false
+			}
+		} else if !pos.segDone {
+			break // the live segment's tail is still being written
+		}
+		if err := p.spool.commit(pos); err != nil {
+			p.warn("committing outbox spool", zap.Error(err))
+			return false
+		}
+	}
+	for {
+		p.mu.Lock()
+		if !p.spool.empty() {
+			p.mu.Unlock()
+			return true // Enqueue overflowed to the spool meanwhile; next round
+		}
+		n := min(len(p.mem), p.cfg.BatchSize)
+		batch := p.mem[:n:n]
+		p.mem = p.mem[n:]
+		if len(p.mem) == 0 {
+			p.mem = nil
+		}
+		p.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		if err := p.send(ctx, batch); err != nil {
+			// Older than anything still in memory: spooling it first keeps order.
+			p.mu.Lock()
+			p.toSpool(append(batch, p.mem...))
+			p.mem = nil
+			p.mu.Unlock()
+			return false
+		}
+	}
+}
+
+func (p *Producer) send(ctx context.Context, msgs []Message) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.SendTimeout)
+	defer cancel()
+	if err := p.sender.Send(sctx, msgs); err != nil {
+		p.warn("kafka unavailable; spooling to disk", zap.Error(err), zap.Int64("spool_bytes", p.spool.Bytes()))
+		return err
+	}
+	p.sent.Add(uint64(len(msgs)))
+	return nil
+}
+
+func (p *Producer) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	if p.spool.empty() {
+		p.drain(ctx)
+	}
+	p.mu.Lock()
+	if len(p.mem) > 0 {
+		p.toSpool(p.mem)
+		p.mem = nil
+	}
+	p.mu.Unlock()
+	p.spool.close()
+}
+
+// KafkaSender sends with a kafka-go Writer configured for durability:
+// acks from all in-sync replicas, hashing on the key so one organisation's
+// messages stay in one partition and in order.
+type KafkaSender struct{ W *kafka.Writer }
+
+// NewKafkaSender returns a sender for brokers.
+func NewKafkaSender(brokers []string) *KafkaSender {
+	return &KafkaSender{W: &kafka.Writer{
+		Addr:         kafka.TCP(brokers...),
+		Balancer:     &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll,
+		BatchTimeout: time.Millisecond, // we batch ourselves
+		BatchSize:    10000,
+		BatchBytes:   64 << 20,
+		MaxAttempts:  1, // we retry ourselves, spooling in between
+		Compression:  kafka.Snappy,
+		WriteTimeout: 5 * time.Second,
+		ReadTimeout:  5 * time.Second,
+	}}
+}
+
+// Send writes msgs as one batch.
+func (k *KafkaSender) Send(ctx context.Context, msgs []Message) error {
+	kms := make([]kafka.Message, len(msgs))
+	for i, m := range msgs {
+		kms[i] = kafka.Message{Topic: m.Topic, Key: m.Key, Value: m.Value}
+	}
+	err := k.W.WriteMessages(ctx, kms...)
+	var werr kafka.WriteErrors
+	if errors.As(err, &werr) && werr.Count() == 0 {
+		return nil
+	}
+	return err
+}
+
+// Close closes the writer.
+func (k *KafkaSender) Close() error { return k.W.Close() }

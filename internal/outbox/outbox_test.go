@@ -1,0 +1,253 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/gatehouse/gatehouse/internal/testenv"
+)
+
+func msg(i int) Message {
+	return Message{Topic: "t", Key: []byte("k"), Value: []byte(strconv.Itoa(i))}
+}
+
+func TestSpoolKeepsOrderAcrossSegmentsAndReopen(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := openSpool(dir, 1<<20, 200) // tiny segments: many rolls
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in []Message
+	for i := 0; i < 100; i++ {
+		in = append(in, msg(i))
+	}
+	if n, err := sp.append(in); n != 100 || err != nil {
+		t.Fatalf("append = %d, %v", n, err)
+	}
+	// Consume 30, then reopen as a restarted process would.
+	got := readN(t, sp, 30)
+	sp.close()
+	sp, err = openSpool(dir, 1<<20, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, readN(t, sp, 1000)...)
+	if len(got) != 100 {
+		t.Fatalf("read %d messages, want 100", len(got))
+	}
+	for i, m := range got {
+		if string(m.Value) != strconv.Itoa(i) {
+			t.Fatalf("message %d = %s: order lost", i, m.Value)
+		}
+	}
+	if !sp.empty() {
+		t.Fatalf("spool not empty after draining: %d bytes", sp.Bytes())
+	}
+}
+
+func TestSpoolSkipsATornTail(t *testing.T) {
+	dir := t.TempDir()
+	sp, _ := openSpool(dir, 1<<20, 1<<20)
+	sp.append([]Message{msg(1), msg(2)})
+	sp.close()
+	// A crash mid-append leaves half a record at the end of the segment.
+	seg := filepath.Join(dir, fmt.Sprintf("%012d.seg", 1))
+	f, _ := os.OpenFile(seg, os.O_APPEND|os.O_WRONLY, 0)
+	f.Write(encode(msg(3))[:7])
+	f.Close()
+
+	sp, _ = openSpool(dir, 1<<20, 1<<20)
+	sp.append([]Message{msg(4)})
+	got := readN(t, sp, 10)
+	if len(got) != 3 || string(got[2].Value) != "4" {
+		t.Fatalf("got %d messages %v; want 1, 2, 4", len(got), got)
+	}
+}
+
+func TestSpoolLimit(t *testing.T) {
+	sp, _ := openSpool(t.TempDir(), 100, 1<<20)
+	var in []Message
+	for i := 0; i < 20; i++ {
+		in = append(in, msg(i))
+	}
+	n, err := sp.append(in)
+	if !errors.Is(err, ErrSpoolFull) || n == 0 || n == 20 {
+		t.Fatalf("append = %d, %v; want a partial write and ErrSpoolFull", n, err)
+	}
+}
+
+func readN(t *testing.T, sp *spool, n int) []Message {
+	t.Helper()
+	var out []Message
+	for len(out) < n && !sp.empty() {
+		msgs, pos, err := sp.peek(n - len(out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, msgs...)
+		if err := sp.commit(pos); err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) == 0 && !pos.segDone {
+			break
+		}
+	}
+	return out
+}
+
+// flakySender fails while down is set, and records what it accepted.
+type flakySender struct {
+	mu   sync.Mutex
+	down bool
+	got  []Message
+	sent chan struct{}
+}
+
+func (f *flakySender) Send(_ context.Context, msgs []Message) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return errors.New("broker unreachable")
+	}
+	f.got = append(f.got, msgs...)
+	select {
+	case f.sent <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (f *flakySender) setDown(d bool) { f.mu.Lock(); f.down = d; f.mu.Unlock() }
+func (f *flakySender) count() int     { f.mu.Lock(); defer f.mu.Unlock(); return len(f.got) }
+
+func TestProducerSpoolsWhileDownAndDeliversInOrder(t *testing.T) {
+	s := &flakySender{down: true, sent: make(chan struct{}, 1)}
+	p, err := New(Config{Dir: t.TempDir(), MemoryLimit: 50, BatchSize: 20, RetryEvery: time.Millisecond, Linger: time.Millisecond}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+
+	for i := 0; i < 1000; i++ {
+		p.Enqueue(msg(i)) // must not block although the sender is down
+	}
+	waitFor(t, func() bool { return p.Stats().Spooled > 0 })
+	if st := p.Stats(); st.Dropped != 0 || st.Sent != 0 {
+		t.Fatalf("while down: %+v", st)
+	}
+	s.setDown(false)
+	waitFor(t, func() bool { return s.count() >= 1000 })
+	cancel()
+	<-done
+	for i, m := range s.got[:1000] {
+		if string(m.Value) != strconv.Itoa(i) {
+			t.Fatalf("message %d = %s: order lost", i, m.Value)
+		}
+	}
+	if st := p.Stats(); st.Dropped != 0 || st.SpoolBytes != 0 {
+		t.Fatalf("after recovery: %+v", st)
+	}
+}
+
+func TestProducerDropsOnlyPastTheSpoolLimit(t *testing.T) {
+	s := &flakySender{down: true}
+	p, _ := New(Config{Dir: t.TempDir(), MemoryLimit: 10, SpoolLimit: 1000}, s)
+	for i := 0; i < 500; i++ {
+		p.Enqueue(msg(i))
+	}
+	st := p.Stats()
+	if st.Dropped == 0 || st.Spooled == 0 || st.Spooled+st.Dropped+uint64(st.Memory) != 500 {
+		t.Fatalf("stats %+v: every message must be spooled, in memory or counted as dropped", st)
+	}
+}
+
+func TestProducerShutdownSpoolsWhatKafkaDidNotTake(t *testing.T) {
+	dir := t.TempDir()
+	s := &flakySender{down: true}
+	p, _ := New(Config{Dir: dir, RetryEvery: time.Hour}, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	for i := 0; i < 10; i++ {
+		p.Enqueue(msg(i))
+	}
+	cancel()
+	<-done
+	// A new process finds them in the spool and sends them.
+	s2 := &flakySender{sent: make(chan struct{}, 1)}
+	p2, _ := New(Config{Dir: dir, Linger: time.Millisecond}, s2)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	go p2.Run(ctx2)
+	waitFor(t, func() bool { return s2.count() == 10 })
+}
+
+// TestKafkaRoundTrip sends through the real broker of `make services`.
+func TestKafkaRoundTrip(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	topic := "test.outbox." + testenv.Suffix()
+	conn, err := kafka.Dial("tcp", brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctrl, err := conn.Controller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := kafka.Dial("tcp", fmt.Sprintf("%s:%d", ctrl.Host, ctrl.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.DeleteTopics(topic) })
+
+	ks := NewKafkaSender(brokers)
+	defer ks.Close()
+	p, _ := New(Config{Dir: t.TempDir()}, ks)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+	for i := 0; i < 100; i++ {
+		p.Enqueue(Message{Topic: topic, Key: []byte("org_1"), Value: []byte(strconv.Itoa(i))})
+	}
+
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	for i := 0; i < 100; i++ {
+		m, err := r.ReadMessage(rctx)
+		if err != nil {
+			t.Fatalf("reading message %d: %v", i, err)
+		}
+		if string(m.Value) != strconv.Itoa(i) {
+			t.Fatalf("message %d = %s", i, m.Value)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 20s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -1,0 +1,1 @@
+ALTER TABLE customers ALTER COLUMN id TYPE text COLLATE "default";
