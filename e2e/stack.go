@@ -112,8 +112,8 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		"SAMPLEAPI_ADDR="+addr(2),
 		"DELIVERER_ADDR="+addr(3),
 		"CADDY_ADMIN="+s.Admin,
-		"SAMPLEAPI_URL="+addr(2),
-		"CONTROLPLANE_URL="+addr(1),
+		"SAMPLEAPI_URL=http://"+addr(2),
+		"CONTROLPLANE_URL=http://"+addr(1),
 		"DATA_DIR="+dir,
 		"LOG_LEVEL=info",
 	)
