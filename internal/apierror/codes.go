@@ -36,9 +36,12 @@ var Codes = []Code{
 	{"idempotency_key_reused", TypeIdempotency, 422, "The Idempotency-Key was already used for a different request (method, path or body). Stripe answers 400 here; we follow the IETF draft's 422."},
 	{"idempotency_response_unavailable", TypeIdempotency, 422, "The original response was too large to store, so it cannot be replayed; the request was not executed again."},
 	{"idempotency_unavailable", TypeAPI, 503, "Idempotency records cannot be read right now, so a request carrying an Idempotency-Key was not executed. Retry later."},
+	{"request_invalid", TypeInvalidRequest, 400, "The HTTP request itself was refused (malformed, or refused by the gateway for a reason the message gives); the status code tells which."},
+	{"service_unavailable", TypeAPI, 503, "The service behind the gateway is temporarily unable to take requests (no healthy upstream). Retry later."},
 	{"upstream_unavailable", TypeAPI, 502, "The service behind the gateway could not be reached or failed to answer."},
 	{"upstream_timeout", TypeAPI, 504, "The service behind the gateway took too long to answer."},
 	{"auth_unavailable", TypeAPI, 503, "The key store cannot be reached and the key is not in the gateway's cache. Retry later."},
+	{"dependency_unavailable", TypeAPI, 503, "A dependency (Postgres, Redis, Kafka) is unreachable; /readyz says which. Retry later."},
 	{"internal_error", TypeAPI, 500, "An unexpected error on our side. Retry later; contact support with the request id if it persists."},
 	{"url_invalid", TypeInvalidRequest, 400, "The webhook URL is not a valid http(s) URL, or resolves to an address that is not allowed."},
 }

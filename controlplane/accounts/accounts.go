@@ -1,0 +1,376 @@
+// Package accounts manages organisations, the people who use the dashboard
+// and their memberships. Passwords are stored only as argon2id hashes (a
+// memory-hard function, DESIGN §9).
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/mail"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/alexedwards/argon2id"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse/gatehouse/controlplane/audit"
+	"github.com/gatehouse/gatehouse/internal/apierror"
+	"github.com/gatehouse/gatehouse/internal/ids"
+)
+
+// Role is a member's role in an organisation, from most to least powerful.
+type Role string
+
+// Roles; the memberships check constraint allows exactly these.
+const (
+	RoleOwner     Role = "owner"
+	RoleAdmin     Role = "admin"
+	RoleDeveloper Role = "developer"
+	RoleViewer    Role = "viewer"
+)
+
+// Roles lists every role, most powerful first.
+var Roles = []Role{RoleOwner, RoleAdmin, RoleDeveloper, RoleViewer}
+
+// ValidRole reports whether r is one of Roles.
+func ValidRole(r Role) bool {
+	for _, x := range Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// Limits on user input.
+const (
+	MaxNameLen        = 200
+	MinPasswordLen    = 8
+	MaxPasswordLen    = 1024 // bounds the work a login can cause
+	maxEmailLen       = 254
+	orgObject         = "organization"
+	errInvalidCredMsg = "invalid email or password"
+)
+
+// Sentinel errors, for errors.Is.
+var (
+	ErrOrgNotFound        = errors.New("organization not found")
+	ErrInvalidCredentials = errors.New(errInvalidCredMsg)
+)
+
+// Organization is a tenant.
+type Organization struct {
+	ID        string    `db:"id"`
+	Name      string    `db:"name"`
+	CreatedAt time.Time `db:"created_at"`
+}
+
+// User is a person who can sign in to the dashboard.
+type User struct {
+	ID        string    `db:"id"`
+	Email     string    `db:"email"`
+	Name      string    `db:"name"`
+	CreatedAt time.Time `db:"created_at"`
+}
+
+// Member is a user as seen from one organisation.
+type Member struct {
+	User
+	Role     Role      `db:"role"`
+	JoinedAt time.Time `db:"joined_at"`
+}
+
+// DB is what the service needs from Postgres: a *pgxpool.Pool, or a pgx.Tx
+// to compose with a larger transaction.
+type DB interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Service manages accounts.
+type Service struct {
+	db     DB
+	now    func() time.Time
+	params *argon2id.Params
+}
+
+// New returns a service over db; now may be nil for time.Now.
+func New(db DB, now func() time.Time) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{db: db, now: now, params: argon2id.DefaultParams}
+}
+
+// CreateOrganization makes a new, empty organisation.
+func (s *Service) CreateOrganization(ctx context.Context, actor audit.Actor, name string) (Organization, error) {
+	if err := actor.Validate(); err != nil {
+		return Organization{}, err
+	}
+	name = strings.TrimSpace(name)
+	switch {
+	case name == "":
+		return Organization{}, apierror.ParameterMissing("name")
+	case len(name) > MaxNameLen:
+		return Organization{}, apierror.ParameterInvalid("name", fmt.Sprintf("The name must be at most %d characters.", MaxNameLen))
+	}
+	now := s.now()
+	o := Organization{ID: ids.NewAt(ids.Org, now), Name: name, CreatedAt: now}
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3)`,
+			o.ID, o.Name, o.CreatedAt); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.Entry{
+			OrganizationID: o.ID, Actor: actor, Action: "organization.created",
+			TargetType: orgObject, TargetID: o.ID, Data: map[string]any{"name": o.Name}, CreatedAt: now,
+		})
+	})
+	if err != nil {
+		return Organization{}, fmt.Errorf("creating organization: %w", err)
+	}
+	return o, nil
+}
+
+// GetOrganization returns one organisation.
+func (s *Service) GetOrganization(ctx context.Context, id string) (Organization, error) {
+	rows, _ := s.db.Query(ctx, `SELECT id, name, created_at FROM organizations WHERE id = $1`, id)
+	o, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Organization])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Organization{}, orgNotFound(id)
+	}
+	if err != nil {
+		return Organization{}, fmt.Errorf("loading organization: %w", err)
+	}
+	return o, nil
+}
+
+// ListOrganizations returns every organisation, newest first. It is for
+// operators; tenants only ever see their own.
+func (s *Service) ListOrganizations(ctx context.Context) ([]Organization, error) {
+	rows, _ := s.db.Query(ctx, `SELECT id, name, created_at FROM organizations ORDER BY created_at DESC, id DESC`)
+	orgs, err := pgx.CollectRows(rows, pgx.RowToStructByName[Organization])
+	if err != nil {
+		return nil, fmt.Errorf("listing organizations: %w", err)
+	}
+	return orgs, nil
+}
+
+// AddMemberParams describe a person joining an organisation.
+type AddMemberParams struct {
+	OrganizationID string
+	Email          string
+	// Password is used only when the user is new: an existing user keeps
+	// their password (see AddMemberResult.PasswordIgnored).
+	Password string
+	Role     Role
+}
+
+// AddMemberResult says what AddMember did.
+type AddMemberResult struct {
+	Member
+	NewUser bool // the user did not exist and was created
+	// PreviousRole is set when the user was already a member with another
+	// role, which AddMember replaced.
+	PreviousRole Role
+	// PasswordIgnored is true when the user existed and the given password
+	// is not theirs; it was not changed.
+	PasswordIgnored bool
+}
+
+// AddMember makes the user with that email (compared case-insensitively) a
+// member of the organisation with the role, creating the user if needed.
+// Repeating it is harmless: an existing membership takes the given role.
+func (s *Service) AddMember(ctx context.Context, actor audit.Actor, p AddMemberParams) (AddMemberResult, error) {
+	if err := actor.Validate(); err != nil {
+		return AddMemberResult{}, err
+	}
+	email, err := validEmail(p.Email)
+	if err != nil {
+		return AddMemberResult{}, err
+	}
+	if !ValidRole(p.Role) {
+		return AddMemberResult{}, apierror.ParameterInvalid("role",
+			fmt.Sprintf("Unknown role %q; use one of owner, admin, developer, viewer.", p.Role))
+	}
+	if err := validPassword(p.Password); err != nil {
+		return AddMemberResult{}, err
+	}
+	// Hash before the transaction: argon2id is deliberately slow and must
+	// not hold row locks. Wasted when the user exists, which is rare.
+	hash, err := HashPassword(p.Password, s.params)
+	if err != nil {
+		return AddMemberResult{}, err
+	}
+	now := s.now()
+	var res AddMemberResult
+	var storedHash string
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		res = AddMemberResult{}
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)`, p.OrganizationID).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			return orgNotFound(p.OrganizationID)
+		}
+		// Insert-or-nothing, then read: each statement sees what committed
+		// before it, so a concurrent AddMember for the same email makes
+		// both calls agree on one user.
+		tag, err := tx.Exec(ctx, `INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT ((lower(email))) DO NOTHING`, ids.NewAt(ids.User, now), email, hash, now)
+		if err != nil {
+			return fmt.Errorf("creating user: %w", err)
+		}
+		res.NewUser = tag.RowsAffected() == 1
+		err = tx.QueryRow(ctx, `SELECT id, email, name, created_at, password_hash FROM users WHERE lower(email) = lower($1)`,
+			email).Scan(&res.ID, &res.Email, &res.Name, &res.User.CreatedAt, &storedHash)
+		if err != nil {
+			return fmt.Errorf("loading user: %w", err)
+		}
+
+		var prev Role
+		err = tx.QueryRow(ctx, `SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2 FOR UPDATE`,
+			p.OrganizationID, res.ID).Scan(&prev)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("loading membership: %w", err)
+		}
+		err = tx.QueryRow(ctx, `
+			INSERT INTO memberships (organization_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (organization_id, user_id) DO UPDATE SET role = excluded.role
+			RETURNING created_at`,
+			p.OrganizationID, res.ID, string(p.Role), now).Scan(&res.JoinedAt)
+		if err != nil {
+			return fmt.Errorf("saving membership: %w", err)
+		}
+		res.Role = p.Role
+		action, data := "membership.created", map[string]any{"email": res.Email, "role": res.Role, "new_user": res.NewUser}
+		switch prev {
+		case "":
+		case p.Role:
+			return nil // already a member with this role: nothing to audit
+		default:
+			res.PreviousRole = prev
+			action, data = "membership.updated", map[string]any{"email": res.Email,
+				"role": map[string]any{"from": prev, "to": res.Role}}
+		}
+		return audit.Record(ctx, tx, audit.Entry{
+			OrganizationID: p.OrganizationID, Actor: actor, Action: action,
+			TargetType: "user", TargetID: res.ID, Data: data, CreatedAt: now,
+		})
+	})
+	if err != nil {
+		return AddMemberResult{}, fmt.Errorf("adding member: %w", err)
+	}
+	if !res.NewUser {
+		ok, _ := VerifyPassword(p.Password, storedHash)
+		res.PasswordIgnored = !ok
+	}
+	return res, nil
+}
+
+// ListMembers returns org's members, newest first.
+func (s *Service) ListMembers(ctx context.Context, org string) ([]Member, error) {
+	if _, err := s.GetOrganization(ctx, org); err != nil {
+		return nil, err
+	}
+	rows, _ := s.db.Query(ctx, `
+		SELECT u.id, u.email, u.name, u.created_at, m.role, m.created_at AS joined_at
+		FROM memberships m JOIN users u ON u.id = m.user_id
+		WHERE m.organization_id = $1
+		ORDER BY m.created_at DESC, u.id DESC`, org)
+	ms, err := pgx.CollectRows(rows, pgx.RowToStructByName[Member])
+	if err != nil {
+		return nil, fmt.Errorf("listing members: %w", err)
+	}
+	return ms, nil
+}
+
+// Authenticate returns the user with email if password is theirs. Unknown
+// emails cost the same hashing work as wrong passwords, so response times
+// do not reveal which emails have accounts.
+func (s *Service) Authenticate(ctx context.Context, email, password string) (User, error) {
+	var u User
+	var hash string
+	err := s.db.QueryRow(ctx, `SELECT id, email, name, created_at, password_hash FROM users WHERE lower(email) = lower($1)`,
+		strings.TrimSpace(email)).Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt, &hash)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		hash = dummyHash()
+	case err != nil:
+		return User{}, fmt.Errorf("loading user: %w", err)
+	}
+	if len(password) > MaxPasswordLen {
+		return User{}, ErrInvalidCredentials
+	}
+	ok, err := VerifyPassword(password, hash)
+	if err != nil || !ok || u.ID == "" {
+		return User{}, ErrInvalidCredentials
+	}
+	return u, nil
+}
+
+// dummyHash is verified against when no user matches, to spend the same time.
+// It is made on first use so that binaries which never log anyone in do not
+// pay for it at start-up.
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := argon2id.CreateHash("gatehouse-dummy-password", argon2id.DefaultParams)
+	return h
+})
+
+// HashPassword returns the argon2id hash of password in the PHC string
+// format ("$argon2id$v=19$m=…"), salt included.
+func HashPassword(password string, params *argon2id.Params) (string, error) {
+	h, err := argon2id.CreateHash(password, params)
+	if err != nil {
+		return "", fmt.Errorf("hashing password: %w", err)
+	}
+	return h, nil
+}
+
+// VerifyPassword reports whether password matches hash, in constant time.
+func VerifyPassword(password, hash string) (bool, error) {
+	return argon2id.ComparePasswordAndHash(password, hash)
+}
+
+func validEmail(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", apierror.ParameterMissing("email")
+	}
+	a, err := mail.ParseAddress(s)
+	local, domain, _ := strings.Cut(s, "@")
+	if err != nil || a.Address != s || a.Name != "" || len(s) > maxEmailLen || local == "" || domain == "" {
+		return "", apierror.ParameterInvalid("email", fmt.Sprintf("%q is not a valid email address.", s))
+	}
+	return s, nil
+}
+
+func validPassword(p string) error {
+	switch {
+	case p == "":
+		return apierror.ParameterMissing("password")
+	case len(p) < MinPasswordLen:
+		return apierror.ParameterInvalid("password", fmt.Sprintf("The password must be at least %d characters.", MinPasswordLen))
+	case len(p) > MaxPasswordLen:
+		return apierror.ParameterInvalid("password", fmt.Sprintf("The password must be at most %d characters.", MaxPasswordLen))
+	}
+	return nil
+}
+
+// Error is a domain error that is both a sentinel (errors.Is) and the public
+// error object (errors.As / apierror.From).
+type Error struct {
+	sentinel error
+	api      *apierror.Error
+}
+
+func (e *Error) Error() string   { return e.api.Message }
+func (e *Error) Unwrap() []error { return []error{e.sentinel, e.api} }
+
+func orgNotFound(id string) error {
+	return &Error{sentinel: ErrOrgNotFound, api: apierror.NotFound(orgObject, id)}
+}

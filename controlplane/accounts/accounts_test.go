@@ -1,0 +1,179 @@
+package accounts_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/gatehouse/gatehouse/controlplane/accounts"
+	"github.com/gatehouse/gatehouse/controlplane/audit"
+	"github.com/gatehouse/gatehouse/internal/apierror"
+	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/testenv"
+)
+
+var ops = audit.Actor{Type: audit.ActorCLI, ID: "root"}
+
+func TestOrganizations(t *testing.T) {
+	db, _ := testenv.Pool(t)
+	ctx := context.Background()
+	svc := accounts.New(db, nil)
+
+	o, err := svc.CreateOrganization(ctx, ops, "  Acme  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ids.Valid(o.ID, ids.Org) || o.Name != "Acme" {
+		t.Fatalf("org = %+v", o)
+	}
+	got, err := svc.GetOrganization(ctx, o.ID)
+	if err != nil || got.Name != "Acme" {
+		t.Fatalf("get = %+v, %v", got, err)
+	}
+	if _, err := svc.GetOrganization(ctx, "org_nope"); !errors.Is(err, accounts.ErrOrgNotFound) {
+		t.Fatalf("missing org: %v", err)
+	}
+	for _, name := range []string{"", "   ", strings.Repeat("x", 201)} {
+		if _, err := svc.CreateOrganization(ctx, ops, name); apierror.From(err).Param != "name" {
+			t.Errorf("name %q: err = %v", name, err)
+		}
+	}
+	p, err := audit.NewLog(db).List(ctx, o.ID, audit.Filter{})
+	if err != nil || len(p.Data) != 1 || p.Data[0].Action != "organization.created" {
+		t.Fatalf("audit = %+v, %v", p.Data, err)
+	}
+}
+
+func TestAddMember(t *testing.T) {
+	db, _ := testenv.Pool(t)
+	ctx := context.Background()
+	svc := accounts.New(db, nil)
+	acme, err := svc.CreateOrganization(ctx, ops, "Acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	beta, err := svc.CreateOrganization(ctx, ops, "Beta")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	type want struct {
+		newUser         bool
+		previousRole    accounts.Role
+		passwordIgnored bool
+	}
+	var firstID string
+	for _, tc := range []struct {
+		name string
+		p    accounts.AddMemberParams
+		want want
+	}{
+		{"new user", accounts.AddMemberParams{OrganizationID: acme.ID, Email: "Dev@Example.com", Password: "correct horse", Role: accounts.RoleOwner},
+			want{newUser: true}},
+		{"same email, other case, same org: role changes", accounts.AddMemberParams{OrganizationID: acme.ID, Email: "dev@example.COM", Password: "correct horse", Role: accounts.RoleAdmin},
+			want{previousRole: accounts.RoleOwner}},
+		{"repeat is harmless", accounts.AddMemberParams{OrganizationID: acme.ID, Email: "dev@example.com", Password: "correct horse", Role: accounts.RoleAdmin},
+			want{}},
+		{"existing user joins another org; password kept", accounts.AddMemberParams{OrganizationID: beta.ID, Email: "dev@example.com", Password: "another password", Role: accounts.RoleViewer},
+			want{passwordIgnored: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := svc.AddMember(ctx, ops, tc.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if firstID == "" {
+				firstID = res.ID
+			}
+			got := want{res.NewUser, res.PreviousRole, res.PasswordIgnored}
+			if got != tc.want || res.ID != firstID || res.Role != tc.p.Role || res.Email != "Dev@Example.com" {
+				t.Fatalf("result = %+v, want %+v for user %s", res, tc.want, firstID)
+			}
+		})
+	}
+
+	// The password is stored as an argon2id hash, verifiable, and the
+	// second password did not replace it.
+	var hash string
+	if err := db.QueryRow(ctx, `SELECT password_hash FROM users WHERE id = $1`, firstID).Scan(&hash); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(hash, "$argon2id$") || strings.Contains(hash, "correct horse") {
+		t.Fatalf("stored hash %q", hash)
+	}
+	if ok, err := accounts.VerifyPassword("correct horse", hash); !ok || err != nil {
+		t.Fatalf("hash does not verify: %v", err)
+	}
+	for _, tc := range []struct {
+		name, email, password string
+		ok                    bool
+	}{
+		{"right password, any case email", "DEV@example.com", "correct horse", true},
+		{"wrong password", "dev@example.com", "another password", false},
+		{"unknown user", "nobody@example.com", "correct horse", false},
+	} {
+		t.Run("authenticate "+tc.name, func(t *testing.T) {
+			u, err := svc.Authenticate(ctx, tc.email, tc.password)
+			if tc.ok != (err == nil) || (tc.ok && u.ID != firstID) {
+				t.Fatalf("Authenticate = %+v, %v", u, err)
+			}
+			if !tc.ok && !errors.Is(err, accounts.ErrInvalidCredentials) {
+				t.Fatalf("err = %v", err)
+			}
+		})
+	}
+
+	ms, err := svc.ListMembers(ctx, beta.ID)
+	if err != nil || len(ms) != 1 || ms[0].Role != accounts.RoleViewer {
+		t.Fatalf("beta members = %+v, %v", ms, err)
+	}
+	p, err := audit.NewLog(db).List(ctx, acme.ID, audit.Filter{Action: "membership.", Limit: 100})
+	if err != nil || len(p.Data) != 2 {
+		t.Fatalf("acme membership audit = %+v, %v", p.Data, err)
+	}
+}
+
+func TestAddMemberValidation(t *testing.T) {
+	db, _ := testenv.Pool(t)
+	ctx := context.Background()
+	svc := accounts.New(db, nil)
+	org, err := svc.CreateOrganization(ctx, ops, "Acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := accounts.AddMemberParams{OrganizationID: org.ID, Email: "a@example.com", Password: "long enough", Role: accounts.RoleDeveloper}
+	for _, tc := range []struct {
+		name   string
+		change func(*accounts.AddMemberParams)
+		param  string // "" for organisation not found
+	}{
+		{"missing email", func(p *accounts.AddMemberParams) { p.Email = "" }, "email"},
+		{"no at sign", func(p *accounts.AddMemberParams) { p.Email = "example.com" }, "email"},
+		{"display name", func(p *accounts.AddMemberParams) { p.Email = "Al <a@example.com>" }, "email"},
+		{"no domain", func(p *accounts.AddMemberParams) { p.Email = "a@" }, "email"},
+		{"unknown role", func(p *accounts.AddMemberParams) { p.Role = "superuser" }, "role"},
+		{"short password", func(p *accounts.AddMemberParams) { p.Password = "short" }, "password"},
+		{"missing password", func(p *accounts.AddMemberParams) { p.Password = "" }, "password"},
+		{"unknown organisation", func(p *accounts.AddMemberParams) { p.OrganizationID = "org_nope" }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := ok
+			tc.change(&p)
+			_, err := svc.AddMember(ctx, ops, p)
+			if tc.param == "" {
+				if !errors.Is(err, accounts.ErrOrgNotFound) {
+					t.Fatalf("err = %v", err)
+				}
+				return
+			}
+			if ae := apierror.From(err); ae.Status != 400 || ae.Param != tc.param {
+				t.Fatalf("err = %v, want 400 on %s", err, tc.param)
+			}
+		})
+	}
+	var n int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM users`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d users after refused adds (%v)", n, err)
+	}
+}

@@ -1,0 +1,166 @@
+package cli
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/gatehouse/gatehouse/controlplane/accounts"
+)
+
+// orgJSON is an organisation as --json prints it.
+type orgJSON struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Name    string `json:"name"`
+	Created int64  `json:"created"`
+}
+
+func toOrgJSON(o accounts.Organization) orgJSON {
+	return orgJSON{ID: o.ID, Object: "organization", Name: o.Name, Created: o.CreatedAt.Unix()}
+}
+
+func (a *app) accounts() (*accounts.Service, error) {
+	db, err := a.pool()
+	if err != nil {
+		return nil, err
+	}
+	return accounts.New(db, nil), nil
+}
+
+func (a *app) orgsCreate(args []string) error {
+	c := a.command("controlplane orgs create", "--name NAME [--json]")
+	name := c.fs.String("name", "", "organisation `name` (required)")
+	asJSON := c.fs.Bool("json", false, "print the organisation as a JSON object")
+	if err := c.parse(args, map[string]*string{"name": name}); err != nil {
+		return err
+	}
+	svc, err := a.accounts()
+	if err != nil {
+		return c.fail(err)
+	}
+	o, err := svc.CreateOrganization(a.ctx, a.actor(), *name)
+	if err != nil {
+		return c.fail(err)
+	}
+	if *asJSON {
+		return c.fail(writeJSON(a.stdout, toOrgJSON(o)))
+	}
+	fmt.Fprintln(a.stdout, o.ID)
+	return nil
+}
+
+func (a *app) orgsList(args []string) error {
+	c := a.command("controlplane orgs list", "[--json]")
+	asJSON := c.fs.Bool("json", false, "print a JSON list object")
+	if err := c.parse(args, nil); err != nil {
+		return err
+	}
+	svc, err := a.accounts()
+	if err != nil {
+		return c.fail(err)
+	}
+	orgs, err := svc.ListOrganizations(a.ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	if *asJSON {
+		data := make([]orgJSON, len(orgs))
+		for i, o := range orgs {
+			data[i] = toOrgJSON(o)
+		}
+		return c.fail(writeJSON(a.stdout, list(data)))
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tCREATED")
+	for _, o := range orgs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", o.ID, o.Name, timeText(&o.CreatedAt, ""))
+	}
+	return c.fail(tw.Flush())
+}
+
+// memberJSON is a user in an organisation as --json prints it.
+type memberJSON struct {
+	ID           string `json:"id"`
+	Object       string `json:"object"`
+	Email        string `json:"email"`
+	Organization string `json:"organization"`
+	Role         string `json:"role"`
+	Created      int64  `json:"created"`
+	Joined       int64  `json:"joined"`
+}
+
+func (a *app) usersCreate(args []string) error {
+	c := a.command("controlplane users create", "--org ORG --email EMAIL --password PASSWORD --role ROLE [--json]")
+	org := c.fs.String("org", "", "organisation `id` (required)")
+	email := c.fs.String("email", "", "the user's `email` (required); an existing user is added to the organisation")
+	password := c.fs.String("password", "", "the new user's `password` (required, at least 8 characters); an existing user keeps theirs")
+	role := c.fs.String("role", "", "`role` in the organisation: owner, admin, developer or viewer (required)")
+	asJSON := c.fs.Bool("json", false, "print the membership as a JSON object")
+	if err := c.parse(args, map[string]*string{"org": org, "email": email, "password": password, "role": role}); err != nil {
+		return err
+	}
+	svc, err := a.accounts()
+	if err != nil {
+		return c.fail(err)
+	}
+	res, err := svc.AddMember(a.ctx, a.actor(), accounts.AddMemberParams{
+		OrganizationID: *org, Email: *email, Password: *password, Role: accounts.Role(*role),
+	})
+	if err != nil {
+		return c.fail(err)
+	}
+	if res.PasswordIgnored {
+		fmt.Fprintf(a.stderr, "note: %s already has an account; their password was not changed\n", res.Email)
+	}
+	if *asJSON {
+		return c.fail(writeJSON(a.stdout, struct {
+			memberJSON
+			NewUser bool `json:"new_user"`
+		}{toMemberJSON(*org, res.Member), res.NewUser}))
+	}
+	what := "added existing user"
+	switch {
+	case res.NewUser:
+		what = "created user"
+	case res.PreviousRole != "":
+		what = "changed role from " + string(res.PreviousRole)
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 1, ' ', 0)
+	fmt.Fprintf(tw, "id:\t%s\nemail:\t%s\norganization:\t%s\nrole:\t%s\nresult:\t%s\n", res.ID, res.Email, *org, res.Role, what)
+	return c.fail(tw.Flush())
+}
+
+func toMemberJSON(org string, m accounts.Member) memberJSON {
+	return memberJSON{ID: m.ID, Object: "user", Email: m.Email, Organization: org, Role: string(m.Role),
+		Created: m.User.CreatedAt.Unix(), Joined: m.JoinedAt.Unix()}
+}
+
+func (a *app) usersList(args []string) error {
+	c := a.command("controlplane users list", "--org ORG [--json]")
+	org := c.fs.String("org", "", "organisation `id` (required)")
+	asJSON := c.fs.Bool("json", false, "print a JSON list object")
+	if err := c.parse(args, map[string]*string{"org": org}); err != nil {
+		return err
+	}
+	svc, err := a.accounts()
+	if err != nil {
+		return c.fail(err)
+	}
+	ms, err := svc.ListMembers(a.ctx, *org)
+	if err != nil {
+		return c.fail(err)
+	}
+	if *asJSON {
+		data := make([]memberJSON, len(ms))
+		for i, m := range ms {
+			data[i] = toMemberJSON(*org, m)
+		}
+		return c.fail(writeJSON(a.stdout, list(data)))
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tEMAIL\tROLE\tJOINED")
+	for _, m := range ms {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.ID, m.Email, m.Role, timeText(&m.JoinedAt, ""))
+	}
+	return c.fail(tw.Flush())
+}

@@ -1,0 +1,306 @@
+// Package cli is the control plane's command line: `serve`, `migrate` and
+// the operator commands for organisations, users and API keys. It parses
+// with the standard flag package, runs in-process (tests call Run), and
+// keeps the contract of DESIGN §3: with --json every command prints one JSON
+// object; exit status 0 on success, 2 for a usage error, 1 otherwise; errors
+// go to stderr as one readable line, never as a stack trace.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/user"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/controlplane/audit"
+	"github.com/gatehouse/gatehouse/internal/apierror"
+	"github.com/gatehouse/gatehouse/internal/config"
+)
+
+// Exit statuses.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+const usage = `usage: controlplane <command> [flags]
+
+Commands:
+  serve                      run the HTTP server (dashboard, /v1 API, probes)
+  migrate [up|down]          apply (or, for development, revert) database migrations
+  orgs create --name N       create an organisation and print its id
+  orgs list                  list organisations
+  users create --org ORG --email E --password P --role owner|admin|developer|viewer
+                             create a user (or add an existing one) as a member of ORG
+  users list --org ORG       list an organisation's members
+  keys create --org ORG --env sandbox|live [--restricted --scopes a,b] [--expires-in D]
+                             create an API key; the full key is printed once
+  keys list --org ORG [--env ENV]
+                             list keys (prefix and last 4 characters only)
+  keys roll --id KEY [--expires-in D|now]
+                             replace a key; the old one expires after D (default 24h)
+  keys revoke --id KEY       disable a key immediately
+  keys update --id KEY [--expires-in D|never] [--ip-allowlist CIDRS|none]
+                             change a key's expiry or IP allowlist
+
+Every command that reads or writes data takes --json to print one JSON object.
+Run 'controlplane <command> [<subcommand>] -h' for a command's flags.
+Configuration comes from the environment: DATABASE_URL, CONTROLPLANE_ADDR,
+IDENTITY_SECRET, LOG_LEVEL, DOCS_URL.
+`
+
+// Run executes the command line args (without the program name) and returns
+// the exit status.
+func Run(args []string, stdout, stderr io.Writer) int {
+	return RunContext(context.Background(), args, stdout, stderr)
+}
+
+// RunContext is Run with a context whose end stops long-running commands
+// (serve) gracefully and cancels database work.
+func RunContext(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+	a := &app{ctx: ctx, stdout: stdout, stderr: stderr, cfg: config.Load()}
+	defer a.close()
+	defer func() {
+		// A bug must still end in one line on stderr and status 1.
+		if v := recover(); v != nil {
+			fmt.Fprintf(stderr, "controlplane: internal error: %v\n", v)
+			code = ExitFailure
+		}
+	}()
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return ExitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return ExitOK
+	case "serve":
+		err = a.serve(rest)
+	case "migrate":
+		err = a.migrate(rest)
+	case "orgs":
+		err = a.group("orgs", rest, map[string]func([]string) error{
+			"create": a.orgsCreate, "list": a.orgsList,
+		})
+	case "users":
+		err = a.group("users", rest, map[string]func([]string) error{
+			"create": a.usersCreate, "list": a.usersList,
+		})
+	case "keys":
+		err = a.group("keys", rest, map[string]func([]string) error{
+			"create": a.keysCreate, "list": a.keysList, "roll": a.keysRoll,
+			"revoke": a.keysRevoke, "update": a.keysUpdate,
+		})
+	default:
+		err = usageErrorf("controlplane", "unknown command %q", cmd)
+	}
+	return a.report(err)
+}
+
+// app is one invocation's state.
+type app struct {
+	ctx    context.Context
+	stdout io.Writer
+	stderr io.Writer
+	cfg    config.Shared
+	db     *pgxpool.Pool
+}
+
+func (a *app) close() {
+	if a.db != nil {
+		a.db.Close()
+	}
+}
+
+// group dispatches "<name> <subcommand> …".
+func (a *app) group(name string, args []string, subs map[string]func([]string) error) error {
+	if len(args) == 0 {
+		return usageErrorf("controlplane "+name, "missing subcommand (one of %s)", subNames(subs))
+	}
+	f, ok := subs[args[0]]
+	if !ok {
+		return usageErrorf("controlplane "+name, "unknown subcommand %q (one of %s)", args[0], subNames(subs))
+	}
+	return f(args[1:])
+}
+
+func subNames(subs map[string]func([]string) error) string {
+	var names []string
+	for _, n := range []string{"create", "list", "roll", "revoke", "update"} {
+		if _, ok := subs[n]; ok {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// pool connects to Postgres on first use.
+func (a *app) pool() (*pgxpool.Pool, error) {
+	if a.db != nil {
+		return a.db, nil
+	}
+	db, err := pgxpool.New(a.ctx, a.cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to postgres: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
+	defer cancel()
+	if err := db.Ping(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connecting to postgres (DATABASE_URL): %w", err)
+	}
+	a.db = db
+	return db, nil
+}
+
+// actor is who the audit log credits with CLI changes: the OS user.
+func (a *app) actor() audit.Actor {
+	name := ""
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	if name == "" {
+		name = os.Getenv("USER")
+	}
+	if name == "" {
+		name = "operator"
+	}
+	return audit.Actor{Type: audit.ActorCLI, ID: name}
+}
+
+// usageError is a mistake in how the command was called.
+type usageError struct {
+	cmd string
+	msg string
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(cmd, format string, args ...any) error {
+	return &usageError{cmd: cmd, msg: fmt.Sprintf(format, args...)}
+}
+
+// failure names the command that failed, for the stderr line.
+type failure struct {
+	cmd string
+	err error
+}
+
+func (f *failure) Error() string { return f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
+
+// paramFlags maps the params of validation errors to the flags that set them.
+var paramFlags = map[string]string{
+	"name": "--name", "email": "--email", "password": "--password", "role": "--role",
+	"scopes": "--scopes", "kind": "--restricted", "environment": "--env",
+	"ip_allowlist": "--ip-allowlist", "expires_at": "--expires-in", "expires_in": "--expires-in",
+}
+
+// report prints err and picks the exit status.
+func (a *app) report(err error) int {
+	if err == nil {
+		return ExitOK
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return ExitOK
+	}
+	cmd := "controlplane"
+	var f *failure
+	if errors.As(err, &f) {
+		cmd = f.cmd
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(a.stderr, "%s: %s\nRun '%s -h' for usage.\n", ue.cmd, ue.msg, ue.cmd)
+		return ExitUsage
+	}
+	// A parameter the service refused is a usage error too: the caller
+	// passed a bad flag value. State conflicts (a revoked key) are not.
+	var ae *apierror.Error
+	if errors.As(err, &ae) && ae.Status == 400 && (ae.Code == "parameter_invalid" || ae.Code == "parameter_missing") && ae.Param != "id" {
+		flagName := paramFlags[ae.Param]
+		if flagName == "" {
+			flagName = ae.Param
+		}
+		fmt.Fprintf(a.stderr, "%s: %s: %s\n", cmd, flagName, ae.Message)
+		return ExitUsage
+	}
+	fmt.Fprintf(a.stderr, "%s: %s\n", cmd, err)
+	return ExitFailure
+}
+
+// command is the flag set of one subcommand with its usage line.
+type command struct {
+	name     string
+	synopsis string
+	fs       *flag.FlagSet
+	out      io.Writer // where -h prints
+}
+
+func (a *app) command(name, synopsis string) *command {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	// flag would print the usage on every parse error; report prints one
+	// line instead, and -h prints the usage to stdout (see parse).
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return &command{name: name, synopsis: synopsis, fs: fs, out: a.stdout}
+}
+
+// parse parses args, refusing positional arguments and missing required
+// flags (given as pointers to their values).
+func (c *command) parse(args []string, required map[string]*string) error {
+	if err := c.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			c.printUsage()
+			return err
+		}
+		return &usageError{cmd: c.name, msg: err.Error()}
+	}
+	if c.fs.NArg() > 0 {
+		return usageErrorf(c.name, "unexpected argument %q", c.fs.Arg(0))
+	}
+	for _, name := range slices.Sorted(maps.Keys(required)) {
+		if strings.TrimSpace(*required[name]) == "" {
+			return usageErrorf(c.name, "--%s is required", name)
+		}
+	}
+	return nil
+}
+
+// printUsage prints the synopsis and the flags, spelled with two dashes as
+// everywhere in the docs.
+func (c *command) printUsage() {
+	fmt.Fprintf(c.out, "usage: %s %s\n\nFlags:\n", c.name, c.synopsis)
+	c.fs.VisitAll(func(f *flag.Flag) {
+		arg, help := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if arg != "" {
+			line += " " + arg
+		}
+		if f.DefValue != "" && f.DefValue != "false" {
+			help += " (default " + f.DefValue + ")"
+		}
+		fmt.Fprintf(c.out, "%s\n      %s\n", line, help)
+	})
+}
+
+// fail attributes err to the command for the error line.
+func (c *command) fail(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &failure{cmd: c.name, err: err}
+}

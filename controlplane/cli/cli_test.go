@@ -1,0 +1,265 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/controlplane/accounts"
+	"github.com/gatehouse/gatehouse/controlplane/cli"
+	"github.com/gatehouse/gatehouse/internal/apikey"
+	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/testenv"
+)
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func run(args ...string) result {
+	var out, errOut bytes.Buffer
+	code := cli.Run(args, &out, &errOut)
+	return result{code, out.String(), errOut.String()}
+}
+
+// mustJSON runs a --json command that must succeed and decodes its output.
+func mustJSON(t *testing.T, v any, args ...string) {
+	t.Helper()
+	r := run(args...)
+	if r.code != 0 {
+		t.Fatalf("%v: exit %d: %s", args, r.code, r.stderr)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
+		t.Fatalf("%v printed no single JSON object: %v\n%s", args, err, r.stdout)
+	}
+}
+
+type keyOut struct {
+	ID          string   `json:"id"`
+	Object      string   `json:"object"`
+	Key         string   `json:"key"`
+	Environment string   `json:"environment"`
+	Kind        string   `json:"kind"`
+	Prefix      string   `json:"prefix"`
+	Last4       string   `json:"last4"`
+	Scopes      []string `json:"scopes"`
+	Status      string   `json:"status"`
+	ExpiresAt   *int64   `json:"expires_at"`
+	RevokedAt   *int64   `json:"revoked_at"`
+	RolledTo    *string  `json:"rolled_to"`
+	Created     int64    `json:"created"`
+	RolledFrom  *keyOut  `json:"rolled_from"`
+}
+
+func TestEndToEnd(t *testing.T) {
+	db, dsn := testenv.Pool(t)
+	t.Setenv("DATABASE_URL", dsn)
+	ctx := context.Background()
+
+	var org struct {
+		ID, Object, Name string
+		Created          int64
+	}
+	mustJSON(t, &org, "orgs", "create", "--name", "Acme", "--json")
+	if !ids.Valid(org.ID, ids.Org) || org.Object != "organization" || org.Name != "Acme" || org.Created == 0 {
+		t.Fatalf("org = %+v", org)
+	}
+	// Without --json, the id alone, for shell scripts.
+	if r := run("orgs", "create", "--name", "Beta"); r.code != 0 || !ids.Valid(strings.TrimSpace(r.stdout), ids.Org) {
+		t.Fatalf("orgs create = %+v", r)
+	}
+
+	var user struct {
+		ID, Email, Organization, Role string
+		NewUser                       bool `json:"new_user"`
+	}
+	mustJSON(t, &user, "users", "create", "--org", org.ID, "--email", "owner@example.com",
+		"--password", "s3cret-passphrase", "--role", "owner", "--json")
+	if !ids.Valid(user.ID, ids.User) || user.Role != "owner" || !user.NewUser || user.Organization != org.ID {
+		t.Fatalf("user = %+v", user)
+	}
+	var hash string
+	if err := db.QueryRow(ctx, `SELECT password_hash FROM users WHERE id = $1`, user.ID).Scan(&hash); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := accounts.VerifyPassword("s3cret-passphrase", hash); !strings.HasPrefix(hash, "$argon2id$") || !ok || err != nil {
+		t.Fatalf("password hash %q does not verify (%v)", hash, err)
+	}
+	if r := run("users", "list", "--org", org.ID); r.code != 0 || !strings.Contains(r.stdout, "owner@example.com") {
+		t.Fatalf("users list = %+v", r)
+	}
+
+	var sk keyOut
+	mustJSON(t, &sk, "keys", "create", "--org", org.ID, "--env", "sandbox", "--json")
+	if _, err := apikey.Parse(sk.Key); err != nil || !strings.HasPrefix(sk.Key, "sk_test_") {
+		t.Fatalf("key %q: %v", sk.Key, err)
+	}
+	if sk.Object != "api_key" || sk.Kind != "secret" || sk.Environment != "sandbox" || sk.Prefix != apikey.DisplayPrefix(sk.Key) ||
+		sk.Last4 != apikey.Last4(sk.Key) || sk.ExpiresAt != nil || len(sk.Scopes) != 0 || !ids.Valid(sk.ID, ids.Key) {
+		t.Fatalf("created key = %+v", sk)
+	}
+	var rk keyOut
+	before := time.Now().Unix()
+	mustJSON(t, &rk, "keys", "create", "--org", org.ID, "--env", "live", "--restricted", "--scopes", "customers:read,events:write",
+		"--expires-in", "30d", "--name", "ci", "--ip-allowlist", "10.0.0.0/8", "--json")
+	after := time.Now().Unix()
+	if !strings.HasPrefix(rk.Key, "rk_live_") || rk.Kind != "restricted" || strings.Join(rk.Scopes, ",") != "customers:read,events:write" ||
+		rk.ExpiresAt == nil || *rk.ExpiresAt < before+30*86400 || *rk.ExpiresAt > after+30*86400 {
+		t.Fatalf("restricted key = %+v", rk)
+	}
+
+	// Listings show prefix and last4 but never a key.
+	for _, args := range [][]string{
+		{"keys", "list", "--org", org.ID},
+		{"keys", "list", "--org", org.ID, "--json"},
+		{"keys", "list", "--org", org.ID, "--env", "live"},
+	} {
+		r := run(args...)
+		if r.code != 0 {
+			t.Fatalf("%v: %+v", args, r)
+		}
+		if strings.Contains(r.stdout, sk.Key) || strings.Contains(r.stdout, rk.Key) {
+			t.Fatalf("%v shows a full key:\n%s", args, r.stdout)
+		}
+		if !strings.Contains(r.stdout, rk.Prefix) || !strings.Contains(r.stdout, rk.Last4) {
+			t.Fatalf("%v lacks prefix/last4 of %s:\n%s", args, rk.ID, r.stdout)
+		}
+		if args[len(args)-1] == "live" && strings.Contains(r.stdout, sk.ID) {
+			t.Fatalf("--env live lists a sandbox key:\n%s", r.stdout)
+		}
+	}
+
+	var rolled keyOut
+	before = time.Now().Unix()
+	mustJSON(t, &rolled, "keys", "roll", "--id", sk.ID, "--expires-in", "1h", "--json")
+	after = time.Now().Unix()
+	if rolled.Key == "" || rolled.Key == sk.Key || rolled.ID == sk.ID || rolled.Kind != "secret" || rolled.Environment != "sandbox" {
+		t.Fatalf("rolled key = %+v", rolled)
+	}
+	old := rolled.RolledFrom
+	if old == nil || old.ID != sk.ID || old.Key != "" || old.RolledTo == nil || *old.RolledTo != rolled.ID ||
+		old.ExpiresAt == nil || *old.ExpiresAt < before+3600 || *old.ExpiresAt > after+3600 {
+		t.Fatalf("old key after roll = %+v", old)
+	}
+
+	var revoked keyOut
+	mustJSON(t, &revoked, "keys", "revoke", "--id", rolled.ID, "--json")
+	if revoked.RevokedAt == nil || revoked.Status != "revoked" || revoked.Key != "" {
+		t.Fatalf("revoked key = %+v", revoked)
+	}
+	r := run("keys", "list", "--org", org.ID, "--env", "sandbox")
+	if !strings.Contains(r.stdout, "revoked") || strings.Contains(r.stdout, rolled.Key) {
+		t.Fatalf("list after revoke:\n%s", r.stdout)
+	}
+
+	var upd keyOut
+	mustJSON(t, &upd, "keys", "update", "--id", rk.ID, "--expires-in", "never", "--ip-allowlist", "none", "--json")
+	if upd.ExpiresAt != nil {
+		t.Fatalf("updated key = %+v", upd)
+	}
+
+	// Every change is in the audit log, credited to the CLI.
+	var n int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM audit_logs WHERE organization_id = $1 AND actor_type = 'cli'
+		AND action IN ('api_key.created', 'api_key.rolled', 'api_key.revoked', 'api_key.updated')`, org.ID).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 7 { // 2 creates, roll (created + rolled), revoke, update (expiry + allowlist)
+		t.Fatalf("%d key audit entries, want 7", n)
+	}
+
+	// Failures after parsing: exit 1 and one line on stderr.
+	for _, tc := range []struct {
+		name string
+		args []string
+		msg  string
+	}{
+		{"revoke twice", []string{"keys", "revoke", "--id", rolled.ID}, "already revoked"},
+		{"roll a rolled key", []string{"keys", "roll", "--id", sk.ID}, "already rolled"},
+		{"unknown key", []string{"keys", "revoke", "--id", "key_0000000000000000000000"}, "No such api_key"},
+		{"key of another org", []string{"keys", "revoke", "--id", rk.ID, "--org", "org_other"}, "No such api_key"},
+		{"unknown org", []string{"keys", "create", "--org", "org_nope", "--env", "live"}, "No such organization"},
+		{"list unknown org", []string{"keys", "list", "--org", "org_nope"}, "No such organization"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(tc.args...)
+			if r.code != 1 || !strings.Contains(r.stderr, tc.msg) || strings.Contains(r.stderr, "goroutine") {
+				t.Fatalf("exit %d, stderr %q; want 1 and %q", r.code, r.stderr, tc.msg)
+			}
+		})
+	}
+	t.Run("usage errors", func(t *testing.T) { usageErrors(t, org.ID) })
+}
+
+func usageErrors(t *testing.T, org string) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		msg  string
+	}{
+		{"no command", nil, "usage: controlplane"},
+		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"group without subcommand", []string{"keys"}, "missing subcommand"},
+		{"unknown subcommand", []string{"keys", "delete"}, `unknown subcommand "delete"`},
+		{"unknown flag", []string{"keys", "create", "--org", org, "--env", "live", "--colour", "red"}, "flag provided but not defined: -colour"},
+		{"missing --org", []string{"keys", "create", "--env", "live"}, "--org is required"},
+		{"missing --env", []string{"keys", "create", "--org", org}, "--env is required"},
+		{"bad --env", []string{"keys", "create", "--org", org, "--env", "production"}, "--env must be sandbox or live"},
+		{"restricted without scopes", []string{"keys", "create", "--org", org, "--env", "live", "--restricted"}, "at least one scope"},
+		{"unknown scope lists valid ones", []string{"keys", "create", "--org", org, "--env", "live", "--restricted", "--scopes", "customers:read,admin"},
+			`--scopes: Unknown scope "admin". Valid scopes: customers:read`},
+		{"scopes on a secret key", []string{"keys", "create", "--org", org, "--env", "live", "--scopes", "customers:read"}, "--scopes needs --restricted"},
+		{"bad --expires-in", []string{"keys", "create", "--org", org, "--env", "live", "--expires-in", "soon"}, "--expires-in"},
+		{"bad allowlist", []string{"keys", "create", "--org", org, "--env", "live", "--ip-allowlist", "10.0.0.0/99"}, "--ip-allowlist"},
+		{"positional argument", []string{"keys", "list", "--org", org, "extra"}, `unexpected argument "extra"`},
+		{"roll without --id", []string{"keys", "roll"}, "--id is required"},
+		{"roll with bad --expires-in", []string{"keys", "roll", "--id", "key_x", "--expires-in", "later"}, "--expires-in"},
+		{"update with nothing to change", []string{"keys", "update", "--id", "key_x"}, "nothing to change"},
+		{"bad role", []string{"users", "create", "--org", org, "--email", "a@example.com", "--password", "long enough", "--role", "god"}, "--role"},
+		{"bad email", []string{"users", "create", "--org", org, "--email", "not-an-email", "--password", "long enough", "--role", "viewer"}, "--email"},
+		{"short password", []string{"users", "create", "--org", org, "--email", "a@example.com", "--password", "short", "--role", "viewer"}, "--password"},
+		{"orgs create without name", []string{"orgs", "create"}, "--name is required"},
+		{"migrate sideways", []string{"migrate", "sideways"}, "unknown direction"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(tc.args...)
+			if r.code != 2 || !strings.Contains(r.stderr, tc.msg) {
+				t.Fatalf("exit %d, stderr %q; want 2 and %q", r.code, r.stderr, tc.msg)
+			}
+			if r.stdout != "" {
+				t.Fatalf("usage error printed to stdout: %q", r.stdout)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"help command", []string{"help"}, "keys create --org ORG"},
+		{"--help", []string{"--help"}, "Commands:"},
+		{"subcommand -h", []string{"keys", "roll", "-h"}, "--expires-in"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(tc.args...)
+			if r.code != 0 || !strings.Contains(r.stdout, tc.want) {
+				t.Fatalf("exit %d, stdout %q", r.code, r.stdout)
+			}
+		})
+	}
+}
+
+func TestDatabaseUnreachable(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://gatehouse@127.0.0.1:1/none?connect_timeout=2")
+	r := run("orgs", "list")
+	if r.code != 1 || !strings.Contains(r.stderr, "connecting to postgres") || strings.Contains(r.stderr, "goroutine") {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
