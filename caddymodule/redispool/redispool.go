@@ -4,6 +4,7 @@
 package redispool
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -12,6 +13,16 @@ import (
 )
 
 var pool = caddy.NewUsagePool()
+
+func init() {
+	// go-redis logs every failed dial; during a Redis outage that is a line
+	// per request. Modules log outages themselves, once per interval.
+	redis.SetLogger(quietLogger{})
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
 
 type client struct{ *redis.Client }
 
@@ -42,6 +53,7 @@ func Get(url string) (*redis.Client, error) {
 			opts.WriteTimeout = IOTimeout
 		}
 		opts.MaxRetries = 0 // a retry doubles the worst-case latency; callers decide
+		opts.DialerRetries = 1
 		opts.PoolSize = 256
 		opts.MinIdleConns = 8
 		return client{redis.NewClient(opts)}, nil

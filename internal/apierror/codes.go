@@ -42,6 +42,7 @@ var Codes = []Code{
 	{"upstream_timeout", TypeAPI, 504, "The service behind the gateway took too long to answer."},
 	{"auth_unavailable", TypeAPI, 503, "The key store cannot be reached and the key is not in the gateway's cache. Retry later."},
 	{"dependency_unavailable", TypeAPI, 503, "A dependency (Postgres, Redis, Kafka) is unreachable; /readyz says which. Retry later."},
+	{"rate_limit_unavailable", TypeAPI, 503, "Rate limits cannot be checked right now and the gateway refuses requests rather than let them through unchecked. Retry later."},
 	{"internal_error", TypeAPI, 500, "An unexpected error on our side. Retry later; contact support with the request id if it persists."},
 	{"url_invalid", TypeInvalidRequest, 400, "The webhook URL is not a valid http(s) URL, or resolves to an address that is not allowed."},
 }

@@ -1,0 +1,199 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
+	"github.com/gatehouse/gatehouse/internal/testenv"
+)
+
+// provision sets h up outside a Caddy config, against the test Redis.
+func provision(t testing.TB, h *Handler, prefix string) *Handler {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	h.KeyPrefix = prefix
+	if h.Redis == "" {
+		h.Redis = testenv.RedisURL(t)
+	}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Cleanup() })
+	return h
+}
+
+// newRequest is a request as the api_key handler leaves it.
+func newRequest(c caller, clientIP string) *http.Request {
+	req := httptest.NewRequest(http.MethodGet, "/v1/customers", nil)
+	repl := caddy.NewReplacer()
+	req = caddyhttp.PrepareRequest(req, repl, nil, nil)
+	caddyhttp.SetVar(req.Context(), caddyhttp.ClientIPVarKey, clientIP)
+	if c.org != "" {
+		repl.Set(phOrg, c.org)
+		repl.Set(phKeyID, c.key)
+		repl.Set(phEnvironment, c.env)
+	}
+	return req
+}
+
+var ok = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	w.WriteHeader(http.StatusOK)
+	return nil
+})
+
+// serve runs h on req in front of ok and returns the status the client
+// would see: a returned error is rendered by request_id in a real chain.
+func serve(t testing.TB, h *Handler, req *http.Request) (int, http.Header) {
+	rec := httptest.NewRecorder()
+	err := h.ServeHTTP(rec, req, ok)
+	if err == nil {
+		return rec.Code, rec.Header()
+	}
+	var he caddyhttp.HandlerError
+	if !errors.As(err, &he) {
+		t.Fatalf("ServeHTTP: %v", err)
+	}
+	return he.StatusCode, rec.Header()
+}
+
+// Two gateway instances sharing Redis, hammered concurrently with real
+// Redis TIME, admit exactly the burst between them: the decision is one
+// atomic script, not a read-modify-write across round trips.
+func TestExactAcrossInstances(t *testing.T) {
+	_, prefix := testenv.Redis(t)
+	config := func() *Handler {
+		return &Handler{
+			Policies: []*Policy{
+				perKey(Rate{Requests: 40, Period: caddy.Duration(time.Hour)}),
+				{Name: "per-ip", Key: "{http.vars.client_ip}", Rate: Rate{Requests: 1000, Period: caddy.Duration(time.Hour)}},
+			},
+			Quotas: []*Quota{{Name: "monthly", Key: "{http.auth.api_key.org_id}", Limit: 1000}},
+		}
+	}
+	instances := []*Handler{provision(t, config(), prefix), provision(t, config(), prefix)}
+
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			if status, _ := serve(t, instances[i%2], newRequest(liveKey, "192.0.2.1")); status == http.StatusOK {
+				admitted.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if got := admitted.Load(); got != 40 {
+		t.Fatalf("two instances admitted %d requests, want exactly the burst of 40", got)
+	}
+	// And the quota counted exactly the admitted requests, not the refused.
+	if status, _ := serve(t, instances[0], newRequest(liveKey2, "192.0.2.1")); status != http.StatusOK {
+		t.Fatalf("another key: status %d", status)
+	}
+	if n := instances[0].rdb.HGet(context.Background(),
+		keyspace.Counter(prefix, "org_a", "live", "monthly", "org_a"), "n").Val(); n != "41" {
+		t.Errorf("quota counter = %s, want 41", n)
+	}
+}
+
+// The script's calendar arithmetic agrees with Go's time package.
+func TestCalendarWindows(t *testing.T) {
+	rdb, _ := testenv.Redis(t)
+	probe := calendarLua + `return {window(tonumber(ARGV[1]), ARGV[2])}`
+	instants := []time.Time{
+		time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2024, 2, 29, 23, 59, 59, 999999000, time.UTC), // leap day
+		time.Date(2025, 2, 28, 12, 0, 0, 0, time.UTC),
+		time.Date(2026, 12, 31, 23, 59, 59, 0, time.UTC), // December → January
+		time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2100, 2, 15, 0, 0, 0, 0, time.UTC), // not a leap year
+		time.Date(2000, 2, 15, 0, 0, 0, 0, time.UTC), // a leap year
+		time.Date(2030, 7, 4, 13, 30, 0, 0, time.UTC),
+	}
+	for d := 0; d < 3*366; d += 7 { // every week of three years, at odd times
+		instants = append(instants, time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(d)*24*time.Hour+37*time.Minute+11*time.Second))
+	}
+	for _, at := range instants {
+		for _, period := range []string{PeriodMonth, PeriodDay, PeriodHour} {
+			var start, end time.Time
+			switch period {
+			case PeriodMonth:
+				start = time.Date(at.Year(), at.Month(), 1, 0, 0, 0, 0, time.UTC)
+				end = start.AddDate(0, 1, 0)
+			case PeriodDay:
+				start = time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC)
+				end = start.AddDate(0, 0, 1)
+			case PeriodHour:
+				start = at.Truncate(time.Hour)
+				end = start.Add(time.Hour)
+			}
+			got, err := rdb.Eval(context.Background(), probe, nil, at.UnixMicro(), period[:1]).Int64Slice()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0] != start.Unix() || got[1] != int64(end.Sub(start)/time.Second) {
+				t.Errorf("%s of %s: got start %s length %ds, want %s %s", period, at,
+					time.Unix(got[0], 0).UTC(), got[1], start, end.Sub(start))
+			}
+		}
+	}
+}
+
+func TestWarnsAtMostOncePerInterval(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	h := &Handler{WarnInterval: caddy.Duration(10 * time.Second), logger: zap.New(core), warn: new(warner)}
+	for range 100 {
+		h.warnRedis(errors.New("dial tcp: connection refused"))
+	}
+	if n := logs.Len(); n != 1 {
+		t.Fatalf("%d warnings for 100 failures within the interval, want 1", n)
+	}
+	h.warn.lastWarn.Add(-int64(11 * time.Second)) // the interval has passed
+	h.warnRedis(errors.New("dial tcp: connection refused"))
+	entries := logs.All()
+	if len(entries) != 2 {
+		t.Fatalf("%d warnings after the interval, want 2", len(entries))
+	}
+	if got := entries[1].ContextMap()["failures"]; got != int64(100) {
+		t.Errorf("second warning counts %v failures, want the 100 since the first", got)
+	}
+}
+
+func TestClosestPolicy(t *testing.T) {
+	mk := func(name string, allowed, remaining, burst int, retry time.Duration) decision {
+		d := decision{limit: &limit{name: name}}
+		d.Allowed, d.Remaining, d.Limit.Burst, d.RetryAfter = allowed, remaining, burst, retry
+		return d
+	}
+	tests := []struct {
+		name string
+		ds   []decision
+		want string
+	}{
+		{"smallest fraction left", []decision{mk("a", 1, 50, 100, -1), mk("b", 1, 5, 1000, -1), mk("c", 1, 9, 10, -1)}, "b"},
+		{"first on ties", []decision{mk("a", 1, 1, 2, -1), mk("b", 1, 5, 10, -1)}, "a"},
+		{"a refusal beats any allowance", []decision{mk("a", 1, 0, 100, -1), mk("b", 0, 0, 10, time.Second)}, "b"},
+		{"the refusal that lasts longest", []decision{mk("a", 0, 0, 1, time.Second), mk("b", 0, 0, 10, time.Hour), mk("c", 0, 0, 1, time.Minute)}, "b"},
+	}
+	for _, tt := range tests {
+		if got := tt.ds[closest(tt.ds)].limit.name; got != tt.want {
+			t.Errorf("%s: closest = %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,137 @@
+// Package keyspace is the Redis layout of rate limits: the names of the keys
+// that hold limiter state and of the hash that carries per-organisation and
+// per-key overrides, and the encoding of an override. The gateway's
+// rate_limit handler reads this layout and the control plane's limits
+// package writes the overrides into it, so both import it rather than each
+// spelling the names. It has no dependencies, so the control plane does not
+// link Caddy to use it.
+//
+// Every key of one request carries the same Redis Cluster hash tag — the
+// organisation id, or "ip:<client ip>" for unauthenticated traffic — so the
+// one Lua script that decides a request only touches keys of one slot.
+//
+//	<prefix>rl:{<tag>}:<env>:<policy>:<value>   GCRA state (theoretical arrival time, µs), PX-expiring
+//	<prefix>q:{<tag>}:<env>:<quota>:<value>     quota counter: hash {w: window start (unix s), n: used}, expiring at window end
+//	<prefix>limits:{<org>}                      overrides: hash, see Field and Encode
+//	<prefix>limits:index                        set of organisations that have an overrides hash (for Sync)
+package keyspace
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// DefaultPrefix starts every key unless a deployment configures another.
+const DefaultPrefix = "gatehouse:"
+
+// Environments as they appear in key names and override fields.
+const (
+	Live    = "live"
+	Sandbox = "sandbox"
+)
+
+// Env is the environment segment for livemode.
+func Env(livemode bool) string {
+	if livemode {
+		return Live
+	}
+	return Sandbox
+}
+
+// namePattern is what a policy or quota name may look like: it appears in
+// Redis keys, override fields (where ':' separates parts), metric labels and
+// the quoted names of the RateLimit headers, so it stays a plain token.
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidName reports whether name can name a policy or quota.
+func ValidName(name string) bool { return namePattern.MatchString(name) }
+
+// maxValueLen bounds the partition value kept verbatim in a key name; longer
+// values (a path, say) are hashed so a hostile client cannot make keys large.
+const maxValueLen = 64
+
+// Tag is the hash tag of a request's keys: the organisation when known,
+// otherwise the client IP.
+func Tag(org, clientIP string) string {
+	if org != "" {
+		return org
+	}
+	return "ip:" + clientIP
+}
+
+// Bucket is the key of a GCRA policy's state for one partition value.
+func Bucket(prefix, tag, env, policy, value string) string {
+	return prefix + "rl:{" + tag + "}:" + env + ":" + policy + ":" + compact(value)
+}
+
+// Counter is the key of a quota's counter for one partition value.
+func Counter(prefix, tag, env, quota, value string) string {
+	return prefix + "q:{" + tag + "}:" + env + ":" + quota + ":" + compact(value)
+}
+
+func compact(v string) string {
+	if len(v) <= maxValueLen {
+		return v
+	}
+	sum := sha256.Sum256([]byte(v))
+	return "sha256:" + hex.EncodeToString(sum[:16])
+}
+
+// Overrides is the key of an organisation's overrides hash. Its hash tag is
+// the organisation, the same as the request's state keys, so the script
+// reads it in the same round trip even on a Redis Cluster.
+func Overrides(prefix, org string) string { return prefix + "limits:{" + org + "}" }
+
+// Index is the set of organisations that have an overrides hash.
+func Index(prefix string) string { return prefix + "limits:index" }
+
+// Field is the overrides-hash field of a policy for a whole organisation
+// (keyID "") or for one API key: "<env>:<policy>" or "<env>:<policy>:<key>".
+// A key's field wins over the organisation's.
+func Field(env, policy, keyID string) string {
+	if keyID == "" {
+		return env + ":" + policy
+	}
+	return env + ":" + policy + ":" + keyID
+}
+
+// Override is one override as stored in Redis.
+type Override struct {
+	// Quota is the number of requests per Window for a rate policy, or the
+	// request quota for the period of a quota (whose calendar period stays
+	// as configured; Window is then ignored).
+	Quota int64
+	// Window is in whole seconds.
+	Window int64
+	// Burst is the GCRA burst; 0 means Quota.
+	Burst int64
+}
+
+// Encode renders o as the hash value the Lua script parses: "q w b".
+func Encode(o Override) string {
+	return strconv.FormatInt(o.Quota, 10) + " " + strconv.FormatInt(o.Window, 10) + " " + strconv.FormatInt(o.Burst, 10)
+}
+
+// Decode parses a value written by Encode.
+func Decode(s string) (Override, error) {
+	parts := strings.Split(s, " ")
+	if len(parts) != 3 {
+		return Override{}, fmt.Errorf("override %q: want \"quota window burst\"", s)
+	}
+	var n [3]int64
+	for i, p := range parts {
+		v, err := strconv.ParseInt(p, 10, 64)
+		if err != nil || v < 0 {
+			return Override{}, fmt.Errorf("override %q: %q is not a non-negative integer", s, p)
+		}
+		n[i] = v
+	}
+	if n[0] == 0 || n[1] == 0 {
+		return Override{}, fmt.Errorf("override %q: quota and window must be positive", s)
+	}
+	return Override{Quota: n[0], Window: n[1], Burst: n[2]}, nil
+}

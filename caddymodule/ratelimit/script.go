@@ -1,0 +1,232 @@
+package ratelimit
+
+import "github.com/redis/go-redis/v9"
+
+// Why one script of our own rather than redis_rate's Limiter.Allow per
+// policy: a request here is subject to several limits at once (per key, per
+// organisation, per IP, per route, quotas). Calling Allow once per policy
+// costs N round trips on every request, and — worse — is not atomic: each
+// call consumes from its own bucket before the next is even asked, so a
+// request refused by the third policy has already eaten budget from the first
+// two, and a client hammering one exhausted limit drains all the others. The
+// script below adapts redis_rate's GCRA (the arithmetic of its allowN script:
+// emission interval = period/rate, theoretical arrival time stored per key,
+// allowed while now >= TAT + interval − burst·interval) to evaluate every GCRA
+// policy and every quota counter first, and to write any of them only when
+// all of them allow. It also reads the organisation's overrides hash in the
+// same call, so plan changes apply on the next request without another round
+// trip. Scripts run atomically, so instances sharing Redis agree exactly.
+//
+// Time is integer microseconds since the Unix epoch: from Redis TIME by
+// default, so every gateway instance uses one clock; from ARGV[1] when a test
+// injects a clock. Doubles hold these integers exactly until the year 2255.
+//
+// KEYS[1]   the organisation's overrides hash (read only; absent is fine)
+// KEYS[1+i] the state of limit i: a GCRA TAT string or a quota hash {w, n}
+// ARGV[1]   now (µs) or "" for Redis TIME
+// ARGV[2]   cost of the request
+// ARGV[3]   override field prefix "<env>:", or "" when overrides do not apply
+// ARGV[4]   API key id for per-key override fields, or ""
+// then five per limit:
+//
+//	"r", name, requests, period (µs), burst     a GCRA policy
+//	"q", name, limit,    "h"|"d"|"m", 0         a quota per calendar hour/day/month (UTC)
+//
+// It returns one string of space-separated integers: now, admitted (1|0),
+// then seven per limit:
+// allowed (1|0), remaining, reset (µs until the limit is fully available
+// again; for quotas the end of the window), retry (µs until a refused request
+// may succeed; 0 when allowed), and the effective quota, window (s) and burst
+// after overrides.
+var limitsScript = redis.NewScript(calendarLua + limitsLua)
+
+// calendarLua computes the quota windows. Redis' Lua has no os.date, so the
+// calendar month is derived with Howard Hinnant's days/civil algorithms.
+const calendarLua = `
+local function civil_from_days(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  if m <= 2 then y = y + 1 end
+  return y, m
+end
+
+local function days_from_civil(y, m)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = m > 2 and m - 3 or m + 9
+  local doy = math.floor((153 * mp + 2) / 5)
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+-- window returns the start (unix seconds) and length (seconds) of the
+-- calendar period holding now_us.
+local function window(now_us, period)
+  local s = math.floor(now_us / 1000000)
+  if period == 'h' then return s - s % 3600, 3600 end
+  if period == 'd' then return s - s % 86400, 86400 end
+  local y, m = civil_from_days(math.floor(s / 86400))
+  local first = days_from_civil(y, m)
+  if m == 12 then y, m = y + 1, 1 else m = m + 1 end
+  return first * 86400, (days_from_civil(y, m) - first) * 86400
+end
+`
+
+const limitsLua = `
+local now
+if ARGV[1] ~= '' then
+  now = tonumber(ARGV[1])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local cost = tonumber(ARGV[2])
+local prefix = ARGV[3]
+local keyid = ARGV[4]
+local n = #KEYS - 1
+
+-- Overrides: one HMGET for all limits; a key's field wins over the org's.
+local ov = {}
+if prefix ~= '' and n > 0 then
+  local fields = {}
+  for i = 1, n do
+    local name = ARGV[4 + (i - 1) * 5 + 2]
+    if keyid ~= '' then fields[#fields + 1] = prefix .. name .. ':' .. keyid end
+    fields[#fields + 1] = prefix .. name
+  end
+  local vals = redis.call('HMGET', KEYS[1], unpack(fields))
+  local j = 1
+  for i = 1, n do
+    local v = false
+    if keyid ~= '' then v = vals[j]; j = j + 1 end
+    if not v then v = vals[j] end
+    j = j + 1
+    if v then
+      local q, w, b = string.match(v, '^(%d+) (%d+) (%d+)$')
+      q, w, b = tonumber(q), tonumber(w), tonumber(b)
+      if q and q > 0 and w > 0 then ov[i] = {q, w, b} end
+    end
+  end
+end
+
+-- The state of every GCRA policy in one MGET (same hash tag, same slot).
+local tats = {}
+do
+  local gkeys, idx = {}, {}
+  for i = 1, n do
+    if ARGV[4 + (i - 1) * 5 + 1] == 'r' then
+      gkeys[#gkeys + 1] = KEYS[i + 1]
+      idx[#idx + 1] = i
+    end
+  end
+  if #gkeys > 0 then
+    local vals = redis.call('MGET', unpack(gkeys))
+    for j = 1, #idx do tats[idx[j]] = tonumber(vals[j]) end
+  end
+end
+
+local out = {now, 1}
+local pending = {}
+local capped = {}
+for i = 1, n do
+  local a = 4 + (i - 1) * 5
+  local kind = ARGV[a + 1]
+  local amount = tonumber(ARGV[a + 3])
+  local key = KEYS[i + 1]
+  local o = ov[i]
+  if kind == 'r' then
+    local period = tonumber(ARGV[a + 4])
+    local burst = tonumber(ARGV[a + 5])
+    if o then
+      amount, period = o[1], o[2] * 1000000
+      burst = o[3] > 0 and o[3] or o[1]
+    end
+    local interval = period / amount
+    local tat = tats[i] or now
+    if tat < now then tat = now end
+    -- A TAT further ahead than this policy's burst can reach was built up
+    -- under a stricter limit (an override just raised it): cap the debt at
+    -- one full burst so the client recovers at the new rate from now on
+    -- instead of waiting out the old debt. The cap is stored even when the
+    -- request is refused; it only ever gives budget back.
+    if tat > now + interval * burst then
+      tat = now + interval * burst
+      capped[i] = tat
+    end
+    local new_tat = tat + interval * cost
+    local diff = now - (new_tat - interval * burst)
+    if diff < 0 then
+      out[2] = 0
+      out[#out + 1] = 0
+      out[#out + 1] = 0
+      out[#out + 1] = math.ceil(tat - now)
+      out[#out + 1] = math.ceil(-diff)
+    else
+      pending[i] = new_tat
+      out[#out + 1] = 1
+      out[#out + 1] = math.floor(diff / interval + 1e-9)
+      out[#out + 1] = math.ceil(new_tat - now)
+      out[#out + 1] = 0
+    end
+    out[#out + 1] = amount
+    out[#out + 1] = period / 1000000
+    out[#out + 1] = burst
+  else
+    if o then amount = o[1] end
+    local start, length = window(now, ARGV[a + 4])
+    local st = redis.call('HMGET', key, 'w', 'n')
+    local used = 0
+    if tonumber(st[1]) == start then used = tonumber(st[2]) or 0 end
+    local reset = (start + length) * 1000000 - now
+    if used + cost > amount then
+      out[2] = 0
+      out[#out + 1] = 0
+      out[#out + 1] = 0
+      out[#out + 1] = reset
+      out[#out + 1] = reset
+    else
+      pending[i] = {start, used, reset}
+      out[#out + 1] = 1
+      out[#out + 1] = amount - used - cost
+      out[#out + 1] = reset
+      out[#out + 1] = 0
+    end
+    out[#out + 1] = amount
+    out[#out + 1] = length
+    out[#out + 1] = amount
+  end
+end
+
+-- Consume only when every limit allows: a refused request costs nothing.
+if out[2] == 0 then
+  for i, tat in pairs(capped) do
+    redis.call('SET', KEYS[i + 1], string.format('%d', math.floor(tat + 0.5)), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+  end
+else
+  for i = 1, n do
+    local p = pending[i]
+    local key = KEYS[i + 1]
+    if type(p) == 'table' then
+      if p[2] == 0 then
+        redis.call('HSET', key, 'w', p[1], 'n', cost)
+        redis.call('PEXPIRE', key, math.max(1, math.ceil(p[3] / 1000)))
+      else
+        redis.call('HINCRBY', key, 'n', cost)
+      end
+    else
+      redis.call('SET', key, string.format('%d', math.floor(p + 0.5)), 'PX', math.max(1, math.ceil((p - now) / 1000)))
+    end
+  end
+end
+-- One bulk string instead of an array: the gateway parses it without
+-- boxing every number. %d keeps the microseconds that tostring would round.
+for i = 1, #out do out[i] = string.format('%d', out[i]) end
+return table.concat(out, ' ')
+`
