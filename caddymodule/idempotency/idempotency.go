@@ -1,0 +1,677 @@
+// Package idempotency is the gateway's `idempotency` handler
+// (http.handlers.idempotency): a client may retry any POST with the same
+// Idempotency-Key and the backend behind the gateway — which knows nothing
+// of idempotency — executes it at most once per key. It follows Stripe's
+// idempotent requests and the IETF draft draft-ietf-httpapi-idempotency-key-header:
+//
+//   - First request with a key: the key is locked in Redis, the request goes
+//     upstream, and the complete response (any status, 5xx included, as
+//     Stripe does) is recorded before the client receives it.
+//   - Retry after completion: the recorded status, headers and body are sent
+//     again with `Idempotent-Replayed: true`; the retry has its own Request-Id
+//     and names the original in `Original-Request-Id`.
+//   - Retry while the first is running: 409 idempotency_key_in_use with
+//     `Retry-After: 1`.
+//   - Same key, different request (method, path+query or body): 422
+//     idempotency_key_reused. The IETF draft's status; Stripe answers 400.
+//   - Requests without the header pass straight through: no Redis call.
+//
+// Keys are scoped per organisation and environment (the api_key handler's
+// placeholders), so the handler must come after api_key and rate_limit: a
+// request they refuse (401/403/429) never reaches it and records nothing.
+//
+// # Failure semantics
+//
+// The guarantee is "at most once per key", so every ambiguous case errs on
+// the side of not executing again:
+//
+//   - Redis unreachable when a keyed request arrives: 503
+//     idempotency_unavailable; the request is not executed unprotected.
+//   - The upstream could not be reached at all (the reverse proxy's dial
+//     error, "no upstreams available", or a 4xx error from a handler behind
+//     this one): the request provably never reached the backend, so the lock
+//     is released and the error passed on; a retry executes.
+//   - The upstream may have received the request but produced no complete
+//     response (response-header timeout, connection reset, a body cut short,
+//     a panic behind this handler): the outcome is unknown. The gateway
+//     records and answers a 502 upstream_unavailable / 504 upstream_timeout
+//     error object saying so, and every retry with the key gets that error
+//     replayed — never a second execution. Releasing the lock, or letting it
+//     expire, would trade a possible double execution for convenience.
+//   - The execution of a keyed request is detached from the client: a
+//     client that hangs up does not cancel the upstream call, so its retry
+//     finds the real outcome (409 until then). The upstream call is bounded
+//     instead, so that the lock cannot expire while this gateway still
+//     waits: it is cancelled a margin before lock_ttl (10% of it, at least
+//     1s), which is the timeout case above. lock_ttl therefore caps how long
+//     the upstream may take for a keyed request.
+//   - A response larger than max_response_size, or a stream, is passed
+//     through to the first client as it comes and not stored; the key is
+//     marked too_large and retries get 422 idempotency_response_unavailable.
+//   - Known edge: if Redis fails while recording (after the upstream ran), or
+//     the gateway dies mid-request, the client still gets its response (in
+//     the first case) but nothing is recorded. The lock expires after
+//     lock_ttl: retries until then get 409, a retry after that executes
+//     again. Both are logged and counted in
+//     caddy_gatehouse_idempotency_records_total.
+//
+// # Placeholders and metrics
+//
+// {http.idempotency.key}, {http.idempotency.replayed} ("true"/"false") and
+// {http.idempotency.original_request_id} (set on replays and on refusals
+// that refer to the original) are set for keyed requests, for the request
+// log. caddy_gatehouse_idempotency_total{outcome} counts keyed requests by
+// outcome (executed, replayed, in_use, reused, too_large, unavailable,
+// invalid).
+package idempotency
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/gatehouse/gatehouse/caddymodule/internal/errorobject"
+	"github.com/gatehouse/gatehouse/caddymodule/redispool"
+	"github.com/gatehouse/gatehouse/internal/apierror"
+	"github.com/gatehouse/gatehouse/internal/config"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the configuration.
+const (
+	DefaultTTL             = 24 * time.Hour
+	DefaultLockTTL         = 60 * time.Second
+	DefaultMaxResponseSize = 1_000_000 // 1 MB, as `max_response_size 1MB` means in a Caddyfile
+	DefaultMaxRequestSize  = 1_000_000
+	DefaultKeyPrefix       = "gatehouse:idempotency:"
+)
+
+// Bounds of the Redis calls on the request path. A lookup is one small
+// round trip (plus a dial, at worst); recording may carry a 1 MB body.
+const (
+	lookupTimeout = 500 * time.Millisecond
+	recordTimeout = 2 * time.Second
+)
+
+// Response headers the handler sets.
+const (
+	headerReplayed          = "Idempotent-Replayed"
+	headerOriginalRequestID = "Original-Request-Id"
+	headerRequestID         = "Request-Id"
+)
+
+// Placeholders from the api_key handler that scope keys.
+const (
+	placeholderOrg      = "http.auth.api_key.org_id"
+	placeholderLivemode = "http.auth.api_key.livemode"
+)
+
+// Handler makes retries of non-idempotent requests safe. See the package
+// documentation for the semantics.
+type Handler struct {
+	// Redis URL (redis:// or rediss://) of the records. Placeholders such as
+	// {env.REDIS_URL} are replaced at provisioning. Default: the REDIS_URL
+	// environment variable, else redis://127.0.0.1:6379/0.
+	Redis string `json:"redis,omitempty"`
+
+	// How long a completed request's record is kept and replayed. Default 24h.
+	// After it, the key is forgotten and may execute again (as at Stripe).
+	TTL caddy.Duration `json:"ttl,omitempty"`
+
+	// How long an in-flight lock lives if its gateway dies before recording
+	// the outcome; also the upper bound of a keyed request's upstream call,
+	// which is cancelled a margin before it (10%, at least 1s; see the
+	// package documentation), so set it well above the slowest legitimate
+	// upstream response. Default 60s.
+	LockTTL caddy.Duration `json:"lock_ttl,omitempty"`
+
+	// Largest response body, in bytes, that is recorded. Larger responses are
+	// streamed to the first client and not stored. Default 1 MB (1,000,000).
+	MaxResponseSize int64 `json:"max_response_size,omitempty"`
+
+	// Largest request body, in bytes, accepted with a key (the body is read
+	// whole to fingerprint it). Larger bodies get 413 body_too_large. A
+	// `request_body max_size` in front of this handler applies first.
+	// Default 1 MB (1,000,000).
+	MaxRequestSize int64 `json:"max_request_size,omitempty"`
+
+	// HTTP methods the key applies to; on others the header is ignored.
+	// Safe methods (GET, HEAD, OPTIONS, TRACE) and CONNECT are refused.
+	// Default ["POST"].
+	Methods []string `json:"methods,omitempty"`
+
+	// Scope for requests without the api_key placeholders (no
+	// {http.auth.api_key.org_id}), e.g. a single-tenant route without keys.
+	// Every such caller then shares one key space, so use it only where
+	// that is true. When empty (the default), a keyed request without an
+	// organisation is refused with a 500 and an error log: it means this
+	// handler was placed before api_key, and executing unscoped could replay
+	// one tenant's response to another.
+	FallbackScope string `json:"fallback_scope,omitempty"`
+
+	// Prefix of the Redis keys. Default "gatehouse:idempotency:".
+	KeyPrefix string `json:"key_prefix,omitempty"`
+
+	redisURL    string
+	store       *store
+	methods     []string
+	execTimeout time.Duration
+	logger      *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.idempotency",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults and takes the shared Redis client.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.TTL == 0 {
+		h.TTL = caddy.Duration(DefaultTTL)
+	}
+	if h.LockTTL == 0 {
+		h.LockTTL = caddy.Duration(DefaultLockTTL)
+	}
+	if h.MaxResponseSize == 0 {
+		h.MaxResponseSize = DefaultMaxResponseSize
+	}
+	if h.MaxRequestSize == 0 {
+		h.MaxRequestSize = DefaultMaxRequestSize
+	}
+	if len(h.Methods) == 0 {
+		h.Methods = []string{http.MethodPost}
+	}
+	if h.KeyPrefix == "" {
+		h.KeyPrefix = DefaultKeyPrefix
+	}
+	h.methods = make([]string, len(h.Methods))
+	for i, m := range h.Methods {
+		h.methods[i] = strings.ToUpper(m)
+	}
+	h.execTimeout = execTimeout(time.Duration(h.LockTTL))
+
+	h.redisURL = caddy.NewReplacer().ReplaceAll(h.Redis, "")
+	if h.redisURL == "" {
+		h.redisURL = config.String("REDIS_URL", config.DefaultRedisURL)
+	}
+	client, err := redispool.Get(h.redisURL)
+	if err != nil {
+		h.redisURL = ""
+		return fmt.Errorf("idempotency: %w", err)
+	}
+	h.store = &store{client: client}
+
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("idempotency: registering metrics: %w", err)
+	}
+	return nil
+}
+
+// Validate checks the configuration.
+func (h *Handler) Validate() error {
+	if h.TTL < 0 {
+		return fmt.Errorf("idempotency: ttl must be positive, got %s", time.Duration(h.TTL))
+	}
+	if h.LockTTL < 0 {
+		return fmt.Errorf("idempotency: lock_ttl must be positive, got %s", time.Duration(h.LockTTL))
+	}
+	if h.LockTTL > h.TTL {
+		return fmt.Errorf("idempotency: lock_ttl (%s) must not exceed ttl (%s)", time.Duration(h.LockTTL), time.Duration(h.TTL))
+	}
+	if h.MaxResponseSize < 0 || h.MaxRequestSize < 0 {
+		return errors.New("idempotency: max_response_size and max_request_size must be positive")
+	}
+	for _, m := range h.methods {
+		if err := checkMethod(m); err != nil {
+			return fmt.Errorf("idempotency: %w", err)
+		}
+	}
+	return nil
+}
+
+// execTimeout bounds the upstream call of a keyed request so that its
+// outcome is recorded before the lock expires: lock_ttl minus a margin for
+// recording of 10% of it, at least a second, at most half of it.
+func execTimeout(lockTTL time.Duration) time.Duration {
+	margin := max(lockTTL/10, min(time.Second, lockTTL/2))
+	return lockTTL - margin
+}
+
+// checkMethod refuses methods a key makes no sense for: safe methods are
+// idempotent already, and replaying a stored GET would serve stale data.
+func checkMethod(m string) error {
+	if m == "" || strings.ContainsFunc(m, func(r rune) bool { return r < 'A' || r > 'Z' }) {
+		return fmt.Errorf("method %q is not an HTTP method name", m)
+	}
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodConnect:
+		return fmt.Errorf("method %s is idempotent by definition or cannot carry a replayable response; use POST, PATCH, PUT or DELETE", m)
+	}
+	return nil
+}
+
+// Cleanup releases the shared Redis client.
+func (h *Handler) Cleanup() error {
+	if h.redisURL != "" {
+		redispool.Release(h.redisURL)
+	}
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	values := r.Header.Values(HeaderKey)
+	if len(values) == 0 || !h.applies(r.Method) {
+		return next.ServeHTTP(w, r)
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+
+	key, err := ParseKey(values)
+	if err != nil {
+		countOutcome(outcomeInvalid)
+		return refuse(err)
+	}
+	repl.Set("http.idempotency.key", key)
+	repl.Set("http.idempotency.replayed", "false")
+	repl.Set("http.idempotency.original_request_id", "")
+
+	scope, ok := h.scope(repl)
+	if !ok {
+		h.logger.Error("keyed request without an organisation: place idempotency after api_key, or set fallback_scope",
+			zap.String("path", r.URL.Path))
+		return refuse(apierror.Internal())
+	}
+	body, err := readBody(r, h.MaxRequestSize)
+	if err != nil {
+		countOutcome(outcomeInvalid)
+		return err
+	}
+
+	// Redis calls use a context the client cannot cancel (a lock taken but
+	// not acknowledged because the client left would otherwise linger), with
+	// a deadline of their own: a dead Redis must cost a keyed request a
+	// bounded wait, not the client's dial retries.
+	ctx := context.WithoutCancel(r.Context())
+	beginCtx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	ex := &execution{
+		rkey:      h.KeyPrefix + scope + ":" + key,
+		token:     newToken(),
+		requestID: requestID(w, repl),
+		body:      body,
+	}
+	found, err := h.store.begin(beginCtx, ex.rkey, ex.token, fingerprint(r.Method, r.URL.RequestURI(), body), ex.requestID, time.Duration(h.LockTTL))
+	if err != nil {
+		countOutcome(outcomeUnavailable)
+		h.logger.Warn("idempotency store unavailable; refusing keyed request", zap.Error(err))
+		return refuse(apierror.Unavailable("idempotency_unavailable",
+			"Idempotency keys cannot be checked right now, so this request was not executed. Retry later with the same Idempotency-Key."))
+	}
+
+	if found.requestID != "" && found.state != stateAcquired {
+		repl.Set("http.idempotency.original_request_id", found.requestID)
+	}
+	switch found.state {
+	case stateAcquired:
+		countOutcome(outcomeExecuted)
+		return h.execute(ctx, w, r, next, ex)
+	case stateDone:
+		countOutcome(outcomeReplayed)
+		repl.Set("http.idempotency.replayed", "true")
+		return replay(w, found)
+	case stateLocked:
+		countOutcome(outcomeInUse)
+		e := apierror.New(http.StatusConflict, apierror.TypeIdempotency, "idempotency_key_in_use",
+			fmt.Sprintf("A request with the Idempotency-Key '%s' is still being processed. Retry after a second with the same key to get its result.", key))
+		e.RetryAfter = 1
+		return refuse(e)
+	case stateTooLarge:
+		countOutcome(outcomeTooLarge)
+		setOriginal(w, found.requestID)
+		return refuse(apierror.New(http.StatusUnprocessableEntity, apierror.TypeIdempotency, "idempotency_response_unavailable",
+			fmt.Sprintf("The request with the Idempotency-Key '%s' was executed (%s), but its response was too large or streamed, so it was not stored and cannot be replayed. It was not executed again.",
+				key, describeOriginal(found))))
+	default: // stateMismatch
+		countOutcome(outcomeReused)
+		return refuse(apierror.New(http.StatusUnprocessableEntity, apierror.TypeIdempotency, "idempotency_key_reused",
+			fmt.Sprintf("The Idempotency-Key '%s' was already used for a different request (method, path or body). A key can only be retried with the same request; use a new key for a new request.", key)))
+	}
+}
+
+// execution is one keyed request that holds the lock.
+type execution struct {
+	rkey      string // the Redis key
+	token     string // owner token of the lock
+	requestID string
+	body      []byte
+}
+
+// execute runs the request upstream under the lock and records its outcome.
+func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ex *execution) error {
+	restoreBody(r, ex.body)
+	// Detached from the client (a retry must find the real outcome) but
+	// bounded so that the lock cannot expire while this gateway still waits.
+	execCtx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.execTimeout)
+	defer cancel()
+	r = r.WithContext(execCtx)
+
+	before := w.Header().Clone()
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer putBuffer(buf)
+	rb := newResponseBuffer(w, buf, h.MaxResponseSize)
+
+	panicked, err := serveNext(next, rb, r)
+	if panicked != nil && err == nil {
+		err = fmt.Errorf("panic behind the idempotency handler: %v", panicked)
+	}
+
+	switch {
+	case err != nil && !rb.wroteHeader && neverReachedUpstream(err):
+		h.release(ctx, ex)
+		return err
+
+	case rb.streamed:
+		h.complete(ctx, ex, stateTooLarge, response{status: rb.status}, recordTooLarge)
+		if panicked != nil {
+			panic(panicked) // the client's stream must be aborted, as the proxy intended
+		}
+		return err
+
+	case err != nil:
+		resp := gatewayError(r, err, ex.requestID)
+		h.complete(ctx, ex, stateDone, resp, recordGatewayError)
+		resetHeader(w.Header(), before) // drop what the upstream set before it failed
+		if c := h.logger.Check(zapcore.WarnLevel, "upstream may have executed a keyed request without a complete answer; recorded the error for its retries"); c != nil {
+			c.Write(zap.Int("status", resp.status), zap.Error(err))
+		}
+		writeResponse(w, resp)
+		if panicked != nil && panicked != http.ErrAbortHandler {
+			panic(panicked)
+		}
+		return nil
+
+	default:
+		resp := rb.recorded(before)
+		h.complete(ctx, ex, stateDone, resp, recordStored)
+		writeResponse(w, resp)
+		return nil
+	}
+}
+
+// serveNext calls next and turns a panic into a value, so the outcome can be
+// recorded before the panic goes on.
+func serveNext(next caddyhttp.Handler, w http.ResponseWriter, r *http.Request) (panicked any, err error) {
+	defer func() { panicked = recover() }()
+	return nil, next.ServeHTTP(w, r)
+}
+
+// complete records the outcome. Failure is logged and counted; the client
+// still gets its response.
+func (h *Handler) complete(ctx context.Context, ex *execution, state string, resp response, result string) {
+	ctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	err := h.store.complete(ctx, ex.rkey, ex.token, state, time.Duration(h.TTL), resp)
+	switch {
+	case err == nil:
+		countRecord(result)
+	case errors.Is(err, errLockLost):
+		countRecord(recordLockLost)
+		h.logger.Warn("idempotency lock expired before the outcome was recorded; a retry may execute again",
+			zap.String("request_id", ex.requestID), zap.Duration("lock_ttl", time.Duration(h.LockTTL)))
+	default:
+		countRecord(recordRedisError)
+		h.logger.Error("recording idempotent response failed; a retry after lock_ttl may execute again",
+			zap.String("request_id", ex.requestID), zap.Duration("lock_ttl", time.Duration(h.LockTTL)), zap.Error(err))
+	}
+}
+
+// release drops the lock of a request that never reached the upstream.
+func (h *Handler) release(ctx context.Context, ex *execution) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	if err := h.store.release(ctx, ex.rkey, ex.token); err != nil {
+		countRecord(recordRedisError)
+		h.logger.Error("releasing idempotency lock failed; retries get 409 until lock_ttl",
+			zap.String("request_id", ex.requestID), zap.Error(err))
+		return
+	}
+	countRecord(recordReleased)
+}
+
+// neverReachedUpstream reports whether err proves that the request was not
+// sent to the backend: the reverse proxy could not connect (it only returns
+// a DialError when no connection was established), it had no upstream, or a
+// handler behind this one refused the request itself (a 4xx).
+func neverReachedUpstream(err error) bool {
+	var dial reverseproxy.DialError
+	if errors.As(err, &dial) {
+		return true
+	}
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) {
+		if he.StatusCode == http.StatusServiceUnavailable && he.Err != nil && strings.Contains(he.Err.Error(), "no upstreams available") {
+			return true
+		}
+		if he.StatusCode >= 400 && he.StatusCode < 500 && he.StatusCode != 499 {
+			return true
+		}
+	}
+	var ae *apierror.Error
+	return errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500
+}
+
+// gatewayError is the recorded answer when the upstream may have executed
+// but gave no complete response. It is rendered here rather than returned
+// as an error because the bytes the first client gets must be the bytes
+// every retry gets.
+func gatewayError(r *http.Request, err error, requestID string) response {
+	e := apierror.New(http.StatusBadGateway, apierror.TypeAPI, "upstream_unavailable",
+		"The service behind the gateway may have received this request, but no complete response came back. Its outcome is unknown, so this Idempotency-Key will keep returning this error instead of executing the request again. Check whether the operation took effect before retrying with a new key.")
+	var he caddyhttp.HandlerError
+	var ae *apierror.Error
+	switch {
+	case errors.As(err, &ae) && ae.Status >= 500:
+		e = ae
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &he) && he.StatusCode == http.StatusGatewayTimeout):
+		e.Status, e.Code = http.StatusGatewayTimeout, "upstream_timeout"
+		e.Message = "The service behind the gateway received this request but did not answer in time. Its outcome is unknown, so this Idempotency-Key will keep returning this error instead of executing the request again. Check whether the operation took effect before retrying with a new key."
+	}
+	rec := &headerRecorder{header: http.Header{headerRequestID: {requestID}}}
+	errorobject.Write(rec, r, e)
+	delete(rec.header, headerRequestID)
+	return response{status: rec.status, header: rec.header, body: rec.body.Bytes()}
+}
+
+// headerRecorder captures what errorobject.Write renders.
+type headerRecorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *headerRecorder) Header() http.Header         { return r.header }
+func (r *headerRecorder) WriteHeader(status int)      { r.status = status }
+func (r *headerRecorder) Write(p []byte) (int, error) { return r.body.Write(p) }
+
+// writeResponse sends a recorded response on w, over whatever headers the
+// handlers in front of this one set.
+func writeResponse(w http.ResponseWriter, resp response) {
+	h := w.Header()
+	for k, v := range resp.header {
+		h[k] = v
+	}
+	if bodyAllowed(resp.status) {
+		h.Set("Content-Length", strconv.Itoa(len(resp.body)))
+	} else {
+		h.Del("Content-Length")
+	}
+	w.WriteHeader(resp.status)
+	if bodyAllowed(resp.status) {
+		_, _ = w.Write(resp.body)
+	}
+}
+
+// resetHeader makes h what it was before the upstream ran.
+func resetHeader(h, before http.Header) {
+	for k := range h {
+		if _, ok := before[k]; !ok {
+			delete(h, k)
+		}
+	}
+	for k, v := range before {
+		h[k] = v
+	}
+}
+
+// replay answers a retry with the recorded response.
+func replay(w http.ResponseWriter, found lookup) error {
+	w.Header().Set(headerReplayed, "true")
+	setOriginal(w, found.requestID)
+	writeResponse(w, found.resp)
+	return nil
+}
+
+func setOriginal(w http.ResponseWriter, requestID string) {
+	if requestID != "" {
+		w.Header().Set(headerOriginalRequestID, requestID)
+	}
+}
+
+func describeOriginal(found lookup) string {
+	s := "status " + strconv.Itoa(found.resp.status)
+	if found.requestID != "" {
+		s = "request " + found.requestID + ", " + s
+	}
+	return s
+}
+
+// applies reports whether keys are honoured for method.
+func (h *Handler) applies(method string) bool {
+	for _, m := range h.methods {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+// scope is the key space of the caller: organisation and environment, so
+// one tenant's key can never replay another's response, and sandbox and
+// live never mix (DESIGN §9).
+func (h *Handler) scope(repl *caddy.Replacer) (string, bool) {
+	if org, _ := repl.GetString(placeholderOrg); org != "" {
+		env := "test"
+		if live, _ := repl.GetString(placeholderLivemode); live == "true" {
+			env = "live"
+		} else if live != "false" && live != "" {
+			env = live
+		}
+		return org + ":" + env, true
+	}
+	if h.FallbackScope != "" {
+		return "fallback:" + h.FallbackScope, true
+	}
+	return "", false
+}
+
+// requestID is the id the request_id handler gave this request.
+func requestID(w http.ResponseWriter, repl *caddy.Replacer) string {
+	if id := w.Header().Get(headerRequestID); id != "" {
+		return id
+	}
+	id, _ := repl.GetString("http.request_id")
+	return id
+}
+
+// readBody reads the whole request body (it is part of the fingerprint),
+// bounded by limit. A nil result means there was no body to read.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	tooLarge := refuse(apierror.New(http.StatusRequestEntityTooLarge, apierror.TypeInvalidRequest, "body_too_large",
+		fmt.Sprintf("The request body is larger than the %d bytes accepted with an Idempotency-Key.", limit)))
+	if r.ContentLength > limit {
+		return nil, tooLarge
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		var he caddyhttp.HandlerError
+		if errors.As(err, &mbe) || (errors.As(err, &he) && he.StatusCode == http.StatusRequestEntityTooLarge) {
+			return nil, refuse(apierror.New(http.StatusRequestEntityTooLarge, apierror.TypeInvalidRequest, "body_too_large",
+				"The request body is larger than this endpoint accepts."))
+		}
+		return nil, refuse(apierror.InvalidRequest("body_invalid", "", "The request body could not be read."))
+	}
+	if n > limit {
+		return nil, tooLarge
+	}
+	if n == 0 {
+		return []byte{}, nil // read, and empty: still to be restored
+	}
+	return buf.Bytes(), nil
+}
+
+// restoreBody gives the upstream the body that was read, with a known
+// length: a chunked request is forwarded with Content-Length.
+func restoreBody(r *http.Request, body []byte) {
+	if body == nil {
+		return
+	}
+	r.ContentLength = int64(len(body))
+	r.TransferEncoding = nil
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	r.Body, _ = r.GetBody()
+	if len(body) == 0 {
+		r.Body = http.NoBody
+	}
+}
+
+// refuse wraps an error object so Caddy knows its status (logs, handle_errors)
+// and the request_id handler can still render it with errors.As.
+func refuse(err error) error {
+	return caddyhttp.Error(apierror.From(err).Status, err)
+}
+
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func countOutcome(o string) { metrics.requests.WithLabelValues(o).Inc() }
+func countRecord(r string)  { metrics.records.WithLabelValues(r).Inc() }
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,689 @@
+package idempotency
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	_ "github.com/gatehouse/gatehouse/caddymodule/requestid"
+	"github.com/gatehouse/gatehouse/internal/ids"
+)
+
+func TestInvalidKeysAreRefusedBeforeExecution(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, nil)
+
+	cases := []struct {
+		name string
+		keys []string
+	}{
+		{"empty", []string{""}},
+		{"256 characters", []string{strings.Repeat("k", 256)}},
+		{"control character (tab)", []string{"abc\tdef"}},
+		{"non-ASCII", []string{"clé-1"}},
+		{"two headers", []string{"key-a", "key-b"}},
+		{"two identical headers", []string{"key-a", "key-a"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := gw.do(t, req{keys: tc.keys, body: `{}`})
+			if r.status != http.StatusBadRequest {
+				t.Fatalf("status = %d, want 400; body %s", r.status, r.body)
+			}
+			e := r.apiError(t)
+			if e["type"] != "invalid_request_error" || e["code"] != "idempotency_key_invalid" || e["param"] != "Idempotency-Key" {
+				t.Fatalf("error = %v", e)
+			}
+			if e["request_id"] == "" || e["request_id"] != r.header.Get("Request-Id") {
+				t.Fatalf("request_id %q does not match Request-Id %q", e["request_id"], r.header.Get("Request-Id"))
+			}
+		})
+	}
+	if n := up.count.Load(); n != 0 {
+		t.Fatalf("upstream executed %d times for invalid keys", n)
+	}
+
+	// The boundary itself is fine.
+	if r := gw.do(t, req{key: strings.Repeat("k", 255), body: `{}`}); r.status != http.StatusCreated {
+		t.Fatalf("255-character key: status %d, body %s", r.status, r.body)
+	}
+}
+
+func TestRetryReplaysTheRecordedResponse(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, nil)
+	key := newKey()
+
+	first := gw.do(t, req{key: key, body: `{"email":"a@example.com"}`})
+	if first.status != http.StatusCreated {
+		t.Fatalf("first: status %d, body %s", first.status, first.body)
+	}
+	if first.header.Get("Idempotent-Replayed") != "" {
+		t.Fatal("the original response claims to be a replay")
+	}
+	second := gw.do(t, req{key: key, body: `{"email":"a@example.com"}`})
+
+	if n := up.count.Load(); n != 1 {
+		t.Fatalf("upstream executed %d times, want 1", n)
+	}
+	if second.status != first.status || second.body != first.body {
+		t.Fatalf("replay differs:\nfirst  %d %s\nsecond %d %s", first.status, first.body, second.status, second.body)
+	}
+	for _, h := range []string{"Content-Type", "Location", "X-Upstream", "Content-Length"} {
+		if got, want := second.header.Get(h), first.header.Get(h); got != want || got == "" {
+			t.Errorf("replayed %s = %q, original %q", h, got, want)
+		}
+	}
+	if second.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("Idempotent-Replayed = %q", second.header.Get("Idempotent-Replayed"))
+	}
+	origID, replayID := first.header.Get("Request-Id"), second.header.Get("Request-Id")
+	if replayID == "" || replayID == origID {
+		t.Errorf("replay Request-Id = %q, original %q: the replay needs its own", replayID, origID)
+	}
+	if got := second.header.Get("Original-Request-Id"); got != origID {
+		t.Errorf("Original-Request-Id = %q, want %q", got, origID)
+	}
+	if got := second.header.Values("RateLimit"); len(got) != 1 {
+		t.Errorf("replay carries RateLimit %q: the stored copy leaked into the replay", got)
+	}
+	if first.header.Get("Set-Cookie") == "" || second.header.Get("Set-Cookie") != "" {
+		t.Errorf("Set-Cookie: original %q, replay %q (cookies are not stored)", first.header.Get("Set-Cookie"), second.header.Get("Set-Cookie"))
+	}
+
+	// Placeholders for the request log.
+	for id, want := range map[string]map[string]string{
+		origID:   {"key": key, "replayed": "false", "original_request_id": ""},
+		replayID: {"key": key, "replayed": "true", "original_request_id": origID},
+	} {
+		v, ok := placeholders.Load(id)
+		if !ok {
+			t.Fatalf("no placeholders noted for %s", id)
+		}
+		if got := v.(map[string]string); !equalMaps(got, want) {
+			t.Errorf("placeholders of %s = %v, want %v", id, got, want)
+		}
+	}
+}
+
+func TestServerErrorsAreRecordedAndReplayed(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, nil)
+	key := newKey()
+
+	first := gw.do(t, req{key: key, path: "/v1/fail", body: `{}`})
+	second := gw.do(t, req{key: key, path: "/v1/fail", body: `{}`})
+	if first.status != 500 || second.status != 500 || first.body != second.body {
+		t.Fatalf("first %d %s, second %d %s", first.status, first.body, second.status, second.body)
+	}
+	if second.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatal("the 500 was not replayed")
+	}
+	if n := up.count.Load(); n != 1 {
+		t.Fatalf("upstream executed %d times, want 1", n)
+	}
+}
+
+func TestKeyReusedForADifferentRequest(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, nil)
+	key := newKey()
+	if r := gw.do(t, req{key: key, path: "/v1/ok?expand=a", body: `{"amount":100}`}); r.status != http.StatusCreated {
+		t.Fatalf("first: %d %s", r.status, r.body)
+	}
+
+	cases := []struct {
+		name string
+		req  req
+	}{
+		{"different body", req{path: "/v1/ok?expand=a", body: `{"amount":200}`}},
+		{"different path", req{path: "/v1/other?expand=a", body: `{"amount":100}`}},
+		{"different query", req{path: "/v1/ok?expand=b", body: `{"amount":100}`}},
+		{"different method", req{method: http.MethodPatch, path: "/v1/ok?expand=a", body: `{"amount":100}`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			q := tc.req
+			q.key = key
+			r := gw.do(t, q)
+			if r.status != http.StatusUnprocessableEntity {
+				t.Fatalf("status = %d, want 422; body %s", r.status, r.body)
+			}
+			e := r.apiError(t)
+			if e["type"] != "idempotency_error" || e["code"] != "idempotency_key_reused" || !strings.Contains(e["message"], key) {
+				t.Fatalf("error = %v", e)
+			}
+		})
+	}
+	if n := up.count.Load(); n != 1 {
+		t.Fatalf("upstream executed %d times, want 1", n)
+	}
+}
+
+func TestRetryWhileInFlightGets409(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, nil)
+	key := newKey()
+
+	firstDone := make(chan resp, 1)
+	go func() {
+		r, err := gw.send(req{key: key, path: "/v1/block", body: `{}`})
+		if err != nil {
+			t.Error(err)
+		}
+		firstDone <- r
+	}()
+	<-up.started
+
+	r := gw.do(t, req{key: key, path: "/v1/block", body: `{}`})
+	if r.status != http.StatusConflict {
+		t.Fatalf("status = %d, want 409; body %s", r.status, r.body)
+	}
+	if e := r.apiError(t); e["type"] != "idempotency_error" || e["code"] != "idempotency_key_in_use" {
+		t.Fatalf("error = %v", e)
+	}
+	if got := r.header.Get("Retry-After"); got != "1" {
+		t.Fatalf("Retry-After = %q, want 1", got)
+	}
+
+	up.releaseAll()
+	first := <-firstDone
+	if first.status != http.StatusCreated {
+		t.Fatalf("first: %d %s", first.status, first.body)
+	}
+	again := gw.do(t, req{key: key, path: "/v1/block", body: `{}`})
+	if again.status != http.StatusCreated || again.body != first.body || again.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("after completion: %d %q replayed=%q", again.status, again.body, again.header.Get("Idempotent-Replayed"))
+	}
+	if n := up.count.Load(); n != 1 {
+		t.Fatalf("upstream executed %d times, want 1", n)
+	}
+}
+
+// TestConcurrentRetriesExecuteOnce is the concurrency proof: 50 clients
+// send the same keyed POST at the same instant.
+func TestConcurrentRetriesExecuteOnce(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, nil)
+	key := newKey()
+	const clients = 50
+
+	start := make(chan struct{})
+	results := make(chan resp, clients)
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			r, err := gw.send(req{key: key, path: "/v1/block", body: `{"amount":100}`})
+			if err != nil {
+				t.Error(err)
+			}
+			results <- r
+		}()
+	}
+	close(start)
+
+	// Hold the one execution until every other client has its answer, so
+	// the race for the lock is as wide as it can be; then let it finish.
+	var got []resp
+	for len(got) < clients-1 {
+		select {
+		case r := <-results:
+			got = append(got, r)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("only %d of %d clients answered while the first was in flight", len(got), clients-1)
+		}
+	}
+	up.releaseAll()
+	wg.Wait()
+	close(results)
+	for r := range results {
+		got = append(got, r)
+	}
+
+	if n := up.count.Load(); n != 1 {
+		t.Fatalf("upstream executed %d times, want exactly 1", n)
+	}
+	var original *resp
+	for i, r := range got {
+		if r.status == http.StatusCreated && r.header.Get("Idempotent-Replayed") == "" {
+			if original != nil {
+				t.Fatalf("two original answers:\n%s\n%s", original.body, r.body)
+			}
+			original = &got[i]
+		}
+	}
+	if original == nil {
+		t.Fatal("no client got the original answer")
+	}
+	counts := map[string]int{}
+	for _, r := range got {
+		switch {
+		case r.status == http.StatusConflict && r.apiError(t)["code"] == "idempotency_key_in_use":
+			counts["409"]++
+		case r.status == http.StatusCreated && r.body == original.body:
+			if r.header.Get("Idempotent-Replayed") == "true" {
+				counts["replayed"]++
+			} else {
+				counts["original"]++
+			}
+		default:
+			t.Fatalf("unexpected answer %d %s", r.status, r.body)
+		}
+	}
+	t.Logf("answers: %v", counts)
+}
+
+// TestDeadGatewayLockExpires is the crash proof. Gateway B takes the lock
+// and never finishes (as if it died); gateway A, sharing Redis, answers 409
+// until B's lock expires, then executes exactly once. When B finally wakes,
+// its completion is refused because it no longer owns the key.
+func TestDeadGatewayLockExpires(t *testing.T) {
+	rdb, prefix := testRedis(t)
+	up := newUpstream(t)
+	base := settings{"key_prefix": prefix, "ttl": "10m"}
+	withLock := func(ttl string) settings {
+		s := settings{"lock_ttl": ttl}
+		for k, v := range base {
+			s[k] = v
+		}
+		return s
+	}
+	dead, wake := newGate()
+	gws := startCaddy(t,
+		serverSpec{settings: withLock("10s"), next: proxyTo(up.addr())},
+		serverSpec{settings: withLock("300ms"), next: dead},
+	)
+	t.Cleanup(wake) // runs before Caddy stops, should the test fail early
+	a, b := gws[0], gws[1]
+	key := newKey()
+	q := req{key: key, body: `{"amount":100}`}
+	lockLost := counterValue(metrics.records.WithLabelValues(recordLockLost))
+
+	deadDone := make(chan resp, 1)
+	go func() {
+		r, _ := b.send(q)
+		deadDone <- r
+	}()
+	rkey := prefix + "org_a:test:" + key
+	eventually(t, 5*time.Second, "gateway B to take the lock", func() bool {
+		return rdb.HGet(context.Background(), rkey, "st").Val() == stateLocked
+	})
+
+	if r := a.do(t, q); r.status != http.StatusConflict {
+		t.Fatalf("while B holds the lock: %d %s", r.status, r.body)
+	}
+	var executed resp
+	eventually(t, 5*time.Second, "B's lock to expire", func() bool {
+		executed = a.do(t, q)
+		return executed.status != http.StatusConflict
+	})
+	if executed.status != http.StatusCreated || executed.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("after expiry: %d %s replayed=%q", executed.status, executed.body, executed.header.Get("Idempotent-Replayed"))
+	}
+
+	wake() // the dead gateway wakes up and tries to record
+	<-deadDone
+	if got := counterValue(metrics.records.WithLabelValues(recordLockLost)); got != lockLost+1 {
+		t.Errorf("lock_lost records = %v, want %v", got, lockLost+1)
+	}
+
+	replay := a.do(t, q)
+	if replay.body != executed.body || replay.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("the stale owner overwrote the record: %d %s", replay.status, replay.body)
+	}
+	if n := up.count.Load(); n != 1 {
+		t.Fatalf("upstream executed %d times, want 1", n)
+	}
+}
+
+func TestTooLargeResponseIsStreamedButNotStored(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, settings{"max_response_size": 1000})
+	key := newKey()
+
+	for _, size := range []string{"999", "1000"} {
+		q := req{key: newKey(), path: "/v1/huge?size=" + size}
+		if r := gw.do(t, q); r.status != 200 || len(r.body) != atoi(size) {
+			t.Fatalf("size %s: %d, %d bytes", size, r.status, len(r.body))
+		}
+		if r := gw.do(t, q); r.header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("size %s at the limit was not stored: %d %s", size, r.status, r.body)
+		}
+	}
+	before := up.count.Load()
+
+	first := gw.do(t, req{key: key, path: "/v1/huge?size=10000"})
+	if first.status != 200 || len(first.body) != 10000 {
+		t.Fatalf("first client: status %d, %d bytes; want the whole response", first.status, len(first.body))
+	}
+	retry := gw.do(t, req{key: key, path: "/v1/huge?size=10000"})
+	if retry.status != http.StatusUnprocessableEntity {
+		t.Fatalf("retry: %d %s", retry.status, retry.body)
+	}
+	if e := retry.apiError(t); e["type"] != "idempotency_error" || e["code"] != "idempotency_response_unavailable" {
+		t.Fatalf("error = %v", e)
+	}
+	if got := retry.header.Get("Original-Request-Id"); got != first.header.Get("Request-Id") {
+		t.Errorf("Original-Request-Id = %q, want %q", got, first.header.Get("Request-Id"))
+	}
+	if n := up.count.Load() - before; n != 1 {
+		t.Fatalf("upstream executed %d times, want 1", n)
+	}
+}
+
+func TestRedisDown(t *testing.T) {
+	up := newUpstream(t)
+	gw := startGateway(t, up, "unused:", settings{"redis": "redis://" + freeAddr(t) + "/0"})
+
+	r := gw.do(t, req{key: newKey(), body: `{}`})
+	if r.status != http.StatusServiceUnavailable {
+		t.Fatalf("keyed: %d %s", r.status, r.body)
+	}
+	if e := r.apiError(t); e["type"] != "api_error" || e["code"] != "idempotency_unavailable" {
+		t.Fatalf("error = %v", e)
+	}
+	if n := up.count.Load(); n != 0 {
+		t.Fatalf("a keyed request executed unprotected (%d)", n)
+	}
+	if r := gw.do(t, req{body: `{}`}); r.status != http.StatusCreated {
+		t.Fatalf("unkeyed: %d %s", r.status, r.body)
+	}
+	if r := gw.do(t, req{method: http.MethodGet, key: newKey()}); r.status != http.StatusCreated {
+		t.Fatalf("GET with a key (ignored): %d %s", r.status, r.body)
+	}
+	if n := up.count.Load(); n != 2 {
+		t.Fatalf("upstream executed %d times, want 2", n)
+	}
+}
+
+func TestKeysAreScopedPerOrganisationAndEnvironment(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, nil)
+	key := newKey()
+
+	seen := map[string]bool{}
+	for _, c := range []struct{ org, live string }{
+		{"org_a", "false"}, {"org_a", "true"}, {"org_b", "false"}, {"org_b", "true"},
+	} {
+		r := gw.do(t, req{key: key, body: `{}`, org: c.org, live: c.live})
+		if r.status != http.StatusCreated || r.header.Get("Idempotent-Replayed") != "" || seen[r.body] {
+			t.Fatalf("%s live=%s: %d %s replayed=%q", c.org, c.live, r.status, r.body, r.header.Get("Idempotent-Replayed"))
+		}
+		seen[r.body] = true
+	}
+	if r := gw.do(t, req{key: key, body: `{}`, org: "org_b", live: "true"}); r.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("same scope again was not replayed: %d %s", r.status, r.body)
+	}
+	if n := up.count.Load(); n != 4 {
+		t.Fatalf("upstream executed %d times, want 4", n)
+	}
+}
+
+func TestWithoutOrganisation(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+
+	t.Run("refused by default", func(t *testing.T) {
+		gw := startGateway(t, up, prefix, nil)
+		r := gw.do(t, req{key: newKey(), body: `{}`, org: "-"})
+		if r.status != http.StatusInternalServerError {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		if n := up.count.Load(); n != 0 {
+			t.Fatalf("executed %d times", n)
+		}
+	})
+	t.Run("fallback scope", func(t *testing.T) {
+		gw := startGateway(t, up, prefix, settings{"fallback_scope": "public"})
+		key := newKey()
+		first := gw.do(t, req{key: key, body: `{}`, org: "-"})
+		second := gw.do(t, req{key: key, body: `{}`, org: "-"})
+		if first.status != http.StatusCreated || second.header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("first %d, second %d replayed=%q", first.status, second.status, second.header.Get("Idempotent-Replayed"))
+		}
+		// An authenticated caller with the same key is another scope.
+		if r := gw.do(t, req{key: key, body: `{}`}); r.header.Get("Idempotent-Replayed") != "" {
+			t.Fatal("fallback scope leaked into an organisation's scope")
+		}
+	})
+}
+
+// TestUnreachableUpstreamReleasesTheLock: when the proxy cannot even
+// connect, the backend never saw the request, so a retry must execute.
+func TestUnreachableUpstreamReleasesTheLock(t *testing.T) {
+	_, prefix := testRedis(t)
+	addr := freeAddr(t) // nothing listens here yet
+	gw := startCaddy(t, serverSpec{
+		settings: settings{"key_prefix": prefix, "ttl": "10m"},
+		next:     proxyTo(addr),
+	})[0]
+	key := newKey()
+
+	r := gw.do(t, req{key: key, body: `{}`})
+	if r.status != http.StatusBadGateway {
+		t.Fatalf("upstream down: %d %s", r.status, r.body)
+	}
+	up := newUpstreamAt(t, addr)
+	r = gw.do(t, req{key: key, body: `{}`})
+	if r.status != http.StatusCreated || r.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("retry after the upstream came back: %d %s replayed=%q", r.status, r.body, r.header.Get("Idempotent-Replayed"))
+	}
+	if n := up.count.Load(); n != 1 {
+		t.Fatalf("upstream executed %d times, want 1", n)
+	}
+}
+
+// TestAmbiguousFailuresAreNeverReExecuted: once the request may have
+// reached the backend without a complete answer, every retry gets the same
+// recorded gateway error, even after lock_ttl.
+func TestAmbiguousFailuresAreNeverReExecuted(t *testing.T) {
+	rdb, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, settings{"lock_ttl": "400ms"})
+
+	cases := []struct {
+		name, path string
+		status     int
+		code       string
+	}{
+		{"upstream too slow", "/v1/block", http.StatusGatewayTimeout, "upstream_timeout"},
+		{"connection dropped mid-response", "/v1/abort", http.StatusBadGateway, "upstream_unavailable"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := up.count.Load()
+			key := newKey()
+			q := req{key: key, path: tc.path, body: `{}`}
+			first := gw.do(t, q)
+			if first.status != tc.status || first.apiError(t)["code"] != tc.code {
+				t.Fatalf("first: %d %s", first.status, first.body)
+			}
+			if first.header.Get("Location") != "" {
+				t.Fatal("the error carries the upstream's partial headers")
+			}
+			// The record outlives the lock: it is kept for ttl, not lock_ttl.
+			if ttl := rdb.PTTL(context.Background(), prefix+"org_a:test:"+key).Val(); ttl < time.Minute {
+				t.Fatalf("record expires in %s; it must be kept for ttl", ttl)
+			}
+			retry := gw.do(t, q)
+			if retry.status != tc.status || retry.header.Get("Idempotent-Replayed") != "true" ||
+				retry.apiError(t)["message"] != first.apiError(t)["message"] {
+				t.Fatalf("retry: %d %s replayed=%q", retry.status, retry.body, retry.header.Get("Idempotent-Replayed"))
+			}
+			if n := up.count.Load() - before; n != 1 {
+				t.Fatalf("upstream executed %d times, want 1", n)
+			}
+		})
+	}
+}
+
+func TestRequestBodies(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, settings{"max_request_size": 100})
+
+	t.Run("chunked body reaches the upstream and is fingerprinted", func(t *testing.T) {
+		key := newKey()
+		body := `{"name":"chunked"}`
+		first := gw.do(t, req{key: key, body: body, chunked: true})
+		var echoed struct {
+			Body          string `json:"body"`
+			ContentLength int64  `json:"content_length"`
+		}
+		if err := json.Unmarshal([]byte(first.body), &echoed); err != nil || first.status != http.StatusCreated {
+			t.Fatalf("first: %d %s", first.status, first.body)
+		}
+		if echoed.Body != body || echoed.ContentLength != int64(len(body)) {
+			t.Fatalf("upstream got %q (length %d), want %q", echoed.Body, echoed.ContentLength, body)
+		}
+		// The same body with a Content-Length is the same request.
+		if r := gw.do(t, req{key: key, body: body}); r.header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("same body, not chunked: %d %s", r.status, r.body)
+		}
+		if r := gw.do(t, req{key: key, body: `{"name":"other"}`, chunked: true}); r.status != http.StatusUnprocessableEntity {
+			t.Fatalf("different chunked body: %d %s", r.status, r.body)
+		}
+	})
+
+	t.Run("empty chunked body", func(t *testing.T) {
+		key := newKey()
+		first := gw.do(t, req{key: key, chunked: true})
+		if first.status != http.StatusCreated || !strings.Contains(first.body, `"body":""`) {
+			t.Fatalf("first: %d %s", first.status, first.body)
+		}
+		if r := gw.do(t, req{key: key}); r.header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("retry without a body: %d %s", r.status, r.body)
+		}
+	})
+
+	for _, chunked := range []bool{false, true} {
+		t.Run("too large, chunked="+map[bool]string{false: "no", true: "yes"}[chunked], func(t *testing.T) {
+			before := up.count.Load()
+			r := gw.do(t, req{key: newKey(), body: strings.Repeat("a", 101), chunked: chunked})
+			if r.status != http.StatusRequestEntityTooLarge || r.apiError(t)["code"] != "body_too_large" {
+				t.Fatalf("%d %s", r.status, r.body)
+			}
+			if up.count.Load() != before {
+				t.Fatal("an oversized body was executed")
+			}
+		})
+	}
+
+	t.Run("without a key the limit does not apply", func(t *testing.T) {
+		if r := gw.do(t, req{body: strings.Repeat("a", 101)}); r.status != http.StatusCreated {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+	})
+}
+
+func TestOutcomeMetrics(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, nil)
+	count := func(o string) float64 { return counterValue(metrics.requests.WithLabelValues(o)) }
+	base := map[string]float64{}
+	for _, o := range []string{outcomeExecuted, outcomeReplayed, outcomeReused, outcomeInvalid} {
+		base[o] = count(o)
+	}
+	key := newKey()
+	gw.do(t, req{key: key, body: `{}`})
+	gw.do(t, req{key: key, body: `{}`})
+	gw.do(t, req{key: key, body: `{"x":1}`})
+	gw.do(t, req{keys: []string{""}})
+	gw.do(t, req{body: `{}`}) // unkeyed: no outcome
+	for o, want := range map[string]float64{outcomeExecuted: 1, outcomeReplayed: 1, outcomeReused: 1, outcomeInvalid: 1} {
+		if got := count(o) - base[o]; got != want {
+			t.Errorf("outcome %s counted %v, want %v", o, got, want)
+		}
+	}
+}
+
+// counterValue reads a counter (client_golang's testutil needs a module
+// this repository does not carry).
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// TestBehindTheRealRequestIDHandler runs the chain as the gateway does, with
+// the request_id handler in front: it names every request, renders this
+// handler's refusals, and the replay still carries its own id.
+func TestBehindTheRealRequestIDHandler(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startCaddy(t, serverSpec{
+		settings: settings{"key_prefix": prefix, "ttl": "10m"},
+		front: []map[string]any{
+			{"handler": "request_id"},
+			{"handler": "idempotency_test_identity", "placeholders_only": true},
+		},
+		next: proxyTo(up.addr()),
+	})[0]
+	key := newKey()
+
+	first := gw.do(t, req{key: key, body: `{}`})
+	replay := gw.do(t, req{key: key, body: `{}`})
+	if first.status != http.StatusCreated || replay.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("first %d, replay %d %q", first.status, replay.status, replay.header.Get("Idempotent-Replayed"))
+	}
+	origID, replayID := first.header.Get("Request-Id"), replay.header.Get("Request-Id")
+	if !ids.Valid(origID, ids.Request) || !ids.Valid(replayID, ids.Request) || origID == replayID {
+		t.Fatalf("Request-Id original %q, replay %q", origID, replayID)
+	}
+	if got := replay.header.Get("Original-Request-Id"); got != origID {
+		t.Fatalf("Original-Request-Id = %q, want %q", got, origID)
+	}
+
+	reused := gw.do(t, req{key: key, body: `{"other":true}`})
+	e := reused.apiError(t)
+	if reused.status != http.StatusUnprocessableEntity || e["code"] != "idempotency_key_reused" || e["request_id"] != reused.header.Get("Request-Id") {
+		t.Fatalf("reuse: %d %v", reused.status, e)
+	}
+	if r := gw.do(t, req{keys: []string{"a", "b"}}); r.status != http.StatusBadRequest || r.apiError(t)["param"] != "Idempotency-Key" {
+		t.Fatalf("two keys: %d %s", r.status, r.body)
+	}
+	if n := up.count.Load(); n != 1 {
+		t.Fatalf("upstream executed %d times, want 1", n)
+	}
+}

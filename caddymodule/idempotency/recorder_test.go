@@ -1,0 +1,108 @@
+package idempotency
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gatehouse/gatehouse/internal/apierror"
+)
+
+func TestRecordedHeaderKeepsOnlyTheUpstreamsHeaders(t *testing.T) {
+	before := http.Header{
+		"Request-Id":       {"req_1"},
+		"Ratelimit":        {`"default";r=9`},
+		"Ratelimit-Policy": {`"default";q=10;w=1`},
+		"Api-Version":      {"2026-11-01"},
+		"Cache-Control":    {"private"},
+	}
+	final := before.Clone()
+	for k, v := range map[string][]string{
+		"Content-Type":      {"application/json"},
+		"Location":          {"/v1/customers/cus_1"},
+		"Cache-Control":     {"no-store"}, // changed by the upstream: kept
+		"Set-Cookie":        {"session=secret"},
+		"Date":              {"Mon, 01 Jan 2026 00:00:00 GMT"},
+		"Content-Length":    {"42"},
+		"Connection":        {"close"},
+		"Transfer-Encoding": {"chunked"},
+		"Retry-After":       {"30"},
+		"Trailer:Grpc":      {"x"},
+		"Ratelimit-Extra":   {"x"},
+	} {
+		final[k] = v
+	}
+	got := recordedHeader(final, before)
+	want := http.Header{
+		"Content-Type":  {"application/json"},
+		"Location":      {"/v1/customers/cus_1"},
+		"Cache-Control": {"no-store"},
+		"Retry-After":   {"30"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("recorded %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got.Get(k) != v[0] {
+			t.Errorf("%s = %q, want %q", k, got.Get(k), v[0])
+		}
+	}
+}
+
+func TestResponseBufferHoldsBackThenStreamsPastTheLimit(t *testing.T) {
+	rec := httptest.NewRecorder()
+	var buf bytes.Buffer
+	rb := newResponseBuffer(rec, &buf, 10)
+
+	rb.WriteHeader(http.StatusCreated)
+	_, _ = rb.Write([]byte("12345"))
+	_ = rb.FlushError()
+	if rec.Flushed || rec.Body.Len() != 0 || rb.streamed {
+		t.Fatal("a response under the limit reached the client before it was recorded")
+	}
+	_, _ = rb.Write([]byte("67890"))
+	if rb.streamed {
+		t.Fatal("exactly the limit must still be stored")
+	}
+	_, _ = rb.Write([]byte("X"))
+	if !rb.streamed || rec.Code != http.StatusCreated || rec.Body.String() != "1234567890X" {
+		t.Fatalf("after the limit: streamed=%v code=%d body=%q", rb.streamed, rec.Code, rec.Body.String())
+	}
+	_, _ = rb.ReadFrom(strings.NewReader("YZ"))
+	if rec.Body.String() != "1234567890XYZ" {
+		t.Fatalf("ReadFrom bypassed the buffer logic: %q", rec.Body.String())
+	}
+}
+
+func TestResponseBufferStreamsWhatCannotBeHeld(t *testing.T) {
+	for name, h := range map[string]http.Header{
+		"declared too long":  {"Content-Length": {"11"}},
+		"server-sent events": {"Content-Type": {"text/event-stream; charset=utf-8"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			for k, v := range h {
+				rec.Header()[k] = v
+			}
+			rb := newResponseBuffer(rec, new(bytes.Buffer), 10)
+			rb.WriteHeader(http.StatusOK)
+			if !rb.streamed {
+				t.Fatal("not streamed")
+			}
+		})
+	}
+}
+
+func TestReadBodyHonoursTheLimitInFront(t *testing.T) {
+	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(strings.Repeat("a", 50)))
+	r.ContentLength = -1
+	r.Body = http.MaxBytesReader(httptest.NewRecorder(), r.Body, 10) // request_body max_size 10
+	_, err := readBody(r, 100)
+	var e *apierror.Error
+	if !errors.As(err, &e) || e.Status != http.StatusRequestEntityTooLarge || e.Code != "body_too_large" {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,0 +1,174 @@
+package idempotency
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// One Redis hash per (scope, key), named <key_prefix><scope>:<key>:
+//
+//	st      locked | done | too_large
+//	tok     the owner's random token while st = locked (removed on completion)
+//	fp      request fingerprint (hex SHA-256 of method, path+query, body)
+//	rid     Request-Id of the request that executed
+//	status  recorded status code          (done, too_large)
+//	hdr     recorded headers, JSON         (done)
+//	body    recorded body, raw bytes       (done)
+//
+// The hash expires lock_ttl after it is created while locked, and ttl after
+// completion. Every transition is one Lua script, so each request costs one
+// round trip to look up or lock, plus one to record when it executed.
+
+const (
+	stateLocked   = "locked"
+	stateDone     = "done"
+	stateTooLarge = "too_large"
+
+	// Results of begin that are not stored states.
+	stateAcquired = "acquired"
+	stateMismatch = "mismatch"
+)
+
+// beginScript looks the key up and, when absent, locks it for this request
+// in the same step. A present key with another fingerprint is a reuse; the
+// recorded response is only sent back when the fingerprint matches, so a
+// different request can never read someone else's answer by guessing a key.
+//
+// KEYS[1] record; ARGV token, fingerprint, request id, lock ttl (ms).
+var beginScript = redis.NewScript(`
+local r = redis.call('HMGET', KEYS[1], 'st', 'fp', 'status', 'hdr', 'body', 'rid')
+if not r[1] then
+  redis.call('HSET', KEYS[1], 'st', 'locked', 'tok', ARGV[1], 'fp', ARGV[2], 'rid', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return {'acquired'}
+end
+if r[2] ~= ARGV[2] then
+  return {'mismatch'}
+end
+return {r[1], r[3], r[4], r[5], r[6]}
+`)
+
+// completeScript records the outcome, but only for the lock's owner: a
+// gateway whose lock expired (it was too slow, or Redis lost the write) must
+// not overwrite what a later owner recorded.
+//
+// KEYS[1] record; ARGV token, state, ttl (ms), status, headers, body.
+var completeScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'tok') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'st', ARGV[2], 'status', ARGV[4], 'hdr', ARGV[5], 'body', ARGV[6])
+redis.call('HDEL', KEYS[1], 'tok')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`)
+
+// releaseScript drops the lock of a request that never reached the upstream,
+// again only for its owner.
+//
+// KEYS[1] record; ARGV token.
+var releaseScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'tok') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// errLockLost means the record no longer belongs to this request: its lock
+// expired before the outcome could be recorded.
+var errLockLost = errors.New("idempotency lock lost before completion")
+
+// store is the Redis side of the handler.
+type store struct {
+	client *redis.Client
+}
+
+// lookup is what begin found for a key.
+type lookup struct {
+	state     string // acquired, mismatch, locked, done, too_large
+	requestID string // of the original request (locked, done, too_large)
+	resp      response
+}
+
+// response is a recorded response.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (s *store) begin(ctx context.Context, key, token, fp, requestID string, lockTTL time.Duration) (lookup, error) {
+	v, err := beginScript.Run(ctx, s.client, []string{key}, token, fp, requestID, lockTTL.Milliseconds()).Slice()
+	if err != nil {
+		return lookup{}, fmt.Errorf("locking idempotency key: %w", err)
+	}
+	if len(v) == 0 {
+		return lookup{}, errors.New("locking idempotency key: empty reply")
+	}
+	l := lookup{state: str(v[0])}
+	switch l.state {
+	case stateAcquired, stateMismatch:
+		return l, nil
+	case stateLocked, stateDone, stateTooLarge:
+	default:
+		return lookup{}, fmt.Errorf("idempotency record in unknown state %q", l.state)
+	}
+	if len(v) != 5 {
+		return lookup{}, fmt.Errorf("idempotency record: %d fields in reply", len(v))
+	}
+	l.requestID = str(v[4])
+	if l.state == stateLocked {
+		return l, nil
+	}
+	if l.resp.status, err = strconv.Atoi(str(v[1])); err != nil {
+		return lookup{}, fmt.Errorf("idempotency record status: %w", err)
+	}
+	if l.state == stateDone {
+		if err := json.Unmarshal([]byte(str(v[2])), &l.resp.header); err != nil {
+			return lookup{}, fmt.Errorf("idempotency record headers: %w", err)
+		}
+		l.resp.body = []byte(str(v[3]))
+	}
+	return l, nil
+}
+
+// complete records the outcome under the lock identified by token.
+func (s *store) complete(ctx context.Context, key, token, state string, ttl time.Duration, resp response) error {
+	hdr := []byte("{}")
+	if len(resp.header) > 0 {
+		var err error
+		if hdr, err = json.Marshal(resp.header); err != nil {
+			return fmt.Errorf("encoding recorded headers: %w", err)
+		}
+	}
+	ok, err := completeScript.Run(ctx, s.client, []string{key}, token, state, ttl.Milliseconds(),
+		resp.status, hdr, resp.body).Int()
+	if err != nil {
+		return fmt.Errorf("recording idempotent response: %w", err)
+	}
+	if ok == 0 {
+		return errLockLost
+	}
+	return nil
+}
+
+// release drops the lock identified by token.
+func (s *store) release(ctx context.Context, key, token string) error {
+	if err := releaseScript.Run(ctx, s.client, []string{key}, token).Err(); err != nil {
+		return fmt.Errorf("releasing idempotency lock: %w", err)
+	}
+	return nil
+}
+
+// str reads a Lua string reply element; nil (a missing hash field) is "".
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}

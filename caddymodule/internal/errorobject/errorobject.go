@@ -1,0 +1,122 @@
+// Package errorobject is where the Gatehouse Caddy modules turn any failure
+// into the platform's error object (DESIGN §5). It maps Caddy handler errors
+// (reverse_proxy's 502/504, request_body's 413, …) to public codes without
+// leaking their internal text, renders with apierror.Write, and exposes the
+// outcome as placeholders so access and request logs can record it.
+package errorobject
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse/gatehouse/internal/apierror"
+)
+
+// Placeholders set on the request's replacer when an error object is written.
+const (
+	PlaceholderType = "http.api_error.type"
+	PlaceholderCode = "http.api_error.code"
+)
+
+// StatusClientClosed is the status Caddy reports when the client went away
+// before the response (nginx's 499); nobody reads a body for it.
+const StatusClientClosed = 499
+
+// From maps err, as returned by a handler chain, to the public error object.
+// *apierror.Error values (also inside caddyhttp.HandlerError) pass through;
+// everything else is classified by its status code with a generic message,
+// because internal error text (dial addresses, Go errors) must not leak.
+func From(err error) *apierror.Error {
+	if e, ok := errors.AsType[*apierror.Error](err); ok {
+		return e
+	}
+	if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return apierror.New(http.StatusRequestEntityTooLarge, apierror.TypeInvalidRequest, "body_too_large",
+			fmt.Sprintf("The request body is larger than the %d bytes this endpoint accepts.", mbe.Limit))
+	}
+	status := http.StatusInternalServerError
+	if he, ok := errors.AsType[caddyhttp.HandlerError](err); ok && he.StatusCode != 0 {
+		status = he.StatusCode
+	}
+	return ForStatus(status)
+}
+
+// ForStatus is the generic error object for a bare HTTP status.
+func ForStatus(status int) *apierror.Error {
+	switch status {
+	case http.StatusNotFound:
+		return apierror.New(status, apierror.TypeInvalidRequest, "route_missing", "No API endpoint matches this method and path.")
+	case http.StatusMethodNotAllowed:
+		return apierror.New(status, apierror.TypeInvalidRequest, "method_not_allowed", "The endpoint exists but does not accept this HTTP method.")
+	case http.StatusRequestEntityTooLarge:
+		return apierror.New(status, apierror.TypeInvalidRequest, "body_too_large", "The request body is larger than this endpoint accepts.")
+	case http.StatusTooManyRequests:
+		return apierror.New(status, apierror.TypeRateLimit, "rate_limited", "Too many requests. Slow down and retry later.")
+	case http.StatusBadGateway:
+		return apierror.New(status, apierror.TypeAPI, "upstream_unavailable",
+			"The service behind the gateway could not be reached or failed to answer. Retry later; if it persists, contact support with the request id.")
+	case http.StatusServiceUnavailable:
+		return apierror.New(status, apierror.TypeAPI, "service_unavailable",
+			"The service behind the gateway is temporarily unable to take requests. Retry later.")
+	case http.StatusGatewayTimeout:
+		return apierror.New(status, apierror.TypeAPI, "upstream_timeout",
+			"The service behind the gateway took too long to answer. Retry later; if it persists, contact support with the request id.")
+	}
+	switch {
+	case status == http.StatusUnauthorized:
+		return apierror.New(status, apierror.TypeAuthentication, "request_invalid", "This request requires authentication.")
+	case status == http.StatusForbidden:
+		return apierror.New(status, apierror.TypePermission, "request_invalid", "This request is not allowed.")
+	case status >= 400 && status < 500:
+		return apierror.New(status, apierror.TypeInvalidRequest, "request_invalid",
+			fmt.Sprintf("The request was refused (%d %s).", status, http.StatusText(status)))
+	case status >= 500 && status < 600:
+		e := apierror.Internal()
+		e.Status = status
+		return e
+	}
+	return apierror.Internal()
+}
+
+// Write renders e on w, records it in the placeholders of r and counts it.
+// The Request-Id response header must already be set: apierror.Write copies
+// it into the body.
+func Write(w http.ResponseWriter, r *http.Request, e *apierror.Error) {
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set(PlaceholderType, string(e.Type))
+		repl.Set(PlaceholderCode, e.Code)
+	}
+	responses.WithLabelValues(string(e.Type), e.Code).Inc()
+	apierror.Write(w, e)
+}
+
+var (
+	responses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "gatehouse",
+		Name:      "error_responses_total",
+		Help:      "Error objects written by the gateway itself, by type and code.",
+	}, []string{"type", "code"})
+)
+
+// RegisterMetrics registers the error counter in reg; Caddy makes a new
+// registry per config load and the counter carries over.
+func RegisterMetrics(reg *prometheus.Registry) error { return Register(reg, responses) }
+
+// Register registers c in reg, tolerating c being there already: several
+// handler instances of one config share a registry.
+func Register(reg *prometheus.Registry, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {
+				return err
+			}
+		}
+	}
+	return nil
+}
