@@ -1,0 +1,180 @@
+package requestlog
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/gatehouse/gatehouse/caddymodule/internal/errorobject"
+	"github.com/gatehouse/gatehouse/internal/apierror"
+	"github.com/gatehouse/gatehouse/internal/testenv"
+)
+
+func init() {
+	caddy.RegisterModule(testIdentity{})
+}
+
+// testIdentity stands in for api_key: it sets the placeholders api_key sets
+// from X-Test-* request headers, refuses with a 401 error object when
+// X-Test-Refuse is sent, and drops the Authorization header as api_key does
+// before proxying.
+type testIdentity struct{}
+
+func (testIdentity) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.test_identity", New: func() caddy.Module { return new(testIdentity) }}
+}
+
+func (*testIdentity) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.Header.Get("X-Test-Refuse") != "" {
+		errorobject.Write(w, r, apierror.Authentication("api_key_invalid", "No such API key."))
+		return nil
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set(PlaceholderOrgID, r.Header.Get("X-Test-Org"))
+	repl.Set(PlaceholderKeyID, r.Header.Get("X-Test-Key"))
+	repl.Set(PlaceholderLivemode, r.Header.Get("X-Test-Live"))
+	repl.Set(PlaceholderAPIVersion, "2026-11-01")
+	repl.Set(PlaceholderBodyCapture, r.Header.Get("X-Test-Capture"))
+	r.Header.Del("Authorization")
+	return next.ServeHTTP(w, r)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// runCaddy loads cfg (admin off, nothing persisted) and stops Caddy when
+// the test ends.
+func runCaddy(t *testing.T, cfg map[string]any) {
+	t.Helper()
+	cfg["admin"] = map[string]any{"disabled": true, "config": map[string]any{"persist": false}}
+	cfg["logging"] = map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Load(b, true); err != nil {
+		t.Fatalf("loading caddy config: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping caddy: %v", err)
+		}
+	})
+}
+
+// server is a Caddy HTTP app config with one server on port running routes.
+func server(port int, routes ...map[string]any) map[string]any {
+	return map[string]any{"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"srv0": map[string]any{
+		"listen":          []string{fmt.Sprintf("127.0.0.1:%d", port)},
+		"automatic_https": map[string]any{"disable": true},
+		"routes":          routes,
+	}}}}}
+}
+
+// createTopic makes a one-partition topic for this test.
+func createTopic(t *testing.T, brokers []string) string {
+	t.Helper()
+	topic := "test.requestlog." + testenv.Suffix()
+	conn, err := kafka.Dial("tcp", brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctrl, err := conn.Controller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if c, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port))); err == nil {
+			_ = c.DeleteTopics(topic)
+			c.Close()
+		}
+	})
+	return topic
+}
+
+// metric returns the value of the sample of name whose labels contain
+// every given name="value" pair, from a Prometheus text page.
+func metric(t *testing.T, base, name string, labels ...string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var total float64
+	found := false
+line:
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
+			continue
+		}
+		for _, lb := range labels {
+			if !strings.Contains(l, lb) {
+				continue line
+			}
+		}
+		f := strings.Fields(l)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", l, err)
+		}
+		total += v
+		found = true
+	}
+	if !found {
+		return -1
+	}
+	return total
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func do(t *testing.T, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}

@@ -1,0 +1,98 @@
+package requestlog
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"path/filepath"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/gatehouse/gatehouse/internal/outbox"
+)
+
+// producers holds one running outbox per (brokers, spool directory), shared
+// by every request_log handler of every loaded config: a reload neither
+// loses what is queued nor opens a second writer on the same spool.
+var producers = caddy.NewUsagePool()
+
+type sharedProducer struct {
+	*outbox.Producer
+	sender *outbox.KafkaSender
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Destruct stops the producer when the last handler using it is cleaned
+// up: what Kafka has not taken by then stays in the spool for the next
+// start.
+func (s *sharedProducer) Destruct() error {
+	s.cancel()
+	<-s.done
+	return s.sender.Close()
+}
+
+// producerKey names a shared producer.
+func producerKey(brokers []string, dir string) string {
+	return strings.Join(brokers, ",") + "|" + dir
+}
+
+// spoolPath is the directory of one broker set's spool inside dir, so that
+// pointing a config at other brokers never mixes their queues.
+func spoolPath(brokers []string, dir string) string {
+	sum := sha256.Sum256([]byte(strings.Join(brokers, ",")))
+	return filepath.Join(dir, "kafka-"+hex.EncodeToString(sum[:6]))
+}
+
+// acquireProducer returns the shared producer for brokers and dir, creating
+// and starting it if needed. Limits and logger apply when it is created;
+// a handler sharing an existing producer gets that one's limits. Callers
+// release it with releaseProducer in Cleanup.
+func acquireProducer(brokers []string, dir string, memoryLimit int, spoolLimit int64, log *zap.Logger) (*sharedProducer, error) {
+	v, _, err := producers.LoadOrNew(producerKey(brokers, dir), func() (caddy.Destructor, error) {
+		sender := outbox.NewKafkaSender(brokers)
+		p, err := outbox.New(outbox.Config{
+			Dir: spoolPath(brokers, dir), MemoryLimit: memoryLimit, SpoolLimit: spoolLimit,
+			Logger: log.Named("outbox"),
+		}, sender)
+		if err != nil {
+			_ = sender.Close()
+			return nil, err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		sp := &sharedProducer{Producer: p, sender: sender, cancel: cancel, done: make(chan struct{})}
+		go func() {
+			defer close(sp.done)
+			_ = p.Run(ctx)
+		}()
+		return sp, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*sharedProducer), nil
+}
+
+func releaseProducer(brokers []string, dir string) error {
+	_, err := producers.Delete(producerKey(brokers, dir))
+	return err
+}
+
+// outboxStats sums the counters of every running producer, for the
+// metrics: several configs or broker sets may be live at once.
+func outboxStats() outbox.Stats {
+	var total outbox.Stats
+	producers.Range(func(_, v any) bool {
+		s := v.(*sharedProducer).Stats()
+		total.Enqueued += s.Enqueued
+		total.Sent += s.Sent
+		total.Spooled += s.Spooled
+		total.Dropped += s.Dropped
+		total.SpoolBytes += s.SpoolBytes
+		total.Memory += s.Memory
+		return true
+	})
+	return total
+}

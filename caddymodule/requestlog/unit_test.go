@@ -1,0 +1,123 @@
+package requestlog
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/klauspost/compress/zstd"
+)
+
+func TestRoute(t *testing.T) {
+	var templates []template
+	for _, s := range []string{"/v1/customers/{id}", "/v1/customers/search", "/v1/customers", "/v1/events/{id}/retry"} {
+		tp, err := parseTemplate(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		templates = append(templates, tp)
+	}
+	for _, tc := range []struct {
+		path, want string
+		configured bool
+	}{
+		{"/v1/customers/cus_9Xk2Ab77QQzz", "/v1/customers/{id}", true},
+		{"/v1/customers/search", "/v1/customers/search", true}, // the literal wins
+		{"/v1/customers", "/v1/customers", true},
+		{"/v1/customers/", "/v1/customers/", false}, // an empty segment is no id
+		{"/v1/events/evt_0VcAX19jD7oyfEjapKn0S4/retry", "/v1/events/{id}/retry", true},
+		{"/v1/orders/12345/items/550e8400-e29b-41d4-a716-446655440000", "/v1/orders/{id}/items/{id}", false},
+		{"/v1/webhook_endpoints/we_3Fj29dkQ0a", "/v1/webhook_endpoints/{id}", false},
+		{"/v1/blobs/deadbeefdeadbeefdeadbeef", "/v1/blobs/{id}", false},
+		{"/v1/users/me", "/v1/users/me", false},
+		{"/", "/", false},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			got, configured := route(templates, tc.path)
+			if got != tc.want || configured != tc.configured {
+				t.Fatalf("route(%q) = %q, %v; want %q, %v", tc.path, got, configured, tc.want, tc.configured)
+			}
+		})
+	}
+}
+
+func TestRouteLabelsAreBounded(t *testing.T) {
+	var l routeLabels
+	if got := l.label("/v1/customers/{id}", true, 200); got != "/v1/customers/{id}" {
+		t.Fatalf("configured route labelled %q", got)
+	}
+	if got := l.label("/v1/anything", false, 404); got != "other" {
+		t.Fatalf("a 404 labelled %q", got)
+	}
+	for i := 0; i < maxDerived+50; i++ {
+		l.label(fmt.Sprintf("/v1/r%d", i), false, 200)
+	}
+	if got := l.label("/v1/r5", false, 200); got != "/v1/r5" {
+		t.Fatalf("an early route labelled %q", got)
+	}
+	if got := l.label("/v1/new", false, 200); got != "other" {
+		t.Fatalf("a route past the bound labelled %q", got)
+	}
+}
+
+func TestRecorderDecodes(t *testing.T) {
+	body := []byte(`{"error":{"type":"api_error","code":"internal_error","message":"` + strings.Repeat("x", 10000) + `"}}`)
+	var gz, zs bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(body)
+	_ = zw.Close()
+	enc, _ := zstd.NewWriter(&zs)
+	_, _ = enc.Write(body)
+	_ = enc.Close()
+	for _, tc := range []struct {
+		encoding string
+		payload  []byte
+	}{{"", body}, {"gzip", gz.Bytes()}, {"zstd", zs.Bytes()}} {
+		t.Run("encoding "+tc.encoding, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			w.Header().Set("Content-Type", "application/json")
+			if tc.encoding != "" {
+				w.Header().Set("Content-Encoding", tc.encoding)
+			}
+			rec := &recorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, maxBody: 8192}
+			rec.WriteHeader(500)
+			_, _ = rec.Write(tc.payload)
+			if typ, code := rec.errorObject(); typ != "" || code != "" {
+				// The object is longer than the peek, so it cannot be parsed:
+				// that must come out empty, not wrong.
+				t.Fatalf("truncated object parsed as %s/%s", typ, code)
+			}
+			out, truncated := rec.decoded()
+			if !truncated || len(out) != errorPeek || !bytes.HasPrefix(body, out) {
+				t.Fatalf("decoded %d bytes (truncated %v)", len(out), truncated)
+			}
+			if rec.bytes != int64(len(tc.payload)) || w.Body.Len() != len(tc.payload) || rec.status != 500 {
+				t.Fatalf("bytes %d, status %d", rec.bytes, rec.status)
+			}
+		})
+	}
+	t.Run("a short error object", func(t *testing.T) {
+		w := httptest.NewRecorder()
+		w.Header().Set("Content-Type", "application/problem+json")
+		rec := &recorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+		rec.WriteHeader(429)
+		_, _ = rec.Write([]byte(`{"error":{"type":"rate_limit_error",`))
+		_, _ = rec.Write([]byte(`"code":"rate_limited"}}`))
+		if typ, code := rec.errorObject(); typ != "rate_limit_error" || code != "rate_limited" {
+			t.Fatalf("got %s/%s", typ, code)
+		}
+	})
+	t.Run("successes keep nothing", func(t *testing.T) {
+		w := httptest.NewRecorder()
+		w.Header().Set("Content-Type", "application/json")
+		rec := &recorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, maxBody: 8192}
+		_, _ = rec.Write(body)
+		if len(rec.buf) != 0 || rec.status != 200 {
+			t.Fatalf("kept %d bytes of a 200 without capture", len(rec.buf))
+		}
+	})
+}

@@ -1,0 +1,117 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// row is one request_logs row, in copyColumns order.
+type row struct {
+	RequestID       string
+	CreatedAt       time.Time
+	OrganizationID  string
+	Livemode        bool
+	APIKeyID        string
+	Method          string
+	Route           string
+	Path            string
+	Status          int32
+	DurationUS      int64
+	UpstreamUS      int64
+	BytesIn         int64
+	BytesOut        int64
+	ClientIP        string
+	UserAgent       string
+	APIVersion      string
+	IdempotencyKey  string
+	Replayed        bool
+	RateLimit       string
+	ErrorType       string
+	ErrorCode       string
+	RequestHeaders  json.RawMessage // a JSON object, nil when there are none
+	ResponseHeaders json.RawMessage
+	RequestBody     *string
+	ResponseBody    *string
+}
+
+var copyColumns = []string{
+	"request_id", "created_at", "organization_id", "livemode", "api_key_id", "method", "route", "path",
+	"status", "duration_us", "upstream_us", "bytes_in", "bytes_out", "client_ip", "user_agent",
+	"api_version", "idempotency_key", "idempotent_replayed", "rate_limit", "error_type", "error_code",
+	"request_headers", "response_headers", "request_body", "response_body",
+}
+
+var columnList = strings.Join(copyColumns, ", ")
+
+func (r *row) values() []any {
+	// A nil RawMessage must be SQL NULL, not the JSON text null.
+	var reqH, respH any
+	if r.RequestHeaders != nil {
+		reqH = r.RequestHeaders
+	}
+	if r.ResponseHeaders != nil {
+		respH = r.ResponseHeaders
+	}
+	return []any{
+		r.RequestID, r.CreatedAt, r.OrganizationID, r.Livemode, r.APIKeyID, r.Method, r.Route, r.Path,
+		r.Status, r.DurationUS, r.UpstreamUS, r.BytesIn, r.BytesOut, r.ClientIP, r.UserAgent,
+		r.APIVersion, r.IdempotencyKey, r.Replayed, r.RateLimit, r.ErrorType, r.ErrorCode,
+		reqH, respH, r.RequestBody, r.ResponseBody,
+	}
+}
+
+// The staging table lives as long as the connection and is emptied at every
+// commit, so each batch starts from an empty one.
+const createStaging = `CREATE TEMP TABLE IF NOT EXISTS request_logs_in
+	(LIKE request_logs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`
+
+// insertAndMeter moves the staged rows into request_logs and meters the
+// ones that were new. A row already there (a redelivered message) conflicts
+// on (created_at, request_id), is not returned by RETURNING, and so is
+// neither stored twice nor counted twice: the effect of a batch is the same
+// however often it is delivered. Requests without an organisation (refused
+// before authentication) are logged but not metered. Upserts go in key
+// order so that concurrent ingesters cannot deadlock on usage rows.
+var insertAndMeter = `
+WITH inserted AS (
+	INSERT INTO request_logs (` + columnList + `) SELECT ` + columnList + ` FROM request_logs_in
+	ON CONFLICT DO NOTHING
+	RETURNING organization_id, livemode, api_key_id, created_at
+), per_day AS (
+	SELECT organization_id, livemode, api_key_id, (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+	FROM inserted WHERE organization_id <> ''
+	GROUP BY 1, 2, 3, 4
+), metered AS (
+	INSERT INTO usage_records AS u (organization_id, livemode, api_key_id, metric, day, quantity)
+	SELECT organization_id, livemode, api_key_id, 'requests', day, n FROM per_day
+	ORDER BY 1, 2, 3, 5
+	ON CONFLICT (organization_id, livemode, api_key_id, metric, day)
+	DO UPDATE SET quantity = u.quantity + EXCLUDED.quantity
+	RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted), (SELECT coalesce(sum(n), 0) FROM per_day), (SELECT count(*) FROM metered)`
+
+// write stores rows in one transaction and reports how many were new.
+func (w *Worker) write(ctx context.Context, rows []row) (inserted int64, err error) {
+	err = pgx.BeginFunc(ctx, w.db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, createStaging); err != nil {
+			return fmt.Errorf("creating staging table: %w", err)
+		}
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"request_logs_in"}, copyColumns,
+			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) { return rows[i].values(), nil }))
+		if err != nil {
+			return fmt.Errorf("copying into staging table: %w", err)
+		}
+		var metered, usageRows int64
+		if err := tx.QueryRow(ctx, insertAndMeter).Scan(&inserted, &metered, &usageRows); err != nil {
+			return fmt.Errorf("inserting request logs: %w", err)
+		}
+		return nil
+	})
+	return inserted, err
+}

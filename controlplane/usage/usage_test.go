@@ -1,0 +1,143 @@
+package usage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/controlplane/router"
+	"github.com/gatehouse/gatehouse/controlplane/server"
+	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/testenv"
+)
+
+var testSecret = []byte("usage-test-identity-secret")
+
+const (
+	key1 = "key_1111111111111111111111"
+	key2 = "key_2222222222222222222222"
+	keyL = "key_LLLLLLLLLLLLLLLLLLLLLL"
+	keyB = "key_BBBBBBBBBBBBBBBBBBBBBB"
+)
+
+func TestUsage(t *testing.T) {
+	db, _ := testenv.Pool(t)
+	now := time.Date(2026, 11, 27, 15, 0, 0, 0, time.UTC)
+	h := server.New(server.Config{IdentitySecret: testSecret,
+		API: []router.Routes{New(db, nil, func() time.Time { return now })}}).Handler()
+
+	for _, r := range []struct {
+		org  string
+		live bool
+		key  string
+		day  string
+		q    int64
+	}{
+		{"org_A", false, key1, "2026-11-27", 5},
+		{"org_A", false, key1, "2026-11-26", 7},
+		{"org_A", false, key2, "2026-11-26", 11},
+		{"org_A", false, key1, "2026-10-01", 100}, // outside the default 30 days
+		{"org_A", true, keyL, "2026-11-27", 1000},
+		{"org_B", false, keyB, "2026-11-27", 10000},
+	} {
+		_, err := db.Exec(context.Background(), `INSERT INTO usage_records (organization_id, livemode, api_key_id, metric, day, quantity)
+			VALUES ($1, $2, $3, 'requests', $4, $5)`, r.org, r.live, r.key, r.day, r.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	orgA := identity.Identity{OrgID: "org_A", KeyID: key1, Scopes: []string{"*"}}
+	get := func(id identity.Identity, target string) (int, string) {
+		req := httptest.NewRequest("GET", target, nil)
+		id.RequestID = ids.New(ids.Request)
+		identity.NewSigner(testSecret, nil).Apply(req.Header, id)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		b, _ := io.ReadAll(rec.Body)
+		return rec.Code, string(b)
+	}
+	// summary renders data as "metric key date quantity" lines.
+	summary := func(t *testing.T, body string) []string {
+		t.Helper()
+		var l struct {
+			Object string
+			URL    string
+			Data   []Record
+		}
+		if err := json.Unmarshal([]byte(body), &l); err != nil || l.Object != "list" || l.URL != "/v1/usage" {
+			t.Fatalf("not a list: %s", body)
+		}
+		var out []string
+		for _, r := range l.Data {
+			k, d := "-", "-"
+			if r.APIKey != nil {
+				k = *r.APIKey
+			}
+			if r.Date != nil {
+				d = *r.Date
+			}
+			out = append(out, fmt.Sprintf("%s %s %s %d %v", r.Metric, k, d, r.Quantity, r.Livemode))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		who   identity.Identity
+		query string
+		want  []string
+	}{
+		{"default: last 30 days per key and day", orgA, "", []string{
+			"requests " + key1 + " 2026-11-27 5 false", "requests " + key1 + " 2026-11-26 7 false", "requests " + key2 + " 2026-11-26 11 false"}},
+		{"group by day", orgA, "?group_by=day", []string{"requests - 2026-11-27 5 false", "requests - 2026-11-26 18 false"}},
+		{"group by key", orgA, "?group_by=key", []string{"requests " + key1 + " - 12 false", "requests " + key2 + " - 11 false"}},
+		{"dates", orgA, "?start=2026-10-01&end=2026-11-26&group_by=key", []string{"requests " + key1 + " - 107 false", "requests " + key2 + " - 11 false"}},
+		{"unix seconds", orgA, fmt.Sprintf("?start=%d&end=%d", now.Unix(), now.Unix()), []string{"requests " + key1 + " 2026-11-27 5 false"}},
+		{"one key", orgA, "?api_key=" + key2, []string{"requests " + key2 + " 2026-11-26 11 false"}},
+		{"metric", orgA, "?metric=bytes", nil},
+		{"live is separate", identity.Identity{OrgID: "org_A", Livemode: true, Scopes: []string{"usage:read"}}, "", []string{"requests " + keyL + " 2026-11-27 1000 true"}},
+		{"another tenant", identity.Identity{OrgID: "org_C", Scopes: []string{"*"}}, "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := get(tc.who, "/v1/usage"+tc.query)
+			if status != 200 {
+				t.Fatalf("got %d %s", status, body)
+			}
+			got := summary(t, body)
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("got %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name, query string
+		status      int
+		code, param string
+		scopes      []string
+	}{
+		{"scope", "", 403, "scope_missing", "", []string{"logs:read"}},
+		{"bad date", "?start=2026-13-01", 400, "parameter_invalid", "start", nil},
+		{"start after end", "?start=2026-11-27&end=2026-11-01", 400, "parameter_invalid", "start", nil},
+		{"too long", "?start=2024-01-01&end=2026-01-01", 400, "parameter_invalid", "start", nil},
+		{"group_by", "?group_by=month", 400, "parameter_invalid", "group_by", nil},
+		{"api_key", "?api_key=sk_test_x", 400, "parameter_invalid", "api_key", nil},
+		{"unknown", "?limit=3", 400, "parameter_unknown", "limit", nil},
+	} {
+		t.Run("refuses "+tc.name, func(t *testing.T) {
+			id := orgA
+			if tc.scopes != nil {
+				id.Scopes = tc.scopes
+			}
+			status, body := get(id, "/v1/usage"+tc.query)
+			var e struct{ Error map[string]string }
+			_ = json.Unmarshal([]byte(body), &e)
+			if status != tc.status || e.Error["code"] != tc.code || e.Error["param"] != tc.param {
+				t.Fatalf("got %d %s", status, body)
+			}
+		})
+	}
+}
