@@ -1,0 +1,144 @@
+package apikey
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/gatehouse/gatehouse/caddymodule/requestid"
+	keyformat "github.com/gatehouse/gatehouse/internal/apikey"
+	"github.com/gatehouse/gatehouse/internal/testenv"
+)
+
+func TestHashKeyIsTheStoredHash(t *testing.T) {
+	for range 20 {
+		k, err := keyformat.Generate(keyformat.Restricted, keyformat.Live)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hashKey(k) != keyformat.Hash(k) {
+			t.Fatalf("hashKey(%s) differs from apikey.Hash", k)
+		}
+	}
+}
+
+func TestCacheDropsLoadsThatRacedAnInvalidation(t *testing.T) {
+	c := newCache(10)
+	var h [32]byte
+	h[0] = 1
+	gen := c.generation()
+	// The load read the row before the revocation committed; the
+	// notification is processed before the load stores its result.
+	c.evict(h)
+	if c.put(h, &record{}, time.Now(), gen) {
+		t.Fatal("a load older than an invalidation was cached")
+	}
+	if e, _, _ := c.get(h); e != nil {
+		t.Fatal("entry present")
+	}
+	if !c.put(h, &record{}, time.Now(), c.generation()) {
+		t.Fatal("a current load was not cached")
+	}
+}
+
+func TestCacheIsBounded(t *testing.T) {
+	c := newCache(1000)
+	for i := range 5000 {
+		var h [32]byte
+		h[0], h[1] = byte(i), byte(i>>8)
+		c.put(h, &record{}, time.Now(), c.generation())
+		h[2] = 1
+		c.put(h, nil, time.Now(), c.generation())
+	}
+	known, unknown := c.len()
+	if known > 1000 || unknown > 250 {
+		t.Fatalf("cache holds %d known and %d unknown keys; bounds are 1000 and 250", known, unknown)
+	}
+}
+
+func TestScopeRules(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	rules, err := compileRules(ctx, []ScopeRule{
+		{Scope: "customers:read", Methods: []string{"GET", "HEAD"}, Paths: []string{"/v1/customers*"}},
+		{Scope: "customers:write", Methods: []string{"POST", "DELETE"}, Paths: []string{"/v1/customers*"}},
+		{Scope: "usage:read", Paths: []string{"/v1/usage"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ method, path, scope string }{
+		{"GET", "/v1/customers", "customers:read"},
+		{"HEAD", "/v1/customers/cus_1", "customers:read"},
+		{"GET", "/V1/Customers", "customers:read"},
+		{"POST", "/v1/customers", "customers:write"},
+		{"DELETE", "/v1/customers/cus_1", "customers:write"},
+		{"PATCH", "/v1/customers/cus_1", ""},
+		{"OPTIONS", "/v1/usage", "usage:read"},
+		{"GET", "/v1/customers/../usage", "usage:read"},
+		{"GET", "/v1/events", ""},
+	} {
+		r := httptest.NewRequest(tc.method, "http://x"+tc.path, nil)
+		r.URL.Path = tc.path
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		got, ok := requiredScope(rules, r)
+		if got != tc.scope || ok != (tc.scope != "") {
+			t.Errorf("%s %s: scope %q (%v), want %q", tc.method, tc.path, got, ok, tc.scope)
+		}
+	}
+}
+
+// BenchmarkAPIKeyHandler measures the hot path: a cached secret key, all
+// checks, identity signing, placeholders, and the call to the next handler.
+func BenchmarkAPIKeyHandler(b *testing.B) {
+	pool, dsn := testenv.Pool(b)
+	f := fixture{pool, dsn}
+	key, _ := f.key(b, f.org(b, "2026-11-01"), keyOpts{})
+
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	h := &Handler{DatabaseURL: dsn, IdentitySecret: testSecret}
+	if err := h.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer h.Cleanup()
+	h.logger = zap.NewNop()
+	// Connecting the LISTEN channel flushes the cache; warm it after.
+	waitListening(b)
+
+	r := httptest.NewRequest("GET", "/v1/customers/cus_123", nil)
+	repl := caddy.NewReplacer()
+	rctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
+	rctx = context.WithValue(rctx, caddyhttp.VarsCtxKey, map[string]any{
+		caddyhttp.ClientIPVarKey: "127.0.0.1",
+		requestid.VarKey:         "req_0VcASxlf4Q4bPBXI8jl403", // as request_id leaves it
+	})
+	r = r.WithContext(rctx)
+	auth := []string{"Bearer " + key}
+	w := httptest.NewRecorder()
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+
+	r.Header["Authorization"] = auth
+	if err := h.ServeHTTP(w, r, next); err != nil {
+		b.Fatalf("warming the cache: %v", err)
+	}
+	misses := counterValue(cacheMiss)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		r.Header["Authorization"] = auth
+		if err := h.ServeHTTP(w, r, next); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if counterValue(cacheMiss) != misses {
+		b.Fatal("the benchmark left the cache")
+	}
+}

@@ -1,0 +1,163 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/gatehouse/gatehouse/caddymodule/internal/adapttest"
+	"github.com/gatehouse/gatehouse/internal/apikey"
+	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/testenv"
+)
+
+func repoCaddyfile(t *testing.T) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestRepoCaddyfileLoads adapts the demo Caddyfile with its defaults and
+// provisions and validates every module in it, without serving.
+func TestRepoCaddyfileLoads(t *testing.T) {
+	out, err := adapttest.Adapt(t, repoCaddyfile(t))
+	if err != nil {
+		t.Fatalf("adapting the repository's Caddyfile: %v", err)
+	}
+	var cfg caddy.Config
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&cfg); err != nil {
+		t.Fatalf("provisioning the repository's Caddyfile: %v", err)
+	}
+	for _, want := range []string{`"handler": "request_id"`, `"handler": "api_key"`, `"handler": "api_error"`, `"database_url": "{env.DATABASE_URL}"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("adapted Caddyfile lacks %s", want)
+		}
+	}
+}
+
+// TestRepoCaddyfileServes runs the demo Caddyfile as `make run` would, with
+// a stand-in sample API, and checks the promises of DESIGN §3 and §5 at the
+// gateway's front door.
+func TestRepoCaddyfileServes(t *testing.T) {
+	pool, dsn := testenv.Pool(t)
+	sample := httptest.NewServer(identity.NewVerifier([]byte("demo-secret"), 0, nil).Middleware(
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id, _ := identity.FromContext(r.Context())
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"object":"list","org":%q}`, id.OrgID)
+		})))
+	defer sample.Close()
+	port, admin := freePort(t), freePort(t)
+	t.Setenv("GATEWAY_ADDR", fmt.Sprintf(":%d", port))
+	t.Setenv("CADDY_ADMIN", fmt.Sprintf("127.0.0.1:%d", admin))
+	t.Setenv("SAMPLEAPI_URL", strings.TrimPrefix(sample.URL, "http://"))
+	t.Setenv("CONTROLPLANE_URL", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	t.Setenv("DATABASE_URL", dsn)
+	t.Setenv("IDENTITY_SECRET", "demo-secret")
+
+	out, err := adapttest.Adapt(t, repoCaddyfile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	_ = json.Unmarshal(out, &cfg)
+	cfg["admin"].(map[string]any)["config"] = map[string]any{"persist": false}
+	out, _ = json.Marshal(cfg)
+	if err := caddy.Load(out, true); err != nil {
+		t.Fatal(err)
+	}
+	defer caddy.Stop()
+
+	org := ids.New(ids.Org)
+	if _, err := pool.Exec(t.Context(), `INSERT INTO organizations (id, name) VALUES ($1, 'Demo')`, org); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := apikey.Generate(apikey.Secret, apikey.Sandbox)
+	h := apikey.Hash(key)
+	if _, err := pool.Exec(t.Context(), `INSERT INTO api_keys (id, organization_id, environment, kind, prefix, key_hash, last4, created_by)
+		VALUES ($1, $2, 'sandbox', 'secret', 'sk_test_', $3, 'xxxx', 'test')`, ids.New(ids.Key), org, h[:]); err != nil {
+		t.Fatal(err)
+	}
+
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	for _, tc := range []struct {
+		name, method, path, key string
+		status                  int
+		code                    string
+		body                    string
+	}{
+		{"health needs no key", "GET", "/healthz", "", 200, "", `{"status":"ok"}`},
+		{"api needs a key", "GET", "/v1/customers", "", 401, "api_key_missing", ""},
+		{"customers reach the sample API", "GET", "/v1/customers", key, 200, "", `"org":"` + org + `"`},
+		{"platform routes are proxied", "GET", "/v1/events", key, 502, "upstream_unavailable", ""},
+		{"unknown API route", "GET", "/v1/nothing-here", key, 404, "route_missing", ""},
+		{"unknown route", "GET", "/favicon.ico", "", 404, "route_missing", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, base+tc.path, nil)
+			if tc.key != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.key)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !strings.Contains(string(b), tc.body) {
+				t.Fatalf("got %d %s", resp.StatusCode, b)
+			}
+			if tc.code != "" && !strings.Contains(string(b), `"code":"`+tc.code+`"`) {
+				t.Fatalf("got %s, want code %s", b, tc.code)
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Fatalf("Content-Type %q", ct)
+			}
+			if rid := resp.Header.Values("Request-Id"); len(rid) != 1 || !ids.Valid(rid[0], ids.Request) {
+				t.Fatalf("Request-Id %q", rid)
+			}
+		})
+	}
+
+	// Caddy's metrics and ours on the admin endpoint.
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", admin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"caddy_gatehouse_auth_requests_total", "caddy_gatehouse_key_cache_lookups_total", "caddy_http_requests_total"} {
+		if !strings.Contains(string(b), m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
