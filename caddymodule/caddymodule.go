@@ -3,14 +3,22 @@
 // package path from xcaddy.json; cmd/gateway imports it for plain go build.
 //
 // Directive order (registered by each module, no `order` option needed):
-// request_id runs first (after tracing), api_key sits in Caddy's
-// authentication slot before basic_auth, and api_error is a terminal
-// handler like respond.
+//
+//	request_id   after tracing: every later failure becomes an error object
+//	request_log  before map: sees every outcome, refusals included
+//	api_key      before basic_auth (Caddy's authentication slot)
+//	rate_limit   before request_header
+//	idempotency  before invoke, so refusals above are never recorded
+//	emit_events  after invoke, next to the upstream
+//	api_error    before respond: a terminal handler
 package caddymodule
 
 import (
 	// One package per module.
 	_ "github.com/gatehouse/gatehouse/caddymodule/apikey"
+	_ "github.com/gatehouse/gatehouse/caddymodule/idempotency"
+	_ "github.com/gatehouse/gatehouse/caddymodule/ratelimit"
 	_ "github.com/gatehouse/gatehouse/caddymodule/requestid"
+	_ "github.com/gatehouse/gatehouse/caddymodule/requestlog"
 	_ "github.com/gatehouse/gatehouse/caddymodule/staticerror"
 )

@@ -52,6 +52,9 @@ const (
 	PlaceholderKind        = "http.auth.api_key.kind"        // "secret" or "restricted"
 	PlaceholderScopes      = "http.auth.api_key.scopes"      // comma-separated; "*" for secret keys
 	PlaceholderAPIVersion  = "http.api_version"
+	// PlaceholderBodyCapture is "true" when the organisation turned on body
+	// capture for the key's environment (request_log reads it).
+	PlaceholderBodyCapture = "http.auth.api_key.body_capture"
 	// placeholderUserID is Caddy's convention for the authenticated user;
 	// access logs show it as user_id.
 	placeholderUserID = "http.auth.user.id"
@@ -280,6 +283,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	repl.Set(PlaceholderEnvironment, rec.vEnvironment)
 	repl.Set(PlaceholderKind, rec.vKind)
 	repl.Set(PlaceholderScopes, rec.vScopes)
+	repl.Set(PlaceholderBodyCapture, rec.vBodyCapture)
 	repl.Set(placeholderUserID, rec.vKeyID)
 
 	if !rec.expiresAt.IsZero() && !now.Before(rec.expiresAt) {

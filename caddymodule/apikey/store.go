@@ -87,7 +87,7 @@ type record struct {
 
 	// placeholder values, boxed once so setting them per request does not
 	// allocate
-	vOrgID, vKeyID, vLivemode, vEnvironment, vKind, vScopes any
+	vOrgID, vKeyID, vLivemode, vEnvironment, vKind, vScopes, vBodyCapture any
 
 	lastUsed atomic.Int64 // unix ms of the latest use not yet written
 	dirty    atomic.Bool  // queued for the next last_used_at flush
@@ -275,7 +275,8 @@ func (s *store) startRefresh(hash [32]byte, e *entry, now time.Time) {
 const keyQuery = `
 SELECT k.id, k.organization_id, k.environment, k.kind, k.scopes, k.ip_allowlist,
        k.expires_at, k.revoked_at IS NOT NULL AS revoked, coalesce(k.rolled_to, '') AS rolled_to,
-       coalesce(o.api_version, '') AS api_version
+       coalesce(o.api_version, '') AS api_version,
+       CASE WHEN k.environment = 'live' THEN o.body_capture_live ELSE o.body_capture_sandbox END AS body_capture
 FROM api_keys k JOIN organizations o ON o.id = k.organization_id
 WHERE k.key_hash = $1`
 
@@ -290,6 +291,7 @@ type keyRow struct {
 	Revoked        bool           `db:"revoked"`
 	RolledTo       string         `db:"rolled_to"`
 	APIVersion     string         `db:"api_version"`
+	BodyCapture    bool           `db:"body_capture"`
 }
 
 // load reads one key; nil without error for an unknown or revoked key.
@@ -347,6 +349,12 @@ func (s *store) newRecord(row keyRow) *record {
 	}
 	rec.vEnvironment, rec.vKind = string(rec.Environment), string(rec.Kind)
 	rec.vScopes = joinScopes(rec.Scopes)
+	// The organisation's debugging switch for this environment: request_log
+	// captures (redacted) bodies only when it is on.
+	rec.vBodyCapture = "false"
+	if row.BodyCapture {
+		rec.vBodyCapture = "true"
+	}
 	return rec
 }
 

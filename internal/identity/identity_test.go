@@ -85,3 +85,13 @@ func TestMiddleware(t *testing.T) {
 		t.Fatalf("unsigned request: status %d", rec.Code)
 	}
 }
+
+func BenchmarkApply(b *testing.B) {
+	s := NewSigner(secret, nil)
+	id := Identity{OrgID: "org_1", Livemode: true, KeyID: "key_1", Scopes: []string{"*"}, RequestID: "req_1", APIVersion: "2026-11-01"}
+	h := http.Header{}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Apply(h, id)
+	}
+}
