@@ -152,12 +152,12 @@ for i = 1, n do
     local tat = tats[i] or now
     if tat < now then tat = now end
     -- A TAT further ahead than this policy's burst can reach was built up
-    -- under a stricter limit (an override just raised it): cap the debt at
-    -- one full burst so the client recovers at the new rate from now on
+    -- under a stricter limit (an override just raised it): cap the debt so
+    -- that one request fits now and the client continues at the new rate,
     -- instead of waiting out the old debt. The cap is stored even when the
     -- request is refused; it only ever gives budget back.
     if tat > now + interval * burst then
-      tat = now + interval * burst
+      tat = now + interval * (burst - 1)
       capped[i] = tat
     end
     local new_tat = tat + interval * cost

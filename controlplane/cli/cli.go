@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/internal/apierror"
@@ -52,11 +53,15 @@ Commands:
   keys revoke --id KEY       disable a key immediately
   keys update --id KEY [--expires-in D|never] [--ip-allowlist CIDRS|none]
                              change a key's expiry or IP allowlist
+  limits set --org ORG --env ENV --policy NAME --rate N/PERIOD [--burst N] [--key KEY]
+                             override a rate_limit policy or quota for an organisation or key
+  limits list --org ORG --env ENV
+  limits delete --org ORG --env ENV --policy NAME [--key KEY]
 
 Every command that reads or writes data takes --json to print one JSON object.
 Run 'controlplane <command> [<subcommand>] -h' for a command's flags.
-Configuration comes from the environment: DATABASE_URL, CONTROLPLANE_ADDR,
-IDENTITY_SECRET, LOG_LEVEL, DOCS_URL.
+Configuration comes from the environment: DATABASE_URL, REDIS_URL, KAFKA_BROKERS,
+CONTROLPLANE_ADDR, IDENTITY_SECRET, MASTER_KEY, LOG_LEVEL, DOCS_URL, REQUEST_LOG_RETENTION.
 `
 
 // Run executes the command line args (without the program name) and returns
@@ -104,6 +109,10 @@ func RunContext(ctx context.Context, args []string, stdout, stderr io.Writer) (c
 			"create": a.keysCreate, "list": a.keysList, "roll": a.keysRoll,
 			"revoke": a.keysRevoke, "update": a.keysUpdate,
 		})
+	case "limits":
+		err = a.group("limits", rest, map[string]func([]string) error{
+			"set": a.limitsSet, "list": a.limitsList, "delete": a.limitsDelete,
+		})
 	default:
 		err = usageErrorf("controlplane", "unknown command %q", cmd)
 	}
@@ -117,12 +126,30 @@ type app struct {
 	stderr io.Writer
 	cfg    config.Shared
 	db     *pgxpool.Pool
+	rdb    *redis.Client
 }
 
 func (a *app) close() {
 	if a.db != nil {
 		a.db.Close()
 	}
+	if a.rdb != nil {
+		_ = a.rdb.Close()
+	}
+}
+
+// redis connects to Redis (REDIS_URL) on first use. Limit overrides are
+// mirrored there for the gateways.
+func (a *app) redis() (*redis.Client, error) {
+	if a.rdb != nil {
+		return a.rdb, nil
+	}
+	opts, err := redis.ParseURL(a.cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	a.rdb = redis.NewClient(opts)
+	return a.rdb, nil
 }
 
 // group dispatches "<name> <subcommand> …".
@@ -139,7 +166,7 @@ func (a *app) group(name string, args []string, subs map[string]func([]string) e
 
 func subNames(subs map[string]func([]string) error) string {
 	var names []string
-	for _, n := range []string{"create", "list", "roll", "revoke", "update"} {
+	for _, n := range []string{"create", "set", "list", "roll", "revoke", "update", "delete"} {
 		if _, ok := subs[n]; ok {
 			names = append(names, n)
 		}

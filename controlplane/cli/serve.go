@@ -4,10 +4,19 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/gatehouse/gatehouse/controlplane/ingest"
+	"github.com/gatehouse/gatehouse/controlplane/limits"
+	"github.com/gatehouse/gatehouse/controlplane/requestlogs"
+	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/controlplane/server"
+	usageapi "github.com/gatehouse/gatehouse/controlplane/usage"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/migrations"
@@ -30,13 +39,42 @@ func (a *app) serve(args []string) error {
 	if err != nil {
 		return c.fail(err)
 	}
+	rdb, err := a.redis()
+	if err != nil {
+		return c.fail(err)
+	}
+	retention, err := ingest.RetentionFromEnv()
+	if err != nil {
+		return usageErrorf(c.name, "%v", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	logIngester, err := ingest.New(db, ingest.Config{
+		Brokers: a.cfg.KafkaBrokers, Retention: retention, Registerer: reg, Logger: log.Named("ingest"),
+	})
+	if err != nil {
+		return c.fail(err)
+	}
+	limitsSync := &limits.Syncer{Service: limits.New(db, rdb, ""), Logger: log.Named("limits")}
+
 	srv := server.New(server.Config{
 		Addr:           *addr,
 		DB:             db,
 		Logger:         log,
 		IdentitySecret: a.cfg.IdentitySecret,
+		API: []router.Routes{
+			requestlogs.New(db, log.Named("request-logs")),
+			usageapi.New(db, log.Named("usage"), nil),
+		},
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 	})
-	return c.fail(srv.Run(a.ctx))
+	// The HTTP server and the background workers share one fate: when one
+	// fails the others stop, and all of them stop with the context.
+	g, ctx := errgroup.WithContext(a.ctx)
+	g.Go(func() error { return srv.Run(ctx) })
+	g.Go(func() error { return logIngester.Run(ctx) })
+	g.Go(func() error { return limitsSync.Run(ctx) })
+	return c.fail(g.Wait())
 }
 
 // newLogger writes JSON lines at level to w.

@@ -42,6 +42,8 @@ type Config struct {
 	// Dashboard serves everything outside /v1 and the probes; nil serves a
 	// placeholder page.
 	Dashboard http.Handler
+	// Metrics, when set, is served at GET /metrics (Prometheus).
+	Metrics http.Handler
 	// ShutdownTimeout bounds how long in-flight requests may finish after
 	// the context ends; 10 s when zero.
 	ShutdownTimeout time.Duration
@@ -73,6 +75,9 @@ func New(cfg Config) *Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if cfg.Metrics != nil {
+		mux.Handle("GET /metrics", cfg.Metrics)
+	}
 	mux.Handle("/v1/", verify.Middleware(router.New(cfg.API...)))
 	mux.Handle("/", cfg.Dashboard)
 	s.handler = requestID(accessLog(cfg.Logger, recoverPanics(cfg.Logger, mux)))

@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestKeyLifecycleReachesTheGateway: a key revoked or rolled with the CLI
+// stops working at the gateway within a second, with the error a developer
+// can act on.
+func TestKeyLifecycleReachesTheGateway(t *testing.T) {
+	tn := seed(t)
+	ctx := context.Background()
+	var k struct{ ID, Key string }
+	if err := stack.CLIJSON(ctx, &k, "keys", "create", "--org", tn.OrgID, "--env", "sandbox"); err != nil {
+		t.Fatal(err)
+	}
+	if r := call(t, "GET", "/v1/customers", k.Key, "", ""); r.Status != 200 {
+		t.Fatalf("fresh key: %d %s", r.Status, r.Raw)
+	}
+	var rolled struct{ ID, Key string }
+	if err := stack.CLIJSON(ctx, &rolled, "keys", "roll", "--id", k.ID, "--expires-in", "now"); err != nil {
+		t.Fatal(err)
+	}
+	r := eventually(t, time.Second, func() apiResponse { return call(t, "GET", "/v1/customers", k.Key, "", "") },
+		func(r apiResponse) bool { return r.Status == 401 })
+	if r.errObj()["code"] != "api_key_expired" {
+		t.Fatalf("rolled key: %s", r.Raw)
+	}
+	if r := call(t, "GET", "/v1/customers", rolled.Key, "", ""); r.Status != 200 {
+		t.Fatalf("replacement key: %d %s", r.Status, r.Raw)
+	}
+	if _, err := stack.CLI(ctx, "keys", "revoke", "--id", rolled.ID); err != nil {
+		t.Fatal(err)
+	}
+	r = eventually(t, time.Second, func() apiResponse { return call(t, "GET", "/v1/customers", rolled.Key, "", "") },
+		func(r apiResponse) bool { return r.Status == 401 })
+	if r.errObj()["code"] != "api_key_invalid" {
+		t.Fatalf("revoked key: %s", r.Raw)
+	}
+}
+
+// TestRestrictedKeyScopes: a restricted key may only do what its scopes say.
+func TestRestrictedKeyScopes(t *testing.T) {
+	tn := seed(t)
+	var k struct{ Key string }
+	if err := stack.CLIJSON(context.Background(), &k, "keys", "create", "--org", tn.OrgID, "--env", "sandbox",
+		"--restricted", "--scopes", "customers:read"); err != nil {
+		t.Fatal(err)
+	}
+	if r := call(t, "GET", "/v1/customers", k.Key, "", ""); r.Status != 200 {
+		t.Fatalf("read with customers:read: %d %s", r.Status, r.Raw)
+	}
+	r := call(t, "POST", "/v1/customers", k.Key, "application/json", `{"email":"a@b.co"}`)
+	if r.Status != 403 || r.errObj()["code"] != "scope_missing" || !strings.Contains(r.errObj()["message"].(string), "customers:write") {
+		t.Fatalf("write without customers:write: %d %s", r.Status, r.Raw)
+	}
+}
+
+// TestLimitOverrideFromTheControlPlane: a plan set with `controlplane limits
+// set` applies at the gateway on the next request, with the standard headers.
+func TestLimitOverrideFromTheControlPlane(t *testing.T) {
+	tn := seed(t)
+	ctx := context.Background()
+	if _, err := stack.CLI(ctx, "limits", "set", "--org", tn.OrgID, "--env", "sandbox", "--policy", "per-org",
+		"--rate", "3/60s"); err != nil {
+		t.Fatal(err)
+	}
+	var last apiResponse
+	for i := 0; i < 4; i++ {
+		last = call(t, "GET", "/v1/customers", tn.SandboxKey, "", "")
+		if i < 3 && last.Status != 200 {
+			t.Fatalf("request %d within the limit: %d %s", i+1, last.Status, last.Raw)
+		}
+	}
+	e := last.errObj()
+	if last.Status != 429 || e["type"] != "rate_limit_error" || e["code"] != "rate_limited" {
+		t.Fatalf("4th request: %d %s", last.Status, last.Raw)
+	}
+	if last.Header.Get("Retry-After") == "" || !strings.Contains(last.Header.Get("RateLimit"), `"per-org";r=0`) {
+		t.Fatalf("429 headers: Retry-After=%q RateLimit=%q", last.Header.Get("Retry-After"), last.Header.Get("RateLimit"))
+	}
+	// The live environment has its own limits.
+	if r := call(t, "GET", "/v1/customers", tn.LiveKey, "", ""); r.Status != 200 {
+		t.Fatalf("live key under a sandbox override: %d", r.Status)
+	}
+	if _, err := stack.CLI(ctx, "limits", "delete", "--org", tn.OrgID, "--env", "sandbox", "--policy", "per-org"); err != nil {
+		t.Fatal(err)
+	}
+	if r := call(t, "GET", "/v1/customers", tn.SandboxKey, "", ""); r.Status != 200 {
+		t.Fatalf("after deleting the override: %d %s", r.Status, r.Raw)
+	}
+}
+
+// TestIdempotentCreateThroughTheGateway: a retried POST creates one customer.
+func TestIdempotentCreateThroughTheGateway(t *testing.T) {
+	tn := seed(t)
+	body := `{"email":"once@example.com"}`
+	first := call(t, "POST", "/v1/customers", tn.SandboxKey, "application/json", body, "Idempotency-Key", "create-once")
+	again := call(t, "POST", "/v1/customers", tn.SandboxKey, "application/json", body, "Idempotency-Key", "create-once")
+	if first.Status != 200 || again.Status != 200 || first.Body["id"] != again.Body["id"] {
+		t.Fatalf("first %d %s; retry %d %s", first.Status, first.Raw, again.Status, again.Raw)
+	}
+	if again.Header.Get("Idempotent-Replayed") != "true" || again.Header.Get("Original-Request-Id") != first.Header.Get("Request-Id") {
+		t.Fatalf("replay headers: %v", again.Header)
+	}
+	list := call(t, "GET", "/v1/customers?email=once@example.com", tn.SandboxKey, "", "")
+	if n := len(list.Body["data"].([]any)); n != 1 {
+		t.Fatalf("%d customers after a retried create, want 1", n)
+	}
+	other := call(t, "POST", "/v1/customers", tn.SandboxKey, "application/json", `{"email":"other@example.com"}`, "Idempotency-Key", "create-once")
+	if other.Status != 422 || other.errObj()["code"] != "idempotency_key_reused" {
+		t.Fatalf("reused key: %d %s", other.Status, other.Raw)
+	}
+}
+
+// TestRequestLogsAreSearchable: a request made through the gateway can be
+// found by its id through the platform API, redacted, within seconds.
+func TestRequestLogsAreSearchable(t *testing.T) {
+	tn := seed(t)
+	created := call(t, "POST", "/v1/customers?api_key="+tn.LiveKey, tn.SandboxKey, "application/json", `{"email":"log@example.com"}`)
+	rid := created.Header.Get("Request-Id")
+	r := eventually(t, 30*time.Second, func() apiResponse { return call(t, "GET", "/v1/request-logs/"+rid, tn.SandboxKey, "", "") },
+		func(r apiResponse) bool { return r.Status == 200 })
+	if r.Body["id"] != rid || r.Body["method"] != "POST" || int(r.Body["status"].(float64)) != created.Status {
+		t.Fatalf("log entry: %s", r.Raw)
+	}
+	if strings.Contains(r.Raw, tn.SandboxKey) || strings.Contains(r.Raw, tn.LiveKey) {
+		t.Fatalf("a key leaked into the request log: %s", r.Raw)
+	}
+	// The other environment's key cannot see it.
+	if r := call(t, "GET", "/v1/request-logs/"+rid, tn.LiveKey, "", ""); r.Status != 404 {
+		t.Fatalf("live key read a sandbox log: %d", r.Status)
+	}
+	usage := eventually(t, 30*time.Second, func() apiResponse { return call(t, "GET", "/v1/usage", tn.SandboxKey, "", "") },
+		func(r apiResponse) bool { return r.Status == 200 && strings.Contains(r.Raw, `"requests"`) })
+	var u map[string]any
+	_ = json.Unmarshal([]byte(usage.Raw), &u)
+	if u["object"] != "list" {
+		t.Fatalf("usage: %s", usage.Raw)
+	}
+}
+
+// eventually polls fn until ok holds or the deadline passes, and returns
+// the last response.
+func eventually(t *testing.T, within time.Duration, fn func() apiResponse, ok func(apiResponse) bool) apiResponse {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		r := fn()
+		if ok(r) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s; last response %d %s", within, r.Status, r.Raw)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
