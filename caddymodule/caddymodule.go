@@ -16,6 +16,7 @@ package caddymodule
 import (
 	// One package per module.
 	_ "github.com/gatehouse/gatehouse/caddymodule/apikey"
+	_ "github.com/gatehouse/gatehouse/caddymodule/events"
 	_ "github.com/gatehouse/gatehouse/caddymodule/idempotency"
 	_ "github.com/gatehouse/gatehouse/caddymodule/ratelimit"
 	_ "github.com/gatehouse/gatehouse/caddymodule/requestid"

@@ -116,6 +116,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		"CONTROLPLANE_URL=http://"+addr(1),
 		"DATA_DIR="+dir,
 		"LOG_LEVEL=info",
+		"WEBHOOK_ALLOW_CIDRS=127.0.0.0/8,::1/128",
 	)
 	s.Env = append(s.Env, o.ExtraEnv...)
 	caddyfile := o.Caddyfile

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -11,14 +12,19 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/gatehouse/gatehouse/controlplane/events"
 	"github.com/gatehouse/gatehouse/controlplane/ingest"
 	"github.com/gatehouse/gatehouse/controlplane/limits"
 	"github.com/gatehouse/gatehouse/controlplane/requestlogs"
 	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/controlplane/server"
 	usageapi "github.com/gatehouse/gatehouse/controlplane/usage"
+	"github.com/gatehouse/gatehouse/controlplane/webhooks"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/outbox"
+	"github.com/gatehouse/gatehouse/internal/secretbox"
+	"github.com/gatehouse/gatehouse/internal/ssrf"
 	"github.com/gatehouse/gatehouse/migrations"
 )
 
@@ -56,6 +62,30 @@ func (a *app) serve(args []string) error {
 		return c.fail(err)
 	}
 	limitsSync := &limits.Syncer{Service: limits.New(db, rdb, ""), Logger: log.Named("limits")}
+	eventIngester, err := events.NewWorker(events.WorkerConfig{
+		Brokers: a.cfg.KafkaBrokers, DB: db, Registerer: reg, Logger: log.Named("events"),
+	})
+	if err != nil {
+		return c.fail(err)
+	}
+	// Events created through the API are produced like the gateway's: never
+	// blocking a request on Kafka, spooled to disk while it is away.
+	sender := outbox.NewKafkaSender(a.cfg.KafkaBrokers)
+	defer sender.Close()
+	producer, err := outbox.New(outbox.Config{
+		Dir: filepath.Join(config.String("DATA_DIR", ".data"), "spool", "controlplane-events"), Logger: log.Named("outbox"),
+	}, sender)
+	if err != nil {
+		return c.fail(err)
+	}
+	box, err := secretbox.New(a.cfg.MasterKey)
+	if err != nil {
+		return usageErrorf(c.name, "%v", err)
+	}
+	allow, err := ssrf.ParseAllowlist(config.String("WEBHOOK_ALLOW_CIDRS", ""))
+	if err != nil {
+		return usageErrorf(c.name, "WEBHOOK_ALLOW_CIDRS: %v", err)
+	}
 
 	srv := server.New(server.Config{
 		Addr:           *addr,
@@ -65,6 +95,10 @@ func (a *app) serve(args []string) error {
 		API: []router.Routes{
 			requestlogs.New(db, log.Named("request-logs")),
 			usageapi.New(db, log.Named("usage"), nil),
+			events.NewAPI(events.Config{DB: db, Producer: producer, Logger: log.Named("events")}),
+			webhooks.NewAPI(webhooks.Config{DB: db, Box: box, Logger: log.Named("webhooks"), URLPolicy: ssrf.Policy{
+				Allow: allow, RequireHTTPS: config.Bool("WEBHOOK_REQUIRE_HTTPS", false),
+			}}),
 		},
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 	})
@@ -74,6 +108,8 @@ func (a *app) serve(args []string) error {
 	g.Go(func() error { return srv.Run(ctx) })
 	g.Go(func() error { return logIngester.Run(ctx) })
 	g.Go(func() error { return limitsSync.Run(ctx) })
+	g.Go(func() error { return eventIngester.Run(ctx) })
+	g.Go(func() error { return producer.Run(ctx) })
 	return c.fail(g.Wait())
 }
 

@@ -105,10 +105,21 @@ func New(cfg Config, sender Sender) (*Producer, error) {
 	return &Producer{cfg: cfg, sender: sender, spool: sp, log: cfg.Logger, wake: make(chan struct{}, 1)}, nil
 }
 
+// MaxMessageBytes is the largest key plus value Enqueue accepts: larger
+// messages would be refused by the broker forever and stall everything
+// queued behind them, so they are dropped (and counted) at once.
+const MaxMessageBytes = 1_030_000
+
 // Enqueue queues m for sending. It never blocks on Kafka: when memory is
 // full, what is in memory and m move to the disk spool, keeping their order.
 func (p *Producer) Enqueue(m Message) {
 	p.enqueued.Add(1)
+	if len(m.Key)+len(m.Value) > MaxMessageBytes {
+		p.dropped.Add(1)
+		p.warn("outbox: dropping a message larger than Kafka accepts", zap.String("topic", m.Topic),
+			zap.Int("bytes", len(m.Key)+len(m.Value)))
+		return
+	}
 	p.mu.Lock()
 	if len(p.mem) < p.cfg.MemoryLimit && !p.stopped {
 		p.mem = append(p.mem, m)
@@ -296,7 +307,9 @@ func NewKafkaSender(brokers []string) *KafkaSender {
 		RequiredAcks: kafka.RequireAll,
 		BatchTimeout: time.Millisecond, // we batch ourselves
 		BatchSize:    10000,
-		BatchBytes:   64 << 20,
+		// The broker refuses a record batch over message.max.bytes (1 MiB by
+		// default) as a whole; the outbox would resend it forever.
+		BatchBytes:   1_040_000,
 		MaxAttempts:  1, // we retry ourselves, spooling in between
 		Compression:  kafka.Snappy,
 		WriteTimeout: 5 * time.Second,

@@ -251,3 +251,13 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestOversizedMessageIsDroppedNotStalled(t *testing.T) {
+	s := &flakySender{}
+	p, _ := New(Config{Dir: t.TempDir()}, s)
+	p.Enqueue(Message{Topic: "t", Value: make([]byte, MaxMessageBytes+1)})
+	p.Enqueue(msg(1))
+	if st := p.Stats(); st.Dropped != 1 || st.Memory != 1 {
+		t.Fatalf("stats %+v: the oversized message must be dropped and counted, the next one queued", st)
+	}
+}

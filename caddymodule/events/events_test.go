@@ -1,0 +1,485 @@
+package events
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/outbox"
+	"github.com/gatehouse/gatehouse/internal/testenv"
+	"github.com/gatehouse/gatehouse/internal/wire"
+)
+
+// The gateway under test is real Caddy, loaded in-process from JSON on a
+// loopback port with the admin API off: test identity → emit_events →
+// reverse_proxy → an httptest upstream standing for the sample API.
+
+func init() {
+	caddy.RegisterModule(testIdentity{})
+}
+
+// testIdentity stands in for request_id, api_key and idempotency: it sets
+// their placeholders from X-Test-* request headers.
+type testIdentity struct{}
+
+func (testIdentity) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.emit_events_test_identity", New: func() caddy.Module { return new(testIdentity) }}
+}
+
+func (testIdentity) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	for header, placeholder := range map[string]string{
+		"X-Test-Org":         placeholderOrg,
+		"X-Test-Livemode":    placeholderLivemode,
+		"X-Test-Api-Version": placeholderAPIVersion,
+		"X-Test-Request-Id":  placeholderRequestID,
+		"X-Test-Idem-Key":    placeholderIdempotencyKey,
+		"X-Test-Replayed":    placeholderReplayed,
+	} {
+		if v := r.Header.Get(header); v != "" {
+			repl.Set(placeholder, v)
+		}
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// upstream knows nothing of events. Paths choose its answer.
+func upstream(t *testing.T) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		h := w.Header()
+		h.Set("X-Upstream", "sampleapi")
+		switch {
+		case r.URL.Path == "/v1/customers" && r.Method == http.MethodPost:
+			h.Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			fmt.Fprintf(w, "{\n  \"id\": \"cus_1\",\n  \"object\": \"customer\",\n  \"name\": %q\n}\n", body)
+		case r.URL.Path == "/v1/customers/missing":
+			h.Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"error":{"type":"invalid_request_error","code":"resource_missing"}}`)
+		case strings.HasPrefix(r.URL.Path, "/v1/customers/") && r.Method == http.MethodDelete:
+			h.Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"id":%q,"object":"customer","deleted":true}`, strings.TrimPrefix(r.URL.Path, "/v1/customers/"))
+		case r.URL.Path == "/v1/text":
+			h.Set("Content-Type", "text/plain")
+			io.WriteString(w, "created")
+		case r.URL.Path == "/v1/list":
+			h.Set("Content-Type", "application/json")
+			io.WriteString(w, `[{"id":"cus_1"}]`)
+		case r.URL.Path == "/v1/big":
+			n, _ := strconv.Atoi(r.URL.Query().Get("size"))
+			h.Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"blob":%q}`, strings.Repeat("x", n))
+		case r.URL.Path == "/v1/gzip":
+			h.Set("Content-Type", "application/json")
+			h.Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(w)
+			io.WriteString(zw, `{"id":"cus_gz","object":"customer"}`)
+			zw.Close()
+		case r.URL.Path == "/v1/brotli":
+			h.Set("Content-Type", "application/json")
+			h.Set("Content-Encoding", "br")
+			io.WriteString(w, "\x0b\x02\x80{}\x03")
+		case r.URL.Path == "/v1/replayed":
+			h.Set("Content-Type", "application/json")
+			h.Set("Idempotent-Replayed", "true")
+			io.WriteString(w, `{"id":"cus_r"}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// startCaddy loads a config with one server: identity → emit_events (with
+// handler's settings) → reverse_proxy to up. Caddy's config is process
+// global, so these tests never run in parallel.
+func startCaddy(t *testing.T, handler map[string]any, up string) string {
+	t.Helper()
+	addr := freeAddr(t)
+	handler["handler"] = "emit_events"
+	cfg := map[string]any{
+		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
+		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
+		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"srv0": map[string]any{
+			"listen":          []string{addr},
+			"automatic_https": map[string]any{"disable": true},
+			"routes": []any{map[string]any{"handle": []any{
+				map[string]any{"handler": "emit_events_test_identity"},
+				handler,
+				map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up}}},
+			}}},
+		}}}},
+	}
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Load(raw, true); err != nil {
+		t.Fatalf("loading caddy config: %v", err)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	return "http://" + addr
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// newTopic creates a one-partition topic unique to the test, so that the
+// events arrive in the order they were produced.
+func newTopic(t *testing.T, brokers []string) string {
+	t.Helper()
+	topic := "test.emit-events." + testenv.Suffix()
+	conn, err := kafka.Dial("tcp", brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctrl, err := conn.Controller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if c, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port))); err == nil {
+			_ = c.DeleteTopics(topic)
+			c.Close()
+		}
+	})
+	return topic
+}
+
+// consumer reads the test topic from the beginning.
+type consumer struct {
+	t *testing.T
+	r *kafka.Reader
+}
+
+func newConsumer(t *testing.T, brokers []string, topic string) *consumer {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 50 * time.Millisecond})
+	t.Cleanup(func() { r.Close() })
+	return &consumer{t: t, r: r}
+}
+
+func (c *consumer) next() (kafka.Message, wire.Event) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := c.r.ReadMessage(ctx)
+	if err != nil {
+		c.t.Fatalf("no event arrived: %v", err)
+	}
+	var ev wire.Event
+	if err := json.Unmarshal(m.Value, &ev); err != nil {
+		c.t.Fatalf("event %s: %v", m.Value, err)
+	}
+	return m, ev
+}
+
+// call is one client request through the gateway.
+type call struct {
+	method, path, body string
+	header             map[string]string
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func do(t *testing.T, base string, c call) answer {
+	t.Helper()
+	req, err := http.NewRequest(c.method, base+c.path, strings.NewReader(c.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept-Encoding", "identity") // see the raw upstream bytes
+	for k, v := range map[string]string{"X-Test-Org": "org_A", "X-Test-Livemode": "false"} {
+		req.Header.Set(k, v)
+	}
+	for k, v := range c.header {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer{status: res.StatusCode, header: res.Header, body: b}
+}
+
+var testRules = []map[string]any{
+	{"method": "POST", "path": "/v1/customers", "type": "customer.created"},
+	{"method": "DELETE", "path": "/v1/customers/{id}", "status": "200", "type": "customer.deleted"},
+	{"method": "GET", "path": "/v1/customers/{id}", "type": "customer.viewed"},
+	{"method": "POST", "path": "/v1/text", "type": "text.created"},
+	{"method": "POST", "path": "/v1/list", "type": "list.created"},
+	{"method": "POST", "path": "/v1/big", "type": "big.created"},
+	{"method": "POST", "path": "/v1/gzip", "type": "gzip.created"},
+	{"method": "POST", "path": "/v1/brotli", "type": "brotli.created"},
+	{"method": "POST", "path": "/v1/replayed", "type": "replay.created"},
+}
+
+func skips(reason string) float64 { return value(metrics.skipped.WithLabelValues(reason)) }
+func emits(typ string) float64    { return value(metrics.emitted.WithLabelValues(typ)) }
+
+func value(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+func TestEmitsEventsFromUpstreamResponses(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	topic := newTopic(t, brokers)
+	base := startCaddy(t, map[string]any{
+		"brokers": []string{strings.Join(brokers, ",")}, "spool_dir": t.TempDir(), "topic": topic,
+		"max_response_size": 1000, "rules": testRules,
+	}, upstream(t))
+	c := newConsumer(t, brokers, topic)
+
+	// An event with everything set, and the response unchanged.
+	res := do(t, base, call{method: "POST", path: "/v1/customers", body: "Ann <ann@example.com> & co", header: map[string]string{
+		"X-Test-Request-Id": "req_1", "X-Test-Idem-Key": "key-1", "X-Test-Api-Version": "2026-06-01", "X-Test-Livemode": "true",
+	}})
+	if want := "{\n  \"id\": \"cus_1\",\n  \"object\": \"customer\",\n  \"name\": \"Ann <ann@example.com> & co\"\n}\n"; res.status != 200 ||
+		string(res.body) != want || res.header.Get("X-Upstream") != "sampleapi" {
+		t.Fatalf("client got %d %q %v; the response must pass unchanged", res.status, res.body, res.header)
+	}
+	m, ev := c.next()
+	if string(m.Key) != "org_A" || ev.V != 1 || !ids.Valid(ev.ID, ids.Event) || ev.OrganizationID != "org_A" ||
+		!ev.Livemode || ev.Type != "customer.created" || ev.APIVersion != "2026-06-01" ||
+		ev.RequestID != "req_1" || ev.IdempotencyKey != "key-1" || time.Since(time.Unix(ev.Created, 0)) > time.Minute {
+		t.Fatalf("event key %s: %+v", m.Key, ev)
+	}
+	// Compacted, and not HTML-escaped (which would inflate the message).
+	if want := `{"object":{"id":"cus_1","object":"customer","name":"Ann <ann@example.com> & co"}}`; string(ev.Data) != want ||
+		!bytes.Contains(m.Value, []byte(want)) {
+		t.Fatalf("data = %s in %s", ev.Data, m.Value)
+	}
+
+	// Responses that must produce nothing, then one that does: since the
+	// topic has one partition and the producer keeps order, the next event
+	// read must be that last one.
+	before := map[string]float64{}
+	for _, r := range []string{reasonNotJSON, reasonTooLarge, reasonReplayed, reasonEncoding, reasonNoIdentity} {
+		before[r] = skips(r)
+	}
+	for _, tc := range []struct {
+		name string
+		call call
+	}{
+		{"non-2xx", call{method: "DELETE", path: "/v1/customers/missing"}},
+		{"no rule for the method", call{method: "PUT", path: "/v1/customers"}},
+		{"no rule for the path", call{method: "POST", path: "/v1/customers/cus_1/extra"}},
+		{"not JSON", call{method: "POST", path: "/v1/text"}},
+		{"JSON but not an object", call{method: "POST", path: "/v1/list"}},
+		{"too large", call{method: "POST", path: "/v1/big?size=2000"}},
+		{"unsupported encoding", call{method: "POST", path: "/v1/brotli"}},
+		{"replayed (placeholder)", call{method: "POST", path: "/v1/customers", header: map[string]string{"X-Test-Replayed": "true"}}},
+		{"replayed (header)", call{method: "POST", path: "/v1/replayed"}},
+		{"no organisation", call{method: "POST", path: "/v1/customers", header: map[string]string{"X-Test-Org": ""}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := do(t, base, tc.call); r.status == 0 {
+				t.Fatal("no response")
+			}
+		})
+	}
+	for reason, n := range map[string]float64{reasonNotJSON: 2, reasonTooLarge: 1, reasonReplayed: 2, reasonEncoding: 1, reasonNoIdentity: 1} {
+		if got := skips(reason) - before[reason]; got != n {
+			t.Errorf("skipped{reason=%q} grew by %v, want %v", reason, got, n)
+		}
+	}
+
+	emittedBefore := emits("customer.deleted")
+	res = do(t, base, call{method: "DELETE", path: "/v1/customers/cus_9"})
+	if res.status != 200 {
+		t.Fatalf("delete: %d %s", res.status, res.body)
+	}
+	_, ev = c.next()
+	if ev.Type != "customer.deleted" || string(ev.Data) != `{"object":{"id":"cus_9","object":"customer","deleted":true}}` ||
+		ev.Livemode || ev.APIVersion == "" || ev.RequestID != "" || ev.IdempotencyKey != "" {
+		t.Fatalf("after the skipped requests, got %+v data %s; want only the delete's event", ev, ev.Data)
+	}
+	if got := emits("customer.deleted") - emittedBefore; got != 1 {
+		t.Errorf("emitted{type=customer.deleted} grew by %v, want 1", got)
+	}
+
+	// A gzip body is decoded for the event and passed on compressed.
+	res = do(t, base, call{method: "POST", path: "/v1/gzip", header: map[string]string{"Accept-Encoding": "gzip"}})
+	if res.header.Get("Content-Encoding") != "gzip" || bytes.Contains(res.body, []byte("cus_gz")) {
+		t.Fatalf("gzip response altered: %v %q", res.header, res.body)
+	}
+	if _, ev = c.next(); ev.Type != "gzip.created" || string(ev.Data) != `{"object":{"id":"cus_gz","object":"customer"}}` {
+		t.Fatalf("gzip event %+v %s", ev, ev.Data)
+	}
+}
+
+// TestKafkaDownDoesNotBlock sends through a gateway whose broker address
+// refuses connections: the client is answered at once and the event waits
+// in the outbox.
+func TestKafkaDownDoesNotBlock(t *testing.T) {
+	spool := t.TempDir()
+	base := startCaddy(t, map[string]any{
+		"brokers": []string{"127.0.0.1:1"}, "spool_dir": spool, "rules": testRules,
+	}, upstream(t))
+	start := time.Now()
+	res := do(t, base, call{method: "POST", path: "/v1/customers", body: "Ann"})
+	if res.status != 200 {
+		t.Fatalf("status %d", res.status)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("request took %v with Kafka down", d)
+	}
+	p := sharedFor(t, spool)
+	deadline := time.Now().Add(30 * time.Second)
+	for st := p.Stats(); st.Enqueued != 1 || st.Sent != 0 || st.Spooled != 1; st = p.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox stats %+v: want the event enqueued and spooled, not sent", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// sharedFor finds the producer of a spool directory.
+func sharedFor(t *testing.T, dir string) *outbox.Producer {
+	t.Helper()
+	var p *outbox.Producer
+	producers.Range(func(key, value any) bool {
+		if key == dir {
+			p = value.(*sharedProducer).p
+		}
+		return true
+	})
+	if p == nil {
+		t.Fatalf("no producer for %s", dir)
+	}
+	return p
+}
+
+func TestSpoolDirSharedOnlyWithTheSameBrokers(t *testing.T) {
+	spool := t.TempDir()
+	up := upstream(t)
+	rules := []map[string]any{{"method": "POST", "path": "/v1/customers", "type": "customer.created"}}
+	addr := freeAddr(t)
+	route := func(brokers string) map[string]any {
+		return map[string]any{"handle": []any{
+			map[string]any{"handler": "emit_events", "brokers": []string{brokers}, "spool_dir": spool, "rules": rules},
+			map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up}}},
+		}}
+	}
+	cfg := map[string]any{
+		"admin": map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
+		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"srv0": map[string]any{
+			"listen": []string{addr}, "automatic_https": map[string]any{"disable": true},
+			"routes": []any{route("127.0.0.1:9092"), route("127.0.0.1:9093")},
+		}}}},
+	}
+	raw, _ := json.Marshal(cfg)
+	err := caddy.Load(raw, true)
+	if err == nil {
+		_ = caddy.Stop()
+		t.Fatal("two handlers with one spool_dir and different brokers loaded")
+	}
+	if !strings.Contains(err.Error(), "is already used with brokers 127.0.0.1:9092") {
+		t.Fatalf("error %q does not explain the conflict", err)
+	}
+	// The failed load released everything it acquired.
+	producers.Range(func(key, _ any) bool {
+		if key == spool {
+			t.Errorf("producer for %s still held after the failed load", spool)
+		}
+		return true
+	})
+}
+
+func TestValidateRefusesBadJSONConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		h    Handler
+		want string
+	}{
+		{"no rules", Handler{}, "no rules"},
+		{"bad rule", Handler{Rules: []Rule{{Method: "POST", Path: "/v1/x", Type: "x"}}}, `rule 1: event type "x"`},
+		{"duplicate", Handler{Rules: []Rule{{Method: "POST", Path: "/v1/{a}", Type: "a.b"}, {Method: "POST", Path: "/v1/{b}", Status: "2xx", Type: "c.d"}}}, "rule 2 (POST /v1/{b} 2xx) repeats rule 1"},
+		{"size", Handler{MaxResponseSize: 2_000_000, Rules: []Rule{{Method: "POST", Path: "/v1/x", Type: "a.b"}}}, "max_response_size must be between 1 and 1000000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.h.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate() = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRuleMatching(t *testing.T) {
+	cr, err := compileRule(Rule{Method: "POST", Path: "/v1/customers/{id}/notes/{note}", Type: "note.created", Status: "201"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path string
+		want bool
+	}{
+		{"/v1/customers/cus_1/notes/n_1", true},
+		{"/v1/customers/cus%2F1/notes/n_1", true},
+		{"/v1/customers//notes/n_1", false},
+		{"/v1/customers/cus_1/notes", false},
+		{"/v1/customers/cus_1/notes/n_1/x", false},
+		{"/v1/customers/cus_1/notes/n_1/", false},
+		{"/v1/Customers/cus_1/notes/n_1", false},
+	} {
+		r := httptest.NewRequest("POST", tc.path, nil)
+		segs := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
+		if got := cr.matchPath(segs); got != tc.want {
+			t.Errorf("%s: match = %v, want %v", tc.path, got, tc.want)
+		}
+	}
+	for status, want := range map[int]bool{200: false, 201: true, 204: false} {
+		if cr.matchStatus(status) != want {
+			t.Errorf("status %d: match = %v", status, !want)
+		}
+	}
+}

@@ -1,0 +1,335 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gatehouse/gatehouse/controlplane/router"
+	"github.com/gatehouse/gatehouse/internal/apierror"
+	"github.com/gatehouse/gatehouse/internal/apiversion"
+	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/outbox"
+	"github.com/gatehouse/gatehouse/internal/wire"
+)
+
+// Scopes of the events API. Secret keys hold "*", which grants both.
+const (
+	ScopeRead  = "events:read"
+	ScopeWrite = "events:write"
+)
+
+// List limits of DESIGN §5.
+const (
+	DefaultListLimit = 10
+	MaxListLimit     = 100
+)
+
+// Producer queues a message for Kafka without blocking; *outbox.Producer.
+type Producer interface {
+	Enqueue(outbox.Message)
+}
+
+// DB is what the API needs from Postgres: a *pgxpool.Pool.
+type DB interface {
+	Execer
+	Querier
+}
+
+// Config wires the API.
+type Config struct {
+	DB       DB
+	Producer Producer
+	// Topic is where created events are produced; wire.TopicEvents when empty.
+	Topic  string
+	Logger *zap.Logger
+	// Now is the clock for created events; time.Now when nil.
+	Now func() time.Time
+}
+
+// API serves /v1/events.
+type API struct {
+	db       DB
+	producer Producer
+	topic    string
+	log      *zap.Logger
+	now      func() time.Time
+}
+
+// NewAPI returns the events API.
+func NewAPI(cfg Config) *API {
+	if cfg.Topic == "" {
+		cfg.Topic = wire.TopicEvents
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &API{db: cfg.DB, producer: cfg.Producer, topic: cfg.Topic, log: cfg.Logger, now: cfg.Now}
+}
+
+// Register adds the routes (router.Routes).
+func (a *API) Register(r *router.Router) {
+	r.HandleFunc("POST /v1/events", a.handle(ScopeWrite, a.create))
+	r.HandleFunc("GET /v1/events", a.handle(ScopeRead, a.list))
+	r.HandleFunc("GET /v1/events/{id}", a.handle(ScopeRead, a.get))
+}
+
+// handle checks the caller's scope and turns the endpoint's error into the
+// error object, in one place.
+func (a *API) handle(scope string, h func(http.ResponseWriter, *http.Request, identity.Identity) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, ok := identity.FromContext(r.Context())
+		var err error
+		switch {
+		case !ok:
+			// Unreachable behind the verifier; refuse rather than serve an
+			// unscoped request if the routes are ever mounted without it.
+			err = apierror.Authentication("identity_invalid", "This API only accepts requests through the API gateway.")
+		case !id.HasScope(scope):
+			err = apierror.Permission("scope_missing",
+				fmt.Sprintf("The API key used for this request lacks the required scope: %s.", scope))
+		default:
+			err = h(w, r, id)
+		}
+		if err == nil {
+			return
+		}
+		if errors.Is(err, errNotFound) {
+			err = apierror.NotFound("event", r.PathValue("id"))
+		}
+		e := apierror.From(err)
+		if e.Status >= http.StatusInternalServerError {
+			a.log.Error("events api request failed", zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
+				zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		}
+		apierror.Write(w, e)
+	}
+}
+
+// create makes an event to test an integration: it is delivered to every
+// endpoint subscribed to its type, like an event the gateway emits.
+func (a *API) create(w http.ResponseWriter, r *http.Request, id identity.Identity) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
+	p, err := readParams(w, r)
+	if err != nil {
+		return err
+	}
+	if err := p.only("type", "data"); err != nil {
+		return err
+	}
+	typ, _, err := p.str("type")
+	switch {
+	case err != nil:
+		return err
+	case typ == nil || *typ == "":
+		return apierror.ParameterMissing("type")
+	case !ValidType(*typ):
+		return apierror.ParameterInvalid("type", fmt.Sprintf(
+			"Invalid type: event types are lower-case dotted words such as customer.created (letters and '_', at least one '.', at most %d characters).", MaxTypeLen))
+	}
+	data, err := dataParam(p)
+	if err != nil {
+		return err
+	}
+
+	now := a.now()
+	ev := wire.Event{
+		V: 1, ID: ids.NewAt(ids.Event, now), OrganizationID: id.OrgID, Livemode: id.Livemode,
+		Type: *typ, Created: now.Unix(), APIVersion: id.APIVersion,
+		Data:      data,
+		RequestID: id.RequestID, IdempotencyKey: r.Header.Get("Idempotency-Key"),
+	}
+	if ev.APIVersion == "" {
+		ev.APIVersion = apiversion.Latest()
+	}
+	// The gateway vouches for these, but an event is no place to store
+	// something Postgres would refuse.
+	if !validText(ev.IdempotencyKey, MaxIdempotencyKeyLen) {
+		ev.IdempotencyKey = ""
+	}
+	if !validRef(ev.RequestID, false) {
+		ev.RequestID = ""
+	}
+	if err := Validate(ev); err != nil {
+		return fmt.Errorf("creating event: %w", err)
+	}
+	value, err := Encode(ev)
+	if err != nil {
+		return fmt.Errorf("encoding event: %w", err)
+	}
+	// Stored before it is produced: see the package documentation.
+	if _, err := Insert(r.Context(), a.db, ev); err != nil {
+		return fmt.Errorf("creating event: %w", err)
+	}
+	a.producer.Enqueue(outbox.Message{Topic: a.topic, Key: []byte(ev.OrganizationID), Value: value})
+	writeJSON(w, http.StatusOK, Payload(ev))
+	return nil
+}
+
+// dataParam is the data parameter, a JSON object (form: data[key]=value),
+// wrapped as the event's {"object": …}.
+func dataParam(p params) (json.RawMessage, error) {
+	raw, ok := p["data"]
+	if !ok || isNull(raw) {
+		return nil, apierror.ParameterMissing("data")
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil || !isObject(buf.Bytes()) {
+		return nil, apierror.ParameterInvalid("data",
+			"Invalid data: expected a JSON object, the object the event is about (it becomes data.object).")
+	}
+	if buf.Len() > MaxDataBytes {
+		return nil, apierror.ParameterInvalid("data",
+			fmt.Sprintf("Invalid data: at most %d bytes of JSON (got %d).", MaxDataBytes, buf.Len()))
+	}
+	if err := CheckJSONB(buf.Bytes()); err != nil {
+		return nil, apierror.ParameterInvalid("data", "Invalid data: "+err.Error()+".")
+	}
+	return json.RawMessage(`{"object":` + buf.String() + `}`), nil
+}
+
+func (a *API) get(w http.ResponseWriter, r *http.Request, id identity.Identity) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
+	evID := r.PathValue("id")
+	// A malformed id cannot exist; answer without a database round trip.
+	if !ids.Valid(evID, ids.Event) {
+		return errNotFound
+	}
+	o, err := get(r.Context(), a.db, id.OrgID, id.Livemode, evID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, o)
+	return nil
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request, id identity.Identity) error {
+	q, err := parseListQuery(r)
+	if err != nil {
+		return err
+	}
+	page, more, err := list(r.Context(), a.db, id.OrgID, id.Livemode, q)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, listObject{Object: "list", URL: "/v1/events", HasMore: more, Data: page})
+	return nil
+}
+
+type listObject struct {
+	Object  string   `json:"object"`
+	URL     string   `json:"url"`
+	HasMore bool     `json:"has_more"`
+	Data    []Object `json:"data"`
+}
+
+// typePrefix parses the prefix form of a type filter, customer.* or
+// customer.address.*, into the prefix it stands for ("customer.").
+func typePrefix(s string) (string, bool) {
+	p, ok := strings.CutSuffix(s, ".*")
+	if !ok || len(s) > MaxTypeLen {
+		return "", false
+	}
+	// "customer" alone is a valid prefix although not a valid type.
+	if !ValidType(p) && !ValidType(p+".x") {
+		return "", false
+	}
+	return p + ".", true
+}
+
+func parseListQuery(r *http.Request) (listQuery, error) {
+	q := listQuery{Limit: DefaultListLimit}
+	vals := r.URL.Query()
+	for _, key := range slices.Sorted(maps.Keys(vals)) {
+		if len(vals[key]) > 1 {
+			return q, apierror.ParameterInvalid(printable(key), fmt.Sprintf("Parameter %s was sent more than once.", printable(key)))
+		}
+		v := vals[key][0]
+		switch key {
+		case "limit":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > MaxListLimit {
+				return q, apierror.ParameterInvalid("limit", fmt.Sprintf("Invalid limit: must be an integer from 1 to %d.", MaxListLimit))
+			}
+			q.Limit = n
+		case "starting_after", "ending_before":
+			// Ids sort by creation time, so any well-formed id is a position.
+			if !ids.Valid(v, ids.Event) {
+				return q, apierror.ParameterInvalid(key, fmt.Sprintf("Invalid %s: expected an event id (evt_…).", key))
+			}
+			if key == "starting_after" {
+				q.StartingAfter = v
+			} else {
+				q.EndingBefore = v
+			}
+		case "type":
+			switch prefix, isPrefix := typePrefix(v); {
+			case v == "*":
+			case isPrefix:
+				q.TypePrefix = prefix
+			case ValidType(v):
+				q.Type = v
+			default:
+				return q, apierror.ParameterInvalid("type",
+					"Invalid type: expected an event type (customer.created) or a prefix ending in .* (customer.*).")
+			}
+		case "created[gte]", "created[gt]", "created[lt]", "created[lte]":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 || n > 1<<40 {
+				return q, apierror.ParameterInvalid(key, fmt.Sprintf("Invalid %s: expected a unix timestamp in seconds.", key))
+			}
+			t := time.Unix(n, 0)
+			switch key {
+			case "created[gte]":
+				q.CreatedGTE = &t
+			case "created[gt]":
+				q.CreatedGT = &t
+			case "created[lt]":
+				q.CreatedLT = &t
+			default:
+				q.CreatedLTE = &t
+			}
+		default:
+			return q, unknownParam(key)
+		}
+	}
+	if q.StartingAfter != "" && q.EndingBefore != "" {
+		return q, apierror.ParameterInvalid("ending_before",
+			"Pass starting_after or ending_before, not both: they page in opposite directions.")
+	}
+	return q, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own types reach here; failing to encode them is a bug.
+		apierror.Write(w, fmt.Errorf("encoding response: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+var (
+	_ router.Routes = (*API)(nil)
+	_ Producer      = (*outbox.Producer)(nil)
+)

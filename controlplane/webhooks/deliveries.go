@@ -1,0 +1,278 @@
+package webhooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse/gatehouse/controlplane/audit"
+	"github.com/gatehouse/gatehouse/internal/apierror"
+	"github.com/gatehouse/gatehouse/internal/ids"
+)
+
+// Delivery is the webhook_delivery object: one event to one endpoint.
+type Delivery struct {
+	ID        string  `json:"id"`
+	Object    string  `json:"object"` // "webhook_delivery"
+	Created   int64   `json:"created"`
+	Livemode  bool    `json:"livemode"`
+	Endpoint  string  `json:"endpoint"`
+	Event     string  `json:"event"`
+	EventType *string `json:"event_type"`
+	// Status is pending, succeeded, failed (another attempt is scheduled
+	// unless the endpoint is disabled) or dead (retries exhausted).
+	Status         string `json:"status"`
+	AttemptCount   int    `json:"attempt_count"`
+	LastStatusCode *int   `json:"last_status_code"`
+	NextAttemptAt  *int64 `json:"next_attempt_at"`
+	// ManualRetryPending says the next attempt is a manual one (a retry,
+	// recovery or test that has not been attempted yet).
+	ManualRetryPending bool `json:"manual_retry_pending"`
+	// Attempts is present only on GET /v1/webhook-deliveries/{id}: the
+	// latest MaxAttemptsShown attempts, oldest first.
+	Attempts *[]Attempt `json:"attempts,omitempty"`
+}
+
+// Attempt is one try at a delivery.
+type Attempt struct {
+	ID       string `json:"id"`
+	Object   string `json:"object"` // "webhook_attempt"
+	Created  int64  `json:"created"`
+	Livemode bool   `json:"livemode"`
+	// StatusCode is null when no response came (timeout, refused, DNS).
+	StatusCode *int `json:"status_code"`
+	LatencyMS  int  `json:"latency_ms"`
+	// ResponseSnippet is the start of the response body, at most 4 KB.
+	ResponseSnippet string  `json:"response_snippet"`
+	Error           *string `json:"error"`
+	Trigger         string  `json:"trigger"` // scheduled or manual
+}
+
+// Limits of the delivery view.
+const (
+	MaxAttemptsShown = 100
+	MaxSnippetBytes  = 4096
+)
+
+// Delivery statuses, as the webhook_deliveries check constraint allows.
+var deliveryStatuses = []string{"pending", "succeeded", "failed", "dead"}
+
+// deliveryRow is a webhook_deliveries row with its event's type.
+type deliveryRow struct {
+	ID             string     `db:"id"`
+	Livemode       bool       `db:"livemode"`
+	EventID        string     `db:"event_id"`
+	EventType      *string    `db:"event_type"`
+	EndpointID     string     `db:"endpoint_id"`
+	Status         string     `db:"status"`
+	Attempts       int        `db:"attempts"`
+	LastStatusCode *int       `db:"last_status_code"`
+	NextAttemptAt  *time.Time `db:"next_attempt_at"`
+	ManualPending  bool       `db:"manual_pending"`
+	CreatedAt      time.Time  `db:"created_at"`
+}
+
+// deliverySelect reads deliveries with the type of their event, which may
+// not have been ingested yet (then null).
+const deliverySelect = `SELECT d.id, d.livemode, d.event_id, ev.type AS event_type, d.endpoint_id, d.status,
+	d.attempts, d.last_status_code, d.next_attempt_at, d.manual_pending, d.created_at
+	FROM webhook_deliveries d
+	LEFT JOIN events ev ON ev.id = d.event_id AND ev.organization_id = d.organization_id AND ev.livemode = d.livemode`
+
+func (d deliveryRow) object() Delivery {
+	o := Delivery{
+		ID: d.ID, Object: "webhook_delivery", Created: d.CreatedAt.Unix(), Livemode: d.Livemode,
+		Endpoint: d.EndpointID, Event: d.EventID, EventType: d.EventType, Status: d.Status,
+		AttemptCount: d.Attempts, LastStatusCode: d.LastStatusCode, ManualRetryPending: d.ManualPending,
+	}
+	if d.NextAttemptAt != nil {
+		t := d.NextAttemptAt.Unix()
+		o.NextAttemptAt = &t
+	}
+	return o
+}
+
+func loadDelivery(ctx context.Context, q Querier, c caller, id string) (deliveryRow, error) {
+	if !ids.Valid(id, ids.Delivery) {
+		return deliveryRow{}, errDeliveryNotFound
+	}
+	rows, err := q.Query(ctx, deliverySelect+` WHERE d.organization_id = $1 AND d.livemode = $2 AND d.id = $3`,
+		c.OrgID, c.Livemode, id)
+	if err != nil {
+		return deliveryRow{}, fmt.Errorf("loading webhook delivery: %w", err)
+	}
+	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[deliveryRow])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return deliveryRow{}, errDeliveryNotFound
+	}
+	if err != nil {
+		return deliveryRow{}, fmt.Errorf("loading webhook delivery: %w", err)
+	}
+	return d, nil
+}
+
+func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request, c caller) error {
+	f := filters{}
+	f.add("d.organization_id = $%d", c.OrgID)
+	f.add("d.livemode = $%d", c.Livemode)
+	q, err := parseList(r.URL.Query(), ids.Delivery, "webhook delivery", func(key, v string) (bool, error) {
+		switch key {
+		case "endpoint":
+			if !ids.Valid(v, ids.WebhookEndpoint) {
+				return true, apierror.ParameterInvalid("endpoint", "Invalid endpoint: expected a webhook endpoint id (we_…).")
+			}
+			f.add("d.endpoint_id = $%d", v)
+		case "event":
+			if !ids.Valid(v, ids.Event) {
+				return true, apierror.ParameterInvalid("event", "Invalid event: expected an event id (evt_…).")
+			}
+			f.add("d.event_id = $%d", v)
+		case "status":
+			if !slices.Contains(deliveryStatuses, v) {
+				return true, apierror.ParameterInvalid("status", "Invalid status: expected pending, succeeded, failed or dead.")
+			}
+			f.add("d.status = $%d", v)
+		default:
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	sql, args, asc := f.page(deliverySelect, "d.id", q)
+	rows, err := a.db.Query(r.Context(), sql, args...)
+	if err != nil {
+		return fmt.Errorf("listing webhook deliveries: %w", err)
+	}
+	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[deliveryRow])
+	if err != nil {
+		return fmt.Errorf("listing webhook deliveries: %w", err)
+	}
+	rs, more := trimPage(rs, q.Limit, asc)
+	data := make([]Delivery, len(rs))
+	for i, d := range rs {
+		data[i] = d.object()
+	}
+	writeJSON(w, http.StatusOK, listObject[Delivery]{Object: "list", URL: "/v1/webhook-deliveries", HasMore: more, Data: data})
+	return nil
+}
+
+// attemptRow is a webhook_attempts row.
+type attemptRow struct {
+	ID              string    `db:"id"`
+	Livemode        bool      `db:"livemode"`
+	StatusCode      *int      `db:"status_code"`
+	LatencyMS       int       `db:"latency_ms"`
+	ResponseSnippet string    `db:"response_snippet"`
+	Error           string    `db:"error"`
+	Trigger         string    `db:"trigger"`
+	CreatedAt       time.Time `db:"created_at"`
+}
+
+func (at attemptRow) object() Attempt {
+	o := Attempt{
+		ID: at.ID, Object: "webhook_attempt", Created: at.CreatedAt.Unix(), Livemode: at.Livemode,
+		StatusCode: at.StatusCode, LatencyMS: at.LatencyMS, ResponseSnippet: truncate(at.ResponseSnippet, MaxSnippetBytes),
+		Trigger: at.Trigger,
+	}
+	if at.Error != "" {
+		o.Error = &at.Error
+	}
+	return o
+}
+
+// truncate cuts s to at most n bytes without splitting a character.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+func (a *API) getDelivery(w http.ResponseWriter, r *http.Request, c caller) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
+	d, err := loadDelivery(r.Context(), a.db, c, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	rows, err := a.db.Query(r.Context(), `
+		SELECT id, livemode, status_code, latency_ms, response_snippet, error, trigger, created_at
+		FROM webhook_attempts
+		WHERE organization_id = $1 AND livemode = $2 AND delivery_id = $3
+		ORDER BY created_at DESC, id DESC
+		LIMIT $4`, c.OrgID, c.Livemode, d.ID, MaxAttemptsShown)
+	if err != nil {
+		return fmt.Errorf("loading webhook attempts: %w", err)
+	}
+	as, err := pgx.CollectRows(rows, pgx.RowToStructByName[attemptRow])
+	if err != nil {
+		return fmt.Errorf("loading webhook attempts: %w", err)
+	}
+	slices.Reverse(as)
+	attempts := make([]Attempt, len(as))
+	for i, at := range as {
+		attempts[i] = at.object()
+	}
+	o := d.object()
+	o.Attempts = &attempts
+	writeJSON(w, http.StatusOK, o)
+	return nil
+}
+
+// retryDelivery queues a manual attempt of a delivery in any status.
+func (a *API) retryDelivery(w http.ResponseWriter, r *http.Request, c caller) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
+	p, err := readParams(w, r)
+	if err != nil {
+		return err
+	}
+	if err := p.only(); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if !ids.Valid(id, ids.Delivery) {
+		return errDeliveryNotFound
+	}
+	now := a.now()
+	var d deliveryRow
+	err = a.inTx(r.Context(), func(tx pgx.Tx) error {
+		var before string
+		err := tx.QueryRow(r.Context(), `SELECT status FROM webhook_deliveries
+			WHERE organization_id = $1 AND livemode = $2 AND id = $3 FOR UPDATE`, c.OrgID, c.Livemode, id).Scan(&before)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errDeliveryNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("loading webhook delivery: %w", err)
+		}
+		if _, err := tx.Exec(r.Context(), `UPDATE webhook_deliveries
+			SET status = 'pending', next_attempt_at = $4, manual_pending = true, updated_at = $4
+			WHERE organization_id = $1 AND livemode = $2 AND id = $3`, c.OrgID, c.Livemode, id, now); err != nil {
+			return fmt.Errorf("retrying webhook delivery: %w", err)
+		}
+		if d, err = loadDelivery(r.Context(), tx, c, id); err != nil {
+			return err
+		}
+		return audit.Record(r.Context(), tx, c.auditEntry("webhook_delivery.retried", "webhook_delivery", id, now,
+			map[string]any{"endpoint": d.EndpointID, "event": d.EventID, "previous_status": before}))
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, d.object())
+	return nil
+}

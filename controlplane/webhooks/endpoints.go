@@ -1,0 +1,803 @@
+package webhooks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse/gatehouse/controlplane/audit"
+	"github.com/gatehouse/gatehouse/controlplane/events"
+	"github.com/gatehouse/gatehouse/internal/apierror"
+	"github.com/gatehouse/gatehouse/internal/apiversion"
+	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/ssrf"
+	"github.com/gatehouse/gatehouse/internal/wire"
+)
+
+// Endpoint is the webhook_endpoint object.
+type Endpoint struct {
+	ID            string   `json:"id"`
+	Object        string   `json:"object"` // "webhook_endpoint"
+	Created       int64    `json:"created"`
+	Livemode      bool     `json:"livemode"`
+	URL           string   `json:"url"`
+	Description   *string  `json:"description"`
+	EnabledEvents []string `json:"enabled_events"`
+	// Status is enabled or disabled; DisabledReason says why when the
+	// platform disabled it (410 Gone, failing too long) or a user did.
+	Status         string            `json:"status"`
+	DisabledReason *string           `json:"disabled_reason"`
+	APIVersion     *string           `json:"api_version"`
+	Metadata       map[string]string `json:"metadata"`
+	// Secret is present only when it was just created (create, rotate-secret).
+	Secret string `json:"secret,omitempty"`
+}
+
+// Endpoint statuses.
+const (
+	StatusEnabled  = "enabled"
+	StatusDisabled = "disabled"
+)
+
+// reasonUserDisabled is disabled_reason when a caller disabled the endpoint.
+const reasonUserDisabled = "Disabled through the API."
+
+// endpointRow is a webhook_endpoints row.
+type endpointRow struct {
+	ID             string            `db:"id"`
+	Livemode       bool              `db:"livemode"`
+	URL            string            `db:"url"`
+	Description    string            `db:"description"`
+	EnabledEvents  []string          `db:"enabled_events"`
+	Status         string            `db:"status"`
+	DisabledReason *string           `db:"disabled_reason"`
+	APIVersion     *string           `db:"api_version"`
+	Metadata       map[string]string `db:"metadata"`
+	CreatedAt      time.Time         `db:"created_at"`
+}
+
+const endpointColumns = `id, livemode, url, description, enabled_events, status, disabled_reason, api_version,
+	metadata, created_at`
+
+func (e endpointRow) object() Endpoint {
+	o := Endpoint{
+		ID: e.ID, Object: "webhook_endpoint", Created: e.CreatedAt.Unix(), Livemode: e.Livemode, URL: e.URL,
+		EnabledEvents: e.EnabledEvents, Status: e.Status, DisabledReason: e.DisabledReason,
+		APIVersion: e.APIVersion, Metadata: e.Metadata,
+	}
+	if e.Description != "" {
+		o.Description = &e.Description
+	}
+	if o.Metadata == nil {
+		o.Metadata = map[string]string{}
+	}
+	if o.EnabledEvents == nil {
+		o.EnabledEvents = []string{}
+	}
+	return o
+}
+
+// loadEndpoint reads one of the caller's endpoints; lock adds FOR UPDATE.
+func loadEndpoint(ctx context.Context, q Querier, c caller, id string, lock bool) (endpointRow, error) {
+	if !ids.Valid(id, ids.WebhookEndpoint) {
+		return endpointRow{}, errEndpointNotFound
+	}
+	sql := `SELECT ` + endpointColumns + ` FROM webhook_endpoints
+		WHERE organization_id = $1 AND livemode = $2 AND id = $3`
+	if lock {
+		sql += ` FOR UPDATE`
+	}
+	rows, err := q.Query(ctx, sql, c.OrgID, c.Livemode, id)
+	if err != nil {
+		return endpointRow{}, fmt.Errorf("loading webhook endpoint: %w", err)
+	}
+	e, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[endpointRow])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return endpointRow{}, errEndpointNotFound
+	}
+	if err != nil {
+		return endpointRow{}, fmt.Errorf("loading webhook endpoint: %w", err)
+	}
+	return e, nil
+}
+
+// endpointParams are the parsed parameters of create and update.
+type endpointParams struct {
+	url           *string
+	enabledEvents []string // nil: not sent
+	description   *string  // nil: not sent; "" clears
+	apiVersion    *string
+	disabled      *bool
+	metadata      metadataChange
+}
+
+func readEndpointParams(p params, create bool) (endpointParams, error) {
+	var ep endpointParams
+	allowed := []string{"url", "enabled_events", "description", "metadata", "api_version"}
+	if !create {
+		allowed = []string{"url", "enabled_events", "description", "metadata", "disabled", "api_version"}
+	}
+	if err := p.only(allowed...); err != nil {
+		return ep, err
+	}
+	if s, present, err := p.str("url"); err != nil {
+		return ep, err
+	} else if present {
+		if s == nil || *s == "" {
+			return ep, apierror.ParameterMissing("url")
+		}
+		if err := validateText("url", *s, 2048); err != nil {
+			return ep, err
+		}
+		ep.url = s
+	} else if create {
+		return ep, apierror.ParameterMissing("url")
+	}
+
+	if list, present, err := p.strings("enabled_events"); err != nil {
+		return ep, err
+	} else if present {
+		if ep.enabledEvents, err = validEnabledEvents(list); err != nil {
+			return ep, err
+		}
+	} else if create {
+		return ep, apierror.ParameterMissing("enabled_events")
+	}
+
+	if s, present, err := p.str("description"); err != nil {
+		return ep, err
+	} else if present {
+		d := ""
+		if s != nil {
+			d = *s
+		}
+		if err := validateText("description", d, MaxDescriptionLen); err != nil {
+			return ep, err
+		}
+		ep.description = &d
+	}
+
+	if s, present, err := p.str("api_version"); err != nil {
+		return ep, err
+	} else if present {
+		if !create {
+			return ep, apierror.ParameterInvalid("api_version",
+				"An endpoint's api_version cannot be changed: create an endpoint with the new version, move to it, then delete this one.")
+		}
+		if s != nil && *s != "" {
+			if !apiversion.Valid(*s) {
+				return ep, apierror.ParameterInvalid("api_version",
+					fmt.Sprintf("Unknown api_version %q; supported versions are %s.", *s, strings.Join(apiversion.Supported, ", ")))
+			}
+			ep.apiVersion = s
+		}
+	}
+
+	if b, present, err := p.boolean("disabled"); err != nil {
+		return ep, err
+	} else if present {
+		ep.disabled = &b
+	}
+
+	if raw, present := p["metadata"]; present {
+		mc, err := parseMetadata(raw)
+		if err != nil {
+			return ep, err
+		}
+		ep.metadata = mc
+	}
+	return ep, nil
+}
+
+// validEnabledEvents checks and de-duplicates the subscription list: "*"
+// (every event), an event type (customer.created), or a prefix ending in
+// ".*" (customer.* — every customer event). The deliverer matches with the
+// same three rules.
+func validEnabledEvents(list []string) ([]string, error) {
+	if len(list) == 0 {
+		return nil, apierror.ParameterInvalid("enabled_events",
+			`Invalid enabled_events: list at least one event type, or "*" for every event.`)
+	}
+	if len(list) > MaxEnabledEvents {
+		return nil, apierror.ParameterInvalid("enabled_events",
+			fmt.Sprintf("Invalid enabled_events: at most %d entries (got %d); use a prefix such as customer.* or \"*\".", MaxEnabledEvents, len(list)))
+	}
+	out := make([]string, 0, len(list))
+	for i, p := range list {
+		if !validPattern(p) {
+			return nil, apierror.ParameterInvalid(fmt.Sprintf("enabled_events[%d]", i),
+				fmt.Sprintf(`Invalid event type %q: use a type such as customer.created, a prefix such as customer.*, or "*".`, printable(p)))
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func validPattern(p string) bool {
+	if p == "*" {
+		return true
+	}
+	if prefix, ok := strings.CutSuffix(p, ".*"); ok {
+		// "customer" alone is a valid prefix although not a valid type.
+		return len(p) <= events.MaxTypeLen && (events.ValidType(prefix) || events.ValidType(prefix+".x"))
+	}
+	return events.ValidType(p)
+}
+
+// metadataChange is what a request does to metadata: optionally clear it
+// all, then set keys; a key with value "" (or null) is deleted.
+type metadataChange struct {
+	clear bool
+	keys  map[string]string
+}
+
+func (mc metadataChange) apply(m map[string]string) (map[string]string, error) {
+	out := map[string]string{}
+	if !mc.clear {
+		maps.Copy(out, m)
+	}
+	for k, v := range mc.keys {
+		if v == "" {
+			delete(out, k)
+		} else {
+			out[k] = v
+		}
+	}
+	if len(out) > maxMetadataKeys {
+		return nil, apierror.ParameterInvalid("metadata",
+			fmt.Sprintf("Metadata can have at most %d keys; this request would leave %d.", maxMetadataKeys, len(out)))
+	}
+	return out, nil
+}
+
+// parseMetadata reads metadata: an object of strings, or null or "" to
+// clear it (Stripe's conventions, in JSON and forms alike).
+func parseMetadata(raw json.RawMessage) (metadataChange, error) {
+	var s string
+	if isNull(raw) || (json.Unmarshal(raw, &s) == nil && s == "") {
+		return metadataChange{clear: true}, nil
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		return metadataChange{}, apierror.ParameterInvalid("metadata",
+			`Invalid metadata: expected an object of string values, or null or "" to clear it.`)
+	}
+	mc := metadataChange{keys: make(map[string]string, len(obj))}
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		param := "metadata[" + printable(k) + "]"
+		switch {
+		case k == "":
+			return mc, apierror.ParameterInvalid("metadata", "Metadata keys must not be empty.")
+		case strings.ContainsAny(k, "[]"):
+			return mc, apierror.ParameterInvalid("metadata", "Metadata keys must not contain '[' or ']'.")
+		}
+		if err := validateText("metadata", k, maxMetadataKeyLen); err != nil {
+			return mc, apierror.ParameterInvalid("metadata",
+				fmt.Sprintf("Invalid metadata key: keys must be valid UTF-8 without NUL and at most %d characters.", maxMetadataKeyLen))
+		}
+		var v string
+		if !isNull(obj[k]) {
+			if err := json.Unmarshal(obj[k], &v); err != nil {
+				return mc, apierror.ParameterInvalid(param, fmt.Sprintf("Invalid %s: metadata values must be strings.", param))
+			}
+		}
+		if err := validateText(param, v, maxMetadataValueLen); err != nil {
+			return mc, err
+		}
+		mc.keys[k] = v
+	}
+	if len(mc.keys) > maxMetadataKeys {
+		return mc, apierror.ParameterInvalid("metadata", fmt.Sprintf("Metadata can have at most %d keys.", maxMetadataKeys))
+	}
+	return mc, nil
+}
+
+// validateText checks what every stored string must satisfy. Postgres text
+// cannot hold NUL, so catching it here keeps it a 400, not a 500.
+func validateText(param, v string, maxLen int) error {
+	if !utf8.ValidString(v) {
+		return apierror.ParameterInvalid(param, fmt.Sprintf("Invalid %s: strings must be valid UTF-8.", param))
+	}
+	if strings.IndexByte(v, 0) >= 0 {
+		return apierror.ParameterInvalid(param, fmt.Sprintf("Invalid %s: must not contain NUL characters.", param))
+	}
+	if n := utf8.RuneCountInString(v); n > maxLen {
+		return apierror.ParameterInvalid(param, fmt.Sprintf("Invalid %s: must be at most %d characters (got %d).", param, maxLen, n))
+	}
+	return nil
+}
+
+// checkURL refuses destinations the deliverer would refuse (internal/ssrf),
+// so a user learns at once, with a reason, instead of from failed
+// deliveries. The deliverer checks again when it dials.
+func (a *API) checkURL(ctx context.Context, raw string, livemode bool) error {
+	p := a.policy
+	p.RequireHTTPS = p.RequireHTTPS || livemode
+	ctx, cancel := context.WithTimeout(ctx, urlCheckTimeout)
+	defer cancel()
+	err := ssrf.CheckURL(ctx, raw, p)
+	if err == nil {
+		return nil
+	}
+	detail := func(sentinel error) string { return strings.TrimPrefix(err.Error(), sentinel.Error()+": ") }
+	var msg string
+	switch {
+	case errors.Is(err, ssrf.ErrInvalidURL) && livemode && strings.Contains(err.Error(), "https is required"):
+		msg = "Invalid url: live mode webhook endpoints must use https."
+	case errors.Is(err, ssrf.ErrInvalidURL):
+		msg = "Invalid url: " + detail(ssrf.ErrInvalidURL) + "."
+	case errors.Is(err, ssrf.ErrForbidden):
+		msg = "Invalid url: webhooks may only be sent to publicly routable addresses, and " + detail(ssrf.ErrForbidden) + " is not one."
+	case errors.Is(err, ssrf.ErrResolve):
+		msg = "Invalid url: the host name does not resolve (" + detail(ssrf.ErrResolve) + ")."
+	default:
+		msg = "Invalid url: " + err.Error() + "."
+	}
+	return apierror.InvalidRequest("url_invalid", "url", msg)
+}
+
+// redactURL is a URL fit for the audit log: tokens hide in query strings
+// and user info, so only scheme, host and path are kept.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host + u.Path
+}
+
+func (a *API) createEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
+	p, err := readParams(w, r)
+	if err != nil {
+		return err
+	}
+	ep, err := readEndpointParams(p, true)
+	if err != nil {
+		return err
+	}
+	if err := a.checkURL(r.Context(), *ep.url, c.Livemode); err != nil {
+		return err
+	}
+	md, err := ep.metadata.apply(nil)
+	if err != nil {
+		return err
+	}
+	now := a.now()
+	row := endpointRow{
+		ID: ids.NewAt(ids.WebhookEndpoint, now), Livemode: c.Livemode, URL: *ep.url,
+		EnabledEvents: ep.enabledEvents, Status: StatusEnabled, APIVersion: ep.apiVersion, Metadata: md, CreatedAt: now,
+	}
+	if ep.description != nil {
+		row.Description = *ep.description
+	}
+	var secret string
+	err = a.inTx(r.Context(), func(tx pgx.Tx) error {
+		if _, err := tx.Exec(r.Context(), `
+			INSERT INTO webhook_endpoints (id, organization_id, livemode, url, description, enabled_events,
+			                               status, api_version, metadata, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)`,
+			row.ID, c.OrgID, row.Livemode, row.URL, row.Description, row.EnabledEvents, row.Status,
+			row.APIVersion, row.Metadata, now); err != nil {
+			return fmt.Errorf("creating webhook endpoint: %w", err)
+		}
+		if secret, err = addSecret(r.Context(), tx, a.box, row.ID, now); err != nil {
+			return err
+		}
+		return audit.Record(r.Context(), tx, c.auditEntry("webhook_endpoint.created", "webhook_endpoint", row.ID, now,
+			map[string]any{"url": redactURL(row.URL), "enabled_events": row.EnabledEvents}))
+	})
+	if err != nil {
+		return err
+	}
+	o := row.object()
+	o.Secret = secret
+	writeJSON(w, http.StatusOK, o)
+	return nil
+}
+
+func (a *API) getEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
+	e, err := loadEndpoint(r.Context(), a.db, c, r.PathValue("id"), false)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, e.object())
+	return nil
+}
+
+func (a *API) listEndpoints(w http.ResponseWriter, r *http.Request, c caller) error {
+	q, err := parseList(r.URL.Query(), ids.WebhookEndpoint, "webhook endpoint", nil)
+	if err != nil {
+		return err
+	}
+	f := filters{}
+	f.add("organization_id = $%d", c.OrgID)
+	f.add("livemode = $%d", c.Livemode)
+	sql, args, asc := f.page(`SELECT `+endpointColumns+` FROM webhook_endpoints`, "id", q)
+	rows, err := a.db.Query(r.Context(), sql, args...)
+	if err != nil {
+		return fmt.Errorf("listing webhook endpoints: %w", err)
+	}
+	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[endpointRow])
+	if err != nil {
+		return fmt.Errorf("listing webhook endpoints: %w", err)
+	}
+	rs, more := trimPage(rs, q.Limit, asc)
+	data := make([]Endpoint, len(rs))
+	for i, e := range rs {
+		data[i] = e.object()
+	}
+	writeJSON(w, http.StatusOK, listObject[Endpoint]{Object: "list", URL: "/v1/webhook-endpoints", HasMore: more, Data: data})
+	return nil
+}
+
+func (a *API) updateEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
+	p, err := readParams(w, r)
+	if err != nil {
+		return err
+	}
+	ep, err := readEndpointParams(p, false)
+	if err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if !ids.Valid(id, ids.WebhookEndpoint) {
+		return errEndpointNotFound
+	}
+	// The URL is checked (DNS included) before any row is locked.
+	if ep.url != nil {
+		if err := a.checkURL(r.Context(), *ep.url, c.Livemode); err != nil {
+			return err
+		}
+	}
+	now := a.now()
+	var out endpointRow
+	err = a.inTx(r.Context(), func(tx pgx.Tx) error {
+		e, err := loadEndpoint(r.Context(), tx, c, id, true)
+		if err != nil {
+			return err
+		}
+		var changed []string
+		data := map[string]any{}
+		if ep.url != nil && *ep.url != e.URL {
+			e.URL = *ep.url
+			changed = append(changed, "url")
+			data["url"] = redactURL(e.URL)
+		}
+		if ep.enabledEvents != nil && !slices.Equal(ep.enabledEvents, e.EnabledEvents) {
+			data["enabled_events"] = map[string]any{"from": e.EnabledEvents, "to": ep.enabledEvents}
+			e.EnabledEvents = ep.enabledEvents
+			changed = append(changed, "enabled_events")
+		}
+		if ep.description != nil && *ep.description != e.Description {
+			e.Description = *ep.description
+			changed = append(changed, "description")
+		}
+		if ep.metadata.clear || len(ep.metadata.keys) > 0 {
+			md, err := ep.metadata.apply(e.Metadata)
+			if err != nil {
+				return err
+			}
+			if !maps.Equal(md, e.Metadata) {
+				e.Metadata = md
+				changed = append(changed, "metadata")
+			}
+		}
+		reenabled := false
+		if ep.disabled != nil {
+			want := StatusEnabled
+			if *ep.disabled {
+				want = StatusDisabled
+			}
+			if want != e.Status {
+				data["status"] = map[string]any{"from": e.Status, "to": want}
+				e.Status = want
+				changed = append(changed, "status")
+				if want == StatusDisabled {
+					reason := reasonUserDisabled
+					e.DisabledReason = &reason
+				} else {
+					e.DisabledReason = nil
+					reenabled = true
+				}
+			}
+		}
+		out = e
+		if len(changed) == 0 {
+			return nil
+		}
+		// Re-enabling starts the endpoint's health afresh: with the old
+		// failing_since the deliverer would disable it again on its first
+		// failure. failing_alert_level (migration 0007) resets with it.
+		if _, err := tx.Exec(r.Context(), `
+			UPDATE webhook_endpoints
+			SET url = $4, enabled_events = $5, description = $6, metadata = $7, status = $8,
+			    disabled_reason = $9, updated_at = $10,
+			    failing_since = CASE WHEN $11 THEN NULL ELSE failing_since END,
+			    failing_alert_level = CASE WHEN $11 THEN 0 ELSE failing_alert_level END
+			WHERE organization_id = $1 AND livemode = $2 AND id = $3`,
+			c.OrgID, c.Livemode, e.ID, e.URL, e.EnabledEvents, e.Description, e.Metadata, e.Status,
+			e.DisabledReason, now, reenabled); err != nil {
+			return fmt.Errorf("updating webhook endpoint: %w", err)
+		}
+		data["changed"] = changed
+		return audit.Record(r.Context(), tx, c.auditEntry("webhook_endpoint.updated", "webhook_endpoint", e.ID, now, data))
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out.object())
+	return nil
+}
+
+func (a *API) deleteEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if !ids.Valid(id, ids.WebhookEndpoint) {
+		return errEndpointNotFound
+	}
+	now := a.now()
+	err := a.inTx(r.Context(), func(tx pgx.Tx) error {
+		var u string
+		err := tx.QueryRow(r.Context(), `DELETE FROM webhook_endpoints
+			WHERE organization_id = $1 AND livemode = $2 AND id = $3 RETURNING url`, c.OrgID, c.Livemode, id).Scan(&u)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errEndpointNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("deleting webhook endpoint: %w", err)
+		}
+		return audit.Record(r.Context(), tx, c.auditEntry("webhook_endpoint.deleted", "webhook_endpoint", id, now,
+			map[string]any{"url": redactURL(u)}))
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Deleted bool   `json:"deleted"`
+	}{id, "webhook_endpoint", true})
+	return nil
+}
+
+func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, c caller) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
+	p, err := readParams(w, r)
+	if err != nil {
+		return err
+	}
+	if err := p.only("expires_in"); err != nil {
+		return err
+	}
+	grace := DefaultRotationGrace
+	if n, present, err := p.integer("expires_in"); err != nil {
+		return err
+	} else if present {
+		if n < 0 || n > int64(MaxRotationGrace/time.Second) {
+			return apierror.ParameterInvalid("expires_in", fmt.Sprintf(
+				"Invalid expires_in: seconds the current secret keeps signing, from 0 (expire it now) to %d (7 days).",
+				int64(MaxRotationGrace/time.Second)))
+		}
+		grace = time.Duration(n) * time.Second
+	}
+	id := r.PathValue("id")
+	now := a.now()
+	expires := now.Add(grace)
+	var (
+		e      endpointRow
+		secret string
+	)
+	err = a.inTx(r.Context(), func(tx pgx.Tx) error {
+		var err error
+		if e, err = loadEndpoint(r.Context(), tx, c, id, true); err != nil {
+			return err
+		}
+		var active int
+		if err := tx.QueryRow(r.Context(), `SELECT count(*) FROM webhook_endpoint_secrets
+			WHERE endpoint_id = $1 AND (expires_at IS NULL OR expires_at > $2)`, e.ID, now).Scan(&active); err != nil {
+			return fmt.Errorf("counting signing secrets: %w", err)
+		}
+		if grace > 0 && active+1 > MaxActiveSecrets {
+			return apierror.ParameterInvalid("expires_in", fmt.Sprintf(
+				"This endpoint already has %d signing secrets in use; rotate with expires_in=0 to expire them now, or wait until they expire.", active))
+		}
+		// Secrets already due to expire sooner keep their earlier expiry.
+		if _, err := tx.Exec(r.Context(), `UPDATE webhook_endpoint_secrets
+			SET expires_at = LEAST(COALESCE(expires_at, 'infinity'), $3)
+			WHERE endpoint_id = $1 AND (expires_at IS NULL OR expires_at > $2)`, e.ID, now, expires); err != nil {
+			return fmt.Errorf("expiring signing secrets: %w", err)
+		}
+		if secret, err = addSecret(r.Context(), tx, a.box, e.ID, now); err != nil {
+			return err
+		}
+		return audit.Record(r.Context(), tx, c.auditEntry("webhook_endpoint.secret_rotated", "webhook_endpoint", e.ID, now,
+			map[string]any{"previous_secrets_expire_at": expires.Unix()}))
+	})
+	if err != nil {
+		return err
+	}
+	o := e.object()
+	o.Secret = secret
+	writeJSON(w, http.StatusOK, o)
+	return nil
+}
+
+// Recovery is the result of POST /v1/webhook-endpoints/{id}/recover.
+type Recovery struct {
+	Object   string `json:"object"` // "webhook_endpoint_recovery"
+	Endpoint string `json:"endpoint"`
+	Livemode bool   `json:"livemode"`
+	Since    int64  `json:"since"`
+	// Requeued counts the failed and dead deliveries sent again.
+	Requeued int64 `json:"requeued"`
+	// HasMore says more remain beyond MaxRecover; calling again with the
+	// same since takes the next ones (requeued deliveries no longer match).
+	HasMore bool `json:"has_more"`
+}
+
+func (a *API) recoverEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
+	p, err := readParams(w, r)
+	if err != nil {
+		return err
+	}
+	if err := p.only("since"); err != nil {
+		return err
+	}
+	now := a.now()
+	sinceUnix, present, err := p.integer("since")
+	switch {
+	case err != nil:
+		return err
+	case !present:
+		return apierror.ParameterMissing("since")
+	case sinceUnix > now.Unix():
+		return apierror.ParameterInvalid("since", "Invalid since: it is in the future.")
+	case sinceUnix < now.Add(-RecoverWindow).Unix():
+		return apierror.ParameterInvalid("since", fmt.Sprintf(
+			"Invalid since: recovery reaches back at most 7 days (since >= %d).", now.Add(-RecoverWindow).Unix()))
+	}
+	since := time.Unix(sinceUnix, 0)
+	id := r.PathValue("id")
+	rec := Recovery{Object: "webhook_endpoint_recovery", Endpoint: id, Livemode: c.Livemode, Since: sinceUnix}
+	err = a.inTx(r.Context(), func(tx pgx.Tx) error {
+		e, err := loadEndpoint(r.Context(), tx, c, id, true)
+		if err != nil {
+			return err
+		}
+		if e.Status != StatusEnabled {
+			return apierror.ParameterInvalid("id",
+				"The webhook endpoint "+id+" is disabled; enable it (disabled=false) before recovering its deliveries.")
+		}
+		tag, err := tx.Exec(r.Context(), `
+			WITH picked AS (
+				SELECT id FROM webhook_deliveries
+				WHERE endpoint_id = $1 AND organization_id = $2 AND livemode = $3
+				  AND status IN ('failed', 'dead') AND created_at >= $4
+				ORDER BY created_at, id
+				LIMIT $5
+				FOR UPDATE
+			)
+			UPDATE webhook_deliveries d
+			SET status = 'pending', next_attempt_at = $6, manual_pending = true, updated_at = $6
+			FROM picked WHERE d.id = picked.id`, e.ID, c.OrgID, c.Livemode, since, MaxRecover, now)
+		if err != nil {
+			return fmt.Errorf("recovering deliveries: %w", err)
+		}
+		rec.Requeued = tag.RowsAffected()
+		if err := tx.QueryRow(r.Context(), `SELECT EXISTS (
+				SELECT 1 FROM webhook_deliveries
+				WHERE endpoint_id = $1 AND organization_id = $2 AND livemode = $3
+				  AND status IN ('failed', 'dead') AND created_at >= $4)`,
+			e.ID, c.OrgID, c.Livemode, since).Scan(&rec.HasMore); err != nil {
+			return fmt.Errorf("recovering deliveries: %w", err)
+		}
+		return audit.Record(r.Context(), tx, c.auditEntry("webhook_endpoint.recovered", "webhook_endpoint", e.ID, now,
+			map[string]any{"since": sinceUnix, "requeued": rec.Requeued, "has_more": rec.HasMore}))
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rec)
+	return nil
+}
+
+// testEndpoint sends the endpoint a webhook_endpoint.test event, and only
+// it: see the package documentation.
+func (a *API) testEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
+	p, err := readParams(w, r)
+	if err != nil {
+		return err
+	}
+	if err := p.only(); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	now := a.now()
+	var d deliveryRow
+	err = a.inTx(r.Context(), func(tx pgx.Tx) error {
+		// Locked so that a concurrent delete cannot pull the endpoint from
+		// under the delivery row.
+		e, err := loadEndpoint(r.Context(), tx, c, id, true)
+		if err != nil {
+			return err
+		}
+		obj, err := json.Marshal(e.object())
+		if err != nil {
+			return fmt.Errorf("encoding endpoint: %w", err)
+		}
+		ev := wire.Event{
+			V: 1, ID: ids.NewAt(ids.Event, now), OrganizationID: c.OrgID, Livemode: c.Livemode,
+			Type: TestEventType, Created: now.Unix(), APIVersion: c.APIVersion,
+			Data:      json.RawMessage(`{"object":` + string(obj) + `}`),
+			RequestID: c.RequestID, IdempotencyKey: idempotencyKey(r),
+		}
+		if e.APIVersion != nil {
+			ev.APIVersion = *e.APIVersion
+		}
+		if ev.APIVersion == "" {
+			ev.APIVersion = apiversion.Latest()
+		}
+		if _, err := events.Insert(r.Context(), tx, ev); err != nil {
+			return err
+		}
+		d = deliveryRow{
+			ID: ids.NewAt(ids.Delivery, now), Livemode: c.Livemode, EventID: ev.ID, EventType: &ev.Type,
+			EndpointID: e.ID, Status: "pending", NextAttemptAt: &now, ManualPending: true, CreatedAt: now,
+		}
+		if _, err := tx.Exec(r.Context(), `
+			INSERT INTO webhook_deliveries (id, organization_id, livemode, event_id, endpoint_id, status, attempts,
+			                                next_attempt_at, manual_pending, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, true, $6, $6)`,
+			d.ID, c.OrgID, c.Livemode, ev.ID, e.ID, now); err != nil {
+			return fmt.Errorf("creating test delivery: %w", err)
+		}
+		return audit.Record(r.Context(), tx, c.auditEntry("webhook_endpoint.tested", "webhook_endpoint", e.ID, now,
+			map[string]any{"event": ev.ID, "delivery": d.ID}))
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, d.object())
+	return nil
+}
+
+// idempotencyKey is the request's Idempotency-Key when it is one the
+// gateway would have accepted; anything else is not stored.
+func idempotencyKey(r *http.Request) string {
+	k := r.Header.Get("Idempotency-Key")
+	if len(k) > events.MaxIdempotencyKeyLen || !utf8.ValidString(k) || strings.IndexByte(k, 0) >= 0 {
+		return ""
+	}
+	return k
+}

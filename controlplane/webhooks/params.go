@@ -1,0 +1,307 @@
+package webhooks
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/gatehouse/gatehouse/controlplane/router"
+	"github.com/gatehouse/gatehouse/internal/apierror"
+)
+
+// The request-body decoding below is the same as in controlplane/events
+// (params.go there), plus the typed readers only this package needs; it
+// belongs in a package both can import once the control plane has one for
+// /v1 plumbing.
+
+// params are a request's body parameters as JSON values, whether the body
+// was a JSON object or a Stripe-style form: form values become JSON strings
+// and bracketed names nest (data[address][city]=Paris, enabled_events[]=a,
+// enabled_events[0]=a, metadata[plan]=pro).
+type params map[string]json.RawMessage
+
+// readParams reads a JSON or form-encoded body; an empty body has no
+// parameters.
+func readParams(w http.ResponseWriter, r *http.Request) (params, error) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, router.MaxBodyBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, apierror.New(http.StatusRequestEntityTooLarge, apierror.TypeInvalidRequest, "body_too_large",
+				fmt.Sprintf("The request body is larger than %d bytes.", router.MaxBodyBytes))
+		}
+		return nil, apierror.InvalidRequest("body_invalid", "", "The request body could not be read.")
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return params{}, nil
+	}
+	if !utf8.Valid(raw) {
+		return nil, apierror.InvalidRequest("body_invalid", "", "The request body must be valid UTF-8.")
+	}
+	mediaType, mparams, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil {
+		mediaType = ""
+	}
+	if cs, ok := mparams["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return nil, apierror.InvalidRequest("body_invalid", "", "Request bodies must be UTF-8; charset "+cs+" is not supported.")
+	}
+	switch mediaType {
+	case "application/json":
+		return parseJSON(raw)
+	case "application/x-www-form-urlencoded":
+		vals, err := url.ParseQuery(string(raw))
+		if err != nil {
+			return nil, apierror.InvalidRequest("body_invalid", "", "The form-encoded request body is malformed.")
+		}
+		return parseForm(vals)
+	}
+	return nil, apierror.InvalidRequest("body_invalid", "",
+		"Send the request body as application/json or application/x-www-form-urlencoded.")
+}
+
+func parseJSON(raw []byte) (params, error) {
+	var p params
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(&p); err != nil {
+		if _, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+			return nil, apierror.InvalidRequest("body_invalid", "", "The JSON request body must be an object.")
+		}
+		return nil, apierror.InvalidRequest("body_invalid", "", "The request body is not valid JSON: "+err.Error()+".")
+	}
+	if p == nil {
+		return nil, apierror.InvalidRequest("body_invalid", "", "The JSON request body must be an object.")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, apierror.InvalidRequest("body_invalid", "", "The request body has data after the JSON object.")
+	}
+	return p, nil
+}
+
+// parseForm turns form values into the same shape as a JSON body.
+func parseForm(vals url.Values) (params, error) {
+	root := map[string]any{}
+	for _, key := range slices.Sorted(maps.Keys(vals)) {
+		path, ok := splitFormKey(key)
+		if !ok {
+			return nil, apierror.ParameterInvalid(printable(key),
+				fmt.Sprintf("Malformed parameter name %q: use name, name[key] or name[] only.", printable(key)))
+		}
+		conflict := apierror.ParameterInvalid(path[0],
+			fmt.Sprintf("Parameter %s is sent both as a value and as a list or object.", printable(key)))
+		vs := vals[key]
+		last := path[len(path)-1]
+		if last == "" { // name[]=a&name[]=b: a list
+			node, err := walk(root, path[:len(path)-2], conflict)
+			if err != nil {
+				return nil, err
+			}
+			name := path[len(path)-2]
+			list, _ := node[name].([]any)
+			if _, exists := node[name]; exists && list == nil {
+				return nil, conflict
+			}
+			for _, v := range vs {
+				list = append(list, v)
+			}
+			node[name] = list
+			continue
+		}
+		if len(vs) > 1 {
+			return nil, apierror.ParameterInvalid(path[0],
+				fmt.Sprintf("Parameter %s was sent more than once; send a list as %s[].", printable(key), printable(key)))
+		}
+		node, err := walk(root, path[:len(path)-1], conflict)
+		if err != nil {
+			return nil, err
+		}
+		if _, exists := node[last]; exists {
+			return nil, conflict
+		}
+		node[last] = vs[0]
+	}
+	p := make(params, len(root))
+	for k, v := range root {
+		b, err := json.Marshal(indexedToLists(v))
+		if err != nil {
+			return nil, fmt.Errorf("encoding form parameter: %w", err)
+		}
+		p[k] = b
+	}
+	return p, nil
+}
+
+// walk descends root along path, creating objects as needed.
+func walk(root map[string]any, path []string, conflict error) (map[string]any, error) {
+	node := root
+	for _, seg := range path {
+		if seg == "" {
+			return nil, conflict // name[][x]: lists of objects take indexes
+		}
+		child, exists := node[seg]
+		if !exists {
+			m := map[string]any{}
+			node[seg] = m
+			node = m
+			continue
+		}
+		m, ok := child.(map[string]any)
+		if !ok {
+			return nil, conflict
+		}
+		node = m
+	}
+	return node, nil
+}
+
+// indexedToLists turns objects keyed 0, 1, …, n-1 (name[0]=a&name[1]=b)
+// into lists, recursively.
+func indexedToLists(v any) any {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return v
+	}
+	for k, c := range m {
+		m[k] = indexedToLists(c)
+	}
+	list := make([]any, len(m))
+	for k, c := range m {
+		i, err := strconv.Atoi(k)
+		if err != nil || i < 0 || i >= len(m) || strconv.Itoa(i) != k {
+			return m
+		}
+		list[i] = c
+	}
+	return list
+}
+
+// splitFormKey splits "a[b][c]" into a, b, c and "a[]" into a, "".
+func splitFormKey(key string) ([]string, bool) {
+	name, rest, _ := strings.Cut(key, "[")
+	if name == "" || strings.Contains(name, "]") {
+		return nil, false
+	}
+	path := []string{name}
+	if rest == "" && !strings.Contains(key, "[") {
+		return path, true
+	}
+	rest = "[" + rest
+	for rest != "" {
+		if rest[0] != '[' {
+			return nil, false
+		}
+		seg, after, ok := strings.Cut(rest[1:], "]")
+		if !ok || strings.Contains(seg, "[") {
+			return nil, false
+		}
+		if seg == "" && after != "" {
+			return nil, false
+		}
+		path = append(path, seg)
+		rest = after
+	}
+	return path, true
+}
+
+// only refuses parameters other than allowed.
+func (p params) only(allowed ...string) error {
+	for _, k := range slices.Sorted(maps.Keys(p)) {
+		if !slices.Contains(allowed, k) {
+			return unknownParam(k)
+		}
+	}
+	return nil
+}
+
+// str returns a string parameter; present is false when it was not sent,
+// s is nil when it was sent as null.
+func (p params) str(name string) (s *string, present bool, err error) {
+	raw, ok := p[name]
+	if !ok {
+		return nil, false, nil
+	}
+	if isNull(raw) {
+		return nil, true, nil
+	}
+	var v string
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, true, apierror.ParameterInvalid(name, fmt.Sprintf("Invalid %s: expected a string.", name))
+	}
+	return &v, true, nil
+}
+
+func unknownParam(key string) error {
+	return apierror.InvalidRequest("parameter_unknown", printable(key),
+		fmt.Sprintf("Received unknown parameter: %s.", printable(key)))
+}
+
+// noQuery refuses query parameters on endpoints that take none (POST
+// parameters belong in the body), so a misplaced one is not ignored.
+func noQuery(r *http.Request) error {
+	for _, key := range slices.Sorted(maps.Keys(r.URL.Query())) {
+		return unknownParam(key)
+	}
+	return nil
+}
+
+// printable keeps invalid bytes in a parameter name out of error messages.
+func printable(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+
+func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
+
+// boolean returns a boolean parameter: true/false, or the strings "true"
+// and "false" (form bodies).
+func (p params) boolean(name string) (v, present bool, err error) {
+	raw, ok := p[name]
+	if !ok {
+		return false, false, nil
+	}
+	var s string
+	switch {
+	case json.Unmarshal(raw, &v) == nil:
+		return v, true, nil
+	case json.Unmarshal(raw, &s) == nil && (s == "true" || s == "false"):
+		return s == "true", true, nil
+	}
+	return false, true, apierror.ParameterInvalid(name, fmt.Sprintf("Invalid %s: expected true or false.", name))
+}
+
+// integer returns a whole-number parameter: a JSON integer or a decimal
+// string (form bodies).
+func (p params) integer(name string) (v int64, present bool, err error) {
+	raw, ok := p[name]
+	if !ok {
+		return 0, false, nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		s = string(bytes.TrimSpace(raw))
+	}
+	v, err = strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, true, apierror.ParameterInvalid(name, fmt.Sprintf("Invalid %s: expected a whole number.", name))
+	}
+	return v, true, nil
+}
+
+// strings returns a list-of-strings parameter (JSON array; form name[] or
+// name[0]).
+func (p params) strings(name string) (v []string, present bool, err error) {
+	raw, ok := p[name]
+	if !ok {
+		return nil, false, nil
+	}
+	if err := json.Unmarshal(raw, &v); err != nil || v == nil {
+		return nil, true, apierror.ParameterInvalid(name,
+			fmt.Sprintf("Invalid %s: expected a list of strings (JSON array, or %s[]=… in a form).", name, name))
+	}
+	return v, true, nil
+}

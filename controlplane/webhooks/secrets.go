@@ -1,0 +1,71 @@
+package webhooks
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/secretbox"
+	"github.com/gatehouse/gatehouse/internal/whsign"
+)
+
+// secretIDPrefix starts the ids of webhook_endpoint_secrets rows. They are
+// never shown; each is the additional data its ciphertext is sealed with.
+const secretIDPrefix = "wesec"
+
+// Querier reads rows: a pool, a connection or a transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// ActiveSecrets returns the signing secrets ("whsec_…") of an endpoint
+// that have not expired at now, newest first. It does not check who owns
+// the endpoint: callers serving a tenant (the dashboard) must have loaded
+// the endpoint with the tenant's organisation and environment first.
+func ActiveSecrets(ctx context.Context, q Querier, box *secretbox.Box, endpointID string, now time.Time) ([]string, error) {
+	rows, err := q.Query(ctx, `
+		SELECT id, ciphertext FROM webhook_endpoint_secrets
+		WHERE endpoint_id = $1 AND (expires_at IS NULL OR expires_at > $2)
+		ORDER BY created_at DESC, id DESC`, endpointID, now)
+	if err != nil {
+		return nil, fmt.Errorf("loading signing secrets: %w", err)
+	}
+	type sealed struct {
+		ID         string `db:"id"`
+		Ciphertext []byte `db:"ciphertext"`
+	}
+	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[sealed])
+	if err != nil {
+		return nil, fmt.Errorf("loading signing secrets: %w", err)
+	}
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		pt, err := box.Open(r.Ciphertext, []byte(r.ID))
+		if err != nil {
+			return nil, fmt.Errorf("opening signing secret %s: %w", r.ID, err)
+		}
+		out[i] = string(pt)
+	}
+	return out, nil
+}
+
+// execer runs a statement; a pgx.Tx in practice.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// addSecret creates a secret for endpoint, stores it sealed and returns it.
+func addSecret(ctx context.Context, tx execer, box *secretbox.Box, endpointID string, now time.Time) (string, error) {
+	secret := whsign.NewSecret()
+	id := ids.NewAt(secretIDPrefix, now)
+	_, err := tx.Exec(ctx, `INSERT INTO webhook_endpoint_secrets (id, endpoint_id, ciphertext, created_at)
+		VALUES ($1, $2, $3, $4)`, id, endpointID, box.Seal([]byte(secret), []byte(id)), now)
+	if err != nil {
+		return "", fmt.Errorf("storing signing secret: %w", err)
+	}
+	return secret, nil
+}
