@@ -32,7 +32,7 @@ func (c client) Destruct() error { return c.Client.Close() }
 // must never hang a client request.
 const (
 	DialTimeout = 250 * time.Millisecond
-	IOTimeout   = 100 * time.Millisecond
+	IOTimeout   = 250 * time.Millisecond
 )
 
 // Get returns the shared client for url. Callers must call Release with the

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -173,4 +174,26 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("altered body verified: %v", err)
 		}
 	})
+}
+
+// A receiver verifies the raw body before parsing it.
+func ExampleVerify() {
+	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" // from the webhook endpoint's creation
+	handler := func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err := whsign.Verify(secret, r.Header, body, 5*time.Minute, time.Now()); err != nil {
+			http.Error(w, "bad signature", http.StatusBadRequest)
+			return
+		}
+		// Deduplicate on r.Header.Get("webhook-id"): retries carry the same id.
+		w.WriteHeader(http.StatusNoContent)
+	}
+	_ = handler
+
+	// What the sender does:
+	h := http.Header{}
+	key, _ := whsign.ParseSecret(secret)
+	whsign.Headers(h, [][]byte{key}, "msg_p5jXN8AQM9LWM0D4loKWxJek", time.Unix(1614265330, 0), []byte(`{"test": 2432232314}`))
+	fmt.Println(h.Get("webhook-signature"))
+	// Output: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=
 }

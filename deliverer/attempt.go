@@ -1,0 +1,268 @@
+package deliverer
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/ssrf"
+	"github.com/gatehouse/gatehouse/internal/whsign"
+)
+
+// UserAgent identifies deliveries.
+const UserAgent = "Gatehouse-Webhooks/1"
+
+// Response handling bounds.
+const (
+	snippetLimit = 4 << 10  // stored with the attempt
+	drainLimit   = 64 << 10 // read past the snippet so the connection can be reused
+)
+
+type resultKind int
+
+const (
+	resAttempted resultKind = iota // an attempt was made (or failed before sending) and is recorded
+	resParked                      // the endpoint is disabled: no attempt, no schedule
+	resRelease                     // shutting down mid-attempt: give the lease back, record nothing
+)
+
+// result is what happened to one held delivery.
+type result struct {
+	j         *job
+	kind      resultKind
+	attemptID string
+	at        time.Time // attempt start, on the worker's clock
+	code      int       // HTTP status; 0 when none
+	latency   time.Duration
+	snippet   string
+	errText   string
+	class     string // metrics label
+	ok        bool
+	gone      bool      // 410: disable the endpoint
+	status    string    // the delivery's new status
+	next      time.Time // next attempt when status is failed and a retry is scheduled
+	scheduled bool      // next is set
+}
+
+// newClient is the delivery HTTP client: every connection passes the SSRF
+// guard at dial time, no proxy, and no redirects (a 3xx is the answer).
+func newClient(p ssrf.Policy, perEndpoint int) *http.Client {
+	tr := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           ssrf.Dialer(p).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   4 * perEndpoint, // several endpoints may share a host
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// attempt makes one delivery attempt and decides the delivery's next state.
+// ctx ends only when the process gives up on in-flight attempts at
+// shutdown; the per-attempt timeout is applied here.
+func (w *Worker) attempt(ctx context.Context, j *job) *result {
+	now := w.now()
+	r := &result{j: j, at: now, attemptID: ids.NewAt(ids.Attempt, now)}
+	if j.ep.Status != "enabled" && !j.d.Manual {
+		// A disabled endpoint gets no scheduled attempts; a manual retry
+		// is the user's explicit request and goes through. The delivery is
+		// parked as failed, without a next attempt, which is what the
+		// control plane's recovery picks up once the endpoint is enabled
+		// again.
+		r.kind, r.status = resParked, "failed"
+		return r
+	}
+	if j.ev == nil {
+		r.errText = fmt.Sprintf("event %s no longer exists", j.d.EventID)
+		r.class = "no_event"
+		r.status = "dead"
+		return r
+	}
+	if j.fast && j.d.Attempts == 0 && !j.eventTime.IsZero() {
+		w.m.firstAttempt.Observe(time.Since(j.eventTime).Seconds())
+	}
+	body, err := payload(*j.ev, j.ep.APIVersion)
+	if err != nil {
+		r.errText, r.class = err.Error(), "payload"
+		w.decide(r)
+		return r
+	}
+	keys, err := w.secrets.keys(ctx, j.d.EndpointID, now)
+	if err != nil {
+		if ctx.Err() != nil {
+			r.kind = resRelease
+			return r
+		}
+		r.errText, r.class = "cannot sign: "+err.Error(), "no_secret"
+		w.decide(r)
+		return r
+	}
+
+	actx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, j.ep.URL, bytes.NewReader(body))
+	if err != nil {
+		r.errText, r.class = "invalid endpoint url: "+err.Error(), "network_error"
+		w.decide(r)
+		return r
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", UserAgent)
+	whsign.Headers(req.Header, keys, j.d.ID, now, body)
+
+	start := time.Now()
+	resp, err := w.client.Do(req)
+	if err == nil {
+		var snip []byte
+		snip, err = io.ReadAll(io.LimitReader(resp.Body, snippetLimit))
+		if err == nil {
+			_, _ = io.CopyN(io.Discard, resp.Body, drainLimit)
+		}
+		resp.Body.Close()
+		r.code = resp.StatusCode
+		r.snippet = cleanText(snip)
+		if err != nil && ctx.Err() == nil {
+			// Status known, body cut short: the status decides, the error
+			// is noted.
+			r.errText = "reading response: " + describeErr(err, w.cfg.Timeout)
+		}
+		err = nil
+		r.latency = time.Since(start)
+		w.classify(r, resp)
+	} else {
+		r.latency = time.Since(start)
+		if ctx.Err() != nil {
+			r.kind = resRelease
+			return r
+		}
+		r.class, r.errText = classifyErr(err, w.cfg.Timeout)
+	}
+	w.m.attemptLatency.WithLabelValues(r.class).Observe(r.latency.Seconds())
+	if r.latency > time.Second {
+		if ce := w.log.Check(zap.DebugLevel, "slow attempt"); ce != nil {
+			ce.Write(zap.String("delivery_id", j.d.ID), zap.Duration("latency", r.latency), zap.String("result", r.class), zap.String("error", r.errText))
+		}
+	}
+	w.decide(r)
+	return r
+}
+
+// classify interprets a response.
+func (w *Worker) classify(r *result, resp *http.Response) {
+	switch c := resp.StatusCode; {
+	case c >= 200 && c < 300:
+		r.ok, r.class = true, "success"
+	case c == http.StatusGone:
+		r.gone, r.class = true, "gone"
+		r.errText = "410 Gone: the endpoint was disabled"
+	case c >= 300 && c < 400:
+		r.class = "redirect"
+		loc := resp.Header.Get("Location")
+		if len(loc) > 200 {
+			loc = loc[:200] + "…"
+		}
+		r.errText = fmt.Sprintf("redirects are not followed (%d to %q)", c, cleanText([]byte(loc)))
+	default:
+		r.class = "http_error"
+		if c == http.StatusTooManyRequests || c == http.StatusServiceUnavailable {
+			if d, ok := retryAfter(resp.Header.Get("Retry-After"), r.at); ok {
+				r.next, r.scheduled = r.at.Add(max(d, time.Second)), true
+			}
+		}
+	}
+}
+
+// decide sets the delivery's next status from an attempt's outcome.
+func (w *Worker) decide(r *result) {
+	r.kind = resAttempted
+	j := r.j
+	switch {
+	case r.ok:
+		r.status = "succeeded"
+		r.scheduled = false
+		return
+	case r.status == "dead":
+		return
+	case r.gone:
+		// Parked with the endpoint: no retry until someone re-enables it
+		// and recovers its deliveries.
+		r.status, r.scheduled = "failed", false
+		return
+	}
+	sched := w.cfg.SandboxSchedule
+	if j.d.Livemode {
+		sched = w.cfg.LiveSchedule
+	}
+	d, ok := sched.Next(j.d.Attempts + 1)
+	if !ok {
+		r.status, r.scheduled = "dead", false
+		return
+	}
+	r.status = "failed"
+	if !r.scheduled { // Retry-After, when given, replaces the schedule's wait
+		r.next, r.scheduled = r.at.Add(d), true
+	}
+}
+
+// classifyErr names a transport error for metrics and the attempt record.
+func classifyErr(err error, timeout time.Duration) (class, text string) {
+	switch {
+	case errors.Is(err, ssrf.ErrForbidden):
+		return "refused", "refused: " + describeErr(err, timeout)
+	case isTimeout(err):
+		return "timeout", fmt.Sprintf("timed out after %s", timeout)
+	default:
+		return "network_error", describeErr(err, timeout)
+	}
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// describeErr is err without the "Post \"url\":" wrapper the client adds.
+func describeErr(err error, timeout time.Duration) string {
+	if isTimeout(err) {
+		return fmt.Sprintf("timed out after %s", timeout)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return cleanText([]byte(err.Error()))
+}
+
+// cleanText makes b storable as Postgres text: valid UTF-8, no NUL.
+func cleanText(b []byte) string {
+	s := string(b)
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	return strings.ReplaceAll(s, "\x00", "")
+}

@@ -1,0 +1,380 @@
+package deliverer_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/deliverer"
+	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/ssrf"
+	"github.com/gatehouse/gatehouse/internal/whsign"
+)
+
+func TestGoneDisablesEndpoint(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusGone) })
+	ep, _ := e.endpoint(rc.URL, endpointOpts{live: true})
+	e.start(e.config())
+	ev := e.event(true, "customer.created")
+	e.produce(ev)
+
+	d := e.waitDelivery("the 410 attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	if d.Status != "failed" || d.NextAttemptAt != nil || *d.LastStatusCode != 410 {
+		t.Fatalf("delivery after 410: %+v (want failed, no further attempt)", d)
+	}
+	var status, reason string
+	if err := e.pool.QueryRow(context.Background(), `SELECT status, disabled_reason FROM webhook_endpoints WHERE id = $1`, ep).
+		Scan(&status, &reason); err != nil {
+		t.Fatal(err)
+	}
+	if status != "disabled" || !strings.Contains(reason, "410") {
+		t.Fatalf("endpoint %s (%q), want disabled for 410", status, reason)
+	}
+	if n := e.count(`SELECT count(*) FROM audit_logs WHERE organization_id = $1 AND actor_type = 'system' AND actor_id = 'deliverer'
+		AND action = 'webhook_endpoint.disabled' AND target_id = $2 AND livemode`, e.org, ep); n != 1 {
+		t.Fatalf("%d audit entries for the disabling", n)
+	}
+	waitFor(t, "the disabled alert", 5*time.Second, func() bool {
+		k := e.alerts.kinds()
+		return len(k) > 0 && k[0] == deliverer.AlertDisabled
+	})
+	// A disabled endpoint gets no new deliveries.
+	ev2 := e.event(true, "customer.created")
+	e.produce(ev2)
+	ev3 := e.event(false, "customer.created") // an event the consumer must also have passed
+	other := newReceiver(t, nil)
+	ep2, _ := e.endpoint(other.URL, endpointOpts{})
+	e.produce(ev3)
+	e.waitDelivery("a later event to another endpoint", ev3.ID, ep2, func(d deliveryRow) bool { return d.Status == "succeeded" })
+	if n := e.count(`SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1`, ep); n != 1 {
+		t.Fatalf("disabled endpoint has %d deliveries", n)
+	}
+	if rc.count() != 1 {
+		t.Fatalf("disabled endpoint received %d requests", rc.count())
+	}
+}
+
+func TestRetryAfterHonoured(t *testing.T) {
+	e := newEnv(t)
+	var date string
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		switch n {
+		case 1:
+			w.Header().Set("Retry-After", "120")
+			w.WriteHeader(http.StatusTooManyRequests)
+		case 2:
+			w.Header().Set("Retry-After", date)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case 3:
+			w.Header().Set("Retry-After", "9999999") // capped at 24 h
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+	ep, _ := e.endpoint(rc.URL, endpointOpts{live: true})
+	e.start(e.config())
+	ev := e.event(true, "customer.created")
+	e.produce(ev)
+
+	d := e.waitDelivery("the 429", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	at := e.attempts(d.ID)[0].CreatedAt
+	if d.NextAttemptAt == nil || !d.NextAttemptAt.Equal(at.Add(120*time.Second)) {
+		t.Fatalf("next attempt %v, want attempt time %v + 120 s", d.NextAttemptAt, at)
+	}
+	e.clock.Set(*d.NextAttemptAt)
+	want := e.clock.Now().Add(time.Hour)
+	date = want.UTC().Format(http.TimeFormat)
+
+	d = e.waitDelivery("the 503", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 2 && d.LockedUntil == nil })
+	if d.NextAttemptAt == nil || !d.NextAttemptAt.Equal(want) {
+		t.Fatalf("next attempt %v, want the Retry-After date %v", d.NextAttemptAt, want)
+	}
+	e.clock.Set(*d.NextAttemptAt)
+	d = e.waitDelivery("the capped 429", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 3 && d.LockedUntil == nil })
+	at = e.attempts(d.ID)[2].CreatedAt
+	if d.NextAttemptAt == nil || !d.NextAttemptAt.Equal(at.Add(deliverer.MaxRetryAfter)) {
+		t.Fatalf("next attempt %v, want capped at 24 h after %v", d.NextAttemptAt, at)
+	}
+	e.clock.Set(*d.NextAttemptAt)
+	e.waitDelivery("success", ev.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+}
+
+func TestRedirectNotFollowed(t *testing.T) {
+	e := newEnv(t)
+	target := newReceiver(t, nil)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+"/elsewhere", http.StatusTemporaryRedirect)
+	})
+	ep, _ := e.endpoint(rc.URL, endpointOpts{})
+	e.start(e.config())
+	ev := e.event(false, "customer.created")
+	e.produce(ev)
+	d := e.waitDelivery("the redirected attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	if d.Status != "failed" || *d.LastStatusCode != 307 || d.NextAttemptAt == nil {
+		t.Fatalf("delivery %+v, want failed with a retry", d)
+	}
+	a := e.attempts(d.ID)[0]
+	if !strings.Contains(a.Error, "redirects are not followed") || !strings.Contains(a.Error, "/elsewhere") {
+		t.Fatalf("attempt error %q", a.Error)
+	}
+	if target.count() != 0 {
+		t.Fatal("the redirect was followed")
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	})
+	ep, _ := e.endpoint(rc.URL, endpointOpts{})
+	cfg := e.config()
+	cfg.Timeout = 300 * time.Millisecond
+	e.start(cfg)
+	ev := e.event(false, "customer.created")
+	e.produce(ev)
+	d := e.waitDelivery("the timed-out attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	a := e.attempts(d.ID)[0]
+	if d.Status != "failed" || d.LastStatusCode != nil || a.StatusCode != nil || a.Error != "timed out after 300ms" {
+		t.Fatalf("delivery %+v, attempt %+v", d, a)
+	}
+	if a.LatencyMS < 250 || a.LatencyMS > 5000 {
+		t.Errorf("latency %d ms for a 300 ms timeout", a.LatencyMS)
+	}
+}
+
+// TestSlowEndpointDoesNotStarveOthers: with 4 workers and at most 2
+// attempts per endpoint, a hanging endpoint holds 2 workers and no more;
+// another endpoint's deliveries all go through meanwhile.
+func TestSlowEndpointDoesNotStarveOthers(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	var cur, peak atomic.Int32
+	slow := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		c := cur.Add(1)
+		for p := peak.Load(); c > p && !peak.CompareAndSwap(p, c); p = peak.Load() {
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		cur.Add(-1)
+	})
+	fast := newReceiver(t, nil)
+	epSlow, _ := e.endpoint(slow.URL, endpointOpts{events: []string{"slow.thing"}})
+	epFast, _ := e.endpoint(fast.URL, endpointOpts{events: []string{"fast.thing"}})
+	cfg := e.config()
+	cfg.Concurrency, cfg.EndpointConcurrency = 4, 2
+	e.start(cfg)
+
+	var evs, fastEvs []string
+	for range 10 {
+		ev := e.event(false, "slow.thing")
+		e.produce(ev)
+		evs = append(evs, ev.ID)
+	}
+	waitFor(t, "the slow endpoint to hold its share of workers", 30*time.Second, func() bool { return cur.Load() == 2 })
+	for range 10 {
+		ev := e.event(false, "fast.thing")
+		e.produce(ev)
+		fastEvs = append(fastEvs, ev.ID)
+	}
+	for _, id := range fastEvs {
+		e.waitDelivery("fast deliveries while the slow endpoint hangs", id, epFast, func(d deliveryRow) bool { return d.Status == "succeeded" })
+	}
+	if p := peak.Load(); p != 2 {
+		t.Fatalf("slow endpoint saw %d concurrent attempts, want 2", p)
+	}
+	close(release)
+	for _, id := range evs {
+		e.waitDelivery("slow deliveries once released", id, epSlow, func(d deliveryRow) bool { return d.Status == "succeeded" })
+	}
+}
+
+// TestExpiredLeaseIsTakenOver: a delivery leased by a deliverer that died
+// (locked_until in the past) is picked up; one whose lease is still live is
+// left alone until the lease runs out.
+func TestExpiredLeaseIsTakenOver(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	ep, secrets := e.endpoint(rc.URL, endpointOpts{})
+	now := e.clock.Now()
+	insert := func(lockedUntil time.Time) (string, string) {
+		ev := e.event(false, "customer.created")
+		e.exec(`INSERT INTO events (id, organization_id, livemode, type, api_version, data, created_at)
+			VALUES ($1, $2, false, $3, $4, $5, $6)`, ev.ID, e.org, ev.Type, ev.APIVersion, string(ev.Data), now)
+		id := ids.New(ids.Delivery)
+		e.exec(`INSERT INTO webhook_deliveries (id, organization_id, livemode, event_id, endpoint_id, status, next_attempt_at,
+			locked_until, lease_id) VALUES ($1, $2, false, $3, $4, 'pending', $5, $6, 'a-dead-deliverer')`,
+			id, e.org, ev.ID, ep, now.Add(-time.Minute), lockedUntil)
+		return ev.ID, id
+	}
+	expiredEv, expired := insert(now.Add(-time.Second))
+	liveEv, _ := insert(now.Add(30 * time.Second))
+	e.start(e.config())
+
+	e.waitDelivery("the expired lease's delivery", expiredEv, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+	got := rc.received()
+	if len(got) != 1 || got[0].header.Get("Webhook-Id") != expired {
+		t.Fatalf("receiver got %d requests", len(got))
+	}
+	if err := whsign.Verify(secrets[0], got[0].header, got[0].body, 0, e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // several poll intervals: the live lease must be respected
+	if d := e.delivery(liveEv, ep); d.Attempts != 0 {
+		t.Fatalf("a delivery under a live lease was attempted: %+v", d)
+	}
+	e.clock.Advance(31 * time.Second)
+	e.waitDelivery("the delivery once its lease ran out", liveEv, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+}
+
+// TestManualRetry honours the control plane's manual_pending flag: the
+// attempt is recorded as manual and the flag cleared, even for a dead
+// delivery or a disabled endpoint; a disabled endpoint's scheduled
+// deliveries are parked instead.
+func TestManualRetry(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	ep, _ := e.endpoint(rc.URL, endpointOpts{disabled: true})
+	now := e.clock.Now()
+	mk := func(status string, attempts int, manual bool) (string, string) {
+		ev := e.event(false, "customer.created")
+		e.exec(`INSERT INTO events (id, organization_id, livemode, type, api_version, data, created_at)
+			VALUES ($1, $2, false, $3, $4, $5, $6)`, ev.ID, e.org, ev.Type, ev.APIVersion, string(ev.Data), now)
+		id := ids.New(ids.Delivery)
+		e.exec(`INSERT INTO webhook_deliveries (id, organization_id, livemode, event_id, endpoint_id, status, attempts,
+			next_attempt_at, manual_pending) VALUES ($1, $2, false, $3, $4, $5, $6, $7, $8)`,
+			id, e.org, ev.ID, ep, status, attempts, now, manual)
+		return ev.ID, id
+	}
+	deadEv, _ := mk("pending", 4, true) // a dead delivery the user asked to retry
+	parkedEv, _ := mk("failed", 1, false)
+	neverTriedEv, _ := mk("pending", 0, false)
+	e.start(e.config())
+
+	d := e.waitDelivery("the manual attempt", deadEv, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+	if d.Manual || d.Attempts != 5 {
+		t.Fatalf("after the manual attempt: %+v", d)
+	}
+	if as := e.attempts(d.ID); len(as) != 1 || as[0].Trigger != "manual" {
+		t.Fatalf("attempts %+v, want one manual", as)
+	}
+	p := e.waitDelivery("the parked delivery", parkedEv, ep, func(d deliveryRow) bool { return d.LockedUntil == nil && d.NextAttemptAt == nil })
+	if p.Status != "failed" || p.Attempts != 1 || len(e.attempts(p.ID)) != 0 {
+		t.Fatalf("parked delivery %+v", p)
+	}
+	// Never attempted, but parked all the same: failed without a next
+	// attempt is what recovery re-queues once the endpoint is enabled.
+	p = e.waitDelivery("the parked new delivery", neverTriedEv, ep, func(d deliveryRow) bool { return d.LockedUntil == nil && d.NextAttemptAt == nil })
+	if p.Status != "failed" || p.Attempts != 0 {
+		t.Fatalf("parked new delivery %+v", p)
+	}
+	if rc.count() != 1 {
+		t.Fatalf("receiver got %d requests, want only the manual one", rc.count())
+	}
+	// A manual retry that fails on a delivery out of retries is dead again.
+	e.exec(`UPDATE webhook_endpoints SET status = 'enabled', disabled_reason = NULL WHERE id = $1`, ep)
+	rc.setRespond(func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	e.exec(`UPDATE webhook_deliveries SET status = 'pending', manual_pending = true, next_attempt_at = $2 WHERE id = $1`, d.ID, e.clock.Now())
+	d = e.waitDelivery("the failing manual attempt", deadEv, ep, func(d deliveryRow) bool { return d.Attempts == 6 && d.LockedUntil == nil })
+	if d.Status != "dead" || d.Manual {
+		t.Fatalf("after a failed manual retry of a dead delivery: %+v", d)
+	}
+}
+
+// TestSSRFGuardAtDelivery: without the loopback allowlist the delivery
+// client refuses to connect, after DNS, and records why.
+func TestSSRFGuardAtDelivery(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	port := rc.URL[strings.LastIndex(rc.URL, ":")+1:]
+	byName, _ := e.endpoint("http://localhost:"+port+"/hook", endpointOpts{}) // resolves to loopback
+	byIP, _ := e.endpoint(rc.URL, endpointOpts{})
+	cfg := e.config()
+	cfg.Policy = ssrf.Policy{}
+	e.start(cfg)
+	ev := e.event(false, "customer.created")
+	e.produce(ev)
+	for _, ep := range []string{byName, byIP} {
+		d := e.waitDelivery("the refused attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+		a := e.attempts(d.ID)[0]
+		if d.Status != "failed" || a.StatusCode != nil || !strings.Contains(a.Error, "refused") || !strings.Contains(a.Error, "loopback") {
+			t.Fatalf("delivery %+v, attempt %+v", d, a)
+		}
+	}
+	if rc.count() != 0 {
+		t.Fatal("the guard let a request through to loopback")
+	}
+}
+
+// TestEndpointAPIVersion: an endpoint pinned to an older API version gets
+// the event rendered in that version.
+func TestEndpointAPIVersion(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	ep, _ := e.endpoint(rc.URL, endpointOpts{apiVersion: "2026-06-01"})
+	e.start(e.config())
+	ev := e.event(false, "customer.created")
+	e.produce(ev)
+	e.waitDelivery("delivery", ev.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+	var body struct {
+		APIVersion string `json:"api_version"`
+		Data       struct {
+			Object map[string]any `json:"object"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(rc.received()[0].body, &body); err != nil {
+		t.Fatal(err)
+	}
+	if body.APIVersion != "2026-06-01" || body.Data.Object["full_name"] != "Ada" || body.Data.Object["name"] != nil {
+		t.Fatalf("payload in %s: %v", body.APIVersion, body.Data.Object)
+	}
+}
+
+// TestFailingEndpointAlertsAndDisables: failing_since thresholds raise one
+// alert each, and five days of failure disable the endpoint (audited).
+func TestFailingEndpointAlertsAndDisables(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	epDay, _ := e.endpoint(rc.URL+"/day", endpointOpts{})
+	epFive, _ := e.endpoint(rc.URL+"/five", endpointOpts{})
+	now := e.clock.Now()
+	e.exec(`UPDATE webhook_endpoints SET failing_since = $2 WHERE id = $1`, epDay, now.Add(-25*time.Hour))
+	e.exec(`UPDATE webhook_endpoints SET failing_since = $2 WHERE id = $1`, epFive, now.Add(-5*24*time.Hour-time.Minute))
+	e.start(e.config())
+	ev := e.event(false, "customer.created")
+	e.produce(ev)
+	e.waitDelivery("day", ev.ID, epDay, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	e.waitDelivery("five", ev.ID, epFive, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+
+	var level int
+	var status string
+	_ = e.pool.QueryRow(context.Background(), `SELECT failing_alert_level, status FROM webhook_endpoints WHERE id = $1`, epDay).Scan(&level, &status)
+	if level != 2 || status != "enabled" {
+		t.Fatalf("endpoint failing 25 h: level %d, %s", level, status)
+	}
+	_ = e.pool.QueryRow(context.Background(), `SELECT status FROM webhook_endpoints WHERE id = $1`, epFive).Scan(&status)
+	if status != "disabled" {
+		t.Fatalf("endpoint failing 5 days is %s", status)
+	}
+	if n := e.count(`SELECT count(*) FROM audit_logs WHERE target_id = $1 AND actor_type = 'system' AND action = 'webhook_endpoint.disabled'
+		AND data->>'reason' = 'failing'`, epFive); n != 1 {
+		t.Fatalf("%d audit entries", n)
+	}
+	waitFor(t, "both alerts", 5*time.Second, func() bool { return len(e.alerts.kinds()) == 2 })
+	// The same threshold is not alerted twice.
+	ev2 := e.event(false, "customer.created")
+	e.produce(ev2)
+	e.waitDelivery("day again", ev2.ID, epDay, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	if k := e.alerts.kinds(); len(k) != 2 {
+		t.Fatalf("alerts %v", k)
+	}
+}

@@ -1,0 +1,95 @@
+package deliverer
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/ssrf"
+)
+
+// Env is the deliverer's own configuration from the environment (the shared
+// settings — DATABASE_URL, KAFKA_BROKERS, MASTER_KEY, LOG_LEVEL — come from
+// internal/config):
+//
+//	DELIVERER_ADDR                 health and metrics address (:8083)
+//	WEBHOOK_ALLOW_CIDRS            ranges reachable despite the SSRF guard, e.g. "127.0.0.0/8,::1" or "loopback" (none)
+//	DELIVERY_SCHEDULE_LIVE         retry waits, live mode (5s,5m0s,30m0s,2h0m0s,5h0m0s,10h0m0s,10h0m0s,24h0m0s,24h0m0s)
+//	DELIVERY_SCHEDULE_SANDBOX      retry waits, sandbox (5s,1m0s,5m0s)
+//	DELIVERY_CONCURRENCY           attempts in flight in all (64)
+//	DELIVERY_ENDPOINT_CONCURRENCY  attempts in flight per endpoint (10)
+//	DELIVERY_TIMEOUT               one attempt, connect to last byte (15s)
+//	DELIVERY_LEASE                 how long a claim holds a delivery (30s)
+//	DELIVERY_POLL_INTERVAL         how often due deliveries are claimed (250ms)
+//	DELIVERY_DISABLE_AFTER         disable endpoints failing continuously this long (120h)
+//	SMTP_ADDR, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM, SMTP_TO
+//	                               mail alerts; off unless SMTP_ADDR and SMTP_FROM are set
+//	DATA_DIR                       local state; the dead-letter spool lives in DATA_DIR/deliverer-spool (.data)
+//	DELIVERER_TOPIC, DELIVERER_GROUP, DELIVERER_DEAD_LETTER_TOPIC
+//	                               override platform.events.v1, group "deliverer" and webhooks.dead-letter.v1
+//	                               (several environments on one Kafka cluster; the chaos test)
+type Env struct {
+	Addr   string
+	Worker WorkerConfig // without DB, Brokers, Box, Logger
+	SMTP   SMTPConfig
+}
+
+// FromEnv reads Env.
+func FromEnv() (Env, error) {
+	var e Env
+	e.Addr = config.String("DELIVERER_ADDR", DefaultAddr)
+	allow, err := ssrf.ParseAllowlist(os.Getenv("WEBHOOK_ALLOW_CIDRS"))
+	if err != nil {
+		return e, fmt.Errorf("WEBHOOK_ALLOW_CIDRS: %w", err)
+	}
+	// URL rules (https in live mode, no credentials) are the control
+	// plane's, at creation; the deliverer enforces the address rules, at
+	// every connection.
+	e.Worker.Policy = ssrf.Policy{Allow: allow}
+	if e.Worker.LiveSchedule, err = scheduleEnv("DELIVERY_SCHEDULE_LIVE", DefaultLiveSchedule); err != nil {
+		return e, err
+	}
+	if e.Worker.SandboxSchedule, err = scheduleEnv("DELIVERY_SCHEDULE_SANDBOX", DefaultSandboxSchedule); err != nil {
+		return e, err
+	}
+	e.Worker.Concurrency = config.Int("DELIVERY_CONCURRENCY", 64)
+	e.Worker.EndpointConcurrency = config.Int("DELIVERY_ENDPOINT_CONCURRENCY", 10)
+	e.Worker.Timeout = config.Duration("DELIVERY_TIMEOUT", 15*time.Second)
+	e.Worker.Lease = config.Duration("DELIVERY_LEASE", max(30*time.Second, 2*e.Worker.Timeout))
+	e.Worker.PollInterval = config.Duration("DELIVERY_POLL_INTERVAL", 250*time.Millisecond)
+	e.Worker.DisableAfter = config.Duration("DELIVERY_DISABLE_AFTER", 5*24*time.Hour)
+	if e.Worker.Concurrency < 1 || e.Worker.EndpointConcurrency < 1 || e.Worker.Timeout <= 0 {
+		return e, fmt.Errorf("DELIVERY_CONCURRENCY, DELIVERY_ENDPOINT_CONCURRENCY and DELIVERY_TIMEOUT must be positive")
+	}
+	e.Worker.Topic = os.Getenv("DELIVERER_TOPIC")
+	e.Worker.GroupID = os.Getenv("DELIVERER_GROUP")
+	e.Worker.DeadLetterTopic = os.Getenv("DELIVERER_DEAD_LETTER_TOPIC")
+	e.Worker.SpoolDir = filepath.Join(config.String("DATA_DIR", ".data"), "deliverer-spool")
+	e.SMTP = SMTPConfig{
+		Addr:     os.Getenv("SMTP_ADDR"),
+		Username: os.Getenv("SMTP_USERNAME"),
+		Password: os.Getenv("SMTP_PASSWORD"),
+		From:     os.Getenv("SMTP_FROM"),
+	}
+	for _, a := range strings.Split(os.Getenv("SMTP_TO"), ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			e.SMTP.To = append(e.SMTP.To, a)
+		}
+	}
+	return e, nil
+}
+
+func scheduleEnv(name string, def Schedule) (Schedule, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	s, err := ParseSchedule(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return s, nil
+}

@@ -1,0 +1,151 @@
+package deliverer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/internal/secretbox"
+	"github.com/gatehouse/gatehouse/internal/whsign"
+)
+
+// errNoSecret: the endpoint has no unexpired signing secret; sending
+// unsigned is never an option.
+var errNoSecret = errors.New("endpoint has no unexpired signing secret")
+
+// secretCache decrypts each endpoint's signing secrets at most once per
+// ttl. A rotation therefore reaches deliveries within ttl; expiry is checked
+// on every use, so an expired secret never signs even while cached.
+type secretCache struct {
+	db  *pgxpool.Pool
+	box *secretbox.Box
+	ttl time.Duration
+
+	mu      sync.Mutex
+	entries map[string]*secretEntry
+}
+
+type secretEntry struct {
+	mu       sync.Mutex // one load at a time per endpoint
+	loadedAt time.Time
+	keys     []signingKey
+}
+
+type signingKey struct {
+	key     []byte
+	expires *time.Time
+}
+
+func newSecretCache(db *pgxpool.Pool, box *secretbox.Box, ttl time.Duration) *secretCache {
+	return &secretCache{db: db, box: box, ttl: ttl, entries: map[string]*secretEntry{}}
+}
+
+// keys returns the HMAC keys to sign with for endpoint at now, newest first.
+func (c *secretCache) keys(ctx context.Context, endpoint string, now time.Time) ([][]byte, error) {
+	c.mu.Lock()
+	e := c.entries[endpoint]
+	if e == nil {
+		e = &secretEntry{}
+		c.entries[endpoint] = e
+	}
+	c.mu.Unlock()
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// The cache runs on the real clock: a test clock jumping days ahead
+	// must not make every attempt reload.
+	if e.loadedAt.IsZero() || time.Since(e.loadedAt) > c.ttl {
+		ks, err := c.load(ctx, endpoint)
+		if err != nil {
+			return nil, err
+		}
+		e.keys, e.loadedAt = ks, time.Now()
+	}
+	out := make([][]byte, 0, len(e.keys))
+	for _, k := range e.keys {
+		if k.expires == nil || k.expires.After(now) {
+			out = append(out, k.key)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errNoSecret
+	}
+	return out, nil
+}
+
+func (c *secretCache) load(ctx context.Context, endpoint string) ([]signingKey, error) {
+	rows, err := c.db.Query(ctx, `
+		SELECT id, ciphertext, expires_at FROM webhook_endpoint_secrets
+		WHERE endpoint_id = $1 ORDER BY created_at DESC, id DESC`, endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("loading signing secrets: %w", err)
+	}
+	defer rows.Close()
+	var out []signingKey
+	for rows.Next() {
+		var (
+			id      string
+			ct      []byte
+			expires *time.Time
+		)
+		if err := rows.Scan(&id, &ct, &expires); err != nil {
+			return nil, fmt.Errorf("loading signing secrets: %w", err)
+		}
+		// The secret row's id is the additional data: a ciphertext moved
+		// onto another row does not open.
+		pt, err := c.box.Open(ct, []byte(id))
+		if err != nil {
+			return nil, fmt.Errorf("signing secret %s: %w", id, err)
+		}
+		key, err := secretKey(pt)
+		if err != nil {
+			return nil, fmt.Errorf("signing secret %s: %w", id, err)
+		}
+		out = append(out, signingKey{key: key, expires: expires})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("loading signing secrets: %w", err)
+	}
+	return out, nil
+}
+
+// secretKey turns a stored plaintext into an HMAC key: the whsec_ string
+// users see (the normal form), or raw key bytes.
+func secretKey(pt []byte) ([]byte, error) {
+	if s := string(pt); strings.HasPrefix(s, whsign.SecretPrefix) {
+		return whsign.ParseSecret(s)
+	}
+	if len(pt) == 0 {
+		return nil, whsign.ErrInvalidSecret
+	}
+	return pt, nil
+}
+
+// forget drops endpoint's cached secrets (after a signing failure that
+// might be a stale cache).
+func (c *secretCache) forget(endpoint string) {
+	c.mu.Lock()
+	delete(c.entries, endpoint)
+	c.mu.Unlock()
+}
+
+// prune drops entries not refreshed for a while, so deleted endpoints do not
+// accumulate.
+func (c *secretCache) prune() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, e := range c.entries {
+		if e.mu.TryLock() {
+			stale := !e.loadedAt.IsZero() && time.Since(e.loadedAt) > 10*c.ttl
+			e.mu.Unlock()
+			if stale {
+				delete(c.entries, id)
+			}
+		}
+	}
+}

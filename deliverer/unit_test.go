@@ -1,0 +1,211 @@
+package deliverer
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/wire"
+)
+
+func TestScheduleNext(t *testing.T) {
+	s := DefaultLiveSchedule
+	if s.MaxAttempts() != 10 {
+		t.Fatalf("live schedule gives %d attempts", s.MaxAttempts())
+	}
+	var total time.Duration
+	for _, d := range s {
+		total += d
+	}
+	if total < 72*time.Hour || total > 80*time.Hour {
+		t.Fatalf("live schedule spans %s, want about 3 days", total)
+	}
+	for attempts := 1; attempts <= len(s); attempts++ {
+		for range 200 {
+			d, ok := s.Next(attempts)
+			base := s[attempts-1]
+			if !ok || d < time.Duration(float64(base)*0.8) || d > time.Duration(float64(base)*1.2) {
+				t.Fatalf("Next(%d) = %s, %v; want %s ± 20%%", attempts, d, ok, base)
+			}
+		}
+	}
+	if _, ok := s.Next(len(s) + 1); ok {
+		t.Fatal("a retry after the last attempt")
+	}
+	if DefaultSandboxSchedule.MaxAttempts() != 4 {
+		t.Fatal("sandbox schedule")
+	}
+}
+
+func TestParseSchedule(t *testing.T) {
+	s, err := ParseSchedule(" 5s, 1m ,5m")
+	if err != nil || s.String() != "5s,1m0s,5m0s" {
+		t.Fatalf("ParseSchedule = %v, %v", s, err)
+	}
+	for _, bad := range []string{"", ",", "5s,soon", "-1s", "0s"} {
+		if _, err := ParseSchedule(bad); err == nil {
+			t.Errorf("ParseSchedule(%q) accepted", bad)
+		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name, h string
+		want    time.Duration
+		ok      bool
+	}{
+		{"seconds", "120", 120 * time.Second, true},
+		{"zero", "0", 0, true},
+		{"http date", now.Add(time.Hour).Format(http.TimeFormat), time.Hour, true},
+		{"date in the past", now.Add(-time.Hour).Format(http.TimeFormat), 0, true},
+		{"capped seconds", "604800", MaxRetryAfter, true},
+		{"capped date", now.Add(72 * time.Hour).Format(http.TimeFormat), MaxRetryAfter, true},
+		{"empty", "", 0, false},
+		{"negative", "-5", 0, false},
+		{"garbage", "soon", 0, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d, ok := retryAfter(tc.h, now)
+			if d != tc.want || ok != tc.ok {
+				t.Fatalf("retryAfter(%q) = %s, %v; want %s, %v", tc.h, d, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+func TestMatches(t *testing.T) {
+	cases := []struct {
+		patterns []string
+		typ      string
+		want     bool
+	}{
+		{[]string{"*"}, "customer.created", true},
+		{[]string{"customer.created"}, "customer.created", true},
+		{[]string{"customer.created"}, "customer.updated", false},
+		{[]string{"customer.*"}, "customer.updated", true},
+		{[]string{"customer.*"}, "customer.subscription.created", true},
+		{[]string{"customer.*"}, "customers.created", false},
+		{[]string{"customer.*"}, "customer", false},
+		{[]string{"invoice.*", "customer.deleted"}, "customer.deleted", true},
+		{nil, "customer.created", false},
+	}
+	for _, tc := range cases {
+		if got := matches(tc.patterns, tc.typ); got != tc.want {
+			t.Errorf("matches(%v, %s) = %v", tc.patterns, tc.typ, got)
+		}
+	}
+}
+
+func TestDispatcherFairness(t *testing.T) {
+	d := newDispatcher(2, 100, 50)
+	push := func(ep string, n int) {
+		for i := range n {
+			if !d.reserve(ep) {
+				t.Fatalf("no room for %s #%d", ep, i)
+			}
+			d.push(&job{d: delivery{ID: ep + string(rune('a'+i)), EndpointID: ep}})
+		}
+	}
+	push("slow", 10)
+	push("fast", 3)
+	// Turns alternate, and slow never has more than 2 in flight.
+	var order []string
+	var running []*job
+	for range 4 {
+		j := d.next()
+		order = append(order, j.d.EndpointID)
+		running = append(running, j)
+	}
+	if want := []string{"slow", "fast", "slow", "fast"}; !equal(order, want) {
+		t.Fatalf("order %v, want %v", order, want)
+	}
+	// Both endpoints are at their limit: nothing starts until one ends.
+	done := make(chan *job)
+	go func() { done <- d.next() }()
+	select {
+	case j := <-done:
+		t.Fatalf("next returned %s with every endpoint at its limit", j.d.ID)
+	case <-time.After(50 * time.Millisecond):
+	}
+	d.finished(running[0]) // a slow attempt ends: slow may run another
+	if j := <-done; j.d.EndpointID != "slow" {
+		t.Fatalf("got %s", j.d.EndpointID)
+	}
+	d.finished(running[1])
+	if j := d.next(); j.d.EndpointID != "fast" {
+		t.Fatalf("got %s", j.d.EndpointID)
+	}
+	// Per-endpoint and global holding limits.
+	d2 := newDispatcher(1, 3, 2)
+	if !d2.reserve("a") || !d2.reserve("a") || d2.reserve("a") {
+		t.Fatal("per-endpoint holding limit not applied")
+	}
+	if !d2.reserve("b") || d2.reserve("c") {
+		t.Fatal("global holding limit not applied")
+	}
+	d2.unreserve("a")
+	if !d2.reserve("c") {
+		t.Fatal("unreserve did not free room")
+	}
+	dropped := d.close()
+	if len(dropped) != 10-3 {
+		t.Fatalf("close dropped %d queued jobs, want the 7 slow ones never started", len(dropped))
+	}
+	if d.next() != nil {
+		t.Fatal("next after close")
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestPayloadVersions(t *testing.T) {
+	ev := wire.Event{V: 1, ID: "evt_1", OrganizationID: "org_1", Type: "customer.updated", Created: 1700000000, APIVersion: "2026-11-01",
+		Data: json.RawMessage(`{"object":{"id":"cus_1","object":"customer","name":"Ada","email":null},"previous_attributes":{"name":"Ad"}}`)}
+	cases := []struct {
+		name, endpointVersion, want string
+	}{
+		{"event's own version", "", `{"id":"evt_1","object":"event","type":"customer.updated","created":1700000000,"livemode":false,"api_version":"2026-11-01","data":{"object":{"id":"cus_1","object":"customer","name":"Ada","email":null},"previous_attributes":{"name":"Ad"}},"request":{"id":null,"idempotency_key":null}}`},
+		{"same version", "2026-11-01", `{"id":"evt_1","object":"event","type":"customer.updated","created":1700000000,"livemode":false,"api_version":"2026-11-01","data":{"object":{"id":"cus_1","object":"customer","name":"Ada","email":null},"previous_attributes":{"name":"Ad"}},"request":{"id":null,"idempotency_key":null}}`},
+		{"older version", "2026-06-01", `{"id":"evt_1","object":"event","type":"customer.updated","created":1700000000,"livemode":false,"api_version":"2026-06-01","data":{"object":{"id":"cus_1","object":"customer","full_name":"Ada","email":null},"previous_attributes":{"full_name":"Ad"}},"request":{"id":null,"idempotency_key":null}}`},
+		{"unknown version is ignored", "1999-01-01", `{"id":"evt_1","object":"event","type":"customer.updated","created":1700000000,"livemode":false,"api_version":"2026-11-01","data":{"object":{"id":"cus_1","object":"customer","name":"Ada","email":null},"previous_attributes":{"name":"Ad"}},"request":{"id":null,"idempotency_key":null}}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := payload(ev, tc.endpointVersion)
+			if err != nil || string(b) != tc.want {
+				t.Fatalf("payload =\n%s, %v\nwant\n%s", b, err, tc.want)
+			}
+		})
+	}
+	old := ev
+	old.APIVersion = "2026-06-01"
+	old.Data = json.RawMessage(`{"object":{"id":"cus_1","object":"customer","full_name":"Ada"}}`)
+	b, _ := payload(old, "2026-11-01")
+	var got struct {
+		Data struct{ Object map[string]any } `json:"data"`
+	}
+	_ = json.Unmarshal(b, &got)
+	if got.Data.Object["name"] != "Ada" || got.Data.Object["full_name"] != nil {
+		t.Fatalf("upgrade: %s", b)
+	}
+}
+
+func TestCleanText(t *testing.T) {
+	if got := cleanText([]byte("ok\x00\xffdone")); got != "ok\uFFFDdone" {
+		t.Fatalf("cleanText = %q", got)
+	}
+}
