@@ -437,7 +437,9 @@ func TestEveryKeyExpires(t *testing.T) {
 	clock := newClock(t0)
 	g := startGateway(t, &Handler{
 		Policies: []*Policy{
-			perKey(Rate{Requests: 10}),
+			// Slow rates: the buckets' TTLs run on Redis's real clock, and
+			// must outlive a slow test machine between request and check.
+			perKey(Rate{Requests: 10, Period: caddy.Duration(time.Minute)}),
 			{Name: "per-ip", Key: "{http.vars.client_ip}", Rate: Rate{Requests: 5, Period: caddy.Duration(time.Minute)}},
 		},
 		Quotas: []*Quota{{Name: "hourly", Key: "{http.auth.api_key.org_id}", Limit: 100, Period: PeriodHour}},
@@ -451,7 +453,7 @@ func TestEveryKeyExpires(t *testing.T) {
 	wantMax := map[string]time.Duration{
 		keyspace.Bucket(g.prefix, "ip:127.0.0.1", "live", "per-ip", "127.0.0.1"): time.Minute,
 		keyspace.Bucket(g.prefix, "org_a", "live", "per-ip", "127.0.0.1"):        time.Minute,
-		keyspace.Bucket(g.prefix, "org_a", "live", "per-key", liveKey.key):       time.Second,
+		keyspace.Bucket(g.prefix, "org_a", "live", "per-key", liveKey.key):       time.Minute,
 		keyspace.Counter(g.prefix, "org_a", "live", "hourly", "org_a"):           time.Hour,
 	}
 	for _, k := range keys {

@@ -29,10 +29,13 @@ type client struct{ *redis.Client }
 func (c client) Destruct() error { return c.Client.Close() }
 
 // Timeouts bound every Redis call on the request path: a slow or dead Redis
-// must never hang a client request.
+// must never hang a client request. Each module also puts its own, usually
+// shorter, deadline on the context of its calls (rate_limit's and
+// idempotency's `timeout`), which the client honours; IOTimeout is only the
+// backstop for calls without one.
 const (
 	DialTimeout = 250 * time.Millisecond
-	IOTimeout   = 250 * time.Millisecond
+	IOTimeout   = time.Second
 )
 
 // Get returns the shared client for url. Callers must call Release with the
@@ -52,6 +55,7 @@ func Get(url string) (*redis.Client, error) {
 		if opts.WriteTimeout == 3*time.Second || opts.WriteTimeout == 0 {
 			opts.WriteTimeout = IOTimeout
 		}
+		opts.ContextTimeoutEnabled = true
 		opts.MaxRetries = 0 // a retry doubles the worst-case latency; callers decide
 		opts.DialerRetries = 1
 		opts.PoolSize = 256
