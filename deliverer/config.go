@@ -64,9 +64,9 @@ func FromEnv() (Env, error) {
 	if e.Worker.Concurrency < 1 || e.Worker.EndpointConcurrency < 1 || e.Worker.Timeout <= 0 {
 		return e, fmt.Errorf("DELIVERY_CONCURRENCY, DELIVERY_ENDPOINT_CONCURRENCY and DELIVERY_TIMEOUT must be positive")
 	}
-	e.Worker.Topic = os.Getenv("DELIVERER_TOPIC")
+	e.Worker.Topic = config.String("DELIVERER_TOPIC", config.String("KAFKA_TOPIC_EVENTS", ""))
 	e.Worker.GroupID = os.Getenv("DELIVERER_GROUP")
-	e.Worker.DeadLetterTopic = os.Getenv("DELIVERER_DEAD_LETTER_TOPIC")
+	e.Worker.DeadLetterTopic = config.String("DELIVERER_DEAD_LETTER_TOPIC", config.String("KAFKA_TOPIC_DEAD_LETTER", ""))
 	e.Worker.SpoolDir = filepath.Join(config.String("DATA_DIR", ".data"), "deliverer-spool")
 	e.SMTP = SMTPConfig{
 		Addr:     os.Getenv("SMTP_ADDR"),

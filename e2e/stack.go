@@ -18,14 +18,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/wire"
 	"github.com/gatehouse/gatehouse/migrations"
 )
 
@@ -66,9 +69,10 @@ type Stack struct {
 	Sample      *Proc
 	Deliverer   *Proc
 
-	dropDB func()
-	mu     sync.Mutex
-	procs  []*Proc
+	dropDB     func()
+	dropTopics func()
+	mu         sync.Mutex
+	procs      []*Proc
 }
 
 // Options tune a stack.
@@ -95,6 +99,14 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		s.Stop()
 		return nil, err
 	}
+	// Topics of its own, so that stacks sharing the Kafka of `make services`
+	// (tests, benchmarks, `make run`) never consume each other's messages.
+	topics, drop, err := freshTopics(config.String("KAFKA_BROKERS", config.DefaultKafkaBrokers))
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	s.dropTopics = drop
 	ports, err := freePorts(5)
 	if err != nil {
 		s.Stop()
@@ -116,6 +128,9 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		"CONTROLPLANE_URL=http://"+addr(1),
 		"DATA_DIR="+dir,
 		"LOG_LEVEL=info",
+		"KAFKA_TOPIC_REQUEST_LOGS="+topics[0],
+		"KAFKA_TOPIC_EVENTS="+topics[1],
+		"KAFKA_TOPIC_DEAD_LETTER="+topics[2],
 		"WEBHOOK_ALLOW_CIDRS=127.0.0.0/8,::1/128",
 	)
 	s.Env = append(s.Env, o.ExtraEnv...)
@@ -226,6 +241,45 @@ func (s *Stack) Stop() {
 	if s.dropDB != nil {
 		s.dropDB()
 	}
+	if s.dropTopics != nil {
+		s.dropTopics()
+	}
+}
+
+// freshTopics creates the three platform topics under a unique suffix and
+// returns their names (request logs, events, dead letter).
+func freshTopics(brokers string) ([]string, func(), error) {
+	broker := strings.Split(brokers, ",")[0]
+	conn, err := kafka.Dial("tcp", broker)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kafka unreachable (start it with `make services`): %w", err)
+	}
+	defer conn.Close()
+	ctrl, err := conn.Controller()
+	if err != nil {
+		return nil, nil, err
+	}
+	cc, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer cc.Close()
+	suffix := fmt.Sprintf(".e2e-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)
+	names := []string{wire.TopicRequestLogs + suffix, wire.TopicEvents + suffix, wire.TopicDeadLetter + suffix}
+	var cfgs []kafka.TopicConfig
+	for _, n := range names {
+		cfgs = append(cfgs, kafka.TopicConfig{Topic: n, NumPartitions: 3, ReplicationFactor: 1})
+	}
+	if err := cc.CreateTopics(cfgs...); err != nil {
+		return nil, nil, fmt.Errorf("creating topics: %w", err)
+	}
+	drop := func() {
+		if c, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port))); err == nil {
+			_ = c.DeleteTopics(names...)
+			c.Close()
+		}
+	}
+	return names, drop, nil
 }
 
 // Logs concatenates every process log, for failure messages.

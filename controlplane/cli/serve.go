@@ -12,19 +12,24 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/gatehouse/gatehouse/controlplane/accounts"
+	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/controlplane/events"
 	"github.com/gatehouse/gatehouse/controlplane/ingest"
+	"github.com/gatehouse/gatehouse/controlplane/keys"
 	"github.com/gatehouse/gatehouse/controlplane/limits"
 	"github.com/gatehouse/gatehouse/controlplane/requestlogs"
 	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/controlplane/server"
 	usageapi "github.com/gatehouse/gatehouse/controlplane/usage"
 	"github.com/gatehouse/gatehouse/controlplane/webhooks"
+	"github.com/gatehouse/gatehouse/dashboard"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/outbox"
 	"github.com/gatehouse/gatehouse/internal/secretbox"
 	"github.com/gatehouse/gatehouse/internal/ssrf"
+	"github.com/gatehouse/gatehouse/internal/wire"
 	"github.com/gatehouse/gatehouse/migrations"
 )
 
@@ -56,14 +61,18 @@ func (a *app) serve(args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	logIngester, err := ingest.New(db, ingest.Config{
-		Brokers: a.cfg.KafkaBrokers, Retention: retention, Registerer: reg, Logger: log.Named("ingest"),
+		Brokers: a.cfg.KafkaBrokers, Topic: config.String("KAFKA_TOPIC_REQUEST_LOGS", wire.TopicRequestLogs),
+		Retention: retention, Registerer: reg, Logger: log.Named("ingest"),
 	})
 	if err != nil {
 		return c.fail(err)
 	}
 	limitsSync := &limits.Syncer{Service: limits.New(db, rdb, ""), Logger: log.Named("limits")}
+	// Topic names are binding (DESIGN §7); the variables exist so that
+	// several stacks can share one Kafka cluster, as the tests do.
+	eventsTopic := config.String("KAFKA_TOPIC_EVENTS", wire.TopicEvents)
 	eventIngester, err := events.NewWorker(events.WorkerConfig{
-		Brokers: a.cfg.KafkaBrokers, DB: db, Registerer: reg, Logger: log.Named("events"),
+		Brokers: a.cfg.KafkaBrokers, Topic: eventsTopic, DB: db, Registerer: reg, Logger: log.Named("events"),
 	})
 	if err != nil {
 		return c.fail(err)
@@ -86,6 +95,21 @@ func (a *app) serve(args []string) error {
 	if err != nil {
 		return usageErrorf(c.name, "WEBHOOK_ALLOW_CIDRS: %v", err)
 	}
+	dash, err := dashboard.New(dashboard.Config{
+		DB:       db,
+		Logger:   log.Named("dashboard"),
+		Accounts: accounts.New(db, nil),
+		Keys:     keys.New(db, nil),
+		Audit:    audit.NewLog(db),
+		Webhooks: &dashboard.SQLWebhooks{DB: db, Box: box, URLPolicy: ssrf.Policy{
+			Allow: allow, RequireHTTPS: config.Bool("WEBHOOK_REQUIRE_HTTPS", false),
+		}},
+		Box:        box,
+		GatewayURL: config.String("GATEWAY_PUBLIC_URL", "http://localhost:8080"),
+	})
+	if err != nil {
+		return c.fail(err)
+	}
 
 	srv := server.New(server.Config{
 		Addr:           *addr,
@@ -95,12 +119,13 @@ func (a *app) serve(args []string) error {
 		API: []router.Routes{
 			requestlogs.New(db, log.Named("request-logs")),
 			usageapi.New(db, log.Named("usage"), nil),
-			events.NewAPI(events.Config{DB: db, Producer: producer, Logger: log.Named("events")}),
+			events.NewAPI(events.Config{DB: db, Producer: producer, Topic: eventsTopic, Logger: log.Named("events")}),
 			webhooks.NewAPI(webhooks.Config{DB: db, Box: box, Logger: log.Named("webhooks"), URLPolicy: ssrf.Policy{
 				Allow: allow, RequireHTTPS: config.Bool("WEBHOOK_REQUIRE_HTTPS", false),
 			}}),
 		},
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Dashboard: dash,
 	})
 	// The HTTP server and the background workers share one fate: when one
 	// fails the others stop, and all of them stop with the context.
