@@ -6,14 +6,14 @@ CMDS  := gateway controlplane sampleapi deliverer
 # Short fuzz runs inside `make test`; longer ones: make fuzz FUZZTIME=5m
 FUZZTIME ?= 10s
 
-.PHONY: run test services services-stop build gateway bench chaos fuzz vet clean
+.PHONY: run test test-deps services services-stop build gateway bench chaos fuzz vet clean
 
 ## run: start services, migrate, build and start the four processes, seed a demo org
 run: build
 	@scripts/run.sh
 
 ## test: the whole suite against real Postgres, Redis and Kafka (starts them)
-test: services vet
+test: services test-deps vet
 	$(GO) test -count=1 -timeout 15m -p 2 ./...
 	@$(MAKE) --no-print-directory fuzz
 
@@ -55,3 +55,6 @@ chaos: services build
 
 clean:
 	rm -rf $(BIN)
+
+test-deps:
+	@scripts/test-deps.sh

@@ -1,0 +1,203 @@
+package dashboard
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/controlplane/audit"
+	"github.com/gatehouse/gatehouse/internal/ids"
+)
+
+// auditForm is the audit page's filter form, echoed back.
+type auditForm struct {
+	Action, Actor, Target, From, To string
+}
+
+var (
+	actionRe = regexp.MustCompile(`^[a-z_]+(\.[a-z_]*)*$`)
+	targetRe = regexp.MustCompile(`^[A-Za-z0-9_:-]{1,128}$`)
+)
+
+// exportMax bounds one export; older entries are reached with a time range.
+const exportMax = 10000
+
+func (d *Dashboard) auditFilter(r *http.Request) (auditForm, audit.Filter, []string) {
+	v := r.URL.Query()
+	f := auditForm{Action: strings.TrimSpace(v.Get("action")), Actor: strings.TrimSpace(v.Get("actor")),
+		Target: strings.TrimSpace(v.Get("target")), From: v.Get("from"), To: v.Get("to")}
+	var af audit.Filter
+	var problems []string
+	if f.Action != "" {
+		a := strings.TrimSuffix(f.Action, "*")
+		if actionRe.MatchString(a) {
+			af.Action = a
+		} else {
+			problems = append(problems, "Action must look like api_key.created or api_key.* .")
+		}
+	}
+	if f.Actor != "" {
+		switch {
+		case strings.HasPrefix(f.Actor, ids.User+"_") || strings.HasPrefix(f.Actor, ids.Key+"_"):
+			af.ActorID = f.Actor
+		case f.Actor == "user" || f.Actor == "api_key" || f.Actor == "cli" || f.Actor == "system":
+			af.ActorType = audit.ActorType(f.Actor)
+		case targetRe.MatchString(f.Actor):
+			af.ActorID = f.Actor
+		default:
+			problems = append(problems, "Actor must be a user or key id, or one of user, api_key, cli, system.")
+		}
+	}
+	if f.Target != "" {
+		if targetRe.MatchString(f.Target) {
+			af.TargetID = f.Target
+		} else {
+			problems = append(problems, "Target must be an object id such as key_….")
+		}
+	}
+	for _, c := range []struct {
+		v   string
+		dst *time.Time
+		nm  string
+	}{{f.From, &af.Since, "From"}, {f.To, &af.Until, "To"}} {
+		if c.v == "" {
+			continue
+		}
+		t, err := time.Parse("2006-01-02T15:04", c.v)
+		if err != nil {
+			problems = append(problems, c.nm+" must be a date and time (UTC).")
+			continue
+		}
+		*c.dst = t
+	}
+	if a := v.Get("after"); ids.Valid(a, ids.Audit) {
+		af.StartingAfter = a
+	} else if b := v.Get("before"); ids.Valid(b, ids.Audit) {
+		af.EndingBefore = b
+	}
+	return f, af, problems
+}
+
+func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *Session) error {
+	f, af, problems := d.auditFilter(r)
+	data := map[string]any{"F": f, "Problems": problems, "Query": r.URL.Query().Encode()}
+	if len(problems) == 0 {
+		af.Limit = 50
+		pg, err := d.cfg.Audit.List(r.Context(), s.OrgID, af)
+		if err != nil {
+			return err
+		}
+		entries := visibleEntries(pg.Data, s)
+		data["Entries"] = entries
+		emails := map[string]string{}
+		if ms, err := d.cfg.Accounts.ListMembers(r.Context(), s.OrgID); err == nil {
+			for _, m := range ms {
+				emails[m.ID] = m.Email
+			}
+		}
+		data["Emails"] = emails
+		p := page{}
+		if len(pg.Data) > 0 {
+			if pg.HasMore || af.EndingBefore != "" {
+				p.After = pg.Data[len(pg.Data)-1].ID
+			}
+			if af.StartingAfter != "" || (af.EndingBefore != "" && pg.HasMore) {
+				p.Before = pg.Data[0].ID
+			}
+		}
+		data["Pager"] = pageLinks(r, p)
+		data["Export"] = exportQuery(r)
+	}
+	d.render(w, r, s, http.StatusOK, "audit.html", "Audit log", "audit", data)
+	return nil
+}
+
+// visibleEntries keeps organisation-wide entries and those of the session's
+// environment: live actions stay out of the sandbox view and back.
+func visibleEntries(es []audit.Entry, s *Session) []audit.Entry {
+	out := es[:0:0]
+	for _, e := range es {
+		if e.Livemode == nil || *e.Livemode == s.Livemode {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func exportQuery(r *http.Request) string {
+	q := r.URL.Query()
+	q.Del("after")
+	q.Del("before")
+	return q.Encode()
+}
+
+// auditExport writes every matching entry (newest first, up to exportMax)
+// as CSV or JSON.
+func (d *Dashboard) auditExport(w http.ResponseWriter, r *http.Request, s *Session) error {
+	_, af, problems := d.auditFilter(r)
+	if len(problems) > 0 {
+		return errBadRequest(strings.Join(problems, " "))
+	}
+	format := r.URL.Query().Get("format")
+	if format != "csv" && format != "json" {
+		return errBadRequest("Choose format=csv or format=json.")
+	}
+	af.Limit = audit.MaxLimit
+	af.StartingAfter, af.EndingBefore = "", ""
+	var all []audit.Entry
+	for len(all) < exportMax {
+		pg, err := d.cfg.Audit.List(r.Context(), s.OrgID, af)
+		if err != nil {
+			return err
+		}
+		all = append(all, visibleEntries(pg.Data, s)...)
+		if !pg.HasMore || len(pg.Data) == 0 {
+			break
+		}
+		af.StartingAfter = pg.Data[len(pg.Data)-1].ID
+	}
+	name := "audit-" + s.OrgID + "-" + s.Env() + "-" + d.now().UTC().Format("20060102T150405Z")
+	w.Header().Set("Cache-Control", "no-store")
+	switch format {
+	case "json":
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.json"`)
+		type out struct {
+			Object string        `json:"object"`
+			Data   []audit.Entry `json:"data"`
+		}
+		if all == nil {
+			all = []audit.Entry{}
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out{Object: "list", Data: all})
+	default:
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.csv"`)
+		cw := csv.NewWriter(w)
+		_ = cw.Write([]string{"id", "created", "livemode", "actor_type", "actor_id", "action", "target_type", "target_id", "ip", "data"})
+		for _, e := range all {
+			live := ""
+			if e.Livemode != nil {
+				live = map[bool]string{true: "true", false: "false"}[*e.Livemode]
+			}
+			data, _ := json.Marshal(e.Data)
+			_ = cw.Write([]string{e.ID, e.CreatedAt.UTC().Format(time.RFC3339), live, string(e.Actor.Type), csvSafe(e.Actor.ID),
+				e.Action, e.TargetType, csvSafe(e.TargetID), csvSafe(e.IP), csvSafe(string(data))})
+		}
+		cw.Flush()
+		return cw.Error()
+	}
+}
+
+// csvSafe defuses spreadsheet formulas in user-controlled cells.
+func csvSafe(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}

@@ -1,0 +1,345 @@
+package dashboard
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse/gatehouse/controlplane/accounts"
+	"github.com/gatehouse/gatehouse/controlplane/audit"
+)
+
+// Cookie names. The session cookie holds the only copy of the session
+// token; the pre-session cookie carries the CSRF token of the sign-in,
+// sign-up and invitation forms (double submit), before a session exists.
+const (
+	sessionCookie    = "gh_session"
+	preSessionCookie = "gh_csrf"
+	csrfField        = "csrf_token"
+)
+
+// Session is a signed-in user acting in one organisation and environment.
+type Session struct {
+	tokenHash []byte
+	UserID    string
+	Email     string
+	OrgID     string
+	OrgName   string
+	Role      accounts.Role
+	Livemode  bool
+	CSRF      string
+	// Orgs are every organisation the user belongs to, for the switcher.
+	Orgs []OrgChoice
+}
+
+// OrgChoice is one entry of the organisation switcher.
+type OrgChoice struct {
+	ID   string
+	Name string
+	Role accounts.Role
+}
+
+// Env is the session's environment as keys name it.
+func (s *Session) Env() string {
+	if s.Livemode {
+		return "live"
+	}
+	return "sandbox"
+}
+
+// Actor is the session's user as the audit trail records them.
+func (s *Session) Actor() audit.Actor { return audit.Actor{Type: audit.ActorUser, ID: s.UserID} }
+
+// CanWrite reports whether the role may change the organisation's data.
+func (s *Session) CanWrite() bool { return s != nil && s.Role != accounts.RoleViewer }
+
+// CanAdmin reports whether the role may manage members.
+func (s *Session) CanAdmin() bool {
+	return s != nil && (s.Role == accounts.RoleOwner || s.Role == accounts.RoleAdmin)
+}
+
+// CanManageLiveKeys reports whether the role may create, roll or revoke
+// live keys: developers work in sandbox only.
+func (s *Session) CanManageLiveKeys() bool { return s.CanAdmin() }
+
+// allowed enforces a route's access level for the session's role.
+func (s *Session) allowed(a Access) error {
+	switch a {
+	case Public, Member, Self:
+		return nil
+	case Writer:
+		if !s.CanWrite() {
+			return errForbidden("Your role (viewer) can read this organisation's data but not change it. Ask an admin for the developer role.")
+		}
+	case Admin:
+		if !s.CanAdmin() {
+			return errForbidden("Only admins and owners can manage members and invitations.")
+		}
+	}
+	return nil
+}
+
+func newToken() string {
+	var b [32]byte
+	if _, err := crand.Read(b[:]); err != nil {
+		panic("dashboard: crypto/rand failed: " + err.Error())
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func hashToken(t string) []byte {
+	h := sha256.Sum256([]byte(t))
+	return h[:]
+}
+
+// loadSession returns the request's session, or nil when it has none (or
+// an expired one). A session whose membership was removed moves to another
+// organisation of the user, or ends.
+func (d *Dashboard) loadSession(r *http.Request) (*Session, error) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil || len(c.Value) != 43 {
+		return nil, nil
+	}
+	ctx := r.Context()
+	s := &Session{tokenHash: hashToken(c.Value)}
+	err = d.cfg.DB.QueryRow(ctx, `
+		SELECT s.user_id, u.email, s.organization_id, s.livemode, s.csrf_token
+		FROM sessions s JOIN users u ON u.id = s.user_id
+		WHERE s.token_hash = $1 AND s.expires_at > $2`, s.tokenHash, d.now()).
+		Scan(&s.UserID, &s.Email, &s.OrgID, &s.Livemode, &s.CSRF)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading session: %w", err)
+	}
+	rows, _ := d.cfg.DB.Query(ctx, `
+		SELECT o.id, o.name, m.role FROM memberships m JOIN organizations o ON o.id = m.organization_id
+		WHERE m.user_id = $1 ORDER BY o.name, o.id`, s.UserID)
+	s.Orgs, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (OrgChoice, error) {
+		var o OrgChoice
+		err := row.Scan(&o.ID, &o.Name, &o.Role)
+		return o, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading memberships: %w", err)
+	}
+	for _, o := range s.Orgs {
+		if o.ID == s.OrgID {
+			s.OrgName, s.Role = o.Name, o.Role
+		}
+	}
+	if s.Role == "" {
+		if len(s.Orgs) == 0 {
+			_, _ = d.cfg.DB.Exec(ctx, `DELETE FROM sessions WHERE token_hash = $1`, s.tokenHash)
+			return nil, nil
+		}
+		o := s.Orgs[0]
+		if _, err := d.cfg.DB.Exec(ctx, `UPDATE sessions SET organization_id = $2, livemode = false WHERE token_hash = $1`,
+			s.tokenHash, o.ID); err != nil {
+			return nil, fmt.Errorf("moving session: %w", err)
+		}
+		s.OrgID, s.OrgName, s.Role, s.Livemode = o.ID, o.Name, o.Role, false
+	}
+	return s, nil
+}
+
+// startSession signs the user in to org (sandbox first, like Stripe's test
+// mode) and sets the cookie. Any pre-session CSRF cookie is cleared.
+func (d *Dashboard) startSession(w http.ResponseWriter, r *http.Request, userID, org string) error {
+	token := newToken()
+	now := d.now()
+	_, err := d.cfg.DB.Exec(r.Context(), `
+		INSERT INTO sessions (token_hash, user_id, organization_id, livemode, csrf_token, created_at, expires_at)
+		VALUES ($1, $2, $3, false, $4, $5, $6)`, hashToken(token), userID, org, newToken(), now, now.Add(d.cfg.SessionTTL))
+	if err != nil {
+		return fmt.Errorf("creating session: %w", err)
+	}
+	// Expired sessions are swept now and then rather than by a worker.
+	if rand.IntN(20) == 0 {
+		_, _ = d.cfg.DB.Exec(r.Context(), `DELETE FROM sessions WHERE expires_at < $1`, now)
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: sessionCookie, Value: token, Path: "/", HttpOnly: true, Secure: isTLS(r),
+		SameSite: http.SameSiteLaxMode, Expires: now.Add(d.cfg.SessionTTL),
+	})
+	http.SetCookie(w, &http.Cookie{Name: preSessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		Secure: isTLS(r), SameSite: http.SameSiteStrictMode})
+	return nil
+}
+
+func (d *Dashboard) endSession(w http.ResponseWriter, r *http.Request, s *Session) error {
+	if s != nil {
+		if _, err := d.cfg.DB.Exec(r.Context(), `DELETE FROM sessions WHERE token_hash = $1`, s.tokenHash); err != nil {
+			return fmt.Errorf("ending session: %w", err)
+		}
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		Secure: isTLS(r), SameSite: http.SameSiteLaxMode})
+	return nil
+}
+
+// preSessionToken returns the CSRF token of the anonymous forms, setting
+// its cookie when the browser has none yet.
+func (d *Dashboard) preSessionToken(w http.ResponseWriter, r *http.Request) string {
+	if c, err := r.Cookie(preSessionCookie); err == nil && len(c.Value) == 43 {
+		return c.Value
+	}
+	t := newToken()
+	http.SetCookie(w, &http.Cookie{Name: preSessionCookie, Value: t, Path: "/", HttpOnly: true, Secure: isTLS(r),
+		SameSite: http.SameSiteStrictMode, MaxAge: 86400})
+	return t
+}
+
+// checkCSRF refuses a POST unless its csrf_token field matches the
+// session's token (or, without a session, the pre-session cookie), and
+// unless the browser says it came from this site.
+func (d *Dashboard) checkCSRF(w http.ResponseWriter, r *http.Request, s *Session) error {
+	refused := errForbidden("This form has expired or did not come from this dashboard. Go back, reload the page and try again.")
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return refused
+	}
+	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" {
+		u, err := url.Parse(origin)
+		if err != nil || !strings.EqualFold(u.Host, r.Host) {
+			return refused
+		}
+	}
+	got := r.PostFormValue(csrfField)
+	var want string
+	if s != nil {
+		want = s.CSRF
+	} else if c, err := r.Cookie(preSessionCookie); err == nil {
+		want = c.Value
+	}
+	if got == "" || want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		return refused
+	}
+	return nil
+}
+
+// clientIP is the address the request came from. The dashboard is reached
+// directly or through one trusted proxy that sets X-Forwarded-For; the
+// right-most entry is the one that proxy saw.
+func clientIP(r *http.Request) string {
+	if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+		parts := strings.Split(xff, ",")
+		if ip := net.ParseIP(strings.TrimSpace(parts[len(parts)-1])); ip != nil {
+			return ip.String()
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// Throttling limits.
+const (
+	loginWindow         = 15 * time.Minute
+	loginFailuresPerKey = 5  // per email and address
+	loginFailuresPerIP  = 50 // per address, any email
+	signupsPerIPPerHour = 10
+	publicPostsPerMin   = 30
+)
+
+// loginThrottled reports whether sign-ins for email from ip are paused,
+// and for how long.
+func (d *Dashboard) loginThrottled(ctx context.Context, email, ip string) (time.Duration, error) {
+	since := d.now().Add(-loginWindow)
+	var perKey, perIP int
+	var oldest *time.Time
+	err := d.cfg.DB.QueryRow(ctx, `
+		SELECT count(*) FILTER (WHERE email = $1),
+		       count(*),
+		       min(created_at) FILTER (WHERE email = $1)
+		FROM login_failures WHERE ip = $2 AND created_at > $3`,
+		strings.ToLower(strings.TrimSpace(email)), ip, since).Scan(&perKey, &perIP, &oldest)
+	if err != nil {
+		return 0, fmt.Errorf("checking login throttle: %w", err)
+	}
+	switch {
+	case perKey >= loginFailuresPerKey && oldest != nil:
+		return oldest.Add(loginWindow).Sub(d.now()), nil
+	case perIP >= loginFailuresPerIP:
+		return loginWindow, nil
+	}
+	return 0, nil
+}
+
+func (d *Dashboard) recordLoginFailure(ctx context.Context, email, ip string) error {
+	now := d.now()
+	_, err := d.cfg.DB.Exec(ctx, `INSERT INTO login_failures (email, ip, created_at) VALUES ($1, $2, $3)`,
+		strings.ToLower(strings.TrimSpace(email)), ip, now)
+	if err == nil && rand.IntN(50) == 0 {
+		_, _ = d.cfg.DB.Exec(ctx, `DELETE FROM login_failures WHERE created_at < $1`, now.Add(-24*time.Hour))
+	}
+	if err != nil {
+		return fmt.Errorf("recording login failure: %w", err)
+	}
+	return nil
+}
+
+func (d *Dashboard) clearLoginFailures(ctx context.Context, email, ip string) {
+	_, _ = d.cfg.DB.Exec(ctx, `DELETE FROM login_failures WHERE email = $1 AND ip = $2`,
+		strings.ToLower(strings.TrimSpace(email)), ip)
+}
+
+// hit counts one action in bucket's current fixed window and reports
+// whether it is within limit.
+func (d *Dashboard) hit(ctx context.Context, bucket string, window time.Duration, limit int) (bool, error) {
+	now := d.now()
+	start := now.Truncate(window)
+	var hits int
+	err := d.cfg.DB.QueryRow(ctx, `
+		INSERT INTO dashboard_rate_limits AS l (bucket, window_start, hits) VALUES ($1, $2, 1)
+		ON CONFLICT (bucket, window_start) DO UPDATE SET hits = l.hits + 1
+		RETURNING hits`, bucket, start).Scan(&hits)
+	if err != nil {
+		return false, fmt.Errorf("counting dashboard action: %w", err)
+	}
+	if rand.IntN(100) == 0 {
+		_, _ = d.cfg.DB.Exec(ctx, `DELETE FROM dashboard_rate_limits WHERE window_start < $1`, now.Add(-2*time.Hour))
+	}
+	return hits <= limit, nil
+}
+
+// rateLimitAction bounds POSTs: per user when signed in, per address
+// otherwise.
+func (d *Dashboard) rateLimitAction(r *http.Request, s *Session) error {
+	bucket, limit := "ip:"+clientIP(r), publicPostsPerMin
+	if s != nil {
+		bucket, limit = "user:"+s.UserID, d.cfg.ActionsPerMinute
+	}
+	ok, err := d.hit(r.Context(), bucket, time.Minute, limit)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errTooMany("You are making changes faster than the dashboard allows. Wait a minute and try again.")
+	}
+	return nil
+}
+
+func urlQueryEscape(s string) string { return url.QueryEscape(s) }
+
+// safeNext keeps post-login redirects on this site.
+func safeNext(next string) string {
+	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/"
+	}
+	return next
+}

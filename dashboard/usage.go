@@ -1,0 +1,363 @@
+package dashboard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse/gatehouse/controlplane/keys"
+	"github.com/gatehouse/gatehouse/controlplane/requestlogs"
+	"github.com/gatehouse/gatehouse/internal/apikey"
+)
+
+// overviewStats are the last 24 hours at a glance.
+type overviewStats struct {
+	Requests, Errors4xx, Errors5xx, RateLimited int64
+	P50MS, P95MS                                float64
+	Deliveries, DeliveriesFailed                int64
+	Attempts, AttemptsFailed                    int64
+}
+
+func (o overviewStats) ErrorRate() string { return rate(o.Errors4xx+o.Errors5xx, o.Requests) }
+func (o overviewStats) ServerErrorRate() string {
+	return rate(o.Errors5xx, o.Requests)
+}
+func (o overviewStats) WebhookFailureRate() string { return rate(o.AttemptsFailed, o.Attempts) }
+
+func rate(a, b int64) string {
+	if b == 0 {
+		return "—"
+	}
+	return strconv.FormatFloat(float64(a)*100/float64(b), 'f', 1, 64) + "%"
+}
+
+func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request, s *Session) error {
+	ctx := r.Context()
+	now := d.now()
+	since := now.Add(-24 * time.Hour)
+	var st overviewStats
+	var p50, p95 *float64
+	err := d.cfg.DB.QueryRow(ctx, `
+		SELECT count(*), count(*) FILTER (WHERE status BETWEEN 400 AND 499), count(*) FILTER (WHERE status >= 500),
+		       count(*) FILTER (WHERE starts_with(rate_limit, 'limited')),
+		       percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_us) / 1000,
+		       percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_us) / 1000
+		FROM request_logs WHERE organization_id = $1 AND livemode = $2 AND created_at >= $3`,
+		s.OrgID, s.Livemode, since).Scan(&st.Requests, &st.Errors4xx, &st.Errors5xx, &st.RateLimited, &p50, &p95)
+	if err != nil {
+		return fmt.Errorf("summarising requests: %w", err)
+	}
+	if p50 != nil {
+		st.P50MS, st.P95MS = *p50, *p95
+	}
+	err = d.cfg.DB.QueryRow(ctx, `
+		SELECT count(*), count(*) FILTER (WHERE status_code IS NULL OR status_code < 200 OR status_code > 299)
+		FROM webhook_attempts WHERE organization_id = $1 AND livemode = $2 AND created_at >= $3`,
+		s.OrgID, s.Livemode, since).Scan(&st.Attempts, &st.AttemptsFailed)
+	if err != nil {
+		return fmt.Errorf("summarising webhook attempts: %w", err)
+	}
+	err = d.cfg.DB.QueryRow(ctx, `
+		SELECT count(*), count(*) FILTER (WHERE status IN ('failed', 'dead'))
+		FROM webhook_deliveries WHERE organization_id = $1 AND livemode = $2 AND created_at >= $3`,
+		s.OrgID, s.Livemode, since).Scan(&st.Deliveries, &st.DeliveriesFailed)
+	if err != nil {
+		return fmt.Errorf("summarising webhook deliveries: %w", err)
+	}
+
+	// Requests per hour by status class.
+	start := now.Truncate(time.Hour).Add(-23 * time.Hour)
+	labels := make([]string, 24)
+	tips := make([]string, 24)
+	for i := range labels {
+		h := start.Add(time.Duration(i) * time.Hour).UTC()
+		labels[i] = h.Format("15h")
+		tips[i] = h.Format("Jan 2 15:00 UTC")
+	}
+	classes, err := d.byClass(ctx, s, "hour", start, now, 24, func(t time.Time) int { return int(t.Sub(start) / time.Hour) })
+	if err != nil {
+		return err
+	}
+	recent, _, err := requestlogs.List(ctx, d.cfg.DB, s.OrgID, s.Livemode, requestlogs.Query{Limit: 8, StatusClass: 0,
+		CreatedGTE: &since})
+	if err != nil {
+		return err
+	}
+	var failed []requestlogs.Object
+	for _, c := range []int{5, 4} {
+		l, _, err := requestlogs.List(ctx, d.cfg.DB, s.OrgID, s.Livemode, requestlogs.Query{Limit: 5, StatusClass: c, CreatedGTE: &since})
+		if err != nil {
+			return err
+		}
+		failed = append(failed, l...)
+	}
+	sort.Slice(failed, func(i, j int) bool { return failed[i].CreatedAt.After(failed[j].CreatedAt) })
+	if len(failed) > 5 {
+		failed = failed[:5]
+	}
+	eps, err := d.listEndpoints(ctx, s)
+	if err != nil {
+		return err
+	}
+	var failing []Endpoint
+	for _, e := range eps {
+		if e.FailingSince != nil || e.Status == "disabled" {
+			failing = append(failing, e)
+		}
+	}
+	var keyCount int
+	if list, err := d.cfg.Keys.List(ctx, s.OrgID, apikey.Environment(s.Env())); err == nil {
+		for _, k := range list {
+			if k.Status(now) == keys.StatusActive {
+				keyCount++
+			}
+		}
+	}
+	d.render(w, r, s, http.StatusOK, "overview.html", "Overview", "overview", map[string]any{
+		"Stats": st, "Chart": stackedBars("Requests per hour in the last 24 hours, by status class", labels, tips, classes, 3),
+		"Classes": classes, "Recent": recent, "Failed": failed, "Failing": failing, "ActiveKeys": keyCount,
+	})
+	return nil
+}
+
+// byClass counts requests per bucket (hour or day) and status class.
+func (d *Dashboard) byClass(ctx context.Context, s *Session, unit string, from, to time.Time, n int,
+	index func(time.Time) int) ([]series, error) {
+	rows, err := d.cfg.DB.Query(ctx, `
+		SELECT date_trunc('`+unit+`', created_at AT TIME ZONE 'UTC') AS bucket, status / 100 AS class, count(*)
+		FROM request_logs WHERE organization_id = $1 AND livemode = $2 AND created_at >= $3 AND created_at < $4
+		GROUP BY 1, 2`, s.OrgID, s.Livemode, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("counting requests: %w", err)
+	}
+	out := []series{
+		{Name: "2xx", Color: classColors["2xx"], Values: make([]int64, n)},
+		{Name: "3xx", Color: classColors["3xx"], Values: make([]int64, n)},
+		{Name: "4xx", Color: classColors["4xx"], Values: make([]int64, n)},
+		{Name: "5xx", Color: classColors["5xx"], Values: make([]int64, n)},
+	}
+	for rows.Next() {
+		var bucket time.Time
+		var class int
+		var count int64
+		if err := rows.Scan(&bucket, &class, &count); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		i := index(time.Date(bucket.Year(), bucket.Month(), bucket.Day(), bucket.Hour(), 0, 0, 0, time.UTC))
+		if i < 0 || i >= n || class < 2 || class > 5 {
+			continue
+		}
+		out[class-2].Values[i] += count
+	}
+	rows.Close()
+	return out, rows.Err()
+}
+
+var usageRanges = []choice{{"7", "Last 7 days"}, {"30", "Last 30 days"}, {"90", "Last 90 days"}}
+
+// quotaUse is one quota's consumption this period.
+type quotaUse struct {
+	Name         string
+	Used, Limit  int64
+	Overridden   bool
+	PeriodStart  time.Time
+	PeriodEnd    time.Time
+	Meter        template.HTML
+	PercentLabel string
+}
+
+func (d *Dashboard) usagePage(w http.ResponseWriter, r *http.Request, s *Session) error {
+	ctx := r.Context()
+	now := d.now().UTC()
+	days := 30
+	if v := r.URL.Query().Get("days"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || (n != 7 && n != 30 && n != 90) {
+			return errBadRequest("Choose 7, 30 or 90 days.")
+		}
+		days = n
+	}
+	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	start := today.AddDate(0, 0, -(days - 1))
+	labels := make([]string, days)
+	for i := range labels {
+		labels[i] = start.AddDate(0, 0, i).Format("Jan 2")
+	}
+	dayIndex := func(t time.Time) int { return int(t.Sub(start).Hours() / 24) }
+	every := 1
+	if days > 14 {
+		every = days / 10
+	}
+
+	classes, err := d.byClass(ctx, s, "day", start, today.AddDate(0, 0, 1), days, dayIndex)
+	if err != nil {
+		return err
+	}
+
+	// Requests per day per key, from the metered usage.
+	rows, err := d.cfg.DB.Query(ctx, `SELECT api_key_id, day, quantity FROM usage_records
+		WHERE organization_id = $1 AND livemode = $2 AND metric = 'requests' AND day >= $3 AND day <= $4`,
+		s.OrgID, s.Livemode, start, today)
+	if err != nil {
+		return fmt.Errorf("reading usage: %w", err)
+	}
+	perKey := map[string][]int64{}
+	totals := map[string]int64{}
+	for rows.Next() {
+		var key string
+		var day time.Time
+		var q int64
+		if err := rows.Scan(&key, &day, &q); err != nil {
+			rows.Close()
+			return err
+		}
+		if perKey[key] == nil {
+			perKey[key] = make([]int64, days)
+		}
+		if i := dayIndex(day); i >= 0 && i < days {
+			perKey[key][i] += q
+		}
+		totals[key] += q
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	keyNames := map[string]string{}
+	if list, err := d.cfg.Keys.List(ctx, s.OrgID, apikey.Environment(s.Env())); err == nil {
+		for _, k := range list {
+			n := k.Prefix + "…" + k.Last4
+			if k.Name != "" {
+				n = k.Name + " (" + n + ")"
+			}
+			keyNames[k.ID] = n
+		}
+	}
+	keyIDs := make([]string, 0, len(perKey))
+	for k := range perKey {
+		keyIDs = append(keyIDs, k)
+	}
+	sort.Slice(keyIDs, func(i, j int) bool { return totals[keyIDs[i]] > totals[keyIDs[j]] })
+	var keySeries []series
+	type keyTotal struct {
+		ID, Name, Color string
+		Total           int64
+	}
+	var keyTotals []keyTotal
+	for i, k := range keyIDs {
+		name := keyNames[k]
+		if name == "" {
+			name = k
+			if k == "" {
+				name = "(no key)"
+			}
+		}
+		c := palette[i%len(palette)]
+		if i < len(palette) {
+			keySeries = append(keySeries, series{Name: name, Color: c, Values: perKey[k]})
+		}
+		keyTotals = append(keyTotals, keyTotal{ID: k, Name: name, Color: c, Total: totals[k]})
+	}
+
+	// Rate-limit hits per day, by the limit that refused.
+	rows, err = d.cfg.DB.Query(ctx, `
+		SELECT date_trunc('day', created_at AT TIME ZONE 'UTC'), rate_limit, count(*)
+		FROM request_logs WHERE organization_id = $1 AND livemode = $2 AND created_at >= $3
+		  AND starts_with(rate_limit, 'limited')
+		GROUP BY 1, 2`, s.OrgID, s.Livemode, start)
+	if err != nil {
+		return fmt.Errorf("counting rate-limit hits: %w", err)
+	}
+	limited := map[string][]int64{}
+	var limitedTotal int64
+	for rows.Next() {
+		var day time.Time
+		var name string
+		var n int64
+		if err := rows.Scan(&day, &name, &n); err != nil {
+			rows.Close()
+			return err
+		}
+		if limited[name] == nil {
+			limited[name] = make([]int64, days)
+		}
+		if i := dayIndex(time.Date(day.Year(), day.Month(), day.Day(), 0, 0, 0, 0, time.UTC)); i >= 0 && i < days {
+			limited[name][i] += n
+		}
+		limitedTotal += n
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	var limitSeries []series
+	names := make([]string, 0, len(limited))
+	for n := range limited {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for i, n := range names {
+		limitSeries = append(limitSeries, series{Name: n, Color: palette[(i+1)%len(palette)], Values: limited[n]})
+	}
+
+	quotas, err := d.quotaUse(ctx, s, now)
+	if err != nil {
+		return err
+	}
+	data := map[string]any{
+		"Days": days, "Ranges": usageRanges, "Classes": classes, "Labels": labels,
+		"ClassChart": stackedBars(fmt.Sprintf("Requests per day over the last %d days, by status class", days), labels, nil, classes, every),
+		"KeyTotals":  keyTotals, "Quotas": quotas, "LimitedTotal": limitedTotal,
+	}
+	if len(keySeries) > 0 {
+		data["KeyChart"] = lines(fmt.Sprintf("Requests per day per API key over the last %d days", days), labels, keySeries, every)
+	}
+	if len(limitSeries) > 0 {
+		data["LimitChart"] = stackedBars("Rate-limited requests per day", labels, nil, limitSeries, every)
+		data["LimitSeries"] = limitSeries
+	}
+	d.render(w, r, s, http.StatusOK, "usage.html", "Usage", "usage", data)
+	return nil
+}
+
+// quotaUse reads each configured quota's use this calendar month from the
+// metered usage, with the organisation's override when it has one.
+func (d *Dashboard) quotaUse(ctx context.Context, s *Session, now time.Time) ([]quotaUse, error) {
+	ps := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	pe := ps.AddDate(0, 1, 0)
+	var used int64
+	if err := d.cfg.DB.QueryRow(ctx, `SELECT coalesce(sum(quantity), 0)::bigint FROM usage_records
+		WHERE organization_id = $1 AND livemode = $2 AND metric = 'requests' AND day >= $3 AND day < $4`,
+		s.OrgID, s.Livemode, ps, pe).Scan(&used); err != nil {
+		return nil, fmt.Errorf("reading quota use: %w", err)
+	}
+	var out []quotaUse
+	for _, q := range d.cfg.Quotas {
+		limit := q.Sandbox
+		if s.Livemode {
+			limit = q.Live
+		}
+		qu := quotaUse{Name: q.Name, Used: used, Limit: limit, PeriodStart: ps, PeriodEnd: pe}
+		var override int64
+		err := d.cfg.DB.QueryRow(ctx, `SELECT quota FROM limit_overrides
+			WHERE organization_id = $1 AND livemode = $2 AND api_key_id = '' AND policy = $3`,
+			s.OrgID, s.Livemode, q.Name).Scan(&override)
+		if err == nil {
+			qu.Limit, qu.Overridden = override, true
+		} else if !errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("reading quota override: %w", err)
+		}
+		qu.PercentLabel = rate(qu.Used, qu.Limit)
+		qu.Meter = meter(fmt.Sprintf("%s quota: %s of %s requests used", q.Name, comma(qu.Used), comma(qu.Limit)), qu.Used, qu.Limit)
+		out = append(out, qu)
+	}
+	return out, nil
+}
