@@ -20,19 +20,13 @@ type Tenant struct {
 }
 
 // EndpointParams are the editable fields of a webhook endpoint. Nil
-// pointers leave a field unchanged on update.
-type EndpointParams struct {
-	URL           *string
-	Description   *string
-	EnabledEvents []string // nil: unchanged
-	APIVersion    *string
-	Disabled      *bool
-}
+// pointers (and a nil EnabledEvents) leave a field unchanged on update.
+type EndpointParams = webhooks.EndpointParams
 
 // Webhooks makes the changes of the webhook pages. Every method is scoped
 // to the tenant (another tenant's id is not found) and audited with the
-// actor in the same transaction. ServiceWebhooks implements it over the
-// tables of controlplane/webhooks.
+// actor in the same transaction. SQLWebhooks implements it with the
+// service of controlplane/webhooks.
 type Webhooks interface {
 	// CreateEndpoint returns the new endpoint's id and signing secret.
 	CreateEndpoint(ctx context.Context, actor audit.Actor, t Tenant, p EndpointParams) (id, secret string, err error)

@@ -167,7 +167,9 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 }
 
 func (s *Stack) start(name, addr string, args ...string) (*Proc, error) {
-	logf, err := os.Create(filepath.Join(s.Dir, name+".log"))
+	// Appended, so that a restarted process (Restart after Kill) does not
+	// erase what the previous one logged before it died.
+	logf, err := os.OpenFile(filepath.Join(s.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}

@@ -122,17 +122,11 @@ func (a *API) handle(scope string, h func(http.ResponseWriter, *http.Request, id
 // create makes an event to test an integration: it is delivered to every
 // endpoint subscribed to its type, like an event the gateway emits.
 func (a *API) create(w http.ResponseWriter, r *http.Request, id identity.Identity) error {
-	if err := noQuery(r); err != nil {
-		return err
-	}
-	p, err := readParams(w, r)
+	p, err := router.ReadBody(w, r, "type", "data")
 	if err != nil {
 		return err
 	}
-	if err := p.only("type", "data"); err != nil {
-		return err
-	}
-	typ, _, err := p.str("type")
+	typ, _, err := p.Str("type")
 	switch {
 	case err != nil:
 		return err
@@ -183,9 +177,9 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, id identity.Identit
 
 // dataParam is the data parameter, a JSON object (form: data[key]=value),
 // wrapped as the event's {"object": …}.
-func dataParam(p params) (json.RawMessage, error) {
+func dataParam(p router.Params) (json.RawMessage, error) {
 	raw, ok := p["data"]
-	if !ok || isNull(raw) {
+	if !ok || router.IsNull(raw) {
 		return nil, apierror.ParameterMissing("data")
 	}
 	var buf bytes.Buffer
@@ -204,7 +198,7 @@ func dataParam(p params) (json.RawMessage, error) {
 }
 
 func (a *API) get(w http.ResponseWriter, r *http.Request, id identity.Identity) error {
-	if err := noQuery(r); err != nil {
+	if err := router.NoQuery(r); err != nil {
 		return err
 	}
 	evID := r.PathValue("id")
@@ -259,7 +253,7 @@ func parseListQuery(r *http.Request) (listQuery, error) {
 	vals := r.URL.Query()
 	for _, key := range slices.Sorted(maps.Keys(vals)) {
 		if len(vals[key]) > 1 {
-			return q, apierror.ParameterInvalid(printable(key), fmt.Sprintf("Parameter %s was sent more than once.", printable(key)))
+			return q, apierror.ParameterInvalid(router.Printable(key), fmt.Sprintf("Parameter %s was sent more than once.", router.Printable(key)))
 		}
 		v := vals[key][0]
 		switch key {
@@ -307,7 +301,7 @@ func parseListQuery(r *http.Request) (listQuery, error) {
 				q.CreatedLTE = &t
 			}
 		default:
-			return q, unknownParam(key)
+			return q, router.UnknownParam(key)
 		}
 	}
 	if q.StartingAfter != "" && q.EndingBefore != "" {

@@ -2,7 +2,10 @@
 // (events, webhook endpoints, deliveries, request logs, usage) lives in its
 // own package and adds its routes through a Routes value; the router makes
 // sure that whatever no route claims is still answered with the platform's
-// error object, never with net/http's plain-text 404 or 405.
+// error object, never with net/http's plain-text 404 or 405. It also reads
+// request bodies for every capability (Params, in params.go), so JSON and
+// Stripe-style form bodies are parsed, limited and refused alike across
+// the API.
 package router
 
 import (

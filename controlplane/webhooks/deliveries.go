@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse/gatehouse/controlplane/audit"
+	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/ids"
 )
@@ -98,18 +99,18 @@ func (d deliveryRow) object() Delivery {
 	return o
 }
 
-func loadDelivery(ctx context.Context, q Querier, c caller, id string) (deliveryRow, error) {
+func loadDelivery(ctx context.Context, q Querier, org string, livemode bool, id string) (deliveryRow, error) {
 	if !ids.Valid(id, ids.Delivery) {
-		return deliveryRow{}, errDeliveryNotFound
+		return deliveryRow{}, ErrDeliveryNotFound
 	}
 	rows, err := q.Query(ctx, deliverySelect+` WHERE d.organization_id = $1 AND d.livemode = $2 AND d.id = $3`,
-		c.OrgID, c.Livemode, id)
+		org, livemode, id)
 	if err != nil {
 		return deliveryRow{}, fmt.Errorf("loading webhook delivery: %w", err)
 	}
 	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[deliveryRow])
 	if errors.Is(err, pgx.ErrNoRows) {
-		return deliveryRow{}, errDeliveryNotFound
+		return deliveryRow{}, ErrDeliveryNotFound
 	}
 	if err != nil {
 		return deliveryRow{}, fmt.Errorf("loading webhook delivery: %w", err)
@@ -200,10 +201,10 @@ func truncate(s string, n int) string {
 }
 
 func (a *API) getDelivery(w http.ResponseWriter, r *http.Request, c caller) error {
-	if err := noQuery(r); err != nil {
+	if err := router.NoQuery(r); err != nil {
 		return err
 	}
-	d, err := loadDelivery(r.Context(), a.db, c, r.PathValue("id"))
+	d, err := loadDelivery(r.Context(), a.db, c.OrgID, c.Livemode, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -231,48 +232,49 @@ func (a *API) getDelivery(w http.ResponseWriter, r *http.Request, c caller) erro
 	return nil
 }
 
-// retryDelivery queues a manual attempt of a delivery in any status.
-func (a *API) retryDelivery(w http.ResponseWriter, r *http.Request, c caller) error {
-	if err := noQuery(r); err != nil {
-		return err
-	}
-	p, err := readParams(w, r)
-	if err != nil {
-		return err
-	}
-	if err := p.only(); err != nil {
-		return err
-	}
-	id := r.PathValue("id")
+// RetryDelivery queues a manual attempt of one of org's deliveries, in
+// any status, and returns it as queued.
+func (s *Service) RetryDelivery(ctx context.Context, actor audit.Actor, org string, livemode bool, id string) (Delivery, error) {
 	if !ids.Valid(id, ids.Delivery) {
-		return errDeliveryNotFound
+		return Delivery{}, ErrDeliveryNotFound
 	}
-	now := a.now()
+	now := s.now()
 	var d deliveryRow
-	err = a.inTx(r.Context(), func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var before string
-		err := tx.QueryRow(r.Context(), `SELECT status FROM webhook_deliveries
-			WHERE organization_id = $1 AND livemode = $2 AND id = $3 FOR UPDATE`, c.OrgID, c.Livemode, id).Scan(&before)
+		err := tx.QueryRow(ctx, `SELECT status FROM webhook_deliveries
+			WHERE organization_id = $1 AND livemode = $2 AND id = $3 FOR UPDATE`, org, livemode, id).Scan(&before)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return errDeliveryNotFound
+			return ErrDeliveryNotFound
 		}
 		if err != nil {
 			return fmt.Errorf("loading webhook delivery: %w", err)
 		}
-		if _, err := tx.Exec(r.Context(), `UPDATE webhook_deliveries
+		if _, err := tx.Exec(ctx, `UPDATE webhook_deliveries
 			SET status = 'pending', next_attempt_at = $4, manual_pending = true, updated_at = $4
-			WHERE organization_id = $1 AND livemode = $2 AND id = $3`, c.OrgID, c.Livemode, id, now); err != nil {
+			WHERE organization_id = $1 AND livemode = $2 AND id = $3`, org, livemode, id, now); err != nil {
 			return fmt.Errorf("retrying webhook delivery: %w", err)
 		}
-		if d, err = loadDelivery(r.Context(), tx, c, id); err != nil {
+		if d, err = loadDelivery(ctx, tx, org, livemode, id); err != nil {
 			return err
 		}
-		return audit.Record(r.Context(), tx, c.auditEntry("webhook_delivery.retried", "webhook_delivery", id, now,
+		return audit.Record(ctx, tx, auditEntry(actor, org, livemode, "webhook_delivery.retried", "webhook_delivery", id, now,
 			map[string]any{"endpoint": d.EndpointID, "event": d.EventID, "previous_status": before}))
 	})
 	if err != nil {
+		return Delivery{}, err
+	}
+	return d.object(), nil
+}
+
+func (a *API) retryDelivery(w http.ResponseWriter, r *http.Request, c caller) error {
+	if _, err := router.ReadBody(w, r); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, d.object())
+	d, err := a.svc.RetryDelivery(r.Context(), c.actor, c.OrgID, c.Livemode, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, d)
 	return nil
 }

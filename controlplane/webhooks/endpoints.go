@@ -17,6 +17,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/controlplane/events"
+	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/apiversion"
 	"github.com/gatehouse/gatehouse/internal/ids"
@@ -87,23 +88,24 @@ func (e endpointRow) object() Endpoint {
 	return o
 }
 
-// loadEndpoint reads one of the caller's endpoints; lock adds FOR UPDATE.
-func loadEndpoint(ctx context.Context, q Querier, c caller, id string, lock bool) (endpointRow, error) {
+// loadEndpoint reads one of org's endpoints in livemode; lock adds FOR
+// UPDATE.
+func loadEndpoint(ctx context.Context, q Querier, org string, livemode bool, id string, lock bool) (endpointRow, error) {
 	if !ids.Valid(id, ids.WebhookEndpoint) {
-		return endpointRow{}, errEndpointNotFound
+		return endpointRow{}, ErrEndpointNotFound
 	}
 	sql := `SELECT ` + endpointColumns + ` FROM webhook_endpoints
 		WHERE organization_id = $1 AND livemode = $2 AND id = $3`
 	if lock {
 		sql += ` FOR UPDATE`
 	}
-	rows, err := q.Query(ctx, sql, c.OrgID, c.Livemode, id)
+	rows, err := q.Query(ctx, sql, org, livemode, id)
 	if err != nil {
 		return endpointRow{}, fmt.Errorf("loading webhook endpoint: %w", err)
 	}
 	e, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[endpointRow])
 	if errors.Is(err, pgx.ErrNoRows) {
-		return endpointRow{}, errEndpointNotFound
+		return endpointRow{}, ErrEndpointNotFound
 	}
 	if err != nil {
 		return endpointRow{}, fmt.Errorf("loading webhook endpoint: %w", err)
@@ -111,50 +113,55 @@ func loadEndpoint(ctx context.Context, q Querier, c caller, id string, lock bool
 	return e, nil
 }
 
-// endpointParams are the parsed parameters of create and update.
-type endpointParams struct {
-	url           *string
-	enabledEvents []string // nil: not sent
-	description   *string  // nil: not sent; "" clears
-	apiVersion    *string
-	disabled      *bool
-	metadata      metadataChange
+// EndpointParams are the fields of an endpoint a caller sets. On update,
+// nil leaves a field unchanged.
+type EndpointParams struct {
+	URL           *string
+	EnabledEvents []string // nil: not sent
+	Description   *string  // nil: not sent; "" clears
+	// APIVersion pins the version of the payloads; it can only be set at
+	// creation, where nil or "" means the organisation's default.
+	APIVersion *string
+	Disabled   *bool
+	// metadata is only changed through the API, which reads it from the
+	// request body.
+	metadata metadataChange
 }
 
-func readEndpointParams(p params, create bool) (endpointParams, error) {
-	var ep endpointParams
+func readEndpointParams(p router.Params, create bool) (EndpointParams, error) {
+	var ep EndpointParams
 	allowed := []string{"url", "enabled_events", "description", "metadata", "api_version"}
 	if !create {
 		allowed = []string{"url", "enabled_events", "description", "metadata", "disabled", "api_version"}
 	}
-	if err := p.only(allowed...); err != nil {
+	if err := p.Only(allowed...); err != nil {
 		return ep, err
 	}
-	if s, present, err := p.str("url"); err != nil {
+	if s, present, err := p.Str("url"); err != nil {
 		return ep, err
 	} else if present {
 		if s == nil || *s == "" {
 			return ep, apierror.ParameterMissing("url")
 		}
-		if err := validateText("url", *s, 2048); err != nil {
+		if err := validateText("url", *s, MaxURLLen); err != nil {
 			return ep, err
 		}
-		ep.url = s
+		ep.URL = s
 	} else if create {
 		return ep, apierror.ParameterMissing("url")
 	}
 
-	if list, present, err := p.strings("enabled_events"); err != nil {
+	if list, present, err := p.Strings("enabled_events"); err != nil {
 		return ep, err
 	} else if present {
-		if ep.enabledEvents, err = validEnabledEvents(list); err != nil {
+		if ep.EnabledEvents, err = validEnabledEvents(list); err != nil {
 			return ep, err
 		}
 	} else if create {
 		return ep, apierror.ParameterMissing("enabled_events")
 	}
 
-	if s, present, err := p.str("description"); err != nil {
+	if s, present, err := p.Str("description"); err != nil {
 		return ep, err
 	} else if present {
 		d := ""
@@ -164,29 +171,27 @@ func readEndpointParams(p params, create bool) (endpointParams, error) {
 		if err := validateText("description", d, MaxDescriptionLen); err != nil {
 			return ep, err
 		}
-		ep.description = &d
+		ep.Description = &d
 	}
 
-	if s, present, err := p.str("api_version"); err != nil {
+	if s, present, err := p.Str("api_version"); err != nil {
 		return ep, err
 	} else if present {
 		if !create {
-			return ep, apierror.ParameterInvalid("api_version",
-				"An endpoint's api_version cannot be changed: create an endpoint with the new version, move to it, then delete this one.")
+			return ep, errAPIVersionFixed
 		}
 		if s != nil && *s != "" {
-			if !apiversion.Valid(*s) {
-				return ep, apierror.ParameterInvalid("api_version",
-					fmt.Sprintf("Unknown api_version %q; supported versions are %s.", *s, strings.Join(apiversion.Supported, ", ")))
+			if err := validAPIVersion(*s); err != nil {
+				return ep, err
 			}
-			ep.apiVersion = s
+			ep.APIVersion = s
 		}
 	}
 
-	if b, present, err := p.boolean("disabled"); err != nil {
+	if b, present, err := p.Bool("disabled"); err != nil {
 		return ep, err
 	} else if present {
-		ep.disabled = &b
+		ep.Disabled = &b
 	}
 
 	if raw, present := p["metadata"]; present {
@@ -197,6 +202,59 @@ func readEndpointParams(p params, create bool) (endpointParams, error) {
 		ep.metadata = mc
 	}
 	return ep, nil
+}
+
+// errAPIVersionFixed refuses an api_version on update.
+var errAPIVersionFixed = apierror.ParameterInvalid("api_version",
+	"An endpoint's api_version cannot be changed: create an endpoint with the new version, move to it, then delete this one.")
+
+func validAPIVersion(v string) error {
+	if !apiversion.Valid(v) {
+		return apierror.ParameterInvalid("api_version",
+			fmt.Sprintf("Unknown api_version %q; supported versions are %s.", v, strings.Join(apiversion.Supported, ", ")))
+	}
+	return nil
+}
+
+// validate checks p as readEndpointParams does, for callers that build p
+// themselves; it normalises EnabledEvents and an empty APIVersion.
+func (p *EndpointParams) validate(create bool) error {
+	switch {
+	case p.URL != nil && *p.URL != "":
+		if err := validateText("url", *p.URL, MaxURLLen); err != nil {
+			return err
+		}
+	case create || p.URL != nil:
+		return apierror.ParameterMissing("url")
+	}
+	switch {
+	case p.EnabledEvents != nil:
+		evs, err := validEnabledEvents(p.EnabledEvents)
+		if err != nil {
+			return err
+		}
+		p.EnabledEvents = evs
+	case create:
+		return apierror.ParameterMissing("enabled_events")
+	}
+	if p.Description != nil {
+		if err := validateText("description", *p.Description, MaxDescriptionLen); err != nil {
+			return err
+		}
+	}
+	if p.APIVersion != nil {
+		switch {
+		case !create:
+			return errAPIVersionFixed
+		case *p.APIVersion == "":
+			p.APIVersion = nil
+		default:
+			if err := validAPIVersion(*p.APIVersion); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // validEnabledEvents checks and de-duplicates the subscription list: "*"
@@ -216,7 +274,7 @@ func validEnabledEvents(list []string) ([]string, error) {
 	for i, p := range list {
 		if !validPattern(p) {
 			return nil, apierror.ParameterInvalid(fmt.Sprintf("enabled_events[%d]", i),
-				fmt.Sprintf(`Invalid event type %q: use a type such as customer.created, a prefix such as customer.*, or "*".`, printable(p)))
+				fmt.Sprintf(`Invalid event type %q: use a type such as customer.created, a prefix such as customer.*, or "*".`, router.Printable(p)))
 		}
 		if !slices.Contains(out, p) {
 			out = append(out, p)
@@ -266,7 +324,7 @@ func (mc metadataChange) apply(m map[string]string) (map[string]string, error) {
 // clear it (Stripe's conventions, in JSON and forms alike).
 func parseMetadata(raw json.RawMessage) (metadataChange, error) {
 	var s string
-	if isNull(raw) || (json.Unmarshal(raw, &s) == nil && s == "") {
+	if router.IsNull(raw) || (json.Unmarshal(raw, &s) == nil && s == "") {
 		return metadataChange{clear: true}, nil
 	}
 	var obj map[string]json.RawMessage
@@ -276,7 +334,7 @@ func parseMetadata(raw json.RawMessage) (metadataChange, error) {
 	}
 	mc := metadataChange{keys: make(map[string]string, len(obj))}
 	for _, k := range slices.Sorted(maps.Keys(obj)) {
-		param := "metadata[" + printable(k) + "]"
+		param := "metadata[" + router.Printable(k) + "]"
 		switch {
 		case k == "":
 			return mc, apierror.ParameterInvalid("metadata", "Metadata keys must not be empty.")
@@ -288,7 +346,7 @@ func parseMetadata(raw json.RawMessage) (metadataChange, error) {
 				fmt.Sprintf("Invalid metadata key: keys must be valid UTF-8 without NUL and at most %d characters.", maxMetadataKeyLen))
 		}
 		var v string
-		if !isNull(obj[k]) {
+		if !router.IsNull(obj[k]) {
 			if err := json.Unmarshal(obj[k], &v); err != nil {
 				return mc, apierror.ParameterInvalid(param, fmt.Sprintf("Invalid %s: metadata values must be strings.", param))
 			}
@@ -322,8 +380,8 @@ func validateText(param, v string, maxLen int) error {
 // checkURL refuses destinations the deliverer would refuse (internal/ssrf),
 // so a user learns at once, with a reason, instead of from failed
 // deliveries. The deliverer checks again when it dials.
-func (a *API) checkURL(ctx context.Context, raw string, livemode bool) error {
-	p := a.policy
+func (s *Service) checkURL(ctx context.Context, raw string, livemode bool) error {
+	p := s.policy
 	p.RequireHTTPS = p.RequireHTTPS || livemode
 	ctx, cancel := context.WithTimeout(ctx, urlCheckTimeout)
 	defer cancel()
@@ -358,11 +416,66 @@ func redactURL(raw string) string {
 	return u.Scheme + "://" + u.Host + u.Path
 }
 
+// disabledReason is disabled_reason when actor disables an endpoint, so
+// the endpoint's page says where it was done.
+func disabledReason(actor audit.Actor) string {
+	if actor.Type == audit.ActorUser {
+		return "Disabled in the dashboard."
+	}
+	return reasonUserDisabled
+}
+
+// CreateEndpoint creates an endpoint in org's environment; the returned
+// object carries the signing secret, the only time it is shown.
+func (s *Service) CreateEndpoint(ctx context.Context, actor audit.Actor, org string, livemode bool, p EndpointParams) (Endpoint, error) {
+	if err := p.validate(true); err != nil {
+		return Endpoint{}, err
+	}
+	if err := s.checkURL(ctx, *p.URL, livemode); err != nil {
+		return Endpoint{}, err
+	}
+	md, err := p.metadata.apply(nil)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	now := s.now()
+	row := endpointRow{
+		ID: ids.NewAt(ids.WebhookEndpoint, now), Livemode: livemode, URL: *p.URL,
+		EnabledEvents: p.EnabledEvents, Status: StatusEnabled, APIVersion: p.APIVersion, Metadata: md, CreatedAt: now,
+	}
+	if p.Description != nil {
+		row.Description = *p.Description
+	}
+	var secret string
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO webhook_endpoints (id, organization_id, livemode, url, description, enabled_events,
+			                               status, api_version, metadata, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)`,
+			row.ID, org, row.Livemode, row.URL, row.Description, row.EnabledEvents, row.Status,
+			row.APIVersion, row.Metadata, now); err != nil {
+			return fmt.Errorf("creating webhook endpoint: %w", err)
+		}
+		var err error
+		if secret, err = addSecret(ctx, tx, s.box, row.ID, now); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, auditEntry(actor, org, livemode, "webhook_endpoint.created", "webhook_endpoint", row.ID, now,
+			map[string]any{"url": redactURL(row.URL), "enabled_events": row.EnabledEvents}))
+	})
+	if err != nil {
+		return Endpoint{}, err
+	}
+	o := row.object()
+	o.Secret = secret
+	return o, nil
+}
+
 func (a *API) createEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
-	if err := noQuery(r); err != nil {
+	if err := router.NoQuery(r); err != nil {
 		return err
 	}
-	p, err := readParams(w, r)
+	p, err := router.ReadParams(w, r)
 	if err != nil {
 		return err
 	}
@@ -370,51 +483,19 @@ func (a *API) createEndpoint(w http.ResponseWriter, r *http.Request, c caller) e
 	if err != nil {
 		return err
 	}
-	if err := a.checkURL(r.Context(), *ep.url, c.Livemode); err != nil {
-		return err
-	}
-	md, err := ep.metadata.apply(nil)
+	o, err := a.svc.CreateEndpoint(r.Context(), c.actor, c.OrgID, c.Livemode, ep)
 	if err != nil {
 		return err
 	}
-	now := a.now()
-	row := endpointRow{
-		ID: ids.NewAt(ids.WebhookEndpoint, now), Livemode: c.Livemode, URL: *ep.url,
-		EnabledEvents: ep.enabledEvents, Status: StatusEnabled, APIVersion: ep.apiVersion, Metadata: md, CreatedAt: now,
-	}
-	if ep.description != nil {
-		row.Description = *ep.description
-	}
-	var secret string
-	err = a.inTx(r.Context(), func(tx pgx.Tx) error {
-		if _, err := tx.Exec(r.Context(), `
-			INSERT INTO webhook_endpoints (id, organization_id, livemode, url, description, enabled_events,
-			                               status, api_version, metadata, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)`,
-			row.ID, c.OrgID, row.Livemode, row.URL, row.Description, row.EnabledEvents, row.Status,
-			row.APIVersion, row.Metadata, now); err != nil {
-			return fmt.Errorf("creating webhook endpoint: %w", err)
-		}
-		if secret, err = addSecret(r.Context(), tx, a.box, row.ID, now); err != nil {
-			return err
-		}
-		return audit.Record(r.Context(), tx, c.auditEntry("webhook_endpoint.created", "webhook_endpoint", row.ID, now,
-			map[string]any{"url": redactURL(row.URL), "enabled_events": row.EnabledEvents}))
-	})
-	if err != nil {
-		return err
-	}
-	o := row.object()
-	o.Secret = secret
 	writeJSON(w, http.StatusOK, o)
 	return nil
 }
 
 func (a *API) getEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
-	if err := noQuery(r); err != nil {
+	if err := router.NoQuery(r); err != nil {
 		return err
 	}
-	e, err := loadEndpoint(r.Context(), a.db, c, r.PathValue("id"), false)
+	e, err := loadEndpoint(r.Context(), a.db, c.OrgID, c.Livemode, r.PathValue("id"), false)
 	if err != nil {
 		return err
 	}
@@ -448,53 +529,47 @@ func (a *API) listEndpoints(w http.ResponseWriter, r *http.Request, c caller) er
 	return nil
 }
 
-func (a *API) updateEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
-	if err := noQuery(r); err != nil {
-		return err
+// UpdateEndpoint changes one of org's endpoints in livemode. Re-enabling
+// an endpoint starts its health afresh.
+func (s *Service) UpdateEndpoint(ctx context.Context, actor audit.Actor, org string, livemode bool, id string,
+	p EndpointParams) (Endpoint, error) {
+	if err := p.validate(false); err != nil {
+		return Endpoint{}, err
 	}
-	p, err := readParams(w, r)
-	if err != nil {
-		return err
-	}
-	ep, err := readEndpointParams(p, false)
-	if err != nil {
-		return err
-	}
-	id := r.PathValue("id")
 	if !ids.Valid(id, ids.WebhookEndpoint) {
-		return errEndpointNotFound
+		return Endpoint{}, ErrEndpointNotFound
 	}
 	// The URL is checked (DNS included) before any row is locked.
-	if ep.url != nil {
-		if err := a.checkURL(r.Context(), *ep.url, c.Livemode); err != nil {
-			return err
+	if p.URL != nil {
+		if err := s.checkURL(ctx, *p.URL, livemode); err != nil {
+			return Endpoint{}, err
 		}
 	}
-	now := a.now()
+	now := s.now()
 	var out endpointRow
-	err = a.inTx(r.Context(), func(tx pgx.Tx) error {
-		e, err := loadEndpoint(r.Context(), tx, c, id, true)
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		e, err := loadEndpoint(ctx, tx, org, livemode, id, true)
 		if err != nil {
 			return err
 		}
 		var changed []string
 		data := map[string]any{}
-		if ep.url != nil && *ep.url != e.URL {
-			e.URL = *ep.url
+		if p.URL != nil && *p.URL != e.URL {
+			e.URL = *p.URL
 			changed = append(changed, "url")
 			data["url"] = redactURL(e.URL)
 		}
-		if ep.enabledEvents != nil && !slices.Equal(ep.enabledEvents, e.EnabledEvents) {
-			data["enabled_events"] = map[string]any{"from": e.EnabledEvents, "to": ep.enabledEvents}
-			e.EnabledEvents = ep.enabledEvents
+		if p.EnabledEvents != nil && !slices.Equal(p.EnabledEvents, e.EnabledEvents) {
+			data["enabled_events"] = map[string]any{"from": e.EnabledEvents, "to": p.EnabledEvents}
+			e.EnabledEvents = p.EnabledEvents
 			changed = append(changed, "enabled_events")
 		}
-		if ep.description != nil && *ep.description != e.Description {
-			e.Description = *ep.description
+		if p.Description != nil && *p.Description != e.Description {
+			e.Description = *p.Description
 			changed = append(changed, "description")
 		}
-		if ep.metadata.clear || len(ep.metadata.keys) > 0 {
-			md, err := ep.metadata.apply(e.Metadata)
+		if p.metadata.clear || len(p.metadata.keys) > 0 {
+			md, err := p.metadata.apply(e.Metadata)
 			if err != nil {
 				return err
 			}
@@ -504,9 +579,9 @@ func (a *API) updateEndpoint(w http.ResponseWriter, r *http.Request, c caller) e
 			}
 		}
 		reenabled := false
-		if ep.disabled != nil {
+		if p.Disabled != nil {
 			want := StatusEnabled
-			if *ep.disabled {
+			if *p.Disabled {
 				want = StatusDisabled
 			}
 			if want != e.Status {
@@ -514,7 +589,7 @@ func (a *API) updateEndpoint(w http.ResponseWriter, r *http.Request, c caller) e
 				e.Status = want
 				changed = append(changed, "status")
 				if want == StatusDisabled {
-					reason := reasonUserDisabled
+					reason := disabledReason(actor)
 					e.DisabledReason = &reason
 				} else {
 					e.DisabledReason = nil
@@ -529,50 +604,73 @@ func (a *API) updateEndpoint(w http.ResponseWriter, r *http.Request, c caller) e
 		// Re-enabling starts the endpoint's health afresh: with the old
 		// failing_since the deliverer would disable it again on its first
 		// failure. failing_alert_level (migration 0007) resets with it.
-		if _, err := tx.Exec(r.Context(), `
+		if _, err := tx.Exec(ctx, `
 			UPDATE webhook_endpoints
 			SET url = $4, enabled_events = $5, description = $6, metadata = $7, status = $8,
 			    disabled_reason = $9, updated_at = $10,
 			    failing_since = CASE WHEN $11 THEN NULL ELSE failing_since END,
 			    failing_alert_level = CASE WHEN $11 THEN 0 ELSE failing_alert_level END
 			WHERE organization_id = $1 AND livemode = $2 AND id = $3`,
-			c.OrgID, c.Livemode, e.ID, e.URL, e.EnabledEvents, e.Description, e.Metadata, e.Status,
+			org, livemode, e.ID, e.URL, e.EnabledEvents, e.Description, e.Metadata, e.Status,
 			e.DisabledReason, now, reenabled); err != nil {
 			return fmt.Errorf("updating webhook endpoint: %w", err)
 		}
 		data["changed"] = changed
-		return audit.Record(r.Context(), tx, c.auditEntry("webhook_endpoint.updated", "webhook_endpoint", e.ID, now, data))
+		return audit.Record(ctx, tx, auditEntry(actor, org, livemode, "webhook_endpoint.updated", "webhook_endpoint", e.ID, now, data))
 	})
+	if err != nil {
+		return Endpoint{}, err
+	}
+	return out.object(), nil
+}
+
+func (a *API) updateEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
+	if err := router.NoQuery(r); err != nil {
+		return err
+	}
+	p, err := router.ReadParams(w, r)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, out.object())
+	ep, err := readEndpointParams(p, false)
+	if err != nil {
+		return err
+	}
+	o, err := a.svc.UpdateEndpoint(r.Context(), c.actor, c.OrgID, c.Livemode, r.PathValue("id"), ep)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, o)
 	return nil
 }
 
-func (a *API) deleteEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
-	if err := noQuery(r); err != nil {
-		return err
-	}
-	id := r.PathValue("id")
+// DeleteEndpoint deletes one of org's endpoints in livemode.
+func (s *Service) DeleteEndpoint(ctx context.Context, actor audit.Actor, org string, livemode bool, id string) error {
 	if !ids.Valid(id, ids.WebhookEndpoint) {
-		return errEndpointNotFound
+		return ErrEndpointNotFound
 	}
-	now := a.now()
-	err := a.inTx(r.Context(), func(tx pgx.Tx) error {
+	now := s.now()
+	return s.inTx(ctx, func(tx pgx.Tx) error {
 		var u string
-		err := tx.QueryRow(r.Context(), `DELETE FROM webhook_endpoints
-			WHERE organization_id = $1 AND livemode = $2 AND id = $3 RETURNING url`, c.OrgID, c.Livemode, id).Scan(&u)
+		err := tx.QueryRow(ctx, `DELETE FROM webhook_endpoints
+			WHERE organization_id = $1 AND livemode = $2 AND id = $3 RETURNING url`, org, livemode, id).Scan(&u)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return errEndpointNotFound
+			return ErrEndpointNotFound
 		}
 		if err != nil {
 			return fmt.Errorf("deleting webhook endpoint: %w", err)
 		}
-		return audit.Record(r.Context(), tx, c.auditEntry("webhook_endpoint.deleted", "webhook_endpoint", id, now,
+		return audit.Record(ctx, tx, auditEntry(actor, org, livemode, "webhook_endpoint.deleted", "webhook_endpoint", id, now,
 			map[string]any{"url": redactURL(u)}))
 	})
-	if err != nil {
+}
+
+func (a *API) deleteEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
+	if err := router.NoQuery(r); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if err := a.svc.DeleteEndpoint(r.Context(), c.actor, c.OrgID, c.Livemode, id); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, struct {
@@ -583,42 +681,32 @@ func (a *API) deleteEndpoint(w http.ResponseWriter, r *http.Request, c caller) e
 	return nil
 }
 
-func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, c caller) error {
-	if err := noQuery(r); err != nil {
-		return err
+// errExpiresIn refuses a rotation grace out of range.
+var errExpiresIn = apierror.ParameterInvalid("expires_in", fmt.Sprintf(
+	"Invalid expires_in: seconds the current secret keeps signing, from 0 (expire it now) to %d (7 days).",
+	int64(MaxRotationGrace/time.Second)))
+
+// RotateSecret adds a signing secret to one of org's endpoints and makes
+// the others expire after grace (sooner if they were due to already). The
+// returned object carries the new secret.
+func (s *Service) RotateSecret(ctx context.Context, actor audit.Actor, org string, livemode bool, id string,
+	grace time.Duration) (Endpoint, error) {
+	if grace < 0 || grace > MaxRotationGrace {
+		return Endpoint{}, errExpiresIn
 	}
-	p, err := readParams(w, r)
-	if err != nil {
-		return err
-	}
-	if err := p.only("expires_in"); err != nil {
-		return err
-	}
-	grace := DefaultRotationGrace
-	if n, present, err := p.integer("expires_in"); err != nil {
-		return err
-	} else if present {
-		if n < 0 || n > int64(MaxRotationGrace/time.Second) {
-			return apierror.ParameterInvalid("expires_in", fmt.Sprintf(
-				"Invalid expires_in: seconds the current secret keeps signing, from 0 (expire it now) to %d (7 days).",
-				int64(MaxRotationGrace/time.Second)))
-		}
-		grace = time.Duration(n) * time.Second
-	}
-	id := r.PathValue("id")
-	now := a.now()
+	now := s.now()
 	expires := now.Add(grace)
 	var (
 		e      endpointRow
 		secret string
 	)
-	err = a.inTx(r.Context(), func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		if e, err = loadEndpoint(r.Context(), tx, c, id, true); err != nil {
+		if e, err = loadEndpoint(ctx, tx, org, livemode, id, true); err != nil {
 			return err
 		}
 		var active int
-		if err := tx.QueryRow(r.Context(), `SELECT count(*) FROM webhook_endpoint_secrets
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM webhook_endpoint_secrets
 			WHERE endpoint_id = $1 AND (expires_at IS NULL OR expires_at > $2)`, e.ID, now).Scan(&active); err != nil {
 			return fmt.Errorf("counting signing secrets: %w", err)
 		}
@@ -627,22 +715,44 @@ func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, c caller) err
 				"This endpoint already has %d signing secrets in use; rotate with expires_in=0 to expire them now, or wait until they expire.", active))
 		}
 		// Secrets already due to expire sooner keep their earlier expiry.
-		if _, err := tx.Exec(r.Context(), `UPDATE webhook_endpoint_secrets
+		if _, err := tx.Exec(ctx, `UPDATE webhook_endpoint_secrets
 			SET expires_at = LEAST(COALESCE(expires_at, 'infinity'), $3)
 			WHERE endpoint_id = $1 AND (expires_at IS NULL OR expires_at > $2)`, e.ID, now, expires); err != nil {
 			return fmt.Errorf("expiring signing secrets: %w", err)
 		}
-		if secret, err = addSecret(r.Context(), tx, a.box, e.ID, now); err != nil {
+		if secret, err = addSecret(ctx, tx, s.box, e.ID, now); err != nil {
 			return err
 		}
-		return audit.Record(r.Context(), tx, c.auditEntry("webhook_endpoint.secret_rotated", "webhook_endpoint", e.ID, now,
+		return audit.Record(ctx, tx, auditEntry(actor, org, livemode, "webhook_endpoint.secret_rotated", "webhook_endpoint", e.ID, now,
 			map[string]any{"previous_secrets_expire_at": expires.Unix()}))
 	})
 	if err != nil {
-		return err
+		return Endpoint{}, err
 	}
 	o := e.object()
 	o.Secret = secret
+	return o, nil
+}
+
+func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, c caller) error {
+	p, err := router.ReadBody(w, r, "expires_in")
+	if err != nil {
+		return err
+	}
+	grace := DefaultRotationGrace
+	if n, present, err := p.Int("expires_in"); err != nil {
+		return err
+	} else if present {
+		// Checked here too: a large n would overflow the Duration.
+		if n < 0 || n > int64(MaxRotationGrace/time.Second) {
+			return errExpiresIn
+		}
+		grace = time.Duration(n) * time.Second
+	}
+	o, err := a.svc.RotateSecret(r.Context(), c.actor, c.OrgID, c.Livemode, r.PathValue("id"), grace)
+	if err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, o)
 	return nil
 }
@@ -660,35 +770,22 @@ type Recovery struct {
 	HasMore bool `json:"has_more"`
 }
 
-func (a *API) recoverEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
-	if err := noQuery(r); err != nil {
-		return err
-	}
-	p, err := readParams(w, r)
-	if err != nil {
-		return err
-	}
-	if err := p.only("since"); err != nil {
-		return err
-	}
-	now := a.now()
-	sinceUnix, present, err := p.integer("since")
+// RecoverEndpoint queues a manual attempt of the failed and dead
+// deliveries of one of org's endpoints created since then, at most
+// MaxRecover of them. The endpoint must be enabled.
+func (s *Service) RecoverEndpoint(ctx context.Context, actor audit.Actor, org string, livemode bool, id string,
+	since time.Time) (Recovery, error) {
+	now := s.now()
 	switch {
-	case err != nil:
-		return err
-	case !present:
-		return apierror.ParameterMissing("since")
-	case sinceUnix > now.Unix():
-		return apierror.ParameterInvalid("since", "Invalid since: it is in the future.")
-	case sinceUnix < now.Add(-RecoverWindow).Unix():
-		return apierror.ParameterInvalid("since", fmt.Sprintf(
+	case since.Unix() > now.Unix():
+		return Recovery{}, apierror.ParameterInvalid("since", "Invalid since: it is in the future.")
+	case since.Unix() < now.Add(-RecoverWindow).Unix():
+		return Recovery{}, apierror.ParameterInvalid("since", fmt.Sprintf(
 			"Invalid since: recovery reaches back at most 7 days (since >= %d).", now.Add(-RecoverWindow).Unix()))
 	}
-	since := time.Unix(sinceUnix, 0)
-	id := r.PathValue("id")
-	rec := Recovery{Object: "webhook_endpoint_recovery", Endpoint: id, Livemode: c.Livemode, Since: sinceUnix}
-	err = a.inTx(r.Context(), func(tx pgx.Tx) error {
-		e, err := loadEndpoint(r.Context(), tx, c, id, true)
+	rec := Recovery{Object: "webhook_endpoint_recovery", Endpoint: id, Livemode: livemode, Since: since.Unix()}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		e, err := loadEndpoint(ctx, tx, org, livemode, id, true)
 		if err != nil {
 			return err
 		}
@@ -696,7 +793,7 @@ func (a *API) recoverEndpoint(w http.ResponseWriter, r *http.Request, c caller) 
 			return apierror.ParameterInvalid("id",
 				"The webhook endpoint "+id+" is disabled; enable it (disabled=false) before recovering its deliveries.")
 		}
-		tag, err := tx.Exec(r.Context(), `
+		tag, err := tx.Exec(ctx, `
 			WITH picked AS (
 				SELECT id FROM webhook_deliveries
 				WHERE endpoint_id = $1 AND organization_id = $2 AND livemode = $3
@@ -707,21 +804,40 @@ func (a *API) recoverEndpoint(w http.ResponseWriter, r *http.Request, c caller) 
 			)
 			UPDATE webhook_deliveries d
 			SET status = 'pending', next_attempt_at = $6, manual_pending = true, updated_at = $6
-			FROM picked WHERE d.id = picked.id`, e.ID, c.OrgID, c.Livemode, since, MaxRecover, now)
+			FROM picked WHERE d.id = picked.id`, e.ID, org, livemode, since, MaxRecover, now)
 		if err != nil {
 			return fmt.Errorf("recovering deliveries: %w", err)
 		}
 		rec.Requeued = tag.RowsAffected()
-		if err := tx.QueryRow(r.Context(), `SELECT EXISTS (
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (
 				SELECT 1 FROM webhook_deliveries
 				WHERE endpoint_id = $1 AND organization_id = $2 AND livemode = $3
 				  AND status IN ('failed', 'dead') AND created_at >= $4)`,
-			e.ID, c.OrgID, c.Livemode, since).Scan(&rec.HasMore); err != nil {
+			e.ID, org, livemode, since).Scan(&rec.HasMore); err != nil {
 			return fmt.Errorf("recovering deliveries: %w", err)
 		}
-		return audit.Record(r.Context(), tx, c.auditEntry("webhook_endpoint.recovered", "webhook_endpoint", e.ID, now,
-			map[string]any{"since": sinceUnix, "requeued": rec.Requeued, "has_more": rec.HasMore}))
+		return audit.Record(ctx, tx, auditEntry(actor, org, livemode, "webhook_endpoint.recovered", "webhook_endpoint", e.ID, now,
+			map[string]any{"since": rec.Since, "requeued": rec.Requeued, "has_more": rec.HasMore}))
 	})
+	if err != nil {
+		return Recovery{}, err
+	}
+	return rec, nil
+}
+
+func (a *API) recoverEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
+	p, err := router.ReadBody(w, r, "since")
+	if err != nil {
+		return err
+	}
+	sinceUnix, present, err := p.Int("since")
+	switch {
+	case err != nil:
+		return err
+	case !present:
+		return apierror.ParameterMissing("since")
+	}
+	rec, err := a.svc.RecoverEndpoint(r.Context(), c.actor, c.OrgID, c.Livemode, r.PathValue("id"), time.Unix(sinceUnix, 0))
 	if err != nil {
 		return err
 	}
@@ -729,26 +845,26 @@ func (a *API) recoverEndpoint(w http.ResponseWriter, r *http.Request, c caller) 
 	return nil
 }
 
-// testEndpoint sends the endpoint a webhook_endpoint.test event, and only
-// it: see the package documentation.
-func (a *API) testEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
-	if err := noQuery(r); err != nil {
-		return err
-	}
-	p, err := readParams(w, r)
-	if err != nil {
-		return err
-	}
-	if err := p.only(); err != nil {
-		return err
-	}
-	id := r.PathValue("id")
-	now := a.now()
+// TestOrigin is what a test event records about the request that asked
+// for it. The zero value suits callers other than the API.
+type TestOrigin struct {
+	// APIVersion is the payload version when the endpoint pins none;
+	// the latest when empty.
+	APIVersion     string
+	RequestID      string
+	IdempotencyKey string
+}
+
+// TestEndpoint sends one of org's endpoints a webhook_endpoint.test event,
+// and only it: see the package documentation. It returns the delivery.
+func (s *Service) TestEndpoint(ctx context.Context, actor audit.Actor, org string, livemode bool, id string,
+	origin TestOrigin) (Delivery, error) {
+	now := s.now()
 	var d deliveryRow
-	err = a.inTx(r.Context(), func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		// Locked so that a concurrent delete cannot pull the endpoint from
 		// under the delivery row.
-		e, err := loadEndpoint(r.Context(), tx, c, id, true)
+		e, err := loadEndpoint(ctx, tx, org, livemode, id, true)
 		if err != nil {
 			return err
 		}
@@ -757,10 +873,10 @@ func (a *API) testEndpoint(w http.ResponseWriter, r *http.Request, c caller) err
 			return fmt.Errorf("encoding endpoint: %w", err)
 		}
 		ev := wire.Event{
-			V: 1, ID: ids.NewAt(ids.Event, now), OrganizationID: c.OrgID, Livemode: c.Livemode,
-			Type: TestEventType, Created: now.Unix(), APIVersion: c.APIVersion,
+			V: 1, ID: ids.NewAt(ids.Event, now), OrganizationID: org, Livemode: livemode,
+			Type: TestEventType, Created: now.Unix(), APIVersion: origin.APIVersion,
 			Data:      json.RawMessage(`{"object":` + string(obj) + `}`),
-			RequestID: c.RequestID, IdempotencyKey: idempotencyKey(r),
+			RequestID: origin.RequestID, IdempotencyKey: origin.IdempotencyKey,
 		}
 		if e.APIVersion != nil {
 			ev.APIVersion = *e.APIVersion
@@ -768,27 +884,40 @@ func (a *API) testEndpoint(w http.ResponseWriter, r *http.Request, c caller) err
 		if ev.APIVersion == "" {
 			ev.APIVersion = apiversion.Latest()
 		}
-		if _, err := events.Insert(r.Context(), tx, ev); err != nil {
+		if _, err := events.Insert(ctx, tx, ev); err != nil {
 			return err
 		}
 		d = deliveryRow{
-			ID: ids.NewAt(ids.Delivery, now), Livemode: c.Livemode, EventID: ev.ID, EventType: &ev.Type,
+			ID: ids.NewAt(ids.Delivery, now), Livemode: livemode, EventID: ev.ID, EventType: &ev.Type,
 			EndpointID: e.ID, Status: "pending", NextAttemptAt: &now, ManualPending: true, CreatedAt: now,
 		}
-		if _, err := tx.Exec(r.Context(), `
+		if _, err := tx.Exec(ctx, `
 			INSERT INTO webhook_deliveries (id, organization_id, livemode, event_id, endpoint_id, status, attempts,
 			                                next_attempt_at, manual_pending, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, true, $6, $6)`,
-			d.ID, c.OrgID, c.Livemode, ev.ID, e.ID, now); err != nil {
+			d.ID, org, livemode, ev.ID, e.ID, now); err != nil {
 			return fmt.Errorf("creating test delivery: %w", err)
 		}
-		return audit.Record(r.Context(), tx, c.auditEntry("webhook_endpoint.tested", "webhook_endpoint", e.ID, now,
+		return audit.Record(ctx, tx, auditEntry(actor, org, livemode, "webhook_endpoint.tested", "webhook_endpoint", e.ID, now,
 			map[string]any{"event": ev.ID, "delivery": d.ID}))
+	})
+	if err != nil {
+		return Delivery{}, err
+	}
+	return d.object(), nil
+}
+
+func (a *API) testEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
+	if _, err := router.ReadBody(w, r); err != nil {
+		return err
+	}
+	d, err := a.svc.TestEndpoint(r.Context(), c.actor, c.OrgID, c.Livemode, r.PathValue("id"), TestOrigin{
+		APIVersion: c.APIVersion, RequestID: c.RequestID, IdempotencyKey: idempotencyKey(r),
 	})
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, d.object())
+	writeJSON(w, http.StatusOK, d)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/ids"
 )
@@ -27,7 +28,7 @@ func parseList(vals url.Values, prefix, object string, filter func(key, val stri
 	q := pageQuery{Limit: DefaultListLimit}
 	for _, key := range slices.Sorted(maps.Keys(vals)) {
 		if len(vals[key]) > 1 {
-			return q, apierror.ParameterInvalid(printable(key), fmt.Sprintf("Parameter %s was sent more than once.", printable(key)))
+			return q, apierror.ParameterInvalid(router.Printable(key), fmt.Sprintf("Parameter %s was sent more than once.", router.Printable(key)))
 		}
 		v := vals[key][0]
 		switch key {
@@ -57,7 +58,7 @@ func parseList(vals url.Values, prefix, object string, filter func(key, val stri
 				}
 			}
 			if !known {
-				return q, unknownParam(key)
+				return q, router.UnknownParam(key)
 			}
 		}
 	}

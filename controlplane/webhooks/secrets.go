@@ -2,6 +2,7 @@ package webhooks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -60,6 +61,9 @@ type execer interface {
 
 // addSecret creates a secret for endpoint, stores it sealed and returns it.
 func addSecret(ctx context.Context, tx execer, box *secretbox.Box, endpointID string, now time.Time) (string, error) {
+	if box == nil {
+		return "", errors.New("no master key to seal webhook secrets")
+	}
 	secret := whsign.NewSecret()
 	id := ids.NewAt(secretIDPrefix, now)
 	_, err := tx.Exec(ctx, `INSERT INTO webhook_endpoint_secrets (id, endpoint_id, ciphertext, created_at)

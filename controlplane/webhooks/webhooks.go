@@ -6,7 +6,10 @@
 //
 // Every query is scoped by the caller's organisation and environment, so
 // another tenant's endpoint or delivery is a 404. Every change is written
-// in one transaction with its audit entry (controlplane/audit).
+// in one transaction with its audit entry (controlplane/audit). Service
+// holds those changes, taking the audit actor, organisation and
+// environment explicitly: the HTTP handlers call it for the request's API
+// key, the dashboard for a signed-in user.
 //
 // # Signing secrets
 //
@@ -72,6 +75,7 @@ const (
 	MaxListLimit        = 100
 	MaxEnabledEvents    = 100
 	MaxDescriptionLen   = 5000
+	MaxURLLen           = 2048
 	maxMetadataKeys     = 50
 	maxMetadataKeyLen   = 40
 	maxMetadataValueLen = 500
@@ -110,13 +114,31 @@ type Config struct {
 	Now func() time.Time
 }
 
-// API serves /v1/webhook-endpoints and /v1/webhook-deliveries.
-type API struct {
+// Service makes the webhook changes on behalf of any actor: the /v1
+// handlers call it for the API key of the request, the dashboard for a
+// signed-in user. Every method is scoped to an organisation and
+// environment (another tenant's id is not found) and writes its audit
+// entry, naming the actor, in the same transaction as the change.
+type Service struct {
 	db     DB
 	box    *secretbox.Box
 	policy ssrf.Policy
-	log    *zap.Logger
 	now    func() time.Time
+}
+
+// NewService returns the service; cfg.Logger is not used.
+func NewService(cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{db: cfg.DB, box: cfg.Box, policy: cfg.URLPolicy, now: cfg.Now}
+}
+
+// API serves /v1/webhook-endpoints and /v1/webhook-deliveries.
+type API struct {
+	svc *Service
+	db  DB
+	log *zap.Logger
 }
 
 // NewAPI returns the webhook API.
@@ -124,10 +146,8 @@ func NewAPI(cfg Config) *API {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	return &API{db: cfg.DB, box: cfg.Box, policy: cfg.URLPolicy, log: cfg.Logger, now: cfg.Now}
+	svc := NewService(cfg)
+	return &API{svc: svc, db: svc.db, log: cfg.Logger}
 }
 
 // Register adds the routes (router.Routes).
@@ -152,17 +172,17 @@ type caller struct {
 	actor audit.Actor
 }
 
-func (c caller) auditEntry(action, targetType, targetID string, at time.Time, data map[string]any) audit.Entry {
-	live := c.Livemode
-	return audit.Entry{OrganizationID: c.OrgID, Livemode: &live, Actor: c.actor, Action: action,
+func auditEntry(actor audit.Actor, org string, livemode bool, action, targetType, targetID string, at time.Time,
+	data map[string]any) audit.Entry {
+	return audit.Entry{OrganizationID: org, Livemode: &livemode, Actor: actor, Action: action,
 		TargetType: targetType, TargetID: targetID, Data: data, CreatedAt: at}
 }
 
-// Sentinel errors of missing objects; handle turns them into 404s naming
-// the id from the path.
+// Sentinel errors of missing objects, for errors.Is. handle turns them
+// into 404s naming the id from the path; other callers name it themselves.
 var (
-	errEndpointNotFound = errors.New("webhook endpoint not found")
-	errDeliveryNotFound = errors.New("webhook delivery not found")
+	ErrEndpointNotFound = errors.New("webhook endpoint not found")
+	ErrDeliveryNotFound = errors.New("webhook delivery not found")
 )
 
 // handle checks the caller's scope and turns the endpoint's error into the
@@ -186,9 +206,9 @@ func (a *API) handle(scope string, h func(http.ResponseWriter, *http.Request, ca
 			return
 		}
 		switch {
-		case errors.Is(err, errEndpointNotFound):
+		case errors.Is(err, ErrEndpointNotFound):
 			err = apierror.NotFound("webhook_endpoint", r.PathValue("id"))
-		case errors.Is(err, errDeliveryNotFound):
+		case errors.Is(err, ErrDeliveryNotFound):
 			err = apierror.NotFound("webhook_delivery", r.PathValue("id"))
 		}
 		e := apierror.From(err)
@@ -201,8 +221,8 @@ func (a *API) handle(scope string, h func(http.ResponseWriter, *http.Request, ca
 }
 
 // inTx runs f in a transaction (pgx.BeginFunc: commit on nil, else roll back).
-func (a *API) inTx(ctx context.Context, f func(pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, a.db, f)
+func (s *Service) inTx(ctx context.Context, f func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.db, f)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -1,4 +1,4 @@
-package events
+package router
 
 import (
 	"bytes"
@@ -15,33 +15,28 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 )
 
-// The request-body decoding below is the same in controlplane/webhooks
-// (params.go there); it belongs in a package both can import once the
-// control plane has one for /v1 plumbing.
-
-// params are a request's body parameters as JSON values, whether the body
+// Params are a request's body parameters as JSON values, whether the body
 // was a JSON object or a Stripe-style form: form values become JSON strings
 // and bracketed names nest (data[address][city]=Paris, enabled_events[]=a,
 // enabled_events[0]=a, metadata[plan]=pro).
-type params map[string]json.RawMessage
+type Params map[string]json.RawMessage
 
-// readParams reads a JSON or form-encoded body; an empty body has no
+// ReadParams reads a JSON or form-encoded body; an empty body has no
 // parameters.
-func readParams(w http.ResponseWriter, r *http.Request) (params, error) {
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, router.MaxBodyBytes))
+func ReadParams(w http.ResponseWriter, r *http.Request) (Params, error) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return nil, apierror.New(http.StatusRequestEntityTooLarge, apierror.TypeInvalidRequest, "body_too_large",
-				fmt.Sprintf("The request body is larger than %d bytes.", router.MaxBodyBytes))
+				fmt.Sprintf("The request body is larger than %d bytes.", MaxBodyBytes))
 		}
 		return nil, apierror.InvalidRequest("body_invalid", "", "The request body could not be read.")
 	}
 	if len(bytes.TrimSpace(raw)) == 0 {
-		return params{}, nil
+		return Params{}, nil
 	}
 	if !utf8.Valid(raw) {
 		return nil, apierror.InvalidRequest("body_invalid", "", "The request body must be valid UTF-8.")
@@ -67,8 +62,25 @@ func readParams(w http.ResponseWriter, r *http.Request) (params, error) {
 		"Send the request body as application/json or application/x-www-form-urlencoded.")
 }
 
-func parseJSON(raw []byte) (params, error) {
-	var p params
+// ReadBody reads the parameters of an endpoint that takes them in the body
+// only: it refuses any query parameter and any body parameter other than
+// allowed (none when allowed is empty).
+func ReadBody(w http.ResponseWriter, r *http.Request, allowed ...string) (Params, error) {
+	if err := NoQuery(r); err != nil {
+		return nil, err
+	}
+	p, err := ReadParams(w, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Only(allowed...); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func parseJSON(raw []byte) (Params, error) {
+	var p Params
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if err := dec.Decode(&p); err != nil {
 		if _, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
@@ -86,16 +98,16 @@ func parseJSON(raw []byte) (params, error) {
 }
 
 // parseForm turns form values into the same shape as a JSON body.
-func parseForm(vals url.Values) (params, error) {
+func parseForm(vals url.Values) (Params, error) {
 	root := map[string]any{}
 	for _, key := range slices.Sorted(maps.Keys(vals)) {
 		path, ok := splitFormKey(key)
 		if !ok {
-			return nil, apierror.ParameterInvalid(printable(key),
-				fmt.Sprintf("Malformed parameter name %q: use name, name[key] or name[] only.", printable(key)))
+			return nil, apierror.ParameterInvalid(Printable(key),
+				fmt.Sprintf("Malformed parameter name %q: use name, name[key] or name[] only.", Printable(key)))
 		}
 		conflict := apierror.ParameterInvalid(path[0],
-			fmt.Sprintf("Parameter %s is sent both as a value and as a list or object.", printable(key)))
+			fmt.Sprintf("Parameter %s is sent both as a value and as a list or object.", Printable(key)))
 		vs := vals[key]
 		last := path[len(path)-1]
 		if last == "" { // name[]=a&name[]=b: a list
@@ -116,7 +128,7 @@ func parseForm(vals url.Values) (params, error) {
 		}
 		if len(vs) > 1 {
 			return nil, apierror.ParameterInvalid(path[0],
-				fmt.Sprintf("Parameter %s was sent more than once; send a list as %s[].", printable(key), printable(key)))
+				fmt.Sprintf("Parameter %s was sent more than once; send a list as %s[].", Printable(key), Printable(key)))
 		}
 		node, err := walk(root, path[:len(path)-1], conflict)
 		if err != nil {
@@ -127,7 +139,7 @@ func parseForm(vals url.Values) (params, error) {
 		}
 		node[last] = vs[0]
 	}
-	p := make(params, len(root))
+	p := make(Params, len(root))
 	for k, v := range root {
 		b, err := json.Marshal(indexedToLists(v))
 		if err != nil {
@@ -210,24 +222,24 @@ func splitFormKey(key string) ([]string, bool) {
 	return path, true
 }
 
-// only refuses parameters other than allowed.
-func (p params) only(allowed ...string) error {
+// Only refuses parameters other than allowed.
+func (p Params) Only(allowed ...string) error {
 	for _, k := range slices.Sorted(maps.Keys(p)) {
 		if !slices.Contains(allowed, k) {
-			return unknownParam(k)
+			return UnknownParam(k)
 		}
 	}
 	return nil
 }
 
-// str returns a string parameter; present is false when it was not sent,
+// Str returns a string parameter; present is false when it was not sent,
 // s is nil when it was sent as null.
-func (p params) str(name string) (s *string, present bool, err error) {
+func (p Params) Str(name string) (s *string, present bool, err error) {
 	raw, ok := p[name]
 	if !ok {
 		return nil, false, nil
 	}
-	if isNull(raw) {
+	if IsNull(raw) {
 		return nil, true, nil
 	}
 	var v string
@@ -237,21 +249,72 @@ func (p params) str(name string) (s *string, present bool, err error) {
 	return &v, true, nil
 }
 
-func unknownParam(key string) error {
-	return apierror.InvalidRequest("parameter_unknown", printable(key),
-		fmt.Sprintf("Received unknown parameter: %s.", printable(key)))
+// UnknownParam is the error for a parameter the endpoint does not take.
+func UnknownParam(key string) error {
+	return apierror.InvalidRequest("parameter_unknown", Printable(key),
+		fmt.Sprintf("Received unknown parameter: %s.", Printable(key)))
 }
 
-// noQuery refuses query parameters on endpoints that take none (POST
+// NoQuery refuses query parameters on endpoints that take none (POST
 // parameters belong in the body), so a misplaced one is not ignored.
-func noQuery(r *http.Request) error {
+func NoQuery(r *http.Request) error {
 	for _, key := range slices.Sorted(maps.Keys(r.URL.Query())) {
-		return unknownParam(key)
+		return UnknownParam(key)
 	}
 	return nil
 }
 
-// printable keeps invalid bytes in a parameter name out of error messages.
-func printable(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+// Printable keeps invalid bytes in a parameter name out of error messages.
+func Printable(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
-func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
+// IsNull says whether a parameter was sent as JSON null.
+func IsNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
+
+// Bool returns a boolean parameter: true/false, or the strings "true"
+// and "false" (form bodies).
+func (p Params) Bool(name string) (v, present bool, err error) {
+	raw, ok := p[name]
+	if !ok {
+		return false, false, nil
+	}
+	var s string
+	switch {
+	case json.Unmarshal(raw, &v) == nil:
+		return v, true, nil
+	case json.Unmarshal(raw, &s) == nil && (s == "true" || s == "false"):
+		return s == "true", true, nil
+	}
+	return false, true, apierror.ParameterInvalid(name, fmt.Sprintf("Invalid %s: expected true or false.", name))
+}
+
+// Int returns a whole-number parameter: a JSON integer or a decimal
+// string (form bodies).
+func (p Params) Int(name string) (v int64, present bool, err error) {
+	raw, ok := p[name]
+	if !ok {
+		return 0, false, nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		s = string(bytes.TrimSpace(raw))
+	}
+	v, err = strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, true, apierror.ParameterInvalid(name, fmt.Sprintf("Invalid %s: expected a whole number.", name))
+	}
+	return v, true, nil
+}
+
+// Strings returns a list-of-strings parameter (JSON array; form name[] or
+// name[0]).
+func (p Params) Strings(name string) (v []string, present bool, err error) {
+	raw, ok := p[name]
+	if !ok {
+		return nil, false, nil
+	}
+	if err := json.Unmarshal(raw, &v); err != nil || v == nil {
+		return nil, true, apierror.ParameterInvalid(name,
+			fmt.Sprintf("Invalid %s: expected a list of strings (JSON array, or %s[]=… in a form).", name, name))
+	}
+	return v, true, nil
+}
