@@ -56,7 +56,10 @@ func Get(url string) (*redis.Client, error) {
 			opts.WriteTimeout = IOTimeout
 		}
 		opts.ContextTimeoutEnabled = true
-		opts.MaxRetries = 0 // a retry doubles the worst-case latency; callers decide
+		// -1 disables retries (0 would mean go-redis's default of 3): a retried
+		// Lua script would run twice — a false 409 from idempotency, budget
+		// consumed twice by rate_limit — and multiply the worst-case latency.
+		opts.MaxRetries = -1
 		opts.DialerRetries = 1
 		opts.PoolSize = 256
 		opts.MinIdleConns = 8
