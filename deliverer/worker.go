@@ -330,7 +330,15 @@ func (w *Worker) consume(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("reading %s: %w", w.cfg.Topic, err)
+			// Kafka away (restart, network): the reader reconnects; the
+			// process must outlive the outage.
+			w.log.Warn("reading events; retrying", zap.String("topic", w.cfg.Topic), zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
 		}
 		w.m.consumed.Add(float64(len(msgs)))
 		evs := make([]wire.Event, 0, len(msgs))

@@ -130,6 +130,7 @@ type Handler struct {
 	topic     string
 	spoolDir  string
 	producer  *sharedProducer
+	released  bool
 	logger    *zap.Logger
 }
 
@@ -209,10 +210,13 @@ func (h *Handler) Validate() error {
 // Cleanup releases the shared producer; the last handler to let go stops
 // it, and whatever Kafka has not taken stays in the spool.
 func (h *Handler) Cleanup() error {
-	if h.producer == nil {
+	// Caddy cleans up an old config while its requests may still be in
+	// flight (a reload does not wait for them), so the producer stays set:
+	// only the pool reference is released, once.
+	if h.producer == nil || h.released {
 		return nil
 	}
-	h.producer = nil
+	h.released = true
 	return releaseProducer(h.brokers, h.spoolDir)
 }
 

@@ -137,7 +137,13 @@ func (w *Worker) Run(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("reading %s: %w", w.cfg.Topic, err)
+			w.log.Warn("reading events; retrying", zap.String("topic", w.cfg.Topic), zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(w.cfg.RetryEvery):
+			}
+			continue
 		}
 		if err := w.store(ctx, batch); err != nil {
 			return nil // only when ctx ended

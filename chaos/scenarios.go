@@ -1,0 +1,628 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gatehouse/gatehouse/e2e"
+	keyformat "github.com/gatehouse/gatehouse/internal/apikey"
+)
+
+// scenario is one fault under load.
+type scenario struct {
+	name  string
+	title string
+	run   func(ctx context.Context, e *env, rep *report) error
+}
+
+func scenarios(c config) []scenario {
+	return []scenario{
+		{"kafka-outage", fmt.Sprintf("Kafka stopped %s under steady load", c.kafkaDown), kafkaOutage},
+		{"redis-outage", fmt.Sprintf("Redis stopped %s under steady load", c.redisDown), redisOutage},
+		{"postgres-outage", fmt.Sprintf("Postgres stopped %s under steady load", c.pgDown), postgresOutage},
+		{"kill9-deliverer", "kill -9 of the deliverer during a burst of events", killDeliverer},
+		{"kill9-controlplane", "kill -9 of the control plane (ingesters, events API) under load, three times", killControlPlane},
+		{"gateway-reload", "gateway config reloads under load", gatewayReload},
+		{"deliverer-kill9-proof", "the deliverer's own proof: kill -9 during 10,000 events to 3 endpoints (TestChaosKill9)", delivererProof},
+	}
+}
+
+func ok2xx(r result) bool { return r.Status/100 == 2 && !r.BadReplay }
+
+// tenant seeds an organisation for one scenario, registers its webhook
+// endpoint on the receiver and creates the customers the load reads.
+func (e *env) tenant(ctx context.Context, rep *report) (*load, e2e.Tenant, string, error) {
+	tn, err := e.stack.Seed(ctx, "chaos "+rep.Name)
+	if err != nil {
+		return nil, tn, "", fmt.Errorf("seeding the tenant: %w", err)
+	}
+	l := newLoad(rep.Name, &client{base: e.stack.Gateway.URL(), key: tn.SandboxKey, hc: e.hc}, e.cfg.rate)
+	path := "/hooks/" + rep.Name
+	body, _ := json.Marshal(map[string]any{"url": e.rcv.url(path), "enabled_events": []string{"*"}, "description": "chaos " + rep.Name})
+	resp, err := l.c.do("POST", "/v1/webhook-endpoints", body, nil)
+	r := result{Op: opSetup, Phase: "setup", Sent: time.Now()}
+	if err != nil {
+		r.Err = err.Error()
+	} else {
+		r.Status, r.RequestID = resp.status, resp.header.Get("Request-Id")
+		r.Authed = resp.header.Get("Api-Version") != ""
+	}
+	l.record(r, nil, nil)
+	if err != nil || resp.status != 200 {
+		return nil, tn, "", fmt.Errorf("creating the webhook endpoint: %v %d %s", err, resp.status, resp.body)
+	}
+	var ep struct{ ID, Secret string }
+	if err := json.Unmarshal(resp.body, &ep); err != nil || ep.Secret == "" {
+		return nil, tn, "", fmt.Errorf("webhook endpoint without a secret: %s", resp.body)
+	}
+	e.rcv.register(path, ep.Secret)
+	for range 20 {
+		if r := l.one(opCreateKeyed); r.Status != 200 {
+			return nil, tn, "", fmt.Errorf("creating the customers to read: %s %s", r.label(), r.Err)
+		}
+	}
+	rep.note("tenant %s, key …%s, endpoint %s → %s", tn.OrgID, keyformat.Last4(tn.SandboxKey), ep.ID, e.rcv.url(path))
+	return l, tn, path, nil
+}
+
+// steady runs the phase named p for d under the already running load.
+func steady(ctx context.Context, l *load, rep *report, p string, d time.Duration) error {
+	l.setPhase(p)
+	rep.note("phase %s (%s)", p, d)
+	return sleep(ctx, d)
+}
+
+// endLoad stops the load and fills the report's request figures.
+func endLoad(rep *report, l *load, stop func(), expect func(result) bool) []result {
+	stop()
+	rs := l.snapshot()
+	rep.SkippedTicks = l.skipped.Load()
+	rep.tally(rs, expect)
+	rep.note("load stopped: %d requests", len(rs))
+	return rs
+}
+
+// clientErrorCheck is the invariant over every response of the scenario.
+func clientErrorCheck(rep *report, what string) {
+	rep.check(what, rep.Unexpected == 0, "%d unexpected of %d requests (%d connection errors); statuses %s",
+		rep.Unexpected, rep.RequestsSent, rep.ConnectionErrors, formatHist(rep.Statuses))
+}
+
+// outboxDelta reads the gateway's outbox counters.
+func (e *env) outbox(ctx context.Context) map[string]float64 {
+	m, err := e.gatewayMetrics(ctx,
+		"caddy_gatehouse_requestlog_spooled_total", "caddy_gatehouse_requestlog_dropped_total",
+		"caddy_gatehouse_events_spooled_total", "caddy_gatehouse_events_dropped_total")
+	if err != nil {
+		return map[string]float64{}
+	}
+	return m
+}
+
+// ---------------------------------------------------------------------------
+
+func kafkaOutage(ctx context.Context, e *env, rep *report) error {
+	l, tn, path, err := e.tenant(ctx, rep)
+	if err != nil {
+		return err
+	}
+	before := e.outbox(ctx)
+	stop := l.start()
+	defer stop()
+	if err := steady(ctx, l, rep, "before", 10*time.Second); err != nil {
+		return err
+	}
+	l.setPhase("fault")
+	rep.note("stopping Kafka")
+	if err := e.svc.stop(ctx, "kafka", func(s string) { rep.note("%s", s) }); err != nil {
+		return err
+	}
+	rep.note("Kafka stopped; staying down %s", e.cfg.kafkaDown)
+	if err := sleep(ctx, e.cfg.kafkaDown); err != nil {
+		return err
+	}
+	l.setPhase("recovery")
+	rep.note("starting Kafka")
+	t0 := time.Now()
+	if err := e.svc.start(ctx, "kafka"); err != nil {
+		return err
+	}
+	rep.note("Kafka ready (%.1fs to start)", time.Since(t0).Seconds())
+	if err := steady(ctx, l, rep, "after", 15*time.Second); err != nil {
+		return err
+	}
+	endLoad(rep, l, stop, ok2xx)
+	clientErrorCheck(rep, "no client errors caused by the outage (every response 2xx)")
+	after := e.outbox(ctx)
+	spooledLogs := after["caddy_gatehouse_requestlog_spooled_total"] - before["caddy_gatehouse_requestlog_spooled_total"]
+	spooledEvents := after["caddy_gatehouse_events_spooled_total"] - before["caddy_gatehouse_events_spooled_total"]
+	dropped := after["caddy_gatehouse_requestlog_dropped_total"] - before["caddy_gatehouse_requestlog_dropped_total"] +
+		after["caddy_gatehouse_events_dropped_total"] - before["caddy_gatehouse_events_dropped_total"]
+	rep.Info["gateway_outbox_spooled"] = map[string]float64{"request_logs": spooledLogs, "events": spooledEvents}
+	rep.check("gateway outbox dropped nothing", dropped == 0, "spooled to disk during the outage: %.0f request logs, %.0f events; dropped %.0f",
+		spooledLogs, spooledEvents, dropped)
+	return e.verifyFlow(ctx, rep, l, tn.OrgID, path, flowOpts{})
+}
+
+// ---------------------------------------------------------------------------
+
+func redisOutage(ctx context.Context, e *env, rep *report) error {
+	l, tn, path, err := e.tenant(ctx, rep)
+	if err != nil {
+		return err
+	}
+	stop := l.start()
+	defer stop()
+	if err := steady(ctx, l, rep, "before", 8*time.Second); err != nil {
+		return err
+	}
+	// Keys whose records the outage will test (see the survival probe).
+	var survivors []keyedCreate
+	for range 10 {
+		n := l.seq.Add(1)
+		k := keyedCreate{seq: n, key: fmt.Sprintf("%s-survivor-%d", l.name, n), body: fmt.Appendf(nil, `{"email":"s%d@%s.chaos.example"}`, n, l.name)}
+		if r := l.sendSeq(n, opCreateKeyed, "POST", "/v1/customers", k.body, map[string]string{"Idempotency-Key": k.key}, nil); r.Status == 200 {
+			k.id = r.ID
+			survivors = append(survivors, k)
+		}
+	}
+	// Replays of pre-outage keys after the restart are the probe's
+	// business, not the steady mix's.
+	l.resetReplayPool()
+	l.setPhase("fault")
+	stopIssued := time.Now()
+	rep.note("stopping Redis")
+	if err := e.svc.stop(ctx, "redis", func(s string) { rep.note("%s", s) }); err != nil {
+		return err
+	}
+	stopDone := time.Now()
+	rep.note("Redis stopped; staying down %s", e.cfg.redisDown)
+	if err := sleep(ctx, e.cfg.redisDown); err != nil {
+		return err
+	}
+	l.setPhase("recovery")
+	startIssued := time.Now()
+	rep.note("starting Redis")
+	if err := e.svc.start(ctx, "redis"); err != nil {
+		return err
+	}
+	startDone := time.Now()
+	// Keys completed before the restart are gone with Redis's memory.
+	l.resetReplayPool()
+	rep.note("Redis ready (%.1fs to start); probing keyed creates until one succeeds", startDone.Sub(startIssued).Seconds())
+	var recovered time.Duration = -1
+	for time.Since(startDone) < 30*time.Second {
+		if r := l.one(opCreateKeyed); r.Status == 200 {
+			recovered = time.Since(startDone)
+			break
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	rep.note("keyed creates succeed again %.2fs after Redis was ready", recovered.Seconds())
+	if err := steady(ctx, l, rep, "after", 10*time.Second); err != nil {
+		return err
+	}
+	rs := endLoad(rep, l, stop, func(r result) bool {
+		if r.Op.keyed() && (r.Phase == "fault" || r.Phase == "recovery") {
+			return ok2xx(r) || r.Status == 503 && r.Code == "idempotency_unavailable"
+		}
+		return ok2xx(r)
+	})
+	clientErrorCheck(rep, "only keyed requests refused, only while Redis is away, only with 503 idempotency_unavailable")
+
+	var plainDown, plainDownOK, keyedDown, keyedDown503, keyedDownExecuted int
+	for _, r := range rs {
+		if r.Sent.Before(stopDone) || !r.Sent.Before(startIssued.Add(-200*time.Millisecond)) {
+			continue
+		}
+		if r.Op.keyed() {
+			keyedDown++
+			switch {
+			case r.Status == 503 && r.Code == "idempotency_unavailable":
+				keyedDown503++
+			case r.Status/100 == 2:
+				keyedDownExecuted++
+			}
+		} else {
+			plainDown++
+			if ok2xx(r) {
+				plainDownOK++
+			}
+		}
+	}
+	rep.check("rate limits fail open: requests without Idempotency-Key succeed while Redis is down", plainDown > 0 && plainDownOK == plainDown,
+		"%d of %d succeeded", plainDownOK, plainDown)
+	rep.check("keyed requests while Redis is down: 503 idempotency_unavailable, never executed", keyedDown > 0 && keyedDown503 == keyedDown && keyedDownExecuted == 0,
+		"%d of %d got 503 idempotency_unavailable; %d executed unprotected", keyedDown503, keyedDown, keyedDownExecuted)
+	rep.check("automatic recovery (no process restarted) within 15 s", recovered >= 0 && recovered <= 15*time.Second,
+		"first keyed create succeeded %.2fs after Redis was ready (down from +%.1fs to +%.1fs)", recovered.Seconds(), rep.at(stopIssued), rep.at(startDone))
+
+	// Survival probe: replays of keys completed before the outage. The
+	// services run Redis without persistence, so a restart forgets the
+	// records and a client's retry runs again. Reported, not judged: it is
+	// a property of how Redis is deployed.
+	replayed, reexecuted := 0, 0
+	for _, k := range survivors {
+		r := l.sendSeq(k.seq, opReplay, "POST", "/v1/customers", k.body, map[string]string{"Idempotency-Key": k.key}, &k)
+		switch {
+		case r.Status == 200 && r.Replayed && r.ID == k.id:
+			replayed++
+		case r.Status == 200:
+			reexecuted++
+		}
+	}
+	rep.Info["idempotency_records_across_redis_restart"] = fmt.Sprintf("%d of %d pre-outage keys replayed, %d executed again (Redis runs with --save '' --appendonly no in scripts/services.sh)",
+		replayed, len(survivors), reexecuted)
+	return e.verifyFlow(ctx, rep, l, tn.OrgID, path, flowOpts{})
+}
+
+// ---------------------------------------------------------------------------
+
+// probe is a request with a well-formed key that does not exist.
+type probe struct {
+	sent   time.Time
+	status int
+	code   string
+}
+
+func postgresOutage(ctx context.Context, e *env, rep *report) error {
+	l, tn, path, err := e.tenant(ctx, rep)
+	if err != nil {
+		return err
+	}
+	stop := l.start()
+	defer stop()
+
+	// Unknown keys, a fresh one each time (the negative cache would
+	// otherwise answer), 5 per second.
+	var (
+		pmu    sync.Mutex
+		probes []probe
+	)
+	pctx, pcancel := context.WithCancel(ctx)
+	pdone := make(chan struct{})
+	go func() {
+		defer close(pdone)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-pctx.Done():
+				return
+			case <-t.C:
+			}
+			key, err := keyformat.Generate(keyformat.Secret, keyformat.Sandbox)
+			if err != nil {
+				continue
+			}
+			c := &client{base: e.stack.Gateway.URL(), key: key, hc: e.hc}
+			p := probe{sent: time.Now()}
+			if resp, err := c.do("GET", "/v1/customers", nil, nil); err == nil {
+				p.status = resp.status
+				var obj struct {
+					Error struct{ Code string } `json:"error"`
+				}
+				_ = json.Unmarshal(resp.body, &obj)
+				p.code = obj.Error.Code
+			}
+			pmu.Lock()
+			probes = append(probes, p)
+			pmu.Unlock()
+		}
+	}()
+	defer func() { pcancel(); <-pdone }()
+
+	if err := steady(ctx, l, rep, "before", 8*time.Second); err != nil {
+		return err
+	}
+	l.setPhase("fault")
+	stopIssued := time.Now()
+	rep.note("stopping Postgres")
+	if err := e.svc.stop(ctx, "postgres", func(s string) { rep.note("%s", s) }); err != nil {
+		return err
+	}
+	stopDone := time.Now()
+	rep.note("Postgres stopped; staying down %s", e.cfg.pgDown)
+	if err := sleep(ctx, e.cfg.pgDown); err != nil {
+		return err
+	}
+	l.setPhase("recovery")
+	startIssued := time.Now()
+	rep.note("starting Postgres")
+	if err := e.svc.start(ctx, "postgres"); err != nil {
+		return err
+	}
+	startDone := time.Now()
+	rep.note("Postgres ready (%.1fs to start); probing creates until one succeeds", startDone.Sub(startIssued).Seconds())
+	var recovered time.Duration = -1
+	for time.Since(startDone) < 30*time.Second {
+		if r := l.one(opCreateKeyed); r.Status == 200 {
+			recovered = time.Since(startDone)
+			break
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	rep.note("creates succeed again %.2fs after Postgres was ready", recovered.Seconds())
+	if err := steady(ctx, l, rep, "after", 10*time.Second); err != nil {
+		return err
+	}
+	pcancel()
+	<-pdone
+	rs := endLoad(rep, l, stop, func(r result) bool {
+		if r.Phase == "fault" || r.Phase == "recovery" {
+			// The upstreams need Postgres; the gateway must still have
+			// authenticated the cached key.
+			return ok2xx(r) || r.Status >= 500 && r.Code != "auth_unavailable"
+		}
+		return ok2xx(r)
+	})
+	clientErrorCheck(rep, "cached key never refused by authentication (2xx, or upstream 5xx while Postgres is away)")
+
+	var down, authed, refused int
+	for _, r := range rs {
+		if r.Sent.Before(stopDone) || !r.Sent.Before(startIssued) {
+			continue
+		}
+		down++
+		if r.Status == 401 || r.Code == "auth_unavailable" || r.Status == 0 {
+			refused++
+		} else if r.Authed {
+			authed++
+		}
+	}
+	rep.check("cached key authenticated by the gateway while Postgres is down", down > 0 && authed == down && refused == 0,
+		"%d of %d requests passed api_key (Api-Version set); %d refused by authentication", authed, down, refused)
+
+	var before, before401, during, during503, during401 int
+	for _, p := range probes {
+		switch {
+		case p.sent.Before(stopIssued):
+			before++
+			if p.status == 401 && p.code == "api_key_invalid" {
+				before401++
+			}
+		case !p.sent.Before(stopDone.Add(500*time.Millisecond)) && p.sent.Before(startIssued.Add(-200*time.Millisecond)):
+			during++
+			switch {
+			case p.status == 503 && p.code == "auth_unavailable":
+				during503++
+			case p.status == 401:
+				during401++
+			}
+		}
+	}
+	rep.check("unknown key: 401 with Postgres up, 503 auth_unavailable (never 401) while it is down",
+		before > 0 && before401 == before && during > 0 && during503 == during && during401 == 0,
+		"before: %d of %d got 401 api_key_invalid; down: %d of %d got 503 auth_unavailable, %d got 401", before401, before, during503, during, during401)
+	rep.check("automatic recovery (no process restarted) within 15 s", recovered >= 0 && recovered <= 15*time.Second,
+		"first create succeeded %.2fs after Postgres was ready (down from +%.1fs to +%.1fs)", recovered.Seconds(), rep.at(stopIssued), rep.at(startDone))
+	return e.verifyFlow(ctx, rep, l, tn.OrgID, path, flowOpts{})
+}
+
+// ---------------------------------------------------------------------------
+
+func killDeliverer(ctx context.Context, e *env, rep *report) error {
+	l, tn, path, err := e.tenant(ctx, rep)
+	if err != nil {
+		return err
+	}
+	stop := l.start()
+	defer stop()
+	if err := steady(ctx, l, rep, "before", 8*time.Second); err != nil {
+		return err
+	}
+	// A burst of events on top of the steady load.
+	const burst, burstRate = 800, 100
+	l.setPhase("burst")
+	rep.note("burst: %d events at %d/s on top of the steady load", burst, burstRate)
+	bdone := make(chan struct{})
+	go func() {
+		defer close(bdone)
+		t := time.NewTicker(time.Second / burstRate)
+		defer t.Stop()
+		var wg sync.WaitGroup
+		for range burst {
+			select {
+			case <-ctx.Done():
+				wg.Wait()
+				return
+			case <-t.C:
+			}
+			wg.Go(func() { l.one(opEvent) })
+		}
+		wg.Wait()
+	}()
+	if err := sleep(ctx, 3*time.Second); err != nil {
+		return err
+	}
+	delivered := e.rcv.stats(path)
+	e.stack.Deliverer.Kill()
+	rep.note("kill -9 deliverer (after %d deliveries to this tenant's endpoint)", delivered.Requests)
+	l.setPhase("down")
+	if err := sleep(ctx, 3*time.Second); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := e.stack.Restart(ctx, e.stack.Deliverer); err != nil {
+		return fmt.Errorf("restarting the deliverer: %w", err)
+	}
+	rep.note("deliverer restarted and healthy (%.1fs)", time.Since(t0).Seconds())
+	l.setPhase("burst-after")
+	select {
+	case <-bdone:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	rep.note("burst sent")
+	if err := steady(ctx, l, rep, "after", 8*time.Second); err != nil {
+		return err
+	}
+	endLoad(rep, l, stop, ok2xx)
+	clientErrorCheck(rep, "no client errors (the deliverer is off the request path)")
+	return e.verifyFlow(ctx, rep, l, tn.OrgID, path, flowOpts{})
+}
+
+// ---------------------------------------------------------------------------
+
+func killControlPlane(ctx context.Context, e *env, rep *report) error {
+	l, tn, path, err := e.tenant(ctx, rep)
+	if err != nil {
+		return err
+	}
+	stop := l.start()
+	defer stop()
+	if err := steady(ctx, l, rep, "before", 8*time.Second); err != nil {
+		return err
+	}
+	type window struct{ from, to time.Time }
+	var windows []window
+	for i := 1; i <= 3; i++ {
+		killed := time.Now()
+		e.stack.Control.Kill()
+		l.setPhase(fmt.Sprintf("down-%d", i))
+		rep.note("kill -9 control plane (%d)", i)
+		if err := sleep(ctx, 2*time.Second); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if err := e.stack.Restart(ctx, e.stack.Control); err != nil {
+			return fmt.Errorf("restarting the control plane: %w", err)
+		}
+		windows = append(windows, window{killed.Add(-time.Second), time.Now()})
+		rep.note("control plane restarted and healthy (%.1fs)", time.Since(t0).Seconds())
+		if err := steady(ctx, l, rep, fmt.Sprintf("after-%d", i), 10*time.Second); err != nil {
+			return err
+		}
+	}
+	inWindow := func(t time.Time) bool {
+		for _, w := range windows {
+			if !t.Before(w.from) && t.Before(w.to) {
+				return true
+			}
+		}
+		return false
+	}
+	unknownOutcome := 0
+	rs := endLoad(rep, l, stop, func(r result) bool {
+		if r.Op == opEvent && inWindow(r.Sent) {
+			return ok2xx(r) || r.Status == 502 || r.Status == 503 || r.Status == 504
+		}
+		return ok2xx(r)
+	})
+	for _, r := range rs {
+		if r.Op == opEvent && r.Status/100 != 2 {
+			unknownOutcome++
+		}
+	}
+	clientErrorCheck(rep, "customers unaffected; POST /v1/events fails (502) only while the control plane is down")
+	return e.verifyFlow(ctx, rep, l, tn.OrgID, path, flowOpts{extraEvents: unknownOutcome})
+}
+
+// ---------------------------------------------------------------------------
+
+func gatewayReload(ctx context.Context, e *env, rep *report) error {
+	l, tn, path, err := e.tenant(ctx, rep)
+	if err != nil {
+		return err
+	}
+	stop := l.start()
+	defer stop()
+	if err := steady(ctx, l, rep, "before", 5*time.Second); err != nil {
+		return err
+	}
+	l.setPhase("reloading")
+	const reloads = 6
+	okReloads := 0
+	for i := range reloads {
+		// A real change each time (the per-IP limit), so every reload
+		// provisions new module instances rather than being skipped.
+		cmd := exec.CommandContext(ctx, filepath.Join(e.stack.Bin, "gateway"), "reload", "--config", filepath.Join(e2e.Root(), "Caddyfile"),
+			"--adapter", "caddyfile", "--address", e.stack.Admin, "--force")
+		cmd.Env = append(append([]string(nil), e.stack.Env...), fmt.Sprintf("RATE_LIMIT_IP=%d", 100000+i))
+		t0 := time.Now()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			rep.note("reload %d failed: %v %s", i+1, err, tailString(string(out), 500))
+		} else {
+			okReloads++
+			rep.note("reload %d done (%.0f ms)", i+1, float64(time.Since(t0).Microseconds())/1000)
+		}
+		if err := sleep(ctx, 2500*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	if err := steady(ctx, l, rep, "after", 5*time.Second); err != nil {
+		return err
+	}
+	endLoad(rep, l, stop, ok2xx)
+	rep.check("every reload applied", okReloads == reloads, "%d of %d `gateway reload --force` succeeded", okReloads, reloads)
+	clientErrorCheck(rep, "no dropped requests (zero connection errors, zero non-2xx) across reloads")
+	return e.verifyFlow(ctx, rep, l, tn.OrgID, path, flowOpts{})
+}
+
+// ---------------------------------------------------------------------------
+
+// delivererProof runs the deliverer package's kill -9 proof against the
+// chaos services rather than duplicating it.
+func delivererProof(ctx context.Context, e *env, rep *report) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-timeout", "15m", "-run", "^TestChaosKill9$", "-v", "./deliverer/")
+	cmd.Dir = e2e.Root()
+	cmd.Env = append(os.Environ(), "GATEHOUSE_CHAOS=1")
+	rep.note("go test -run TestChaosKill9 ./deliverer/ (GATEHOUSE_CHAOS=1) against the chaos services")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	runErr := cmd.Run()
+	var figures map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(out.Bytes()))
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, `{"`) && strings.Contains(line, `"chaos_kill9"`) {
+			_ = json.Unmarshal([]byte(line), &figures)
+			break
+		}
+	}
+	rep.note("test finished: %v", errOr(runErr, "ok"))
+	if figures == nil {
+		rep.Info["output_tail"] = tailString(out.String(), 3000)
+		return fmt.Errorf("no figures from TestChaosKill9 (%v):\n%s", runErr, tailString(out.String(), 3000))
+	}
+	rep.Info["figures"] = figures
+	num := func(k string) float64 { f, _ := figures[k].(float64); return f }
+	rep.check("every (event, endpoint) pair delivered at least once", num("pairs_delivered") == num("pairs_expected"),
+		"%.0f of %.0f pairs (%.0f events × %.0f endpoints); killed after %.0f deliveries; all delivered %.1fs after the kill",
+		num("pairs_delivered"), num("pairs_expected"), num("events"), num("endpoints"), num("killed_after_requests"), num("seconds_from_kill_to_all_delivered"))
+	rep.check("duplicates carry the same webhook-id, signatures verify", num("duplicates_with_other_webhook_id") == 0 && num("bad_signatures_in_sample") == 0,
+		"%.0f duplicates, %.0f with another webhook-id, %.0f bad signatures in the sample",
+		num("duplicates"), num("duplicates_with_other_webhook_id"), num("bad_signatures_in_sample"))
+	rep.check("delivery rows: one per pair", num("delivery_rows") == num("pairs_expected"), "%.0f rows, %.0f attempts", num("delivery_rows"), num("attempt_rows"))
+	rep.check("go test passed", runErr == nil, "%v", errOr(runErr, "ok"))
+	return nil
+}
+
+func errOr(err error, ok string) string {
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "exit status " + fmt.Sprint(ee.ExitCode())
+		}
+		return err.Error()
+	}
+	return ok
+}
