@@ -135,6 +135,8 @@ func (a *app) serve(args []string) error {
 	g.Go(func() error { return limitsSync.Run(ctx) })
 	g.Go(func() error { return eventIngester.Run(ctx) })
 	g.Go(func() error { return producer.Run(ctx) })
+	republisher := &events.Republisher{DB: db, Producer: producer, Topic: eventsTopic, Logger: log.Named("events")}
+	g.Go(func() error { return republisher.Run(ctx) })
 	return c.fail(g.Wait())
 }
 

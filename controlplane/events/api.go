@@ -167,7 +167,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, id identity.Identit
 		return fmt.Errorf("encoding event: %w", err)
 	}
 	// Stored before it is produced: see the package documentation.
-	if _, err := Insert(r.Context(), a.db, ev); err != nil {
+	if _, err := InsertPending(r.Context(), a.db, ev); err != nil {
 		return fmt.Errorf("creating event: %w", err)
 	}
 	a.producer.Enqueue(outbox.Message{Topic: a.topic, Key: []byte(ev.OrganizationID), Value: value})

@@ -298,6 +298,28 @@ type Execer interface {
 // organisations that do not exist (deleted since, or never did); it returns
 // how many rows were added. Events must have passed Validate.
 func Insert(ctx context.Context, db Execer, evs ...wire.Event) (int64, error) {
+	return insert(ctx, db, false, evs)
+}
+
+// InsertPending stores events that are about to be produced to Kafka from
+// memory: they stay marked until a consumer reads them back (Insert clears
+// the mark), and Republisher produces them again if that never happens.
+func InsertPending(ctx context.Context, db Execer, evs ...wire.Event) (int64, error) {
+	return insert(ctx, db, true, evs)
+}
+
+func insert(ctx context.Context, db Execer, pending bool, evs []wire.Event) (int64, error) {
+	// A redelivered batch may hold one event twice; ON CONFLICT DO UPDATE
+	// refuses to touch a row twice in one statement.
+	seen := make(map[string]bool, len(evs))
+	unique := evs[:0:0]
+	for _, e := range evs {
+		if !seen[e.ID] {
+			seen[e.ID] = true
+			unique = append(unique, e)
+		}
+	}
+	evs = unique
 	if len(evs) == 0 {
 		return 0, nil
 	}
@@ -315,14 +337,15 @@ func Insert(ctx context.Context, db Execer, evs ...wire.Event) (int64, error) {
 	}
 	const q = `
 		INSERT INTO events (id, organization_id, livemode, type, api_version, data, request_id,
-		                    idempotency_key, created_at)
-		SELECT u.id, u.org, u.live, u.type, u.ver, u.data::jsonb, u.rid, u.ikey, u.created
+		                    idempotency_key, created_at, pending_publish)
+		SELECT u.id, u.org, u.live, u.type, u.ver, u.data::jsonb, u.rid, u.ikey, u.created, $10
 		FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[], $6::text[],
 		            $7::text[], $8::text[], $9::timestamptz[])
 		     AS u(id, org, live, type, ver, data, rid, ikey, created)
 		WHERE EXISTS (SELECT 1 FROM organizations o WHERE o.id = u.org)
-		ON CONFLICT (id) DO NOTHING`
-	tag, err := db.Exec(ctx, q, id, org, live, typ, ver, data, rid, ikey, created)
+		ON CONFLICT (id) DO UPDATE SET pending_publish = false
+		WHERE events.pending_publish AND NOT EXCLUDED.pending_publish`
+	tag, err := db.Exec(ctx, q, id, org, live, typ, ver, data, rid, ikey, created, pending)
 	if err != nil {
 		return 0, fmt.Errorf("inserting events: %w", err)
 	}
