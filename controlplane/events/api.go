@@ -91,17 +91,8 @@ func (a *API) Register(r *router.Router) {
 // error object, in one place.
 func (a *API) handle(scope string, h func(http.ResponseWriter, *http.Request, identity.Identity) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id, ok := identity.FromContext(r.Context())
-		var err error
-		switch {
-		case !ok:
-			// Unreachable behind the verifier; refuse rather than serve an
-			// unscoped request if the routes are ever mounted without it.
-			err = apierror.Authentication("identity_invalid", "This API only accepts requests through the API gateway.")
-		case !id.HasScope(scope):
-			err = apierror.Permission("scope_missing",
-				fmt.Sprintf("The API key used for this request lacks the required scope: %s.", scope))
-		default:
+		id, err := router.Caller(r, scope)
+		if err == nil {
 			err = h(w, r, id)
 		}
 		if err == nil {

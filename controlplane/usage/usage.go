@@ -91,15 +91,8 @@ type Query struct {
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
-	id, ok := identity.FromContext(r.Context())
-	var err error
-	switch {
-	case !ok:
-		err = apierror.Authentication("identity_invalid", "This API only accepts requests through the API gateway.")
-	case !id.HasScope(Scope):
-		err = apierror.Permission("scope_missing",
-			fmt.Sprintf("The API key used for this request lacks the required scope: %s.", Scope))
-	default:
+	id, err := router.Caller(r, Scope)
+	if err == nil {
 		var q Query
 		if q, err = ParseQuery(r.URL.Query(), a.now()); err == nil {
 			var recs []Record
