@@ -94,11 +94,13 @@ type config struct {
 	Out             string        `json:"-"`
 	Vegeta          string        `json:"-"`
 	Keep            bool          `json:"-"`
+	ProfileVariant  string        `json:"-"`
+	ProfilePOST     bool          `json:"-"`
 }
 
 func main() {
 	var c config
-	flag.StringVar(&c.Suites, "suites", "overhead,accuracy,ipmem,ingest,deliverer", "comma-separated suites to run")
+	flag.StringVar(&c.Suites, "suites", "overhead,accuracy,ipmem,ingest,deliverer", "comma-separated suites to run (also: profile, not in the default)")
 	flag.StringVar(&c.Upstreams, "upstreams", "sampleapi,static", "upstreams of the overhead suite")
 	flag.DurationVar(&c.Duration, "duration", 3*time.Second, "length of each overhead run")
 	flag.DurationVar(&c.Warmup, "warmup", 2*time.Second, "warm-up per overhead target")
@@ -116,6 +118,8 @@ func main() {
 	flag.StringVar(&c.Bin, "bin", "bin", "directory with the built binaries")
 	flag.StringVar(&c.Out, "out", "bench/results", "results directory")
 	flag.StringVar(&c.Vegeta, "vegeta", "", "vegeta binary (default <bin>/vegeta)")
+	flag.StringVar(&c.ProfileVariant, "profile-variant", "full", "profile suite: the variant to profile (plain, auth, full, full-no-rate-limit, full-no-request-log)")
+	flag.BoolVar(&c.ProfilePOST, "profile-post", false, "profile suite: POST with Idempotency-Key instead of GET")
 	flag.BoolVar(&c.Keep, "keep", false, "keep the work directory (Caddyfiles, gateway logs) for inspection")
 	printDir := flag.String("print-caddyfiles", "", "write every variant's Caddyfile into this directory and exit")
 	withEvents := flag.Bool("emit-events", false, "with -print-caddyfiles: render the full variants with emit_events")
@@ -162,7 +166,7 @@ func run(ctx context.Context, c config) int {
 		r.Errors = append(r.Errors, what+": "+err.Error())
 	}
 
-	if suites["overhead"] || suites["accuracy"] || suites["ipmem"] {
+	if suites["overhead"] || suites["accuracy"] || suites["ipmem"] || suites["profile"] {
 		if err := runStackSuites(ctx, c, suites, r, logf, fail); err != nil {
 			fail("stack", err)
 		}
@@ -183,6 +187,12 @@ func run(ctx context.Context, c config) int {
 		if r.Deliverer.Status == "failed" {
 			r.Errors = append(r.Errors, "deliverer: "+r.Deliverer.Note)
 		}
+	}
+	if len(r.Suites) == 0 { // profile only: its files are the output
+		if len(r.Errors) > 0 {
+			return 1
+		}
+		return 0
 	}
 	r.Finished = time.Now().UTC()
 	r.Machine.LoadAvgAfter = loadavg()
@@ -278,6 +288,19 @@ func runStackSuites(ctx context.Context, c config, suites map[string]bool, r *Re
 			} else {
 				r.ThroughputRatioVsPlainCaddyStatic = &ratio
 			}
+		}
+	}
+	if suites["profile"] && ctx.Err() == nil {
+		t, err := e.seed(ctx, "Bench profile", true)
+		if err != nil {
+			return err
+		}
+		addr := e.static.addr
+		if c.Upstreams == "sampleapi" {
+			addr = e.stack.Sample.Addr
+		}
+		if err := runProfile(ctx, e, c, addr, t, logf); err != nil {
+			fail("profile", err)
 		}
 	}
 	if suites["accuracy"] && ctx.Err() == nil {

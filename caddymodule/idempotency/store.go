@@ -87,7 +87,7 @@ var errLockLost = errors.New("idempotency lock lost before completion")
 
 // store is the Redis side of the handler.
 type store struct {
-	client *redis.Client
+	client redis.Scripter // script calls, batched (redispool.Batcher)
 }
 
 // lookup is what begin found for a key.

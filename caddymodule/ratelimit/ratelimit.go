@@ -29,7 +29,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
@@ -117,7 +116,7 @@ type Handler struct {
 	Quotas []*Quota `json:"quotas,omitempty"`
 
 	redisURL string
-	rdb      *redis.Client
+	rdb      redispool.Client
 	limits   []*limit
 	metrics  *metrics
 	logger   *zap.Logger
@@ -446,7 +445,7 @@ func (q *Quota) validate() error {
 
 // Cleanup releases the shared Redis client.
 func (h *Handler) Cleanup() error {
-	if h.rdb != nil {
+	if h.rdb.Client != nil {
 		redispool.Release(h.redisURL)
 	}
 	return nil
@@ -584,7 +583,7 @@ func (h *Handler) prepare(r *http.Request, repl *caddy.Replacer) (request, error
 func (h *Handler) decide(ctx context.Context, req request) (outcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
 	defer cancel()
-	reply, err := limitsScript.Run(ctx, h.rdb, req.keys, req.args...).Text()
+	reply, err := limitsScript.Run(ctx, h.rdb.Scripts, req.keys, req.args...).Text()
 	if err != nil {
 		return outcome{}, err
 	}

@@ -24,9 +24,18 @@ type quietLogger struct{}
 
 func (quietLogger) Printf(context.Context, string, ...any) {}
 
-type client struct{ *redis.Client }
+// Client is the shared client for one Redis URL: direct commands on the
+// embedded go-redis client, script calls through Scripts, which coalesces
+// concurrent ones into pipelines (see Batcher).
+type Client struct {
+	*redis.Client
+	Scripts *Batcher
+}
 
-func (c client) Destruct() error { return c.Client.Close() }
+func (c Client) Destruct() error {
+	c.Scripts.close()
+	return c.Client.Close()
+}
 
 // Timeouts bound every Redis call on the request path: a slow or dead Redis
 // must never hang a client request. Each module also puts its own, usually
@@ -40,7 +49,7 @@ const (
 
 // Get returns the shared client for url. Callers must call Release with the
 // same url in their Cleanup.
-func Get(url string) (*redis.Client, error) {
+func Get(url string) (Client, error) {
 	v, _, err := pool.LoadOrNew(url, func() (caddy.Destructor, error) {
 		opts, err := redis.ParseURL(url)
 		if err != nil {
@@ -63,12 +72,13 @@ func Get(url string) (*redis.Client, error) {
 		opts.DialerRetries = 1
 		opts.PoolSize = 256
 		opts.MinIdleConns = 8
-		return client{redis.NewClient(opts)}, nil
+		rdb := redis.NewClient(opts)
+		return Client{Client: rdb, Scripts: newBatcher(rdb)}, nil
 	})
 	if err != nil {
-		return nil, err
+		return Client{}, err
 	}
-	return v.(client).Client, nil
+	return v.(Client), nil
 }
 
 // Release drops one reference to the client for url.

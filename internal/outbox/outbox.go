@@ -306,7 +306,11 @@ func NewKafkaSender(brokers []string) *KafkaSender {
 		Balancer:     &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll,
 		BatchTimeout: time.Millisecond, // we batch ourselves
-		BatchSize:    10000,
+		// kafka-go allocates room for BatchSize messages for every partition
+		// of every send, however few it carries: at 10,000 that was 1.5 MB a
+		// partition, gigabytes a second of garbage under load. A send larger
+		// than this goes out as several record batches per partition, in order.
+		BatchSize: 128,
 		// The broker refuses a record batch over message.max.bytes (1 MiB by
 		// default) as a whole; the outbox would resend it forever.
 		BatchBytes:   1_040_000,
