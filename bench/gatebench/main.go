@@ -96,6 +96,7 @@ type config struct {
 	Keep            bool          `json:"-"`
 	ProfileVariant  string        `json:"-"`
 	ProfilePOST     bool          `json:"-"`
+	ProfileRate     int           `json:"-"`
 }
 
 func main() {
@@ -119,6 +120,7 @@ func main() {
 	flag.StringVar(&c.Out, "out", "bench/results", "results directory")
 	flag.StringVar(&c.Vegeta, "vegeta", "", "vegeta binary (default <bin>/vegeta)")
 	flag.StringVar(&c.ProfileVariant, "profile-variant", "full", "profile suite: the variant to profile (plain, auth, full, full-no-rate-limit, full-no-request-log)")
+	flag.IntVar(&c.ProfileRate, "profile-rate", 0, "profile suite: drive at this fixed rate with vegeta (0: max throughput with wrk)")
 	flag.BoolVar(&c.ProfilePOST, "profile-post", false, "profile suite: POST with Idempotency-Key instead of GET")
 	flag.BoolVar(&c.Keep, "keep", false, "keep the work directory (Caddyfiles, gateway logs) for inspection")
 	printDir := flag.String("print-caddyfiles", "", "write every variant's Caddyfile into this directory and exit")

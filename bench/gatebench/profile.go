@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// runProfile drives one variant at max throughput (GET, static upstream
-// unless told otherwise) while Caddy's admin endpoint records a CPU profile
+// runProfile drives one variant at max throughput, or at -profile-rate
+// (GET, static upstream unless told otherwise) while Caddy's admin endpoint records a CPU profile
 // and the allocations made meanwhile. It writes <out>/profile-<variant>-cpu.pprof
 // and -allocs.pprof (a delta: view with `go tool pprof -sample_index=alloc_space`)
 // for `go tool pprof bin/gateway <file>`. It is how the hot path's costs are
@@ -62,7 +62,13 @@ func runProfile(ctx context.Context, e *env, c config, upstream string, t tenant
 	before, gwBefore := svcs.ticks(), readProc(g.pid())
 	done := make(chan result, 1)
 	go func() {
-		l, err := wrkMax(ctx, e.dir, base, req, c.Threads, c.Conns, c.Duration+time.Second)
+		var l Load
+		var err error
+		if c.ProfileRate > 0 {
+			l, err = vegetaRate(ctx, c.Vegeta, e.dir, base, req, c.ProfileRate, c.Duration+time.Second)
+		} else {
+			l, err = wrkMax(ctx, e.dir, base, req, c.Threads, c.Conns, c.Duration+time.Second)
+		}
 		done <- result{l, err}
 	}()
 	cpu, err := fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", g.admin, secs))

@@ -11,32 +11,37 @@ import (
 )
 
 // Batcher runs the script calls of concurrent requests as shared
-// pipelines: while a batch is on the wire, the calls that arrive queue up
-// and leave together in the next one — one write and one read for the
-// gateway, one socket read and one reply write for Redis, however many
-// requests they carry. An idle Batcher sends a call at once, alone, so at
-// low load nothing waits for company; under load the batches grow by
-// themselves. Every call is still one script run, atomic in Redis, so what
-// a request decides (a rate-limit verdict, an idempotency lock) is exactly
-// what it would decide alone: coalescing changes the cost, not the result.
+// pipelines. A call that finds Redis idle is sent at once by its own
+// goroutine, exactly as without a Batcher. Calls that arrive while a batch
+// is on the wire wait together, and leave together in the next one — one
+// write and one read for the gateway, one socket read and one reply write
+// for Redis, however many requests they carry — sent by a goroutine that
+// keeps sending until no call is left waiting. So at low load nothing
+// waits for company or changes goroutine, and under load the batches grow
+// by themselves. Every call is still one script run, atomic in Redis, so
+// what a request decides (a rate-limit verdict, an idempotency lock) is
+// exactly what it would decide alone: coalescing changes the cost, not the
+// result.
 //
-// Each call keeps its own deadline: a caller stops waiting when its context
-// ends (the module then fails open or closed as configured), a call whose
-// context has ended before its batch is written is not sent at all, and a
-// batch's deadline is the latest of its callers', so one short deadline does
-// not fail the others. (go-redis's own AutoPipeliner is marked experimental
-// and runs queued commands on its own context, ignoring theirs: that would
-// break the modules' bounded timeouts.)
+// Each waiting call keeps its own deadline: its caller stops waiting when
+// its context ends (the module then fails open or closed as configured), a
+// call whose context has ended before its batch is written is not sent at
+// all, and a batch's deadline is the latest of its callers', so one short
+// deadline does not fail the others. (go-redis's own AutoPipeliner is marked
+// experimental and runs queued commands on its own context, ignoring
+// theirs: that would break the modules' bounded timeouts.)
 //
 // Batcher implements redis.Scripter, so redis.Script.Run works on it
 // unchanged: EVALSHA is batched; EVAL, which Run sends after a NOSCRIPT
 // reply, and the script-management commands go straight to the client.
 type Batcher struct {
-	rdb   *redis.Client
-	queue chan *call
-	stop  chan struct{}
-	once  sync.Once
-	wg    sync.WaitGroup
+	rdb *redis.Client
+
+	mu      sync.Mutex
+	busy    bool    // a batch is on the wire
+	waiting []*call // calls for the next batch
+	closed  bool
+
 	// sent counts pipelines written (a lone call counts as one); tests use
 	// it to see coalescing happen.
 	sent atomic.Int64
@@ -45,36 +50,29 @@ type Batcher struct {
 type call struct {
 	ctx  context.Context
 	cmd  *redis.Cmd
-	done chan struct{}
+	done chan struct{} // closed when cmd holds its reply
 }
 
 const (
-	// batchWorkers is how many batches may be on the wire at once. One
-	// keeps the batches deepest: measured with the full gateway at
-	// saturation, 1 worker gave 9 % more requests/s than 4, with 20 % less
-	// Redis CPU per request. A call waits at most for the batch ahead of it.
-	batchWorkers = 1
 	// maxBatch bounds one pipeline (a script reply is small; idempotency
 	// records are bounded by their module).
 	maxBatch = 64
-	// queueLen bounds the calls waiting for a worker; a caller whose call
-	// cannot be queued waits for room until its own deadline.
-	queueLen = 4096
+	// maxWaiting bounds the calls waiting for the batch on the wire: past
+	// it (Redis has stalled and deadlines are long) calls fail at once.
+	maxWaiting = 4096
 )
 
-var errStopped = errors.New("redis batcher stopped")
+var (
+	errStopped = errors.New("redis batcher stopped")
+	errTooBusy = errors.New("redis batcher: too many calls waiting for Redis")
+)
 
 func newBatcher(rdb *redis.Client) *Batcher {
-	b := &Batcher{rdb: rdb, queue: make(chan *call, queueLen), stop: make(chan struct{})}
-	b.wg.Add(batchWorkers)
-	for range batchWorkers {
-		go b.work()
-	}
-	return b
+	return &Batcher{rdb: rdb}
 }
 
-// EvalSha queues the script call into the next batch and waits for its
-// reply or for ctx to end.
+// EvalSha runs the script call, alone if Redis is idle, else in the next
+// batch, and waits for its reply or for ctx to end.
 func (b *Batcher) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
 	cmdArgs := make([]any, 3, 3+len(keys)+len(args))
 	cmdArgs[0], cmdArgs[1], cmdArgs[2] = "evalsha", sha1, len(keys)
@@ -83,42 +81,65 @@ func (b *Batcher) EvalSha(ctx context.Context, sha1 string, keys []string, args 
 	}
 	cmdArgs = append(cmdArgs, args...)
 	c := &call{ctx: ctx, cmd: redis.NewCmd(ctx, cmdArgs...), done: make(chan struct{})}
-	select {
-	case b.queue <- c:
-	case <-ctx.Done():
-		return redis.NewCmdResult(nil, ctx.Err())
-	case <-b.stop:
+
+	b.mu.Lock()
+	switch {
+	case b.closed:
+		b.mu.Unlock()
 		return redis.NewCmdResult(nil, errStopped)
+	case b.busy:
+		if len(b.waiting) >= maxWaiting {
+			b.mu.Unlock()
+			return redis.NewCmdResult(nil, errTooBusy)
+		}
+		b.waiting = append(b.waiting, c)
+		b.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.cmd
+		case <-ctx.Done():
+			// The sender may still write c.cmd; answer with a command of
+			// our own. A call not yet sent will be skipped.
+			return redis.NewCmdResult(nil, ctx.Err())
+		}
 	}
-	select {
-	case <-c.done:
-		return c.cmd
-	case <-ctx.Done():
-		// The worker still owns c.cmd; answer with a command of our own.
-		return redis.NewCmdResult(nil, ctx.Err())
-	}
+	b.busy = true
+	b.mu.Unlock()
+	b.exec([]*call{c})
+	b.handOn()
+	return c.cmd
 }
 
-func (b *Batcher) work() {
-	defer b.wg.Done()
-	batch := make([]*call, 0, maxBatch)
+// handOn passes the calls that queued during a caller's own batch to a
+// sending goroutine, or marks Redis idle.
+func (b *Batcher) handOn() {
+	b.mu.Lock()
+	if len(b.waiting) == 0 {
+		b.busy = false
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	go b.drain()
+}
+
+// drain sends batches until no call is waiting.
+func (b *Batcher) drain() {
 	for {
-		select {
-		case c := <-b.queue:
-			batch = append(batch[:0], c)
-		case <-b.stop:
+		b.mu.Lock()
+		batch := b.waiting
+		b.waiting = nil
+		if len(batch) == 0 {
+			b.busy = false
+			b.mu.Unlock()
 			return
 		}
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case c := <-b.queue:
-				batch = append(batch, c)
-			default:
-				break fill
-			}
+		b.mu.Unlock()
+		for len(batch) > 0 {
+			n := min(len(batch), maxBatch)
+			b.exec(batch[:n])
+			batch = batch[n:]
 		}
-		b.exec(batch)
 	}
 }
 
@@ -163,21 +184,18 @@ func (b *Batcher) exec(batch []*call) {
 	}
 }
 
-// close stops the workers and fails the calls still queued.
+// close fails the calls still waiting and every later one. A batch on
+// the wire finishes (or fails, once the client is closed) by itself.
 func (b *Batcher) close() {
-	b.once.Do(func() {
-		close(b.stop)
-		b.wg.Wait()
-		for {
-			select {
-			case c := <-b.queue:
-				c.cmd.SetErr(errStopped)
-				close(c.done)
-			default:
-				return
-			}
-		}
-	})
+	b.mu.Lock()
+	b.closed = true
+	waiting := b.waiting
+	b.waiting = nil
+	b.mu.Unlock()
+	for _, c := range waiting {
+		c.cmd.SetErr(errStopped)
+		close(c.done)
+	}
 }
 
 // Eval and the rest of redis.Scripter go straight to the client.
