@@ -42,6 +42,8 @@ type Batcher struct {
 	waiting []*call // calls for the next batch
 	closed  bool
 
+	breaker breaker
+
 	// sent counts pipelines written (a lone call counts as one); tests use
 	// it to see coalescing happen.
 	sent atomic.Int64
@@ -68,12 +70,16 @@ var (
 )
 
 func newBatcher(rdb *redis.Client) *Batcher {
-	return &Batcher{rdb: rdb}
+	return &Batcher{rdb: rdb, breaker: breaker{now: time.Now}}
 }
 
 // EvalSha runs the script call, alone if Redis is idle, else in the next
-// batch, and waits for its reply or for ctx to end.
+// batch, and waits for its reply or for ctx to end. While Redis is not
+// answering (see breaker.go) it fails at once with ErrCircuitOpen.
 func (b *Batcher) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	if !b.breaker.allow() {
+		return redis.NewCmdResult(nil, ErrCircuitOpen)
+	}
 	cmdArgs := make([]any, 3, 3+len(keys)+len(args))
 	cmdArgs[0], cmdArgs[1], cmdArgs[2] = "evalsha", sha1, len(keys)
 	for _, k := range keys {
@@ -179,6 +185,11 @@ func (b *Batcher) exec(batch []*call) {
 		_, _ = pipe.Exec(ctx) // each command carries its own error
 	}
 	cancel()
+	ok := true
+	for _, c := range batch {
+		ok = ok && answered(c.cmd.Err())
+	}
+	b.breaker.record(ok)
 	for _, c := range batch {
 		close(c.done)
 	}

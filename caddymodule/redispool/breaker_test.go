@@ -1,0 +1,118 @@
+package redispool
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time          { return c.t }
+func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func TestBreakerOpensAfterConsecutiveFailuresAndProbes(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	br := &breaker{now: clock.now}
+
+	// Failures below the threshold, or broken by an answer, keep it closed.
+	for range BreakerThreshold - 1 {
+		br.record(false)
+	}
+	br.record(true)
+	for range BreakerThreshold - 1 {
+		br.record(false)
+	}
+	if !br.allow() {
+		t.Fatalf("open after %d failures, want %d consecutive", BreakerThreshold-1, BreakerThreshold)
+	}
+
+	br.record(false) // the threshold
+	if br.allow() {
+		t.Fatal("closed after the threshold of consecutive failures")
+	}
+	clock.advance(BreakerCooldown - time.Millisecond)
+	if br.allow() {
+		t.Fatal("a probe before the cooldown passed")
+	}
+	clock.advance(time.Millisecond)
+	if !br.allow() {
+		t.Fatal("no probe once the cooldown passed")
+	}
+	if br.allow() {
+		t.Fatal("a second call let through while the probe is out")
+	}
+
+	// The probe fails: open for another cooldown.
+	br.record(false)
+	clock.advance(BreakerCooldown / 2)
+	if br.allow() {
+		t.Fatal("a call let through right after a failed probe")
+	}
+	// A probe whose answer never comes (its call expired unsent) does not
+	// wedge the circuit: another goes after the next cooldown.
+	clock.advance(BreakerCooldown)
+	if !br.allow() {
+		t.Fatal("no probe a cooldown after the failed one")
+	}
+	clock.advance(BreakerCooldown)
+	if !br.allow() {
+		t.Fatal("no new probe after an unanswered one")
+	}
+	br.record(true)
+	for range 5 {
+		if !br.allow() {
+			t.Fatal("still open after Redis answered the probe")
+		}
+	}
+}
+
+// A hung Redis (CLIENT PAUSE) costs a few timeouts, then calls fail at
+// once; when Redis answers again, the first probe closes the circuit.
+func TestBatcherFailsFastWhileRedisHangs(t *testing.T) {
+	b, rdb, prefix := newTestBatcher(t)
+	clock := &fakeClock{t: time.Now()}
+	b.breaker.now = clock.now
+	ctx := context.Background()
+	if err := incr.Load(ctx, rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Redis holds every command for 1 s (CLIENT UNPAUSE would wait too).
+	if err := rdb.Do(ctx, "CLIENT", "PAUSE", 1000, "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	call := func(timeout time.Duration) (time.Duration, error) {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		start := time.Now()
+		err := incr.Run(cctx, b, []string{prefix + "n"}).Err()
+		return time.Since(start), err
+	}
+	for i := range BreakerThreshold {
+		if _, err := call(50 * time.Millisecond); err == nil || errors.Is(err, ErrCircuitOpen) {
+			t.Fatalf("call %d while Redis hangs: %v, want a timeout", i+1, err)
+		}
+	}
+	took, err := call(time.Second)
+	if !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("after %d timeouts: %v, want ErrCircuitOpen", BreakerThreshold, err)
+	}
+	if took > 20*time.Millisecond {
+		t.Errorf("an open circuit took %s to refuse a call", took)
+	}
+
+	if _, err := call(time.Second); !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("within the cooldown: %v, want ErrCircuitOpen", err)
+	}
+	clock.advance(BreakerCooldown)
+	// The probe waits for Redis to answer again (the pause ends) and
+	// closes the circuit.
+	if _, err := call(5 * time.Second); err != nil {
+		t.Fatalf("the probe after Redis came back: %v", err)
+	}
+	if _, err := call(5 * time.Second); err != nil {
+		t.Fatalf("after a successful probe: %v", err)
+	}
+}
