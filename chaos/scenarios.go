@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gatehouse/gatehouse/e2e"
@@ -29,6 +30,7 @@ func scenarios(c config) []scenario {
 	return []scenario{
 		{"kafka-outage", fmt.Sprintf("Kafka stopped %s under steady load", c.kafkaDown), kafkaOutage},
 		{"redis-outage", fmt.Sprintf("Redis stopped %s under steady load", c.redisDown), redisOutage},
+		{"redis-hang", fmt.Sprintf("Redis frozen (SIGSTOP: connections open, no answers) %s under steady load", c.redisDown), redisHang},
 		{"postgres-outage", fmt.Sprintf("Postgres stopped %s under steady load", c.pgDown), postgresOutage},
 		{"kill9-deliverer", "kill -9 of the deliverer during a burst of events", killDeliverer},
 		{"kill9-controlplane", "kill -9 of the control plane (ingesters, events API) under load, three times", killControlPlane},
@@ -265,6 +267,102 @@ func redisOutage(ctx context.Context, e *env, rep *report) error {
 	}
 	rep.Info["idempotency_records_across_redis_restart"] = fmt.Sprintf("%d of %d pre-outage keys replayed, %d executed again (Redis runs with --save '' --appendonly no in scripts/services.sh)",
 		replayed, len(survivors), reexecuted)
+	return e.verifyFlow(ctx, rep, l, tn.OrgID, path, flowOpts{})
+}
+
+// ---------------------------------------------------------------------------
+
+// redisHang freezes Redis instead of stopping it: connections stay open and
+// nothing answers, so every call waits for its deadline — the case the
+// circuit breaker of caddymodule/redispool exists for. After a few
+// timeouts the gateway must answer at once: rate limits fail open, keyed
+// requests get 503, and it recovers by itself when Redis thaws.
+func redisHang(ctx context.Context, e *env, rep *report) error {
+	l, tn, path, err := e.tenant(ctx, rep)
+	if err != nil {
+		return err
+	}
+	stop := l.start()
+	defer stop()
+	if err := steady(ctx, l, rep, "before", 8*time.Second); err != nil {
+		return err
+	}
+	line, err := e.svc.verifyOwn("redis")
+	if err != nil {
+		return err
+	}
+	pid, err := e.svc.ownPid("redis")
+	if err != nil {
+		return err
+	}
+	rep.note("%s", line)
+	l.setPhase("fault")
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("SIGSTOP redis: %w", err)
+	}
+	frozen := time.Now()
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
+	defer thaw() // never leave it frozen
+	rep.note("Redis frozen (SIGSTOP pid %d); staying frozen %s", pid, e.cfg.redisDown)
+	if err := sleep(ctx, e.cfg.redisDown); err != nil {
+		return err
+	}
+	l.setPhase("recovery")
+	thaw()
+	thawAt := time.Now()
+	rep.note("Redis thawed (SIGCONT); probing keyed creates until one succeeds")
+	var recovered time.Duration = -1
+	for time.Since(thawAt) < 30*time.Second {
+		if r := l.one(opCreateKeyed); r.Status == 200 {
+			recovered = time.Since(thawAt)
+			break
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	rep.note("keyed creates succeed again %.2fs after Redis thawed", recovered.Seconds())
+	if err := steady(ctx, l, rep, "after", 10*time.Second); err != nil {
+		return err
+	}
+	rs := endLoad(rep, l, stop, func(r result) bool {
+		if r.Op.keyed() && (r.Phase == "fault" || r.Phase == "recovery") {
+			return ok2xx(r) || r.Status == 503 && r.Code == "idempotency_unavailable"
+		}
+		return ok2xx(r)
+	})
+	clientErrorCheck(rep, "rate limits fail open, keyed requests 503 idempotency_unavailable, nothing else refused")
+
+	// The circuit opens after three batches time out (rate_limit's and
+	// idempotency's deadline is 500 ms): from 2 s into the freeze, requests
+	// must not wait for Redis any more.
+	settled := frozen.Add(2 * time.Second)
+	var early, open []time.Duration
+	for _, r := range rs {
+		if r.Status == 0 || r.Sent.Before(frozen) || !r.Sent.Before(thawAt) {
+			continue
+		}
+		if r.Sent.Before(settled) {
+			early = append(early, r.Latency)
+		} else {
+			open = append(open, r.Latency)
+		}
+	}
+	e1, o := latencyOf(early), latencyOf(open)
+	rep.Info["latency_first_2s_of_freeze"] = e1
+	rep.Info["latency_rest_of_freeze"] = o
+	rep.check("no request waits long while Redis is frozen", len(early) > 0 && e1.MaxMs < 2000,
+		"first 2 s: %d requests, p99 %.0f ms, max %.0f ms (bound 2,000 ms)", len(early), e1.P99ms, e1.MaxMs)
+	rep.check("circuit open: requests stop waiting for Redis", len(open) > 0 && o.P99ms < 100,
+		"from 2 s to the thaw: %d requests, p50 %.1f ms, p99 %.1f ms, max %.0f ms (p99 bound 100 ms)", len(open), o.P50ms, o.P99ms, o.MaxMs)
+	rep.check("automatic recovery (no process restarted) within 15 s", recovered >= 0 && recovered <= 15*time.Second,
+		"first keyed create succeeded %.2fs after Redis thawed", recovered.Seconds())
 	return e.verifyFlow(ctx, rep, l, tn.OrgID, path, flowOpts{})
 }
 
