@@ -61,6 +61,9 @@ type Load struct {
 	// First and Last are when the first and last request were sent (vegeta).
 	First time.Time `json:"-"`
 	Last  time.Time `json:"-"`
+	// latencies are every request's latency, µs, sorted (vegeta), for
+	// percentiles pooled over rounds.
+	latencies []float64
 }
 
 // wrkScript drives wrk. It sets method and body, gives POSTs unique
@@ -279,9 +282,10 @@ func parseVegeta(r io.Reader) (Load, error) {
 		return l, fmt.Errorf("vegeta produced no results")
 	}
 	slices.Sort(lat)
-	pct := func(p float64) float64 { return lat[min(len(lat)-1, int(float64(len(lat))*p/100))] }
+	pct := func(p float64) float64 { return percentile(lat, p) }
 	l.Requests = int64(len(lat))
 	l.P50us, l.P99us, l.P999us = round1(pct(50)), round1(pct(99)), round1(pct(99.9))
+	l.latencies = lat
 	return l, nil
 }
 
@@ -329,3 +333,8 @@ func truncate(s string, n int) string {
 func round1(f float64) float64 { return math.Round(f*10) / 10 }
 func round2(f float64) float64 { return math.Round(f*100) / 100 }
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+// percentile of sorted values, p in percent.
+func percentile(sorted []float64, p float64) float64 {
+	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p/100))]
+}

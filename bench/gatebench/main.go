@@ -424,7 +424,7 @@ func printSummary(w io.Writer, r *Results) {
 		fmt.Fprintln(w, "sat. = fixed-rate runs that could not hold the rate: their latencies are queueing in a saturated system, not overhead")
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "comparison (on vs off)\tissue\tthroughput ratio (per round)\tp99 added @fixed µs (per round)\tsat.\tp99 added @light µs (per round)\tp99 added @max µs\ttarget\tmet")
+		fmt.Fprintln(tw, "comparison (on vs off)\tissue\tthroughput ratio (per round)\tp99 added @fixed µs (per round)\tsat.\tp99 added @light µs pooled (per round)\tp99 added @max µs\ttarget\tmet")
 		for _, c := range o.Comparisons {
 			met := "-"
 			if c.Met != nil {
