@@ -230,7 +230,7 @@ func (i Invitation) Status(now time.Time) string {
 }
 
 func (d *Dashboard) membersPage(w http.ResponseWriter, r *http.Request, s *Session) error {
-	return d.renderMembers(w, r, s, http.StatusOK, map[string]any{})
+	return d.renderMembers(w, r, s, http.StatusOK, map[string]any{"ConfirmRemove": r.URL.Query().Get("remove")})
 }
 
 func (d *Dashboard) renderMembers(w http.ResponseWriter, r *http.Request, s *Session, status int, data map[string]any) error {
@@ -296,6 +296,73 @@ func (d *Dashboard) invite(w http.ResponseWriter, r *http.Request, s *Session) e
 	}
 	form = map[string]any{"InviteLink": scheme + "://" + r.Host + "/invitations/" + token, "InvitedEmail": email, "InvitedRole": role}
 	return d.renderMembers(w, r, s, http.StatusOK, form)
+}
+
+// member loads the member id of the session's organisation and checks
+// that s may manage them: only owners manage owners.
+func (d *Dashboard) member(r *http.Request, s *Session, id string) (accounts.Member, error) {
+	ms, err := d.cfg.Accounts.ListMembers(r.Context(), s.OrgID)
+	if err != nil {
+		return accounts.Member{}, err
+	}
+	for _, m := range ms {
+		if m.ID == id {
+			if m.Role == accounts.RoleOwner && s.Role != accounts.RoleOwner {
+				return m, errForbidden("Only owners can change or remove owners.")
+			}
+			return m, nil
+		}
+	}
+	return accounts.Member{}, errNotFound()
+}
+
+// memberError turns the accounts service's refusals into pages.
+func memberError(err error) error {
+	if errors.Is(err, accounts.ErrLastOwner) {
+		return &httpError{http.StatusConflict, "Last owner", "This is the organisation's only owner. Make another member an owner first."}
+	}
+	if errors.Is(err, accounts.ErrMemberNotFound) {
+		return errNotFound()
+	}
+	return err
+}
+
+func (d *Dashboard) changeRole(w http.ResponseWriter, r *http.Request, s *Session) error {
+	m, err := d.member(r, s, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	role := accounts.Role(r.PostFormValue("role"))
+	if indexOf(roleStrings(d.assignableRoles(s)), string(role)) < 0 {
+		if role == accounts.RoleOwner {
+			return errForbidden("Only owners can make owners.")
+		}
+		return errBadRequest("Choose one of the roles offered.")
+	}
+	if _, err := d.cfg.Accounts.ChangeRole(r.Context(), s.Actor(), s.OrgID, m.ID, role); err != nil {
+		return memberError(err)
+	}
+	redirect(w, r, "/members", fmt.Sprintf("%s is now %s.", m.Email, role))
+	return nil
+}
+
+func (d *Dashboard) removeMember(w http.ResponseWriter, r *http.Request, s *Session) error {
+	m, err := d.member(r, s, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if r.PostFormValue("confirm") != "yes" {
+		return errBadRequest("Confirm the removal first.")
+	}
+	if err := d.cfg.Accounts.RemoveMember(r.Context(), s.Actor(), s.OrgID, m.ID); err != nil {
+		return memberError(err)
+	}
+	if m.ID == s.UserID {
+		redirect(w, r, "/", "You left "+s.OrgName+".")
+		return nil
+	}
+	redirect(w, r, "/members", m.Email+" was removed.")
+	return nil
 }
 
 func roleStrings(rs []accounts.Role) []string {

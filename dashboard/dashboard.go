@@ -244,6 +244,8 @@ func (d *Dashboard) table() []Route {
 		{Method: "GET", Pattern: "/members", Access: Member, h: d.membersPage},
 		{Method: "POST", Pattern: "/members/invitations", Access: Admin, h: d.invite},
 		{Method: "POST", Pattern: "/members/invitations/{id}/revoke", Access: Admin, Object: "invitation", h: d.revokeInvitation},
+		{Method: "POST", Pattern: "/members/{id}/role", Access: Admin, Object: "member", h: d.changeRole},
+		{Method: "POST", Pattern: "/members/{id}/remove", Access: Admin, Object: "member", h: d.removeMember},
 
 		// Docs.
 		{Method: "GET", Pattern: "/docs", Access: Public, h: d.docsIndex},

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse/gatehouse/controlplane/accounts"
 	"github.com/gatehouse/gatehouse/controlplane/audit"
@@ -293,6 +296,97 @@ func TestInvitationFlow(t *testing.T) {
 	}
 }
 
+// Admins and owners change roles and remove members; only owners touch
+// owners; an organisation never loses its last owner; a change applies to
+// the member's very next request; each one is audited.
+func TestMemberRolesAndRemoval(t *testing.T) {
+	e := newEnv(t)
+	owner := e.signup("owner@example.com", "Team Org")
+	org := e.orgOf(owner)
+	admin := e.member(org, "admin@example.com", accounts.RoleAdmin)
+	dev := e.member(org, "dev@example.com", accounts.RoleDeveloper)
+	id := func(email string) string {
+		var id string
+		if err := e.pool.QueryRow(context.Background(), `SELECT id FROM users WHERE email = $1`, email).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	ownerID, adminID, devID := id("owner@example.com"), id("admin@example.com"), id("dev@example.com")
+
+	if p := dev.get("/webhooks/new"); p.status != 200 {
+		t.Fatalf("developer opens a writer page: %d", p.status)
+	}
+	admin.get("/members")
+	if p := admin.post("/members/"+devID+"/role", "role", "viewer"); p.status != http.StatusSeeOther {
+		t.Fatalf("admin makes the developer a viewer: %d %s", p.status, p.body)
+	}
+	if p := dev.get("/webhooks/new"); p.status != http.StatusForbidden {
+		t.Fatalf("demoted to viewer, the next request is still a writer's: %d", p.status)
+	}
+	if p := admin.post("/members/"+devID+"/role", "role", "owner"); p.status != http.StatusForbidden {
+		t.Fatalf("admin makes an owner: %d", p.status)
+	}
+	if p := admin.post("/members/"+devID+"/role", "role", "superuser"); p.status != http.StatusBadRequest {
+		t.Fatalf("unknown role: %d", p.status)
+	}
+	if p := admin.post("/members/"+ownerID+"/role", "role", "viewer"); p.status != http.StatusForbidden {
+		t.Fatalf("admin demotes the owner: %d", p.status)
+	}
+	if p := admin.post("/members/"+ownerID+"/remove", "confirm", "yes"); p.status != http.StatusForbidden {
+		t.Fatalf("admin removes the owner: %d", p.status)
+	}
+
+	owner.get("/members")
+	if p := owner.post("/members/"+ownerID+"/role", "role", "admin"); p.status != http.StatusConflict || !strings.Contains(p.body, "only owner") {
+		t.Fatalf("the last owner demotes themselves: %d", p.status)
+	}
+	if p := owner.post("/members/"+ownerID+"/remove", "confirm", "yes"); p.status != http.StatusConflict {
+		t.Fatalf("the last owner leaves: %d", p.status)
+	}
+	if p := owner.post("/members/"+adminID+"/role", "role", "owner"); p.status != http.StatusSeeOther {
+		t.Fatalf("owner makes the admin an owner: %d %s", p.status, p.body)
+	}
+	// Two owners now: the first may leave, and is signed out (no other
+	// organisation to move to).
+	if p := owner.get("/members?remove=" + ownerID); !strings.Contains(p.body, "Yes, leave") {
+		t.Fatal("no confirmation before leaving")
+	}
+	if p := owner.post("/members/" + ownerID + "/remove"); p.status != http.StatusBadRequest {
+		t.Fatalf("leaving without confirming: %d", p.status)
+	}
+	if p := owner.post("/members/"+ownerID+"/remove", "confirm", "yes"); p.status != http.StatusSeeOther {
+		t.Fatalf("an owner leaves: %d %s", p.status, p.body)
+	}
+	if p := owner.get("/"); p.status != http.StatusSeeOther || !strings.HasPrefix(p.header.Get("Location"), "/login") {
+		t.Fatalf("after leaving their only organisation: %d %s", p.status, p.header.Get("Location"))
+	}
+	admin.get("/members")
+	if p := admin.post("/members/"+devID+"/remove", "confirm", "yes"); p.status != http.StatusSeeOther {
+		t.Fatalf("the new owner removes a member: %d", p.status)
+	}
+	if p := dev.get("/keys"); p.status != http.StatusSeeOther {
+		t.Fatalf("a removed member still reads the organisation: %d", p.status)
+	}
+	if p := admin.post("/members/"+devID+"/remove", "confirm", "yes"); p.status != http.StatusNotFound {
+		t.Fatalf("removing a non-member: %d", p.status)
+	}
+	ms, _ := e.accts.ListMembers(context.Background(), org)
+	if len(ms) != 1 || ms[0].ID != adminID || ms[0].Role != accounts.RoleOwner {
+		t.Fatalf("members afterwards: %+v", ms)
+	}
+	rows, _ := e.pool.Query(context.Background(), `SELECT action || ' ' || target_id FROM audit_logs
+		WHERE organization_id = $1 AND action IN ('membership.updated', 'membership.deleted') ORDER BY created_at, id`, org)
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"membership.updated " + devID, "membership.updated " + adminID, "membership.deleted " + ownerID, "membership.deleted " + devID}
+	if !slices.Equal(got, want) {
+		t.Fatalf("audit rows:\n got %q\nwant %q", got, want)
+	}
+}
+
 func TestErrorDocsHaveAnAnchorPerCode(t *testing.T) {
 	e := newEnv(t)
 	p := e.browser().get("/docs/errors")
@@ -376,7 +470,13 @@ func (e *env) fixtures(b *browser) fixtures {
 	if err := e.pool.QueryRow(ctx, `SELECT id FROM invitations WHERE organization_id = $1`, org).Scan(&inv); err != nil {
 		e.t.Fatal(err)
 	}
-	return fixtures{"api_key": k.ID, "webhook_endpoint": we, "webhook_delivery": whd, "event": evt, "request_log": req, "invitation": inv}
+	dev, err := e.accts.AddMember(ctx, actor, accounts.AddMemberParams{OrganizationID: org, Email: "fixture-dev@example.com",
+		Password: "correct horse battery", Role: accounts.RoleDeveloper})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return fixtures{"api_key": k.ID, "webhook_endpoint": we, "webhook_delivery": whd, "event": evt, "request_log": req,
+		"invitation": inv, "member": dev.ID}
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -397,6 +497,8 @@ var formFor = map[string][]string{
 	"/webhooks/{id}/recover":           {"window", "24h"},
 	"/members/invitations":             {"email", "y@example.com", "role", "viewer"},
 	"/members/invitations/{id}/revoke": {},
+	"/members/{id}/role":               {"role", "viewer"},
+	"/members/{id}/remove":             {"confirm", "yes"},
 }
 
 func routePath(rt Route, fx fixtures) string {

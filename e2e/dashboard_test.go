@@ -399,6 +399,32 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#invite-link")),
 	)
 	b.shot("members-invited")
+	// A member added with the CLI gets another role from the members page.
+	var orgs struct{ Data []struct{ ID, Name string } }
+	if err := stack.CLIJSON(b.ctx, &orgs, "orgs", "list"); err != nil {
+		t.Fatal(err)
+	}
+	orgID := ""
+	for _, o := range orgs.Data {
+		if o.Name == "Analytical Engines" {
+			orgID = o.ID // the stack's database is fresh: one of them
+		}
+	}
+	var dev struct{ ID string }
+	if err := stack.CLIJSON(b.ctx, &dev, "users", "create", "--org", orgID, "--email", "dev+"+email,
+		"--password", "correct horse battery", "--role", "developer"); err != nil {
+		t.Fatal(err)
+	}
+	b.open("/members", "members-two")
+	b.run("change role",
+		chromedp.SetValue(chromedp.CSS("#role-"+dev.ID), "viewer"),
+		chromedp.Click(chromedp.CSS("form[action='/members/"+dev.ID+"/role'] button")),
+		chromedp.WaitVisible(chromedp.CSS(".flash")),
+	)
+	if flash := b.text(".flash"); !strings.Contains(flash, "is now viewer") {
+		t.Fatalf("after changing a role the page says %q", flash)
+	}
+	b.shot("members-role-changed")
 	keysHTML := b.open("/keys", "keys")
 	keyID := regexp.MustCompile(`/keys/(key_[0-9A-Za-z]{22})`).FindStringSubmatch(keysHTML)[1]
 	b.open("/keys/"+keyID, "key")

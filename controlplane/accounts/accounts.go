@@ -57,6 +57,8 @@ const (
 // Sentinel errors, for errors.Is.
 var (
 	ErrOrgNotFound        = errors.New("organization not found")
+	ErrMemberNotFound     = errors.New("member not found")
+	ErrLastOwner          = errors.New("the organization's last owner")
 	ErrInvalidCredentials = errors.New(errInvalidCredMsg)
 )
 
@@ -270,6 +272,103 @@ func (s *Service) AddMember(ctx context.Context, actor audit.Actor, p AddMemberP
 		res.PasswordIgnored = !ok
 	}
 	return res, nil
+}
+
+// ChangeRole gives the member userID of org the role. An organisation
+// always keeps an owner: demoting its last one fails with ErrLastOwner.
+// Who may change whom is the caller's rule (the dashboard: only owners
+// touch owners).
+func (s *Service) ChangeRole(ctx context.Context, actor audit.Actor, org, userID string, role Role) (Member, error) {
+	if err := actor.Validate(); err != nil {
+		return Member{}, err
+	}
+	if !ValidRole(role) {
+		return Member{}, apierror.ParameterInvalid("role",
+			fmt.Sprintf("Unknown role %q; use one of owner, admin, developer, viewer.", role))
+	}
+	now := s.now()
+	var m Member
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		prev, err := lockMembership(ctx, tx, org, userID, role != RoleOwner)
+		if err != nil {
+			return err
+		}
+		err = tx.QueryRow(ctx, `
+			UPDATE memberships m SET role = $3 FROM users u
+			WHERE m.organization_id = $1 AND m.user_id = $2 AND u.id = m.user_id
+			RETURNING u.id, u.email, u.name, u.created_at, m.role, m.created_at`, org, userID, string(role)).
+			Scan(&m.ID, &m.Email, &m.Name, &m.CreatedAt, &m.Role, &m.JoinedAt)
+		if err != nil {
+			return fmt.Errorf("changing role: %w", err)
+		}
+		if prev == role {
+			return nil
+		}
+		return audit.Record(ctx, tx, audit.Entry{
+			OrganizationID: org, Actor: actor, Action: "membership.updated",
+			TargetType: "user", TargetID: userID, CreatedAt: now,
+			Data: map[string]any{"email": m.Email, "role": map[string]any{"from": prev, "to": role}},
+		})
+	})
+	if err != nil {
+		return Member{}, err
+	}
+	return m, nil
+}
+
+// RemoveMember ends userID's membership of org; their dashboard sessions
+// lose the organisation on their next request. The last owner cannot be
+// removed (ErrLastOwner).
+func (s *Service) RemoveMember(ctx context.Context, actor audit.Actor, org, userID string) error {
+	if err := actor.Validate(); err != nil {
+		return err
+	}
+	now := s.now()
+	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		prev, err := lockMembership(ctx, tx, org, userID, true)
+		if err != nil {
+			return err
+		}
+		var email string
+		if err := tx.QueryRow(ctx, `
+			WITH d AS (DELETE FROM memberships WHERE organization_id = $1 AND user_id = $2 RETURNING user_id)
+			SELECT u.email FROM d JOIN users u ON u.id = d.user_id`, org, userID).Scan(&email); err != nil {
+			return fmt.Errorf("removing member: %w", err)
+		}
+		return audit.Record(ctx, tx, audit.Entry{
+			OrganizationID: org, Actor: actor, Action: "membership.deleted",
+			TargetType: "user", TargetID: userID, CreatedAt: now,
+			Data: map[string]any{"email": email, "role": prev},
+		})
+	})
+}
+
+// lockMembership returns the member's role, locking the organisation's
+// owner memberships first (so that two concurrent changes cannot each
+// leave the other owner alone, then both go). With leaving set — the
+// member is about to stop being an owner — it refuses when they are the
+// last owner.
+func lockMembership(ctx context.Context, tx pgx.Tx, org, userID string, leaving bool) (Role, error) {
+	rows, _ := tx.Query(ctx, `SELECT user_id FROM memberships WHERE organization_id = $1 AND role = 'owner'
+		ORDER BY user_id FOR UPDATE`, org)
+	owners, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", fmt.Errorf("locking owners: %w", err)
+	}
+	var role Role
+	err = tx.QueryRow(ctx, `SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2 FOR UPDATE`,
+		org, userID).Scan(&role)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", &Error{sentinel: ErrMemberNotFound, api: apierror.NotFound("member", userID)}
+	}
+	if err != nil {
+		return "", fmt.Errorf("loading membership: %w", err)
+	}
+	if leaving && role == RoleOwner && len(owners) == 1 {
+		return "", &Error{sentinel: ErrLastOwner, api: apierror.ParameterInvalid("user",
+			"This is the organization's only owner. Make another member an owner first.")}
+	}
+	return role, nil
 }
 
 // ListMembers returns org's members, newest first.

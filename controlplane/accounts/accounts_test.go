@@ -3,6 +3,7 @@ package accounts_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -175,5 +176,63 @@ func TestAddMemberValidation(t *testing.T) {
 	var n int
 	if err := db.QueryRow(ctx, `SELECT count(*) FROM users`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d users after refused adds (%v)", n, err)
+	}
+}
+
+// Two owners demoting each other at the same moment cannot leave the
+// organisation without an owner: the owner rows are locked, so exactly
+// one demotion wins and the other is refused as the last owner's.
+func TestConcurrentDemotionsKeepAnOwner(t *testing.T) {
+	db, _ := testenv.Pool(t)
+	ctx := context.Background()
+	svc := accounts.New(db, nil)
+	for round := range 5 {
+		o, err := svc.CreateOrganization(ctx, ops, "Two owners")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var owners [2]string
+		for i := range owners {
+			m, err := svc.AddMember(ctx, ops, accounts.AddMemberParams{OrganizationID: o.ID,
+				Email: fmt.Sprintf("owner%d-%d-%s@example.com", i, round, o.ID), Password: "correct horse battery", Role: accounts.RoleOwner})
+			if err != nil {
+				t.Fatal(err)
+			}
+			owners[i] = m.ID
+		}
+		errs := make(chan error, 2)
+		start := make(chan struct{})
+		for _, id := range owners {
+			go func() {
+				<-start
+				_, err := svc.ChangeRole(ctx, ops, o.ID, id, accounts.RoleAdmin)
+				errs <- err
+			}()
+		}
+		close(start)
+		var ok, last int
+		for range 2 {
+			switch err := <-errs; {
+			case err == nil:
+				ok++
+			case errors.Is(err, accounts.ErrLastOwner):
+				last++
+			default:
+				t.Fatal(err)
+			}
+		}
+		ms, _ := svc.ListMembers(ctx, o.ID)
+		n := 0
+		for _, m := range ms {
+			if m.Role == accounts.RoleOwner {
+				n++
+			}
+		}
+		if ok != 1 || last != 1 || n != 1 {
+			t.Fatalf("round %d: %d demotions went through, %d refused, %d owners left", round, ok, last, n)
+		}
+	}
+	if err := svc.RemoveMember(ctx, ops, "org_nope", "usr_nope"); !errors.Is(err, accounts.ErrMemberNotFound) {
+		t.Fatalf("removing a non-member: %v", err)
 	}
 }
