@@ -87,7 +87,14 @@ var errLockLost = errors.New("idempotency lock lost before completion")
 
 // store is the Redis side of the handler.
 type store struct {
-	client redis.Scripter // script calls, batched (redispool.Batcher)
+	// client takes the locks: batched, and refused at once while Redis is
+	// not answering (redispool.Batcher and its circuit breaker), so a keyed
+	// request gets its 503 without waiting.
+	client redis.Scripter
+	// direct records outcomes and releases locks: always tried, on the
+	// plain client, because the upstream has already run — refusing to
+	// record would let a retry run it again once the lock expires.
+	direct redis.Scripter
 }
 
 // lookup is what begin found for a key.
@@ -148,7 +155,7 @@ func (s *store) complete(ctx context.Context, key, token, state string, ttl time
 			return fmt.Errorf("encoding recorded headers: %w", err)
 		}
 	}
-	ok, err := completeScript.Run(ctx, s.client, []string{key}, token, state, ttl.Milliseconds(),
+	ok, err := completeScript.Run(ctx, s.direct, []string{key}, token, state, ttl.Milliseconds(),
 		resp.status, hdr, resp.body).Int()
 	if err != nil {
 		return fmt.Errorf("recording idempotent response: %w", err)
@@ -161,7 +168,7 @@ func (s *store) complete(ctx context.Context, key, token, state string, ttl time
 
 // release drops the lock identified by token.
 func (s *store) release(ctx context.Context, key, token string) error {
-	if err := releaseScript.Run(ctx, s.client, []string{key}, token).Err(); err != nil {
+	if err := releaseScript.Run(ctx, s.direct, []string{key}, token).Err(); err != nil {
 		return fmt.Errorf("releasing idempotency lock: %w", err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package redispool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -88,7 +89,15 @@ func (b *Batcher) EvalSha(ctx context.Context, sha1 string, keys []string, args 
 	for _, k := range keys {
 		cmdArgs = append(cmdArgs, k)
 	}
-	cmdArgs = append(cmdArgs, args...)
+	for _, a := range args {
+		// A caller may stop waiting while its batch is still being
+		// written, and reuse its buffers (idempotency's pooled bodies):
+		// the batch writes a copy.
+		if b, ok := a.([]byte); ok {
+			a = bytes.Clone(b)
+		}
+		cmdArgs = append(cmdArgs, a)
+	}
 	c := &call{ctx: ctx, cmd: redis.NewCmd(ctx, cmdArgs...), done: make(chan struct{})}
 
 	b.mu.Lock()

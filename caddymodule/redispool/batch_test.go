@@ -2,6 +2,8 @@ package redispool
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -16,9 +18,14 @@ var incr = redis.NewScript(`return redis.call('INCR', KEYS[1])`)
 
 // newTestBatcher is the batcher of the shared client the modules get.
 func newTestBatcher(t *testing.T) (*Batcher, *redis.Client, string) {
+	return newTestBatcherAt(t, testenv.RedisURL(t))
+}
+
+// newTestBatcherAt is the batcher of the shared client for url (another
+// address of the test Redis, such as a freezer's).
+func newTestBatcherAt(t *testing.T, url string) (*Batcher, *redis.Client, string) {
 	t.Helper()
 	rdb, prefix := testenv.Redis(t)
-	url := testenv.RedisURL(t)
 	c, err := Get(url)
 	if err != nil {
 		t.Fatal(err)
@@ -80,21 +87,115 @@ func TestBatcherLoadsUnknownScripts(t *testing.T) {
 	}
 }
 
+// freezer is a TCP proxy in front of the test Redis that can stop passing
+// bytes on, like a hung or partitioned Redis: what it holds goes on when it
+// thaws. It freezes only the connections through it, so the Redis that
+// other test packages share at the same time is not paused.
+type freezer struct {
+	addr   string
+	mu     sync.Mutex
+	thawed chan struct{} // closed while passing bytes on
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{addr: ln.Addr().String(), thawed: make(chan struct{})}
+	close(f.thawed)
+	var conns sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		f.thaw()
+		conns.Wait()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			conns.Add(2)
+			go func() { defer conns.Done(); f.pipe(up, c) }()
+			go func() { defer conns.Done(); f.pipe(c, up) }()
+		}
+	}()
+	return f
+}
+
+func (f *freezer) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			f.mu.Lock()
+			thawed := f.thawed
+			f.mu.Unlock()
+			<-thawed
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (f *freezer) freeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.thawed:
+		f.thawed = make(chan struct{})
+	default:
+	}
+}
+
+func (f *freezer) thaw() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.thawed:
+	default:
+		close(f.thawed)
+	}
+}
+
+// frozenBatcher is a batcher whose Redis can be frozen, with an injected
+// clock for its circuit breaker.
+func frozenBatcher(t *testing.T) (*Batcher, *freezer, *fakeClock, string) {
+	t.Helper()
+	opts, err := redis.ParseURL(testenv.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFreezer(t, opts.Addr)
+	b, rdb, prefix := newTestBatcherAt(t, fmt.Sprintf("redis://%s/%d", f.addr, opts.DB))
+	clock := &fakeClock{t: time.Now()}
+	b.breaker.now = clock.now
+	// Warm the script cache so the calls below are pure EVALSHA.
+	if err := incr.Load(context.Background(), rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return b, f, clock, prefix
+}
+
 // A caller stops waiting at its own deadline even when Redis does not
 // answer, and the batcher serves again once Redis does.
 func TestBatcherHonoursCallerDeadlines(t *testing.T) {
-	b, rdb, prefix := newTestBatcher(t)
-	clock := &fakeClock{t: time.Now()}
-	b.breaker.now = clock.now
+	b, f, clock, prefix := frozenBatcher(t)
 	ctx := context.Background()
-	// Warm the script cache so the calls below are pure EVALSHA.
-	if err := incr.Load(ctx, rdb).Err(); err != nil {
-		t.Fatal(err)
-	}
-	// Redis stops serving clients' commands for 1 s.
-	if err := rdb.Do(ctx, "CLIENT", "PAUSE", 1000, "ALL").Err(); err != nil {
-		t.Fatal(err)
-	}
+	f.freeze()
 	const n = 50
 	var wg sync.WaitGroup
 	started := time.Now()
@@ -105,7 +206,7 @@ func TestBatcherHonoursCallerDeadlines(t *testing.T) {
 			// The deadline as such for a waiting call; an i/o timeout for
 			// the one its own goroutine was sending.
 			if err := incr.Run(cctx, b, []string{prefix + "n"}).Err(); err == nil {
-				t.Error("a call during the pause succeeded within its 100 ms deadline")
+				t.Error("a call to a frozen Redis succeeded within its 100 ms deadline")
 			}
 		})
 	}
@@ -113,10 +214,11 @@ func TestBatcherHonoursCallerDeadlines(t *testing.T) {
 	if waited := time.Since(started); waited > 600*time.Millisecond {
 		t.Errorf("callers with a 100 ms deadline waited %s", waited)
 	}
+	f.thaw()
 	clock.advance(BreakerCooldown) // if the timeouts opened the circuit
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if _, err := incr.Run(cctx, b, []string{prefix + "n"}).Int64(); err != nil {
-		t.Fatalf("after the pause: %v", err)
+		t.Fatalf("after the thaw: %v", err)
 	}
 }

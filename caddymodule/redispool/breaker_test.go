@@ -68,21 +68,11 @@ func TestBreakerOpensAfterConsecutiveFailuresAndProbes(t *testing.T) {
 	}
 }
 
-// A hung Redis (CLIENT PAUSE) costs a few timeouts, then calls fail at
-// once; when Redis answers again, the first probe closes the circuit.
+// A hung Redis costs a few timeouts, then calls fail at once; when Redis
+// answers again, the first probe closes the circuit.
 func TestBatcherFailsFastWhileRedisHangs(t *testing.T) {
-	b, rdb, prefix := newTestBatcher(t)
-	clock := &fakeClock{t: time.Now()}
-	b.breaker.now = clock.now
+	b, f, clock, prefix := frozenBatcher(t)
 	ctx := context.Background()
-	if err := incr.Load(ctx, rdb).Err(); err != nil {
-		t.Fatal(err)
-	}
-	// Redis holds every command for 1 s (CLIENT UNPAUSE would wait too).
-	if err := rdb.Do(ctx, "CLIENT", "PAUSE", 1000, "ALL").Err(); err != nil {
-		t.Fatal(err)
-	}
-
 	call := func(timeout time.Duration) (time.Duration, error) {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -90,6 +80,10 @@ func TestBatcherFailsFastWhileRedisHangs(t *testing.T) {
 		err := incr.Run(cctx, b, []string{prefix + "n"}).Err()
 		return time.Since(start), err
 	}
+	if _, err := call(time.Second); err != nil {
+		t.Fatalf("before the freeze: %v", err)
+	}
+	f.freeze()
 	for i := range BreakerThreshold {
 		if _, err := call(50 * time.Millisecond); err == nil || errors.Is(err, ErrCircuitOpen) {
 			t.Fatalf("call %d while Redis hangs: %v, want a timeout", i+1, err)
@@ -103,12 +97,11 @@ func TestBatcherFailsFastWhileRedisHangs(t *testing.T) {
 		t.Errorf("an open circuit took %s to refuse a call", took)
 	}
 
+	f.thaw()
 	if _, err := call(time.Second); !errors.Is(err, ErrCircuitOpen) {
 		t.Fatalf("within the cooldown: %v, want ErrCircuitOpen", err)
 	}
 	clock.advance(BreakerCooldown)
-	// The probe waits for Redis to answer again (the pause ends) and
-	// closes the circuit.
 	if _, err := call(5 * time.Second); err != nil {
 		t.Fatalf("the probe after Redis came back: %v", err)
 	}
