@@ -275,10 +275,20 @@ func (d *Dashboard) invite(w http.ResponseWriter, r *http.Request, s *Session) e
 		form["Error"] = "Enter the email address of the person to invite."
 		return d.renderMembers(w, r, s, http.StatusBadRequest, form)
 	}
+	ms, err := d.cfg.Accounts.ListMembers(ctx, s.OrgID)
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if strings.EqualFold(m.Email, email) {
+			form["Error"] = email + " is already a member; change their role in the list above."
+			return d.renderMembers(w, r, s, http.StatusBadRequest, form)
+		}
+	}
 	token := newToken()
 	now := d.now()
 	id := ids.NewAt(ids.Invite, now)
-	err := pgx.BeginFunc(ctx, d.cfg.DB, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, d.cfg.DB, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO invitations (id, organization_id, email, role, token_hash, invited_by, created_at, expires_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, id, s.OrgID, email, string(role), hashToken(token), s.UserID, now,
 			now.Add(invitationTTL)); err != nil {
@@ -318,6 +328,9 @@ func (d *Dashboard) member(r *http.Request, s *Session, id string) (accounts.Mem
 
 // memberError turns the accounts service's refusals into pages.
 func memberError(err error) error {
+	if errors.Is(err, accounts.ErrForbidden) {
+		return errForbidden("Only owners can make owners or change them; only owners and admins manage members.")
+	}
 	if errors.Is(err, accounts.ErrLastOwner) {
 		return &httpError{http.StatusConflict, "Last owner", "This is the organisation's only owner. Make another member an owner first."}
 	}
@@ -496,7 +509,7 @@ func (d *Dashboard) acceptInvitation(w http.ResponseWriter, r *http.Request, _ *
 		actor = audit.Actor{Type: audit.ActorSystem, ID: "dashboard-invitations"}
 	}
 	m, err := d.cfg.Accounts.AddMember(ctx, actor, accounts.AddMemberParams{
-		OrganizationID: orgID, Email: inv.Email, Password: password, Role: inv.Role,
+		OrganizationID: orgID, Email: inv.Email, Password: password, Role: inv.Role, KeepRole: true,
 	})
 	if err != nil {
 		_, _ = d.cfg.DB.Exec(context.WithoutCancel(ctx), `UPDATE invitations SET accepted_at = NULL WHERE id = $1`, inv.ID)

@@ -318,6 +318,11 @@ func TestMemberRolesAndRemoval(t *testing.T) {
 		t.Fatalf("developer opens a writer page: %d", p.status)
 	}
 	admin.get("/members")
+	// An invitation cannot change a member's role (accepting it would).
+	if p := admin.post("/members/invitations", "email", "Owner@example.com", "role", "viewer"); p.status != http.StatusBadRequest ||
+		!strings.Contains(p.body, "already a member") {
+		t.Fatalf("inviting an existing member: %d", p.status)
+	}
 	if p := admin.post("/members/"+devID+"/role", "role", "viewer"); p.status != http.StatusSeeOther {
 		t.Fatalf("admin makes the developer a viewer: %d %s", p.status, p.body)
 	}

@@ -59,6 +59,7 @@ var (
 	ErrOrgNotFound        = errors.New("organization not found")
 	ErrMemberNotFound     = errors.New("member not found")
 	ErrLastOwner          = errors.New("the organization's last owner")
+	ErrForbidden          = errors.New("not allowed to manage this member")
 	ErrInvalidCredentials = errors.New(errInvalidCredMsg)
 )
 
@@ -169,6 +170,9 @@ type AddMemberParams struct {
 	// their password (see AddMemberResult.PasswordIgnored).
 	Password string
 	Role     Role
+	// KeepRole leaves an existing member's role as it is (joining through
+	// an invitation never changes a role; roles change with ChangeRole).
+	KeepRole bool
 }
 
 // AddMemberResult says what AddMember did.
@@ -234,11 +238,22 @@ func (s *Service) AddMember(ctx context.Context, actor audit.Actor, p AddMemberP
 			return fmt.Errorf("loading user: %w", err)
 		}
 
+		owners, err := lockOwners(ctx, tx, p.OrganizationID)
+		if err != nil {
+			return err
+		}
 		var prev Role
 		err = tx.QueryRow(ctx, `SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2 FOR UPDATE`,
 			p.OrganizationID, res.ID).Scan(&prev)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("loading membership: %w", err)
+		}
+		if prev != "" && p.KeepRole {
+			res.Role = prev
+			return nil
+		}
+		if prev == RoleOwner && p.Role != RoleOwner && owners == 1 {
+			return errLastOwner()
 		}
 		err = tx.QueryRow(ctx, `
 			INSERT INTO memberships (organization_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
@@ -276,8 +291,9 @@ func (s *Service) AddMember(ctx context.Context, actor audit.Actor, p AddMemberP
 
 // ChangeRole gives the member userID of org the role. An organisation
 // always keeps an owner: demoting its last one fails with ErrLastOwner.
-// Who may change whom is the caller's rule (the dashboard: only owners
-// touch owners).
+// A user acting (audit.ActorUser) must be an admin or owner of org, and
+// only owners make owners or change them (ErrForbidden); the check runs in
+// the same transaction, so a role that changed a moment ago counts.
 func (s *Service) ChangeRole(ctx context.Context, actor audit.Actor, org, userID string, role Role) (Member, error) {
 	if err := actor.Validate(); err != nil {
 		return Member{}, err
@@ -289,9 +305,15 @@ func (s *Service) ChangeRole(ctx context.Context, actor audit.Actor, org, userID
 	now := s.now()
 	var m Member
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		prev, err := lockMembership(ctx, tx, org, userID, role != RoleOwner)
+		prev, owners, err := lockMembership(ctx, tx, org, userID)
 		if err != nil {
 			return err
+		}
+		if err := mayManage(ctx, tx, actor, org, prev == RoleOwner || role == RoleOwner); err != nil {
+			return err
+		}
+		if prev == RoleOwner && role != RoleOwner && owners == 1 {
+			return errLastOwner()
 		}
 		err = tx.QueryRow(ctx, `
 			UPDATE memberships m SET role = $3 FROM users u
@@ -318,16 +340,22 @@ func (s *Service) ChangeRole(ctx context.Context, actor audit.Actor, org, userID
 
 // RemoveMember ends userID's membership of org; their dashboard sessions
 // lose the organisation on their next request. The last owner cannot be
-// removed (ErrLastOwner).
+// removed (ErrLastOwner); a user acting must be allowed as for ChangeRole.
 func (s *Service) RemoveMember(ctx context.Context, actor audit.Actor, org, userID string) error {
 	if err := actor.Validate(); err != nil {
 		return err
 	}
 	now := s.now()
 	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		prev, err := lockMembership(ctx, tx, org, userID, true)
+		prev, owners, err := lockMembership(ctx, tx, org, userID)
 		if err != nil {
 			return err
+		}
+		if err := mayManage(ctx, tx, actor, org, prev == RoleOwner); err != nil {
+			return err
+		}
+		if prev == RoleOwner && owners == 1 {
+			return errLastOwner()
 		}
 		var email string
 		if err := tx.QueryRow(ctx, `
@@ -343,32 +371,67 @@ func (s *Service) RemoveMember(ctx context.Context, actor audit.Actor, org, user
 	})
 }
 
-// lockMembership returns the member's role, locking the organisation's
-// owner memberships first (so that two concurrent changes cannot each
-// leave the other owner alone, then both go). With leaving set — the
-// member is about to stop being an owner — it refuses when they are the
-// last owner.
-func lockMembership(ctx context.Context, tx pgx.Tx, org, userID string, leaving bool) (Role, error) {
+// lockOwners locks the organisation's owner memberships, always first and
+// in one order, so that two concurrent changes cannot each leave the other
+// owner alone and then both go; it returns how many there are.
+func lockOwners(ctx context.Context, tx pgx.Tx, org string) (int, error) {
 	rows, _ := tx.Query(ctx, `SELECT user_id FROM memberships WHERE organization_id = $1 AND role = 'owner'
 		ORDER BY user_id FOR UPDATE`, org)
 	owners, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return "", fmt.Errorf("locking owners: %w", err)
+		return 0, fmt.Errorf("locking owners: %w", err)
+	}
+	return len(owners), nil
+}
+
+// lockMembership locks the owners (lockOwners) and then the member, and
+// returns the member's role and how many owners there are.
+func lockMembership(ctx context.Context, tx pgx.Tx, org, userID string) (Role, int, error) {
+	owners, err := lockOwners(ctx, tx, org)
+	if err != nil {
+		return "", 0, err
 	}
 	var role Role
 	err = tx.QueryRow(ctx, `SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2 FOR UPDATE`,
 		org, userID).Scan(&role)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", &Error{sentinel: ErrMemberNotFound, api: apierror.NotFound("member", userID)}
+		return "", 0, &Error{sentinel: ErrMemberNotFound, api: apierror.NotFound("member", userID)}
 	}
 	if err != nil {
-		return "", fmt.Errorf("loading membership: %w", err)
+		return "", 0, fmt.Errorf("loading membership: %w", err)
 	}
-	if leaving && role == RoleOwner && len(owners) == 1 {
-		return "", &Error{sentinel: ErrLastOwner, api: apierror.ParameterInvalid("user",
-			"This is the organization's only owner. Make another member an owner first.")}
+	return role, owners, nil
+}
+
+// mayManage checks, inside the change's transaction, that a user acting
+// may manage org's members: admins and owners may, and only owners when
+// an owner is involved. Operators (the CLI, the system) may always.
+func mayManage(ctx context.Context, tx pgx.Tx, actor audit.Actor, org string, ownerInvolved bool) error {
+	if actor.Type != audit.ActorUser {
+		return nil
 	}
-	return role, nil
+	var role Role
+	err := tx.QueryRow(ctx, `SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2 FOR SHARE`,
+		org, actor.ID).Scan(&role)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("loading the actor's membership: %w", err)
+	}
+	switch {
+	case role == RoleOwner, role == RoleAdmin && !ownerInvolved:
+		return nil
+	case role == RoleAdmin:
+		return forbidden("Only owners can make owners or change them.")
+	}
+	return forbidden("Only owners and admins can manage members.")
+}
+
+func errLastOwner() error {
+	return &Error{sentinel: ErrLastOwner, api: apierror.ParameterInvalid("user",
+		"This is the organization's only owner. Make another member an owner first.")}
+}
+
+func forbidden(msg string) error {
+	return &Error{sentinel: ErrForbidden, api: apierror.Permission("permission_denied", msg)}
 }
 
 // ListMembers returns org's members, newest first.

@@ -70,10 +70,10 @@ func TestAddMember(t *testing.T) {
 		p    accounts.AddMemberParams
 		want want
 	}{
-		{"new user", accounts.AddMemberParams{OrganizationID: acme.ID, Email: "Dev@Example.com", Password: "correct horse", Role: accounts.RoleOwner},
+		{"new user", accounts.AddMemberParams{OrganizationID: acme.ID, Email: "Dev@Example.com", Password: "correct horse", Role: accounts.RoleDeveloper},
 			want{newUser: true}},
 		{"same email, other case, same org: role changes", accounts.AddMemberParams{OrganizationID: acme.ID, Email: "dev@example.COM", Password: "correct horse", Role: accounts.RoleAdmin},
-			want{previousRole: accounts.RoleOwner}},
+			want{previousRole: accounts.RoleDeveloper}},
 		{"repeat is harmless", accounts.AddMemberParams{OrganizationID: acme.ID, Email: "dev@example.com", Password: "correct horse", Role: accounts.RoleAdmin},
 			want{}},
 		{"existing user joins another org; password kept", accounts.AddMemberParams{OrganizationID: beta.ID, Email: "dev@example.com", Password: "another password", Role: accounts.RoleViewer},
@@ -132,6 +132,26 @@ func TestAddMember(t *testing.T) {
 	p, err := audit.NewLog(db).List(ctx, acme.ID, audit.Filter{Action: "membership.", Limit: 100})
 	if err != nil || len(p.Data) != 2 {
 		t.Fatalf("acme membership audit = %+v, %v", p.Data, err)
+	}
+
+	// An organisation never loses its last owner, through AddMember either;
+	// KeepRole (invitations) leaves an existing member's role alone.
+	solo, err := svc.CreateOrganization(ctx, ops, "Solo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := accounts.AddMemberParams{OrganizationID: solo.ID, Email: "solo@example.com", Password: "correct horse", Role: accounts.RoleOwner}
+	if _, err := svc.AddMember(ctx, ops, owner); err != nil {
+		t.Fatal(err)
+	}
+	demote := owner
+	demote.Role = accounts.RoleViewer
+	if _, err := svc.AddMember(ctx, ops, demote); !errors.Is(err, accounts.ErrLastOwner) {
+		t.Fatalf("demoting the last owner through AddMember: %v", err)
+	}
+	demote.KeepRole = true
+	if res, err := svc.AddMember(ctx, ops, demote); err != nil || res.Role != accounts.RoleOwner {
+		t.Fatalf("joining again with KeepRole: %+v, %v", res, err)
 	}
 }
 
@@ -234,5 +254,58 @@ func TestConcurrentDemotionsKeepAnOwner(t *testing.T) {
 	}
 	if err := svc.RemoveMember(ctx, ops, "org_nope", "usr_nope"); !errors.Is(err, accounts.ErrMemberNotFound) {
 		t.Fatalf("removing a non-member: %v", err)
+	}
+}
+
+// The service itself enforces who may manage members when a user acts, so
+// a page that checked a moment earlier cannot be raced: admins manage
+// non-owners, only owners touch or make owners, others manage nobody.
+func TestMemberManagementRules(t *testing.T) {
+	db, _ := testenv.Pool(t)
+	ctx := context.Background()
+	svc := accounts.New(db, nil)
+	org, err := svc.CreateOrganization(ctx, ops, "Rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := svc.CreateOrganization(ctx, ops, "Other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := func(o, email string, role accounts.Role) audit.Actor {
+		m, err := svc.AddMember(ctx, ops, accounts.AddMemberParams{OrganizationID: o, Email: email + "@" + org.ID + ".example.com",
+			Password: "correct horse battery", Role: role})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return audit.Actor{Type: audit.ActorUser, ID: m.ID}
+	}
+	owner, admin, dev := add(org.ID, "owner", accounts.RoleOwner), add(org.ID, "admin", accounts.RoleAdmin), add(org.ID, "dev", accounts.RoleDeveloper)
+	stranger := add(other.ID, "stranger", accounts.RoleOwner)
+
+	for _, tc := range []struct {
+		name   string
+		actor  audit.Actor
+		target audit.Actor
+		role   accounts.Role
+		want   error
+	}{
+		{"admin demotes a developer", admin, dev, accounts.RoleViewer, nil},
+		{"admin promotes to owner", admin, dev, accounts.RoleOwner, accounts.ErrForbidden},
+		{"admin demotes the owner", admin, owner, accounts.RoleAdmin, accounts.ErrForbidden},
+		{"a viewer manages", dev, admin, accounts.RoleViewer, accounts.ErrForbidden},
+		{"another organisation's owner", stranger, dev, accounts.RoleAdmin, accounts.ErrForbidden},
+		{"owner promotes to owner", owner, admin, accounts.RoleOwner, nil},
+	} {
+		if _, err := svc.ChangeRole(ctx, tc.actor, org.ID, tc.target.ID, tc.role); !errors.Is(err, tc.want) && (tc.want != nil || err != nil) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	// admin is an owner now; dev a viewer.
+	if err := svc.RemoveMember(ctx, dev, org.ID, admin.ID); !errors.Is(err, accounts.ErrForbidden) {
+		t.Errorf("a viewer removes an owner: %v", err)
+	}
+	if err := svc.RemoveMember(ctx, admin, org.ID, owner.ID); err != nil {
+		t.Errorf("an owner removes another owner: %v", err)
 	}
 }
