@@ -40,7 +40,8 @@ type Config struct {
 	MemoryLimit int
 	// SpoolLimit is the spool's size limit in bytes. Default 1 GiB.
 	SpoolLimit int64
-	// BatchSize is the most messages per send. Default 1000.
+	// BatchSize is the most messages per send. Default SendBatch, which
+	// keeps each partition's share of a send in one Kafka record batch.
 	BatchSize int
 	// Linger is how long the sender waits to fill a batch. Default 10 ms.
 	Linger time.Duration
@@ -84,7 +85,7 @@ func New(cfg Config, sender Sender) (*Producer, error) {
 		cfg.SpoolLimit = 1 << 30
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 1000
+		cfg.BatchSize = SendBatch
 	}
 	if cfg.Linger <= 0 {
 		cfg.Linger = 10 * time.Millisecond
@@ -294,6 +295,12 @@ func (p *Producer) shutdown() {
 	p.spool.close()
 }
 
+// SendBatch is the outbox's default send size and the Kafka writer's batch
+// size. Equal, so that a partition's share of one send is one record batch
+// that Kafka takes or refuses whole: a send split into several batches
+// could half succeed, and resending it would put its tail after copies.
+const SendBatch = 128
+
 // KafkaSender sends with a kafka-go Writer configured for durability:
 // acks from all in-sync replicas, hashing on the key so one organisation's
 // messages stay in one partition and in order.
@@ -308,9 +315,8 @@ func NewKafkaSender(brokers []string) *KafkaSender {
 		BatchTimeout: time.Millisecond, // we batch ourselves
 		// kafka-go allocates room for BatchSize messages for every partition
 		// of every send, however few it carries: at 10,000 that was 1.5 MB a
-		// partition, gigabytes a second of garbage under load. A send larger
-		// than this goes out as several record batches per partition, in order.
-		BatchSize: 128,
+		// partition, gigabytes a second of garbage under load.
+		BatchSize: SendBatch,
 		// The broker refuses a record batch over message.max.bytes (1 MiB by
 		// default) as a whole; the outbox would resend it forever.
 		BatchBytes:   1_040_000,
