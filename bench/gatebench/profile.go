@@ -84,7 +84,8 @@ func runProfile(ctx context.Context, e *env, c config, upstream string, t tenant
 		return r.err
 	}
 	after, gwAfter := svcs.ticks(), readProc(g.pid())
-	perReq := fmt.Sprintf("gateway %.1f", cpuSeconds(gwBefore, gwAfter)*1e6/float64(r.l.Requests))
+	perReq := fmt.Sprintf("gateway %.1f (RSS %.0f MiB, peak %.0f)", cpuSeconds(gwBefore, gwAfter)*1e6/float64(r.l.Requests),
+		mib(gwAfter.rssKiB), mib(gwAfter.hwmKiB))
 	for name, t := range after {
 		perReq += fmt.Sprintf(", %s %.1f", name, float64(t-before[name])/clockTicks*1e6/float64(r.l.Requests))
 	}

@@ -220,7 +220,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.redisURL = ""
 		return fmt.Errorf("idempotency: %w", err)
 	}
-	h.store = &store{client: client.Scripts, direct: client.Client}
+	h.store = &store{client: client.Scripts, direct: client.Scripts.Always()}
 
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("idempotency: registering metrics: %w", err)

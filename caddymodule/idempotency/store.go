@@ -91,9 +91,10 @@ type store struct {
 	// not answering (redispool.Batcher and its circuit breaker), so a keyed
 	// request gets its 503 without waiting.
 	client redis.Scripter
-	// direct records outcomes and releases locks: always tried, on the
-	// plain client, because the upstream has already run — refusing to
-	// record would let a retry run it again once the lock expires.
+	// direct records outcomes and releases locks: batched too, but always
+	// tried (Batcher.Always), because the upstream has already run —
+	// refusing to record would let a retry run it again once the lock
+	// expires.
 	direct redis.Scripter
 }
 

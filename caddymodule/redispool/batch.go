@@ -81,7 +81,22 @@ func newBatcher(rdb *redis.Client) *Batcher {
 // batch, and waits for its reply or for ctx to end. While Redis is not
 // answering (see breaker.go) it fails at once with ErrCircuitOpen.
 func (b *Batcher) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
-	if !b.breaker.allow() {
+	return b.evalSha(ctx, true, sha1, keys, args)
+}
+
+// Always is b for calls that must be tried even while the circuit is open
+// — recording an outcome after the upstream has run: refusing it would let
+// a retry run the request again. Batched like any other call.
+func (b *Batcher) Always() redis.Scripter { return always{b} }
+
+type always struct{ *Batcher }
+
+func (a always) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	return a.evalSha(ctx, false, sha1, keys, args)
+}
+
+func (b *Batcher) evalSha(ctx context.Context, guarded bool, sha1 string, keys []string, args []any) *redis.Cmd {
+	if guarded && !b.breaker.allow() {
 		return redis.NewCmdResult(nil, ErrCircuitOpen)
 	}
 	cmdArgs := make([]any, 3, 3+len(keys)+len(args))

@@ -109,3 +109,25 @@ func TestBatcherFailsFastWhileRedisHangs(t *testing.T) {
 		t.Fatalf("after a successful probe: %v", err)
 	}
 }
+
+// Calls that must be tried (Always) go to Redis even while the circuit is
+// open.
+func TestAlwaysCallsPassAnOpenCircuit(t *testing.T) {
+	b, f, _, prefix := frozenBatcher(t)
+	ctx := context.Background()
+	f.freeze()
+	for range BreakerThreshold {
+		cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		_ = incr.Run(cctx, b, []string{prefix + "n"}).Err()
+		cancel()
+	}
+	if err := incr.Run(ctx, b, []string{prefix + "n"}).Err(); !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("circuit not open after %d timeouts: %v", BreakerThreshold, err)
+	}
+	f.thaw()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := incr.Run(cctx, b.Always(), []string{prefix + "n"}).Err(); err != nil {
+		t.Fatalf("an Always call with the circuit open: %v", err)
+	}
+}
