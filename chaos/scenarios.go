@@ -202,26 +202,15 @@ func redisOutage(ctx context.Context, e *env, rep *report) error {
 	// Keys completed before the restart are gone with Redis's memory.
 	l.resetReplayPool()
 	rep.note("Redis ready (%.1fs to start); probing keyed creates until one succeeds", startDone.Sub(startIssued).Seconds())
-	var recovered time.Duration = -1
-	for time.Since(startDone) < 30*time.Second {
-		if r := l.one(opCreateKeyed); r.Status == 200 {
-			recovered = time.Since(startDone)
-			break
-		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
-			return err
-		}
+	recovered, err := keyedRecovery(ctx, l, startDone)
+	if err != nil {
+		return err
 	}
 	rep.note("keyed creates succeed again %.2fs after Redis was ready", recovered.Seconds())
 	if err := steady(ctx, l, rep, "after", 10*time.Second); err != nil {
 		return err
 	}
-	rs := endLoad(rep, l, stop, func(r result) bool {
-		if r.Op.keyed() && (r.Phase == "fault" || r.Phase == "recovery") {
-			return ok2xx(r) || r.Status == 503 && r.Code == "idempotency_unavailable"
-		}
-		return ok2xx(r)
-	})
+	rs := endLoad(rep, l, stop, keyedMay503)
 	clientErrorCheck(rep, "only keyed requests refused, only while Redis is away, only with 503 idempotency_unavailable")
 
 	var plainDown, plainDownOK, keyedDown, keyedDown503, keyedDownExecuted int
@@ -272,6 +261,30 @@ func redisOutage(ctx context.Context, e *env, rep *report) error {
 
 // ---------------------------------------------------------------------------
 
+// keyedRecovery sends keyed creates every 200 ms until one succeeds and
+// returns how long after since that was (-1 if not within 30 s).
+func keyedRecovery(ctx context.Context, l *load, since time.Time) (time.Duration, error) {
+	for time.Since(since) < 30*time.Second {
+		if r := l.one(opCreateKeyed); r.Status == 200 {
+			return time.Since(since), nil
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return -1, err
+		}
+	}
+	return -1, nil
+}
+
+// keyedMay503 is what a client may see while Redis is away and recovering:
+// keyed requests answered or refused with 503 idempotency_unavailable,
+// everything else answered.
+func keyedMay503(r result) bool {
+	if r.Op.keyed() && (r.Phase == "fault" || r.Phase == "recovery") {
+		return ok2xx(r) || r.Status == 503 && r.Code == "idempotency_unavailable"
+	}
+	return ok2xx(r)
+}
+
 // redisHang freezes Redis instead of stopping it: connections stay open and
 // nothing answers, so every call waits for its deadline — the case the
 // circuit breaker of caddymodule/redispool exists for. After a few
@@ -317,26 +330,15 @@ func redisHang(ctx context.Context, e *env, rep *report) error {
 	thaw()
 	thawAt := time.Now()
 	rep.note("Redis thawed (SIGCONT); probing keyed creates until one succeeds")
-	var recovered time.Duration = -1
-	for time.Since(thawAt) < 30*time.Second {
-		if r := l.one(opCreateKeyed); r.Status == 200 {
-			recovered = time.Since(thawAt)
-			break
-		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
-			return err
-		}
+	recovered, err := keyedRecovery(ctx, l, thawAt)
+	if err != nil {
+		return err
 	}
 	rep.note("keyed creates succeed again %.2fs after Redis thawed", recovered.Seconds())
 	if err := steady(ctx, l, rep, "after", 10*time.Second); err != nil {
 		return err
 	}
-	rs := endLoad(rep, l, stop, func(r result) bool {
-		if r.Op.keyed() && (r.Phase == "fault" || r.Phase == "recovery") {
-			return ok2xx(r) || r.Status == 503 && r.Code == "idempotency_unavailable"
-		}
-		return ok2xx(r)
-	})
+	rs := endLoad(rep, l, stop, keyedMay503)
 	clientErrorCheck(rep, "rate limits fail open, keyed requests 503 idempotency_unavailable, nothing else refused")
 
 	// The circuit opens after three batches time out (rate_limit's and
@@ -444,15 +446,9 @@ func postgresOutage(ctx context.Context, e *env, rep *report) error {
 	}
 	startDone := time.Now()
 	rep.note("Postgres ready (%.1fs to start); probing creates until one succeeds", startDone.Sub(startIssued).Seconds())
-	var recovered time.Duration = -1
-	for time.Since(startDone) < 30*time.Second {
-		if r := l.one(opCreateKeyed); r.Status == 200 {
-			recovered = time.Since(startDone)
-			break
-		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
-			return err
-		}
+	recovered, err := keyedRecovery(ctx, l, startDone)
+	if err != nil {
+		return err
 	}
 	rep.note("creates succeed again %.2fs after Postgres was ready", recovered.Seconds())
 	if err := steady(ctx, l, rep, "after", 10*time.Second); err != nil {
