@@ -308,8 +308,8 @@ func (d *Dashboard) invite(w http.ResponseWriter, r *http.Request, s *Session) e
 	return d.renderMembers(w, r, s, http.StatusOK, form)
 }
 
-// member loads the member id of the session's organisation and checks
-// that s may manage them: only owners manage owners.
+// member loads the member id of the session's organisation. Who may
+// manage whom is the accounts service's rule, checked in its transaction.
 func (d *Dashboard) member(r *http.Request, s *Session, id string) (accounts.Member, error) {
 	ms, err := d.cfg.Accounts.ListMembers(r.Context(), s.OrgID)
 	if err != nil {
@@ -317,9 +317,6 @@ func (d *Dashboard) member(r *http.Request, s *Session, id string) (accounts.Mem
 	}
 	for _, m := range ms {
 		if m.ID == id {
-			if m.Role == accounts.RoleOwner && s.Role != accounts.RoleOwner {
-				return m, errForbidden("Only owners can change or remove owners.")
-			}
 			return m, nil
 		}
 	}
@@ -341,18 +338,12 @@ func memberError(err error) error {
 }
 
 func (d *Dashboard) changeRole(w http.ResponseWriter, r *http.Request, s *Session) error {
-	m, err := d.member(r, s, r.PathValue("id"))
-	if err != nil {
-		return err
-	}
 	role := accounts.Role(r.PostFormValue("role"))
-	if indexOf(roleStrings(d.assignableRoles(s)), string(role)) < 0 {
-		if role == accounts.RoleOwner {
-			return errForbidden("Only owners can make owners.")
-		}
+	if !accounts.ValidRole(role) {
 		return errBadRequest("Choose one of the roles offered.")
 	}
-	if _, err := d.cfg.Accounts.ChangeRole(r.Context(), s.Actor(), s.OrgID, m.ID, role); err != nil {
+	m, err := d.cfg.Accounts.ChangeRole(r.Context(), s.Actor(), s.OrgID, r.PathValue("id"), role)
+	if err != nil {
 		return memberError(err)
 	}
 	redirect(w, r, "/members", fmt.Sprintf("%s is now %s.", m.Email, role))
