@@ -4,6 +4,7 @@
 //
 // Directive order (registered by each module, no `order` option needed):
 //
+//	reload_drain before tracing: a replaced config's responses say Connection: close
 //	request_id   after tracing: every later failure becomes an error object
 //	request_log  before map: sees every outcome, refusals included
 //	api_key      before basic_auth (Caddy's authentication slot)
@@ -16,6 +17,7 @@ package caddymodule
 import (
 	// One package per module.
 	_ "github.com/gatehouse/gatehouse/caddymodule/apikey"
+	_ "github.com/gatehouse/gatehouse/caddymodule/drain"
 	_ "github.com/gatehouse/gatehouse/caddymodule/events"
 	_ "github.com/gatehouse/gatehouse/caddymodule/idempotency"
 	_ "github.com/gatehouse/gatehouse/caddymodule/ratelimit"

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -66,11 +65,11 @@ func TestRepoCaddyfileServes(t *testing.T) {
 			fmt.Fprintf(w, `{"object":"list","org":%q}`, id.OrgID)
 		})))
 	defer sample.Close()
-	port, admin := freePort(t), freePort(t)
+	port, admin := testenv.FreePort(t), testenv.FreePort(t)
 	t.Setenv("GATEWAY_ADDR", fmt.Sprintf(":%d", port))
 	t.Setenv("CADDY_ADMIN", fmt.Sprintf("127.0.0.1:%d", admin))
 	t.Setenv("SAMPLEAPI_URL", strings.TrimPrefix(sample.URL, "http://"))
-	t.Setenv("CONTROLPLANE_URL", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	t.Setenv("CONTROLPLANE_URL", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)))
 	t.Setenv("DATABASE_URL", dsn)
 	t.Setenv("IDENTITY_SECRET", "demo-secret")
 
@@ -150,14 +149,4 @@ func TestRepoCaddyfileServes(t *testing.T) {
 			t.Errorf("/metrics lacks %s", m)
 		}
 	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

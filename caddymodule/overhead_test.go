@@ -41,7 +41,7 @@ func BenchmarkGatewayOverhead(b *testing.B) {
 	}))
 	defer up.Close()
 
-	basePort, gwPort := freePort(b), freePort(b)
+	basePort, gwPort := testenv.FreePort(b), testenv.FreePort(b)
 	upstream := strings.TrimPrefix(up.URL, "http://")
 	src := fmt.Sprintf(`{
 	admin off

@@ -70,6 +70,10 @@ http://{{.Addr}} {
 		header Content-Type application/json
 		respond ` + "`" + `{"status":"ok"}` + "`" + ` 200
 	}
+{{- if .F.Ours}}
+
+	reload_drain
+{{- end}}
 {{- if .F.RequestID}}
 
 	request_id

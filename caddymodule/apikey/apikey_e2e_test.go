@@ -29,9 +29,9 @@ func TestGateway(t *testing.T) {
 	f := fixture{pool, dsn}
 	clk := useFakeClock(t)
 	up := newUpstream(t)
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	runCaddy(t, globalOptions+site(port, dsn, up, freePort(t), ""))
+	runCaddy(t, globalOptions+site(port, dsn, up, testenv.FreePort(t), ""))
 
 	org := f.org(t, "2026-06-01")
 	secret, secretID := f.key(t, org, keyOpts{})
@@ -319,10 +319,10 @@ func TestRevocationReachesEveryGateway(t *testing.T) {
 	pool, dsn := testenv.Pool(t)
 	f := fixture{pool, dsn}
 	up := newUpstream(t)
-	p1, p2 := freePort(t), freePort(t)
+	p1, p2 := testenv.FreePort(t), testenv.FreePort(t)
 	runCaddy(t, globalOptions+
-		site(p1, withParam(dsn, "application_name=gateway1"), up, freePort(t), "")+
-		site(p2, withParam(dsn, "application_name=gateway2"), up, freePort(t), ""))
+		site(p1, withParam(dsn, "application_name=gateway1"), up, testenv.FreePort(t), "")+
+		site(p2, withParam(dsn, "application_name=gateway2"), up, testenv.FreePort(t), ""))
 	if n := countStores(); n < 2 {
 		t.Fatalf("%d key stores; the gateways must not share one", n)
 	}
@@ -355,9 +355,9 @@ func TestPostgresDown(t *testing.T) {
 	up := newUpstream(t)
 	proxy := newTCPProxy(t, pgHostPort(t, dsn))
 	viaProxy := strings.Replace(dsn, pgHostPort(t, dsn), proxy.addr, 1)
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	runCaddy(t, globalOptions+site(port, viaProxy, up, freePort(t), "query_timeout 500ms"))
+	runCaddy(t, globalOptions+site(port, viaProxy, up, testenv.FreePort(t), "query_timeout 500ms"))
 
 	org := f.org(t, "2026-11-01")
 	cached, _ := f.key(t, org, keyOpts{})
@@ -420,7 +420,7 @@ func TestReloadKeepsTheStore(t *testing.T) {
 	pool, dsn := testenv.Pool(t)
 	f := fixture{pool, dsn}
 	up := newUpstream(t)
-	port, dead := freePort(t), freePort(t)
+	port, dead := testenv.FreePort(t), testenv.FreePort(t)
 	runCaddy(t, globalOptions+site(port, dsn, up, dead, ""))
 	k, _ := f.key(t, f.org(t, ""), keyOpts{})
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)

@@ -82,16 +82,6 @@ func (u *upstream) hitCount() int {
 
 func (u *upstream) addr() string { return strings.TrimPrefix(u.URL, "http://") }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // waitListening waits until every key store has its LISTEN connection:
 // establishing it flushes the cache, so tests warm caches after.
 func waitListening(t testing.TB) {

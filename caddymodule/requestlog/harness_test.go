@@ -50,16 +50,6 @@ func (*testIdentity) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	return next.ServeHTTP(w, r)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // runCaddy loads cfg (admin off, nothing persisted) and stops Caddy when
 // the test ends.
 func runCaddy(t *testing.T, cfg map[string]any) {

@@ -75,7 +75,7 @@ func TestRequestLogEndToEnd(t *testing.T) {
 	brokers := testenv.Kafka(t)
 	topic := createTopic(t, brokers)
 	up := upstream(t)
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	runCaddy(t, server(port,
 		map[string]any{"handle": []any{
@@ -86,7 +86,7 @@ func TestRequestLogEndToEnd(t *testing.T) {
 		}},
 		map[string]any{"match": []any{map[string]any{"path": []string{"/metrics"}}}, "handle": []any{map[string]any{"handler": "metrics"}}},
 		map[string]any{"match": []any{map[string]any{"path": []string{"/v1/down"}}},
-			"handle": []any{map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": fmt.Sprintf("127.0.0.1:%d", freePort(t))}}}}},
+			"handle": []any{map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}}}}},
 		map[string]any{"handle": []any{map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up.Listener.Addr().String()}}}}},
 	))
 
@@ -339,11 +339,11 @@ func tarpit(t *testing.T) (addr string, stop func()) {
 func TestKafkaUnavailable(t *testing.T) {
 	for _, c := range []struct{ name, broker string }{
 		{"hanging broker", ""},
-		{"closed port", fmt.Sprintf("127.0.0.1:%d", freePort(t))},
+		{"closed port", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			up := upstream(t)
-			port := freePort(t)
+			port := testenv.FreePort(t)
 			base := fmt.Sprintf("http://127.0.0.1:%d", port)
 			broker, stop := c.broker, func() {}
 			if broker == "" {

@@ -123,3 +123,15 @@ func redact(dsn string) string {
 	}
 	return u.Redacted()
 }
+
+// FreePort returns a loopback TCP port that was free a moment ago, for a
+// server the test starts itself (an in-process Caddy, say).
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
