@@ -26,7 +26,7 @@ func parseDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	if h.NextArg() {
 		return nil, h.Errf("reload_drain takes no arguments; set the window with the global option `reload_drain <duration>` (got '%s')", h.Val())
 	}
-	for h.NextBlock(0) {
+	if h.NextBlock(0) {
 		return nil, h.Errf("reload_drain has no block (got '%s')", h.Val())
 	}
 	return new(Handler), nil
@@ -45,7 +45,7 @@ func parseGlobal(d *caddyfile.Dispenser, _ any) (any, error) {
 		app.Window = -1
 	} else {
 		dur, err := caddy.ParseDuration(d.Val())
-		if err != nil || dur <= 0 || dur > time.Minute {
+		if err != nil || dur < time.Millisecond || dur > maxWindow {
 			return nil, d.Errf("reload_drain: want a duration from 1ms to 1m, or off (got '%s')", d.Val())
 		}
 		app.Window = caddy.Duration(dur)

@@ -27,6 +27,7 @@ func TestCaddyfileRejects(t *testing.T) {
 		"global missing": {"{\n\treload_drain\n}\n:8080 {\n\treload_drain\n}", "wrong argument count"},
 		"global bad":     {"{\n\treload_drain soon\n}\n:8080 {\n\treload_drain\n}", "want a duration from 1ms to 1m, or off"},
 		"global too big": {"{\n\treload_drain 5m\n}\n:8080 {\n\treload_drain\n}", "want a duration from 1ms to 1m, or off"},
+		"global tiny":    {"{\n\treload_drain 500us\n}\n:8080 {\n\treload_drain\n}", "want a duration from 1ms to 1m, or off"},
 	})
 }
 
@@ -51,7 +52,7 @@ func config(port, admin int, body string, window time.Duration) []byte {
 // finding its idle connection closed under it.
 func TestReloadEndsOldConnectionsCleanly(t *testing.T) {
 	port, admin := testenv.FreePort(t), testenv.FreePort(t)
-	if err := caddy.Load(config(port, admin, "A", 2*time.Second), true); err != nil {
+	if err := caddy.Load(config(port, admin, "A", 5*time.Second), true); err != nil {
 		t.Fatal(err)
 	}
 	defer caddy.Stop()
@@ -137,5 +138,16 @@ func TestStopDoesNotWait(t *testing.T) {
 	}
 	if app.(*App).Draining() {
 		t.Fatal("a plain stop drained (and would have waited a minute)")
+	}
+}
+
+// TestWindowBounded: JSON configs get the Caddyfile's bound too, since
+// the admin API waits out the window on every reload.
+func TestWindowBounded(t *testing.T) {
+	if err := (&App{Window: caddy.Duration(time.Hour)}).Validate(); err == nil {
+		t.Fatal("a one-hour window was accepted")
+	}
+	if err := (&App{Window: caddy.Duration(maxWindow)}).Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
