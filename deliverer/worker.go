@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/controlplane/events"
+	"github.com/gatehouse/gatehouse/internal/kafkabatch"
 	"github.com/gatehouse/gatehouse/internal/outbox"
 	"github.com/gatehouse/gatehouse/internal/secretbox"
 	"github.com/gatehouse/gatehouse/internal/ssrf"
@@ -325,7 +326,7 @@ func (w *Worker) consume(ctx context.Context) error {
 	})
 	defer r.Close()
 	for {
-		msgs, err := w.fetch(ctx, r)
+		msgs, err := kafkabatch.Fetch(ctx, r, w.cfg.BatchSize, w.cfg.BatchWait)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -395,26 +396,6 @@ func (w *Worker) consume(ctx context.Context) error {
 		}
 		w.m.kafkaLag.Set(float64(r.Lag()))
 	}
-}
-
-// fetch blocks for one message, then takes what else arrives within
-// BatchWait, up to BatchSize.
-func (w *Worker) fetch(ctx context.Context, r *kafka.Reader) ([]kafka.Message, error) {
-	m, err := r.FetchMessage(ctx)
-	if err != nil {
-		return nil, err
-	}
-	batch := []kafka.Message{m}
-	wctx, cancel := context.WithTimeout(ctx, w.cfg.BatchWait)
-	defer cancel()
-	for len(batch) < w.cfg.BatchSize {
-		m, err := r.FetchMessage(wctx)
-		if err != nil {
-			break
-		}
-		batch = append(batch, m)
-	}
-	return batch, nil
 }
 
 // pollLoop claims due deliveries whenever the dispatcher has room: every

@@ -5,10 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -27,12 +24,6 @@ import (
 const (
 	ScopeRead  = "events:read"
 	ScopeWrite = "events:write"
-)
-
-// List limits of DESIGN §5.
-const (
-	DefaultListLimit = 10
-	MaxListLimit     = 100
 )
 
 // Producer queues a message for Kafka without blocking; *outbox.Producer.
@@ -240,31 +231,12 @@ func typePrefix(s string) (string, bool) {
 }
 
 func parseListQuery(r *http.Request) (listQuery, error) {
-	q := listQuery{Limit: DefaultListLimit}
-	vals := r.URL.Query()
-	for _, key := range slices.Sorted(maps.Keys(vals)) {
-		if len(vals[key]) > 1 {
-			return q, apierror.ParameterInvalid(router.Printable(key), fmt.Sprintf("Parameter %s was sent more than once.", router.Printable(key)))
-		}
-		v := vals[key][0]
-		switch key {
-		case "limit":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > MaxListLimit {
-				return q, apierror.ParameterInvalid("limit", fmt.Sprintf("Invalid limit: must be an integer from 1 to %d.", MaxListLimit))
+	var q listQuery
+	page, err := router.ParseList(r.URL.Query(), router.ListSpec{IDPrefix: ids.Event, Object: "an event", Created: true},
+		func(key, v string) (bool, error) {
+			if key != "type" {
+				return false, nil
 			}
-			q.Limit = n
-		case "starting_after", "ending_before":
-			// Ids sort by creation time, so any well-formed id is a position.
-			if !ids.Valid(v, ids.Event) {
-				return q, apierror.ParameterInvalid(key, fmt.Sprintf("Invalid %s: expected an event id (evt_…).", key))
-			}
-			if key == "starting_after" {
-				q.StartingAfter = v
-			} else {
-				q.EndingBefore = v
-			}
-		case "type":
 			switch prefix, isPrefix := typePrefix(v); {
 			case v == "*":
 			case isPrefix:
@@ -272,34 +244,13 @@ func parseListQuery(r *http.Request) (listQuery, error) {
 			case ValidType(v):
 				q.Type = v
 			default:
-				return q, apierror.ParameterInvalid("type",
+				return true, apierror.ParameterInvalid("type",
 					"Invalid type: expected an event type (customer.created) or a prefix ending in .* (customer.*).")
 			}
-		case "created[gte]", "created[gt]", "created[lt]", "created[lte]":
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 || n > 1<<40 {
-				return q, apierror.ParameterInvalid(key, fmt.Sprintf("Invalid %s: expected a unix timestamp in seconds.", key))
-			}
-			t := time.Unix(n, 0)
-			switch key {
-			case "created[gte]":
-				q.CreatedGTE = &t
-			case "created[gt]":
-				q.CreatedGT = &t
-			case "created[lt]":
-				q.CreatedLT = &t
-			default:
-				q.CreatedLTE = &t
-			}
-		default:
-			return q, router.UnknownParam(key)
-		}
-	}
-	if q.StartingAfter != "" && q.EndingBefore != "" {
-		return q, apierror.ParameterInvalid("ending_before",
-			"Pass starting_after or ending_before, not both: they page in opposite directions.")
-	}
-	return q, nil
+			return true, nil
+		})
+	q.ListQuery = page
+	return q, err
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

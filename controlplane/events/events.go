@@ -38,6 +38,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
@@ -419,15 +420,9 @@ func get(ctx context.Context, db Querier, org string, livemode bool, id string) 
 
 // listQuery is one page request; zero fields do not filter.
 type listQuery struct {
-	Limit         int
-	StartingAfter string
-	EndingBefore  string
-	Type          string // exact type
-	TypePrefix    string // "customer." for customer.*
-	CreatedGTE    *time.Time
-	CreatedGT     *time.Time
-	CreatedLT     *time.Time
-	CreatedLTE    *time.Time
+	router.ListQuery
+	Type       string // exact type
+	TypePrefix string // "customer." for customer.*
 }
 
 // list returns one page of org's events in its environment, newest first,
@@ -448,13 +443,11 @@ func list(ctx context.Context, db Querier, org string, livemode bool, q listQuer
 		add("type >= $%d", q.TypePrefix)
 		add("type < $%d", q.TypePrefix[:len(q.TypePrefix)-1]+"/")
 	}
-	for _, c := range []struct {
-		op string
-		t  *time.Time
-	}{{">=", q.CreatedGTE}, {">", q.CreatedGT}, {"<", q.CreatedLT}, {"<=", q.CreatedLTE}} {
-		if c.t != nil {
-			add("created_at "+c.op+" $%d", *c.t)
-		}
+	if q.CreatedGTE != nil {
+		add("created_at >= $%d", *q.CreatedGTE)
+	}
+	if q.CreatedLT != nil {
+		add("created_at < $%d", *q.CreatedLT)
 	}
 	// Ids sort by creation time (the "C" collation of migration 0006), so
 	// "newest first" is id order. The page before a cursor is read oldest

@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/gatehouse/gatehouse/internal/kafkabatch"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
 
@@ -132,7 +133,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer r.Close()
 	w.log.Info("event ingester started", zap.String("topic", w.cfg.Topic), zap.String("group", w.cfg.GroupID))
 	for {
-		batch, err := w.fetch(ctx, r)
+		batch, err := kafkabatch.Fetch(ctx, r, w.cfg.BatchSize, w.cfg.BatchWait)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -157,26 +158,6 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.log.Warn("committing event offsets", zap.Error(err))
 		}
 	}
-}
-
-// fetch blocks for one message, then takes what else arrives within
-// BatchWait, up to BatchSize.
-func (w *Worker) fetch(ctx context.Context, r *kafka.Reader) ([]kafka.Message, error) {
-	m, err := r.FetchMessage(ctx)
-	if err != nil {
-		return nil, err
-	}
-	batch := []kafka.Message{m}
-	wctx, cancel := context.WithTimeout(ctx, w.cfg.BatchWait)
-	defer cancel()
-	for len(batch) < w.cfg.BatchSize {
-		m, err := r.FetchMessage(wctx)
-		if err != nil {
-			break // the wait is over (a message not taken stays in the reader)
-		}
-		batch = append(batch, m)
-	}
-	return batch, nil
 }
 
 // store inserts the batch's valid events, retrying until Postgres takes

@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/kafkabatch"
 	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
@@ -222,7 +223,7 @@ type batch struct {
 
 func (w *Worker) fetchLoop(ctx context.Context, r *kafka.Reader, out chan<- batch) {
 	for {
-		msgs, err := w.fetch(ctx, r)
+		msgs, err := kafkabatch.Fetch(ctx, r, w.cfg.BatchSize, w.cfg.BatchWait)
 		if ctx.Err() != nil {
 			return
 		}
@@ -241,27 +242,6 @@ func (w *Worker) fetchLoop(ctx context.Context, r *kafka.Reader, out chan<- batc
 			return
 		}
 	}
-}
-
-// fetch returns the next batch: at least one message, then whatever else
-// arrives within BatchWait, up to BatchSize.
-func (w *Worker) fetch(ctx context.Context, r *kafka.Reader) ([]kafka.Message, error) {
-	first, err := r.FetchMessage(ctx)
-	if err != nil {
-		return nil, err
-	}
-	msgs := make([]kafka.Message, 1, w.cfg.BatchSize)
-	msgs[0] = first
-	fctx, cancel := context.WithTimeout(ctx, w.cfg.BatchWait)
-	defer cancel()
-	for len(msgs) < w.cfg.BatchSize {
-		m, err := r.FetchMessage(fctx)
-		if err != nil {
-			break
-		}
-		msgs = append(msgs, m)
-	}
-	return msgs, nil
 }
 
 // handle stores a batch, retrying until it is durable. It returns false

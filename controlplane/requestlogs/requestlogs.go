@@ -9,13 +9,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"go.uber.org/zap"
@@ -28,12 +25,6 @@ import (
 
 // Scope is what a restricted key needs to read request logs.
 const Scope = "logs:read"
-
-// List limits of DESIGN §5.
-const (
-	DefaultListLimit = 10
-	MaxListLimit     = 100
-)
 
 // API serves /v1/request-logs.
 type API struct {
@@ -69,7 +60,7 @@ func (a *API) handle(h func(http.ResponseWriter, *http.Request, identity.Identit
 		var ce errCursor
 		switch {
 		case errors.Is(err, ErrNotFound):
-			err = apierror.NotFound("request log", printable(r.PathValue("id")))
+			err = apierror.NotFound("request log", router.Printable(r.PathValue("id")))
 		case errors.As(err, &ce):
 			err = apierror.ParameterInvalid(ce.param, fmt.Sprintf("Invalid %s: no such request log: '%s'.", ce.param, ce.id))
 		}
@@ -83,8 +74,8 @@ func (a *API) handle(h func(http.ResponseWriter, *http.Request, identity.Identit
 }
 
 func (a *API) get(w http.ResponseWriter, r *http.Request, id identity.Identity) error {
-	for key := range r.URL.Query() {
-		return unknownParam(key)
+	if err := router.NoQuery(r); err != nil {
+		return err
 	}
 	o, err := Get(r.Context(), a.db, id.OrgID, id.Livemode, r.PathValue("id"))
 	if err != nil {
@@ -124,120 +115,56 @@ var (
 // ParseQuery reads a list's query parameters; a bad value is a 400
 // parameter_invalid naming the parameter.
 func ParseQuery(vals map[string][]string) (Query, error) {
-	q := Query{Limit: DefaultListLimit}
-	for _, key := range slices.Sorted(maps.Keys(vals)) {
-		if len(vals[key]) > 1 {
-			return q, apierror.ParameterInvalid(printable(key), fmt.Sprintf("Parameter %s was sent more than once.", printable(key)))
-		}
-		v := vals[key][0]
-		invalid := func(want string) error {
-			return apierror.ParameterInvalid(key, fmt.Sprintf("Invalid %s: expected %s.", key, want))
-		}
-		switch key {
-		case "limit":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > MaxListLimit {
-				return q, invalid(fmt.Sprintf("an integer from 1 to %d", MaxListLimit))
+	var q Query
+	page, err := router.ParseList(vals, router.ListSpec{IDPrefix: ids.Request, Object: "a request", Created: true},
+		func(key, v string) (bool, error) {
+			invalid := func(want string) error {
+				return apierror.ParameterInvalid(key, fmt.Sprintf("Invalid %s: expected %s.", key, want))
 			}
-			q.Limit = n
-		case "starting_after", "ending_before":
-			if !ids.Valid(v, ids.Request) {
-				return q, invalid("a request id (req_…)")
-			}
-			if key == "starting_after" {
-				q.StartingAfter = v
-			} else {
-				q.EndingBefore = v
-			}
-		case "status":
-			switch {
-			case statusExact.MatchString(v):
-				q.Status, _ = strconv.Atoi(v)
-			case statusClass.MatchString(v):
-				q.StatusClass = int(v[0] - '0')
-			default:
-				return q, invalid("a status code (404) or class (4xx)")
-			}
-		case "method":
-			if !methodRe.MatchString(v) {
-				return q, invalid("an HTTP method (GET, POST, …)")
-			}
-			q.Method = strings.ToUpper(v)
-		case "path":
-			if !strings.HasPrefix(v, "/") || len(v) > 2048 || !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
-				return q, invalid("a path prefix starting with /")
-			}
-			q.PathPrefix = v
-		case "api_key":
-			if !ids.Valid(v, ids.Key) {
-				return q, invalid("an API key id (key_…)")
-			}
-			q.APIKey = v
-		case "request_id":
-			if !ids.Valid(v, ids.Request) {
-				return q, invalid("a request id (req_…)")
-			}
-			q.RequestID = v
-		case "error_code":
-			if !errorCodeRe.MatchString(v) {
-				return q, invalid("an error code such as resource_missing")
-			}
-			q.ErrorCode = v
-		case "created", "created[gte]", "created[gt]", "created[lt]", "created[lte]":
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 || n > 1<<40 {
-				return q, invalid("a unix timestamp in seconds")
-			}
-			t := time.Unix(n, 0)
 			switch key {
-			case "created":
-				end := t.Add(time.Second)
-				q.CreatedGTE, q.CreatedLT = maxTime(q.CreatedGTE, &t), minTime(q.CreatedLT, &end)
-			case "created[gte]":
-				q.CreatedGTE = maxTime(q.CreatedGTE, &t)
-			case "created[gt]":
-				// Timestamps are in seconds and created_at in microseconds:
-				// after second n means from n+1.
-				after := t.Add(time.Second)
-				q.CreatedGTE = maxTime(q.CreatedGTE, &after)
-			case "created[lt]":
-				q.CreatedLT = minTime(q.CreatedLT, &t)
+			case "status":
+				switch {
+				case statusExact.MatchString(v):
+					q.Status, _ = strconv.Atoi(v)
+				case statusClass.MatchString(v):
+					q.StatusClass = int(v[0] - '0')
+				default:
+					return true, invalid("a status code (404) or class (4xx)")
+				}
+			case "method":
+				if !methodRe.MatchString(v) {
+					return true, invalid("an HTTP method (GET, POST, …)")
+				}
+				q.Method = strings.ToUpper(v)
+			case "path":
+				if !strings.HasPrefix(v, "/") || len(v) > 2048 || !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
+					return true, invalid("a path prefix starting with /")
+				}
+				q.PathPrefix = v
+			case "api_key":
+				if !ids.Valid(v, ids.Key) {
+					return true, invalid("an API key id (key_…)")
+				}
+				q.APIKey = v
+			case "request_id":
+				if !ids.Valid(v, ids.Request) {
+					return true, invalid("a request id (req_…)")
+				}
+				q.RequestID = v
+			case "error_code":
+				if !errorCodeRe.MatchString(v) {
+					return true, invalid("an error code such as resource_missing")
+				}
+				q.ErrorCode = v
 			default:
-				end := t.Add(time.Second)
-				q.CreatedLT = minTime(q.CreatedLT, &end)
+				return false, nil
 			}
-		default:
-			return q, unknownParam(key)
-		}
-	}
-	if q.StartingAfter != "" && q.EndingBefore != "" {
-		return q, apierror.ParameterInvalid("ending_before",
-			"Pass starting_after or ending_before, not both: they page in opposite directions.")
-	}
-	return q, nil
+			return true, nil
+		})
+	q.Limit, q.StartingAfter, q.EndingBefore = page.Limit, page.StartingAfter, page.EndingBefore
+	q.CreatedGTE, q.CreatedLT = page.CreatedGTE, page.CreatedLT
+	return q, err
 }
-
-func maxTime(a, b *time.Time) *time.Time {
-	if a != nil && a.After(*b) {
-		return a
-	}
-	return b
-}
-
-func minTime(a, b *time.Time) *time.Time {
-	if a != nil && a.Before(*b) {
-		return a
-	}
-	return b
-}
-
-func unknownParam(key string) error {
-	return apierror.InvalidRequest("parameter_unknown", printable(key),
-		fmt.Sprintf("Received unknown parameter: %s.", printable(key)))
-}
-
-// printable keeps invalid bytes of a parameter out of error messages.
-func printable(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)

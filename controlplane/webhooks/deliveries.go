@@ -122,7 +122,7 @@ func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request, c caller) e
 	f := filters{}
 	f.add("d.organization_id = $%d", c.OrgID)
 	f.add("d.livemode = $%d", c.Livemode)
-	q, err := parseList(r.URL.Query(), ids.Delivery, "webhook delivery", func(key, v string) (bool, error) {
+	q, err := router.ParseList(r.URL.Query(), router.ListSpec{IDPrefix: ids.Delivery, Object: "a webhook delivery"}, func(key, v string) (bool, error) {
 		switch key {
 		case "endpoint":
 			if !ids.Valid(v, ids.WebhookEndpoint) {

@@ -504,7 +504,7 @@ func (a *API) getEndpoint(w http.ResponseWriter, r *http.Request, c caller) erro
 }
 
 func (a *API) listEndpoints(w http.ResponseWriter, r *http.Request, c caller) error {
-	q, err := parseList(r.URL.Query(), ids.WebhookEndpoint, "webhook endpoint", nil)
+	q, err := router.ParseList(r.URL.Query(), router.ListSpec{IDPrefix: ids.WebhookEndpoint, Object: "a webhook endpoint"}, nil)
 	if err != nil {
 		return err
 	}

@@ -71,8 +71,6 @@ const TestEventType = "webhook_endpoint.test"
 
 // Limits.
 const (
-	DefaultListLimit    = 10
-	MaxListLimit        = 100
 	MaxEnabledEvents    = 100
 	MaxDescriptionLen   = 5000
 	MaxURLLen           = 2048
