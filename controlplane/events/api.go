@@ -153,7 +153,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, id identity.Identit
 		return fmt.Errorf("creating event: %w", err)
 	}
 	a.producer.Enqueue(outbox.Message{Topic: a.topic, Key: []byte(ev.OrganizationID), Value: value})
-	writeJSON(w, http.StatusOK, Payload(ev))
+	router.WriteJSON(w, http.StatusOK, Payload(ev))
 	return nil
 }
 
@@ -192,7 +192,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, id identity.Identity) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, o)
+	router.WriteJSON(w, http.StatusOK, o)
 	return nil
 }
 
@@ -205,15 +205,8 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, id identity.Identity)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, listObject{Object: "list", URL: "/v1/events", HasMore: more, Data: page})
+	router.WriteJSON(w, http.StatusOK, router.NewList("/v1/events", page, more))
 	return nil
-}
-
-type listObject struct {
-	Object  string   `json:"object"`
-	URL     string   `json:"url"`
-	HasMore bool     `json:"has_more"`
-	Data    []Object `json:"data"`
 }
 
 // typePrefix parses the prefix form of a type filter, customer.* or
@@ -251,18 +244,6 @@ func parseListQuery(r *http.Request) (listQuery, error) {
 		})
 	q.ListQuery = page
 	return q, err
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		// Only our own types reach here; failing to encode them is a bug.
-		apierror.Write(w, fmt.Errorf("encoding response: %w", err))
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
 }
 
 var (

@@ -6,7 +6,6 @@
 package requestlogs
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -81,15 +80,8 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, id identity.Identity) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, o)
+	router.WriteJSON(w, http.StatusOK, o)
 	return nil
-}
-
-type listObject struct {
-	Object  string   `json:"object"`
-	URL     string   `json:"url"`
-	HasMore bool     `json:"has_more"`
-	Data    []Object `json:"data"`
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request, id identity.Identity) error {
@@ -101,7 +93,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request, id identity.Identity)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, listObject{Object: "list", URL: "/v1/request-logs", HasMore: more, Data: page})
+	router.WriteJSON(w, http.StatusOK, router.NewList("/v1/request-logs", page, more))
 	return nil
 }
 
@@ -164,18 +156,6 @@ func ParseQuery(vals map[string][]string) (Query, error) {
 	q.Limit, q.StartingAfter, q.EndingBefore = page.Limit, page.StartingAfter, page.EndingBefore
 	q.CreatedGTE, q.CreatedLT = page.CreatedGTE, page.CreatedLT
 	return q, err
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		// Only our own types reach here; failing to encode them is a bug.
-		apierror.Write(w, fmt.Errorf("encoding response: %w", err))
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
 }
 
 var _ router.Routes = (*API)(nil)

@@ -318,3 +318,32 @@ func (p Params) Strings(name string) (v []string, present bool, err error) {
 	}
 	return v, true, nil
 }
+
+// WriteJSON writes v as the JSON response with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own types reach here; failing to encode them is a bug.
+		apierror.Write(w, fmt.Errorf("encoding response: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// List is the list envelope of DESIGN §5.
+type List[T any] struct {
+	Object  string `json:"object"` // "list"
+	URL     string `json:"url"`
+	HasMore bool   `json:"has_more"`
+	Data    []T    `json:"data"`
+}
+
+// NewList is the envelope of one page of the list at url.
+func NewList[T any](url string, data []T, hasMore bool) List[T] {
+	if data == nil {
+		data = []T{}
+	}
+	return List[T]{Object: "list", URL: url, HasMore: hasMore, Data: data}
+}

@@ -6,15 +6,12 @@ package usage
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -75,13 +72,6 @@ type Record struct {
 	Livemode bool    `json:"livemode"`
 }
 
-type listObject struct {
-	Object  string   `json:"object"`
-	URL     string   `json:"url"`
-	HasMore bool     `json:"has_more"`
-	Data    []Record `json:"data"`
-}
-
 // Query selects usage. Start and End are UTC days, both included.
 type Query struct {
 	Start, End time.Time
@@ -97,7 +87,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		if q, err = ParseQuery(r.URL.Query(), a.now()); err == nil {
 			var recs []Record
 			if recs, err = List(r.Context(), a.db, id.OrgID, id.Livemode, q); err == nil {
-				writeJSON(w, listObject{Object: "list", URL: "/v1/usage", Data: recs})
+				router.WriteJSON(w, http.StatusOK, router.NewList("/v1/usage", recs, false))
 				return
 			}
 		}
@@ -118,7 +108,7 @@ func ParseQuery(vals map[string][]string, now time.Time) (Query, error) {
 	startSet := false
 	for _, key := range slices.Sorted(maps.Keys(vals)) {
 		if len(vals[key]) > 1 {
-			return q, apierror.ParameterInvalid(printable(key), fmt.Sprintf("Parameter %s was sent more than once.", printable(key)))
+			return q, apierror.ParameterInvalid(router.Printable(key), fmt.Sprintf("Parameter %s was sent more than once.", router.Printable(key)))
 		}
 		v := vals[key][0]
 		switch key {
@@ -149,8 +139,8 @@ func ParseQuery(vals map[string][]string, now time.Time) (Query, error) {
 			}
 			q.GroupBy = v
 		default:
-			return q, apierror.InvalidRequest("parameter_unknown", printable(key),
-				fmt.Sprintf("Received unknown parameter: %s.", printable(key)))
+			return q, apierror.InvalidRequest("parameter_unknown", router.Printable(key),
+				fmt.Sprintf("Received unknown parameter: %s.", router.Printable(key)))
 		}
 	}
 	if !startSet {
@@ -217,19 +207,6 @@ func List(ctx context.Context, db DB, org string, livemode bool, q Query) ([]Rec
 		recs = []Record{}
 	}
 	return recs, nil
-}
-
-func printable(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
-
-func writeJSON(w http.ResponseWriter, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		apierror.Write(w, errors.New("encoding response"))
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(append(b, '\n'))
 }
 
 var _ router.Routes = (*API)(nil)

@@ -175,7 +175,7 @@ func TestDelivererHonoursManualAttempts(t *testing.T) {
 	if err := json.Unmarshal(hook.body, &sent); err != nil || sent.ID != created.ID || string(sent.Data) != `{"object":{"id":"cus_1"}}` {
 		t.Fatalf("event webhook body %s (%v)", hook.body, err)
 	}
-	var l listObject[Delivery]
+	var l router.List[Delivery]
 	e.get(orgA, "/v1/webhook-deliveries?event="+created.ID).decode(t, 200, &l)
 	if len(l.Data) != 1 {
 		t.Fatalf("%d deliveries of the created event", len(l.Data))

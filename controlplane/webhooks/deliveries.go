@@ -161,7 +161,7 @@ func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request, c caller) e
 	for i, d := range rs {
 		data[i] = d.object()
 	}
-	writeJSON(w, http.StatusOK, listObject[Delivery]{Object: "list", URL: "/v1/webhook-deliveries", HasMore: more, Data: data})
+	router.WriteJSON(w, http.StatusOK, router.NewList("/v1/webhook-deliveries", data, more))
 	return nil
 }
 
@@ -228,7 +228,7 @@ func (a *API) getDelivery(w http.ResponseWriter, r *http.Request, c caller) erro
 	}
 	o := d.object()
 	o.Attempts = &attempts
-	writeJSON(w, http.StatusOK, o)
+	router.WriteJSON(w, http.StatusOK, o)
 	return nil
 }
 
@@ -275,6 +275,6 @@ func (a *API) retryDelivery(w http.ResponseWriter, r *http.Request, c caller) er
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, d)
+	router.WriteJSON(w, http.StatusOK, d)
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ids"
 )
@@ -52,7 +53,7 @@ func TestListAndGetDeliveries(t *testing.T) {
 		{"?endpoint=" + ep1 + "&status=dead", "", false},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
-			var l listObject[Delivery]
+			var l router.List[Delivery]
 			e.get(orgA, "/v1/webhook-deliveries"+tc.query).decode(t, 200, &l)
 			got := make([]string, len(l.Data))
 			for i, x := range l.Data {
@@ -303,9 +304,9 @@ func TestTenantIsolation(t *testing.T) {
 				e.do(who.id, tc.method, tc.path, ct, tc.body).assertError(t, wantError{404, "resource_missing", "id"})
 			})
 		}
-		var eps listObject[Endpoint]
+		var eps router.List[Endpoint]
 		e.get(who.id, "/v1/webhook-endpoints").decode(t, 200, &eps)
-		var ds listObject[Delivery]
+		var ds router.List[Delivery]
 		e.get(who.id, "/v1/webhook-deliveries?endpoint="+ep).decode(t, 200, &ds)
 		if len(eps.Data) != 0 || len(ds.Data) != 0 {
 			t.Errorf("%s lists %d endpoints and %d deliveries of org A sandbox", who.name, len(eps.Data), len(ds.Data))

@@ -487,7 +487,7 @@ func (a *API) createEndpoint(w http.ResponseWriter, r *http.Request, c caller) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, o)
+	router.WriteJSON(w, http.StatusOK, o)
 	return nil
 }
 
@@ -499,7 +499,7 @@ func (a *API) getEndpoint(w http.ResponseWriter, r *http.Request, c caller) erro
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, e.object())
+	router.WriteJSON(w, http.StatusOK, e.object())
 	return nil
 }
 
@@ -525,7 +525,7 @@ func (a *API) listEndpoints(w http.ResponseWriter, r *http.Request, c caller) er
 	for i, e := range rs {
 		data[i] = e.object()
 	}
-	writeJSON(w, http.StatusOK, listObject[Endpoint]{Object: "list", URL: "/v1/webhook-endpoints", HasMore: more, Data: data})
+	router.WriteJSON(w, http.StatusOK, router.NewList("/v1/webhook-endpoints", data, more))
 	return nil
 }
 
@@ -640,7 +640,7 @@ func (a *API) updateEndpoint(w http.ResponseWriter, r *http.Request, c caller) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, o)
+	router.WriteJSON(w, http.StatusOK, o)
 	return nil
 }
 
@@ -673,7 +673,7 @@ func (a *API) deleteEndpoint(w http.ResponseWriter, r *http.Request, c caller) e
 	if err := a.svc.DeleteEndpoint(r.Context(), c.actor, c.OrgID, c.Livemode, id); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, struct {
+	router.WriteJSON(w, http.StatusOK, struct {
 		ID      string `json:"id"`
 		Object  string `json:"object"`
 		Deleted bool   `json:"deleted"`
@@ -753,7 +753,7 @@ func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, c caller) err
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, o)
+	router.WriteJSON(w, http.StatusOK, o)
 	return nil
 }
 
@@ -841,7 +841,7 @@ func (a *API) recoverEndpoint(w http.ResponseWriter, r *http.Request, c caller) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, rec)
+	router.WriteJSON(w, http.StatusOK, rec)
 	return nil
 }
 
@@ -917,7 +917,7 @@ func (a *API) testEndpoint(w http.ResponseWriter, r *http.Request, c caller) err
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, d)
+	router.WriteJSON(w, http.StatusOK, d)
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/ssrf"
@@ -230,7 +231,7 @@ func TestListAndDeleteEndpoints(t *testing.T) {
 		e.clock.now = e.clock.now.Add(time.Second)
 		made = append(made, e.mustCreateDefault(orgA).ID)
 	}
-	var l listObject[Endpoint]
+	var l router.List[Endpoint]
 	e.get(orgA, "/v1/webhook-endpoints?limit=2").decode(t, 200, &l)
 	if len(l.Data) != 2 || l.Data[0].ID != made[2] || l.Data[1].ID != made[1] || !l.HasMore || l.URL != "/v1/webhook-endpoints" {
 		t.Fatalf("first page %+v", l)

@@ -43,9 +43,7 @@ package webhooks
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"time"
 
@@ -212,26 +210,6 @@ func (a *API) handle(scope string, h func(http.ResponseWriter, *http.Request, ca
 // inTx runs f in a transaction (pgx.BeginFunc: commit on nil, else roll back).
 func (s *Service) inTx(ctx context.Context, f func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.db, f)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		// Only our own types reach here; failing to encode them is a bug.
-		apierror.Write(w, fmt.Errorf("encoding response: %w", err))
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
-}
-
-// listObject is the list envelope of DESIGN §5.
-type listObject[T any] struct {
-	Object  string `json:"object"`
-	URL     string `json:"url"`
-	HasMore bool   `json:"has_more"`
-	Data    []T    `json:"data"`
 }
 
 var _ router.Routes = (*API)(nil)
