@@ -22,7 +22,9 @@ func (f *filters) add(cond string, v any) {
 // page completes a list query over idCol: newest first (ids sort by
 // creation time under the "C" collation of migration 0006), limit+1 rows to
 // learn has_more. The page before a cursor is read oldest first from the
-// cursor; ascending tells the caller to reverse it.
+// cursor; ascending tells the caller to reverse it. The created bounds of q
+// are not applied: the webhook lists' ListSpecs leave Created off, so a
+// created filter is refused before it gets here.
 func (f *filters) page(selectFrom, idCol string, q router.ListQuery) (sql string, args []any, ascending bool) {
 	order := "DESC"
 	switch {

@@ -11,19 +11,20 @@ import (
 )
 
 // Fetch blocks until one message arrives (or ctx ends: its error is
-// returned), then takes whatever else arrives within wait, up to max
-// messages. A message not taken when the wait ends stays in the reader for
-// the next batch.
-func Fetch(ctx context.Context, r *kafka.Reader, max int, wait time.Duration) ([]kafka.Message, error) {
+// returned), then takes whatever else arrives within wait, up to size
+// messages (at least one). A message not taken when the wait ends stays in
+// the reader for the next batch.
+func Fetch(ctx context.Context, r *kafka.Reader, size int, wait time.Duration) ([]kafka.Message, error) {
 	m, err := r.FetchMessage(ctx)
 	if err != nil {
 		return nil, err
 	}
-	batch := make([]kafka.Message, 1, max)
+	size = max(size, 1)
+	batch := make([]kafka.Message, 1, size)
 	batch[0] = m
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	for len(batch) < max {
+	for len(batch) < size {
 		m, err := r.FetchMessage(wctx)
 		if err != nil {
 			break
