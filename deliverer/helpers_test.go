@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -81,8 +80,8 @@ func newEnv(t *testing.T) *env {
 	}
 	e := &env{t: t, pool: pool, brokers: brokers, clock: newClock(), box: box, org: "org_" + testenv.Suffix(),
 		reg: prometheus.NewRegistry(), alerts: &alertSink{}}
-	e.topic = newTopic(t, brokers, 2)
-	e.dlqTopic = newTopic(t, brokers, 1)
+	e.topic = testenv.KafkaTopic(t, brokers, "deliverer", 2)
+	e.dlqTopic = testenv.KafkaTopic(t, brokers, "deliverer", 1)
 	e.exec(`INSERT INTO organizations (id, name) VALUES ($1, 'Test org')`, e.org)
 	e.writer = &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: e.topic, Balancer: &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
@@ -364,51 +363,6 @@ func (s *alertSink) kinds() []deliverer.AlertKind {
 		out = append(out, a.Kind)
 	}
 	return out
-}
-
-// newTopic creates a topic unique to the test.
-func newTopic(t testing.TB, brokers []string, partitions int) string {
-	t.Helper()
-	topic := "test.deliverer." + testenv.Suffix()
-	conn, err := kafka.Dial("tcp", brokers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctrl, err := conn.Controller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := kafka.Dial("tcp", fmt.Sprintf("%s:%d", ctrl.Host, ctrl.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ps, err := conn.ReadPartitions(topic)
-		ready := err == nil && len(ps) == partitions
-		for _, p := range ps {
-			ready = ready && p.Leader.Host != ""
-		}
-		if ready {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("topic %s not ready", topic)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Cleanup(func() {
-		if c, err := kafka.Dial("tcp", fmt.Sprintf("%s:%d", ctrl.Host, ctrl.Port)); err == nil {
-			_ = c.DeleteTopics(topic)
-			c.Close()
-		}
-	})
-	return topic
 }
 
 // readDeadLetters reads n messages from the dead-letter topic.

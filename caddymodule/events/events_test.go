@@ -151,37 +151,6 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// newTopic creates a one-partition topic unique to the test, so that the
-// events arrive in the order they were produced.
-func newTopic(t *testing.T, brokers []string) string {
-	t.Helper()
-	topic := "test.emit-events." + testenv.Suffix()
-	conn, err := kafka.Dial("tcp", brokers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctrl, err := conn.Controller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if c, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port))); err == nil {
-			_ = c.DeleteTopics(topic)
-			c.Close()
-		}
-	})
-	return topic
-}
-
 // consumer reads the test topic from the beginning.
 type consumer struct {
 	t *testing.T
@@ -271,7 +240,7 @@ func value(c prometheus.Counter) float64 {
 
 func TestEmitsEventsFromUpstreamResponses(t *testing.T) {
 	brokers := testenv.Kafka(t)
-	topic := newTopic(t, brokers)
+	topic := testenv.KafkaTopic(t, brokers, "emit-events", 1)
 	base := startCaddy(t, map[string]any{
 		"brokers": []string{strings.Join(brokers, ",")}, "spool_dir": t.TempDir(), "topic": topic,
 		"max_response_size": 1000, "rules": testRules,

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,11 +13,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/gatehouse/gatehouse/caddymodule/internal/errorobject"
 	"github.com/gatehouse/gatehouse/internal/apierror"
-	"github.com/gatehouse/gatehouse/internal/testenv"
 )
 
 func init() {
@@ -77,36 +74,6 @@ func server(port int, routes ...map[string]any) map[string]any {
 		"automatic_https": map[string]any{"disable": true},
 		"routes":          routes,
 	}}}}}
-}
-
-// createTopic makes a one-partition topic for this test.
-func createTopic(t *testing.T, brokers []string) string {
-	t.Helper()
-	topic := "test.requestlog." + testenv.Suffix()
-	conn, err := kafka.Dial("tcp", brokers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctrl, err := conn.Controller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if c, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port))); err == nil {
-			_ = c.DeleteTopics(topic)
-			c.Close()
-		}
-	})
-	return topic
 }
 
 // metric returns the value of the sample of name whose labels contain

@@ -73,7 +73,7 @@ func upstream(t *testing.T) *httptest.Server {
 
 func TestRequestLogEndToEnd(t *testing.T) {
 	brokers := testenv.Kafka(t)
-	topic := createTopic(t, brokers)
+	topic := testenv.KafkaTopic(t, brokers, "requestlog", 1)
 	up := upstream(t)
 	port := testenv.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)

@@ -3,7 +3,6 @@ package events
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -52,7 +51,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	pool, _ := testenv.Pool(t)
 	brokers := testenv.Kafka(t)
-	e := &env{t: t, pool: pool, brokers: brokers, topic: newTopic(t, brokers, 1),
+	e := &env{t: t, pool: pool, brokers: brokers, topic: testenv.KafkaTopic(t, brokers, "events", 1),
 		clock: &clock{now: time.Now().Truncate(time.Second)}}
 	for _, org := range []string{"org_A", "org_B"} {
 		if _, err := pool.Exec(context.Background(), `INSERT INTO organizations (id, name) VALUES ($1, $1)`, org); err != nil {
@@ -78,50 +77,6 @@ func newProducer(t *testing.T, brokers []string) *outbox.Producer {
 	go func() { _ = p.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; _ = ks.Close() })
 	return p
-}
-
-// newTopic creates a topic unique to the test.
-func newTopic(t *testing.T, brokers []string, partitions int) string {
-	t.Helper()
-	topic := "test.events." + testenv.Suffix()
-	conn, err := kafka.Dial("tcp", brokers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctrl, err := conn.Controller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := kafka.Dial("tcp", fmt.Sprintf("%s:%d", ctrl.Host, ctrl.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}); err != nil {
-		t.Fatal(err)
-	}
-	// Creation is asynchronous: wait until the broker serves the topic's
-	// metadata, or the first write may fail with Unknown Topic.
-	waitFor(t, "topic "+topic+" to exist", func() bool {
-		ps, err := conn.ReadPartitions(topic)
-		if err != nil || len(ps) != partitions {
-			return false
-		}
-		for _, p := range ps {
-			if p.Leader.Host == "" {
-				return false
-			}
-		}
-		return true
-	})
-	t.Cleanup(func() {
-		if c, err := kafka.Dial("tcp", fmt.Sprintf("%s:%d", ctrl.Host, ctrl.Port)); err == nil {
-			_ = c.DeleteTopics(topic)
-			c.Close()
-		}
-	})
-	return topic
 }
 
 // readMessages reads n messages from partition 0 of topic.

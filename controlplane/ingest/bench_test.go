@@ -25,7 +25,7 @@ func BenchmarkIngest(b *testing.B) {
 	db, _ := testenv.Pool(b)
 	brokers := testenv.Kafka(b)
 	for i := 0; i < b.N; i++ {
-		topic := createTopic(b, brokers, 6)
+		topic := testenv.KafkaTopic(b, brokers, "request-logs", 6)
 		start := time.Now().UTC()
 		values := make([][]byte, n)
 		for j := range values {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"strconv"
 	"testing"
 	"time"
 
@@ -16,50 +14,6 @@ import (
 	"github.com/gatehouse/gatehouse/internal/testenv"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
-
-// createTopic makes a fresh topic for one test, so tests never read each
-// other's messages.
-func createTopic(t testing.TB, brokers []string, partitions int) string {
-	t.Helper()
-	topic := "test.request-logs." + testenv.Suffix()
-	conn, err := kafka.Dial("tcp", brokers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctrl, err := conn.Controller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}); err != nil {
-		t.Fatal(err)
-	}
-	// Creation is asynchronous: wait until every partition has a leader.
-	waitFor(t, 30*time.Second, "topic "+topic, func() bool {
-		parts, err := conn.ReadPartitions(topic)
-		if err != nil || len(parts) != partitions {
-			return false
-		}
-		for _, p := range parts {
-			if p.Leader.Host == "" {
-				return false
-			}
-		}
-		return true
-	})
-	t.Cleanup(func() {
-		if c, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port))); err == nil {
-			_ = c.DeleteTopics(topic)
-			c.Close()
-		}
-	})
-	return topic
-}
 
 // produce writes values to topic, keyed like the gateway does.
 func produce(t testing.TB, brokers []string, topic string, values [][]byte) {

@@ -19,7 +19,7 @@ import (
 func TestIngestStoresAndMetersEachRequestOnce(t *testing.T) {
 	db, _ := testenv.Pool(t)
 	brokers := testenv.Kafka(t)
-	topic := createTopic(t, brokers, 3)
+	topic := testenv.KafkaTopic(t, brokers, "request-logs", 3)
 
 	now := time.Now().UTC()
 	yesterday := now.Add(-24 * time.Hour)
@@ -143,7 +143,7 @@ func TestIngestStoresAndMetersEachRequestOnce(t *testing.T) {
 func TestIngestFieldsAndCleaning(t *testing.T) {
 	db, _ := testenv.Pool(t)
 	brokers := testenv.Kafka(t)
-	topic := createTopic(t, brokers, 1)
+	topic := testenv.KafkaTopic(t, brokers, "request-logs", 1)
 	at := time.Now().UTC().Truncate(time.Microsecond)
 	leaked := "sk_test_" + strings.Repeat("A", 42)
 	produce(t, brokers, topic, [][]byte{encode(t, wire.RequestLog{
@@ -202,7 +202,7 @@ func TestIngestFieldsAndCleaning(t *testing.T) {
 func TestIngestRoutesByDay(t *testing.T) {
 	db, _ := testenv.Pool(t)
 	brokers := testenv.Kafka(t)
-	topic := createTopic(t, brokers, 1)
+	topic := testenv.KafkaTopic(t, brokers, "request-logs", 1)
 	now := time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC)
 	msg := func(i int, at time.Time) []byte {
 		return encode(t, wire.RequestLog{V: 1, RequestID: reqID(i), Time: at.UnixMicro(), Method: "GET", Path: "/", Status: 200,

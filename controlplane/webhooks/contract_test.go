@@ -4,15 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/gatehouse/gatehouse/controlplane/events"
@@ -69,9 +66,9 @@ func (r *receiver) next(t *testing.T) receivedHook {
 func startDeliverer(t *testing.T, e *env) (brokers []string, topic string) {
 	t.Helper()
 	brokers = testenv.Kafka(t)
-	topic = createTopic(t, brokers)
+	topic = testenv.KafkaTopic(t, brokers, "webhooks", 1)
 	w, err := deliverer.NewWorker(deliverer.WorkerConfig{
-		Brokers: brokers, Topic: topic, DeadLetterTopic: createTopic(t, brokers),
+		Brokers: brokers, Topic: topic, DeadLetterTopic: testenv.KafkaTopic(t, brokers, "webhooks", 1),
 		GroupID: "webhooks-contract-" + testenv.Suffix(), DB: e.pool, Box: e.box, Policy: loopback(),
 		SpoolDir: t.TempDir(), PollInterval: 20 * time.Millisecond, SecretTTL: time.Millisecond,
 		Logger: zaptest.NewLogger(t),
@@ -89,36 +86,6 @@ func startDeliverer(t *testing.T, e *env) (brokers []string, topic string) {
 		}
 	})
 	return brokers, topic
-}
-
-func createTopic(t *testing.T, brokers []string) string {
-	t.Helper()
-	topic := "test.webhooks." + testenv.Suffix()
-	conn, err := kafka.Dial("tcp", brokers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctrl, err := conn.Controller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port))
-	cc, err := kafka.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if c, err := kafka.Dial("tcp", addr); err == nil {
-			_ = c.DeleteTopics(topic)
-			c.Close()
-		}
-	})
-	return topic
 }
 
 // waitAttempts polls until the delivery has been attempted count times.

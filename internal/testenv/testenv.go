@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/migrations"
@@ -134,4 +136,52 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// KafkaTopic creates a topic unique to the test ("test.<name>.<suffix>")
+// with partitions partitions, waits until every partition has a leader (or
+// the first write could fail with Unknown Topic), and deletes it when the
+// test ends. Tests never read each other's messages.
+func KafkaTopic(t testing.TB, brokers []string, name string, partitions int) string {
+	t.Helper()
+	topic := "test." + name + "." + Suffix()
+	conn, err := kafka.Dial("tcp", brokers[0])
+	if err != nil {
+		t.Fatalf("kafka unreachable at %s: %v"+hint, brokers[0], err)
+	}
+	defer conn.Close()
+	ctrl, err := conn.Controller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port))
+	cc, err := kafka.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if c, err := kafka.Dial("tcp", addr); err == nil {
+			_ = c.DeleteTopics(topic)
+			c.Close()
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ps, err := conn.ReadPartitions(topic)
+		ready := err == nil && len(ps) == partitions
+		for _, p := range ps {
+			ready = ready && p.Leader.Host != ""
+		}
+		if ready {
+			return topic
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("topic %s has no leader for every partition after 30 s", topic)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the broker's metadata
+	}
 }
