@@ -428,41 +428,25 @@ type listQuery struct {
 // list returns one page of org's events in its environment, newest first,
 // and whether more lie beyond it in the direction of travel.
 func list(ctx context.Context, db Querier, org string, livemode bool, q listQuery) ([]Object, bool, error) {
-	where := []string{"organization_id = $1", "livemode = $2"}
-	args := []any{org, livemode}
-	add := func(cond string, v any) {
-		args = append(args, v)
-		where = append(where, fmt.Sprintf(cond, len(args)))
-	}
+	var p router.PageSQL
+	p.Add("organization_id = $%d", org)
+	p.Add("livemode = $%d", livemode)
 	if q.Type != "" {
-		add("type = $%d", q.Type)
+		p.Add("type = $%d", q.Type)
 	}
 	if q.TypePrefix != "" {
 		// A byte range under the "C" collation of migration 0006: every
 		// type starting with "customer." sorts before "customer/".
-		add("type >= $%d", q.TypePrefix)
-		add("type < $%d", q.TypePrefix[:len(q.TypePrefix)-1]+"/")
+		p.Add("type >= $%d", q.TypePrefix)
+		p.Add("type < $%d", q.TypePrefix[:len(q.TypePrefix)-1]+"/")
 	}
 	if q.CreatedGTE != nil {
-		add("created_at >= $%d", *q.CreatedGTE)
+		p.Add("created_at >= $%d", *q.CreatedGTE)
 	}
 	if q.CreatedLT != nil {
-		add("created_at < $%d", *q.CreatedLT)
+		p.Add("created_at < $%d", *q.CreatedLT)
 	}
-	// Ids sort by creation time (the "C" collation of migration 0006), so
-	// "newest first" is id order. The page before a cursor is read oldest
-	// first from the cursor and reversed.
-	order := "DESC"
-	switch {
-	case q.StartingAfter != "":
-		add("id < $%d", q.StartingAfter)
-	case q.EndingBefore != "":
-		add("id > $%d", q.EndingBefore)
-		order = "ASC"
-	}
-	args = append(args, q.Limit+1)
-	sql := `SELECT ` + columns + ` FROM events WHERE ` + strings.Join(where, " AND ") +
-		` ORDER BY id ` + order + fmt.Sprintf(` LIMIT $%d`, len(args))
+	sql, args, ascending := p.Query(`SELECT `+columns+` FROM events`, "id", q.ListQuery)
 	rows, err := db.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, false, fmt.Errorf("listing events: %w", err)
@@ -471,17 +455,10 @@ func list(ctx context.Context, db Querier, org string, livemode bool, q listQuer
 	if err != nil {
 		return nil, false, fmt.Errorf("listing events: %w", err)
 	}
-	more := len(rs) > q.Limit
-	if more {
-		rs = rs[:q.Limit]
-	}
+	rs, more := router.TrimPage(rs, q.Limit, ascending)
 	out := make([]Object, len(rs))
 	for i, r := range rs {
-		j := i
-		if order == "ASC" {
-			j = len(rs) - 1 - i
-		}
-		out[j] = r.object()
+		out[i] = r.object()
 	}
 	return out, more, nil
 }

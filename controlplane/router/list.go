@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/apierror"
@@ -129,4 +130,50 @@ func earlier(a *time.Time, t time.Time) *time.Time {
 		return a
 	}
 	return &t
+}
+
+// PageSQL builds the query of one list page: conditions with numbered
+// arguments, then the cursor and the order.
+type PageSQL struct {
+	where []string
+	args  []any
+}
+
+// Add appends a condition; cond holds one %d for v's argument number.
+func (p *PageSQL) Add(cond string, v any) {
+	p.args = append(p.args, v)
+	p.where = append(p.where, fmt.Sprintf(cond, len(p.args)))
+}
+
+// Query completes the page over idCol, newest first (ids sort by creation
+// time under the "C" collation of migration 0006), limit+1 rows to learn
+// has_more. The page before a cursor is read oldest first from the cursor;
+// ascending tells the caller to reverse it (TrimPage does). The created
+// window of q is the caller's to Add: its column differs between tables.
+func (p *PageSQL) Query(selectFrom, idCol string, q ListQuery) (sql string, args []any, ascending bool) {
+	order := "DESC"
+	switch {
+	case q.StartingAfter != "":
+		p.Add(idCol+" < $%d", q.StartingAfter)
+	case q.EndingBefore != "":
+		p.Add(idCol+" > $%d", q.EndingBefore)
+		order, ascending = "ASC", true
+	}
+	p.args = append(p.args, q.Limit+1)
+	sql = selectFrom + " WHERE " + strings.Join(p.where, " AND ") +
+		" ORDER BY " + idCol + " " + order + fmt.Sprintf(" LIMIT $%d", len(p.args))
+	return sql, p.args, ascending
+}
+
+// TrimPage cuts the extra row PageSQL asked for and restores newest-first
+// order; it reports whether there were more rows.
+func TrimPage[T any](rows []T, limit int, ascending bool) ([]T, bool) {
+	more := len(rows) > limit
+	if more {
+		rows = rows[:limit]
+	}
+	if ascending {
+		slices.Reverse(rows)
+	}
+	return rows, more
 }

@@ -119,26 +119,26 @@ func loadDelivery(ctx context.Context, q Querier, org string, livemode bool, id 
 }
 
 func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request, c caller) error {
-	f := filters{}
-	f.add("d.organization_id = $%d", c.OrgID)
-	f.add("d.livemode = $%d", c.Livemode)
+	f := router.PageSQL{}
+	f.Add("d.organization_id = $%d", c.OrgID)
+	f.Add("d.livemode = $%d", c.Livemode)
 	q, err := router.ParseList(r.URL.Query(), router.ListSpec{IDPrefix: ids.Delivery, Object: "a webhook delivery"}, func(key, v string) (bool, error) {
 		switch key {
 		case "endpoint":
 			if !ids.Valid(v, ids.WebhookEndpoint) {
 				return true, apierror.ParameterInvalid("endpoint", "Invalid endpoint: expected a webhook endpoint id (we_…).")
 			}
-			f.add("d.endpoint_id = $%d", v)
+			f.Add("d.endpoint_id = $%d", v)
 		case "event":
 			if !ids.Valid(v, ids.Event) {
 				return true, apierror.ParameterInvalid("event", "Invalid event: expected an event id (evt_…).")
 			}
-			f.add("d.event_id = $%d", v)
+			f.Add("d.event_id = $%d", v)
 		case "status":
 			if !slices.Contains(deliveryStatuses, v) {
 				return true, apierror.ParameterInvalid("status", "Invalid status: expected pending, succeeded, failed or dead.")
 			}
-			f.add("d.status = $%d", v)
+			f.Add("d.status = $%d", v)
 		default:
 			return false, nil
 		}
@@ -147,7 +147,7 @@ func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request, c caller) e
 	if err != nil {
 		return err
 	}
-	sql, args, asc := f.page(deliverySelect, "d.id", q)
+	sql, args, asc := f.Query(deliverySelect, "d.id", q)
 	rows, err := a.db.Query(r.Context(), sql, args...)
 	if err != nil {
 		return fmt.Errorf("listing webhook deliveries: %w", err)
@@ -156,7 +156,7 @@ func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request, c caller) e
 	if err != nil {
 		return fmt.Errorf("listing webhook deliveries: %w", err)
 	}
-	rs, more := trimPage(rs, q.Limit, asc)
+	rs, more := router.TrimPage(rs, q.Limit, asc)
 	data := make([]Delivery, len(rs))
 	for i, d := range rs {
 		data[i] = d.object()

@@ -508,10 +508,10 @@ func (a *API) listEndpoints(w http.ResponseWriter, r *http.Request, c caller) er
 	if err != nil {
 		return err
 	}
-	f := filters{}
-	f.add("organization_id = $%d", c.OrgID)
-	f.add("livemode = $%d", c.Livemode)
-	sql, args, asc := f.page(`SELECT `+endpointColumns+` FROM webhook_endpoints`, "id", q)
+	f := router.PageSQL{}
+	f.Add("organization_id = $%d", c.OrgID)
+	f.Add("livemode = $%d", c.Livemode)
+	sql, args, asc := f.Query(`SELECT `+endpointColumns+` FROM webhook_endpoints`, "id", q)
 	rows, err := a.db.Query(r.Context(), sql, args...)
 	if err != nil {
 		return fmt.Errorf("listing webhook endpoints: %w", err)
@@ -520,7 +520,7 @@ func (a *API) listEndpoints(w http.ResponseWriter, r *http.Request, c caller) er
 	if err != nil {
 		return fmt.Errorf("listing webhook endpoints: %w", err)
 	}
-	rs, more := trimPage(rs, q.Limit, asc)
+	rs, more := router.TrimPage(rs, q.Limit, asc)
 	data := make([]Endpoint, len(rs))
 	for i, e := range rs {
 		data[i] = e.object()
