@@ -31,7 +31,8 @@ import (
 // its context ends (the module then fails open or closed as configured), a
 // call whose context has ended before its batch is written is not sent at
 // all, and a batch's deadline is the latest of its callers', so one short
-// deadline does not fail the others. (go-redis's own AutoPipeliner is marked
+// deadline does not fail the others. A call with less than minLeft to go
+// is not sent either. (go-redis's own AutoPipeliner is marked
 // experimental and runs queued commands on its own context, ignoring
 // theirs: that would break the modules' bounded timeouts.)
 //
@@ -66,6 +67,12 @@ const (
 	// maxWaiting bounds the calls waiting for the batch on the wire: past
 	// it (Redis has stalled and deadlines are long) calls fail at once.
 	maxWaiting = 4096
+	// minLeft is the least time a call must have left to be sent. No reply
+	// comes back sooner than a round trip, and a script that runs after its
+	// caller gave up has effects the caller never learns of (an idempotency
+	// lock taken for a request it already answered 503). Such a call fails
+	// with its deadline, as it would have a moment later, without running.
+	minLeft = time.Millisecond
 )
 
 var (
@@ -180,13 +187,18 @@ func (b *Batcher) drain() {
 func (b *Batcher) exec(batch []*call) {
 	var deadline time.Time
 	n := 0
+	now := b.breaker.now()
 	for _, c := range batch {
-		if err := c.ctx.Err(); err != nil {
-			c.cmd.SetErr(err) // its caller has gone: never send it
+		d, ok := c.ctx.Deadline()
+		err := c.ctx.Err()
+		if err == nil && ok && d.Sub(now) < minLeft {
+			err = context.DeadlineExceeded
+		}
+		if err != nil {
+			c.cmd.SetErr(err) // its caller has gone, or will have: never send it
 			close(c.done)
 			continue
 		}
-		d, ok := c.ctx.Deadline()
 		if !ok {
 			d = time.Now().Add(IOTimeout)
 		}

@@ -2,6 +2,7 @@ package redispool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -220,5 +221,27 @@ func TestBatcherHonoursCallerDeadlines(t *testing.T) {
 	defer cancel()
 	if _, err := incr.Run(cctx, b, []string{prefix + "n"}).Int64(); err != nil {
 		t.Fatalf("after the thaw: %v", err)
+	}
+}
+
+// A call with less than minLeft to go is not sent: it fails with its
+// deadline at once and the script never runs (an idempotency lock taken
+// for a caller that has already given up would block its retries).
+func TestBatcherDoesNotSendCallsAboutToExpire(t *testing.T) {
+	b, _, clock, prefix := frozenBatcher(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	key := prefix + "late"
+	deadline, _ := ctx.Deadline()
+
+	clock.t = deadline.Add(-minLeft / 2) // the batcher's clock: half of minLeft to go
+	err := incr.Run(ctx, b, []string{key}).Err()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a call with %v left: %v, want its deadline", minLeft/2, err)
+	}
+
+	clock.t = deadline.Add(-2 * minLeft) // enough time left: sent
+	if n, err := incr.Run(ctx, b, []string{key}).Int64(); err != nil || n != 1 {
+		t.Fatalf("a call with %v left: %d, %v; want 1 (the first never ran)", 2*minLeft, n, err)
 	}
 }
