@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -99,18 +98,9 @@ func buildDeliverer(t *testing.T) string {
 	return bin
 }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func (d *delivererProc) start() {
 	d.t.Helper()
-	d.addr = freeAddr(d.t)
+	d.addr = testenv.FreeAddr(d.t)
 	d.cmd = exec.Command(d.bin)
 	d.cmd.Env = append(append(os.Environ(), d.env...), "DELIVERER_ADDR="+d.addr)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log

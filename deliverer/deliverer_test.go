@@ -19,22 +19,10 @@ import (
 	"github.com/gatehouse/gatehouse/internal/testenv"
 )
 
-// closedPort is an address where nothing listens.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func TestHandlers(t *testing.T) {
 	db, _ := testenv.Pool(t)
 	brokers := testenv.Kafka(t)
-	nowhere := closedPort(t)
+	nowhere := testenv.FreeAddr(t)
 	pgDown, err := pgxpool.New(context.Background(), "postgres://gatehouse@"+nowhere+"/none?connect_timeout=2")
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +131,7 @@ func TestServeShutsDownOnContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := newService(t, db, []string{closedPort(t)})
+	svc := newService(t, db, []string{testenv.FreeAddr(t)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -115,7 +114,7 @@ func upstream(t *testing.T) string {
 // global, so these tests never run in parallel.
 func startCaddy(t *testing.T, handler map[string]any, up string) string {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	handler["handler"] = "emit_events"
 	cfg := map[string]any{
 		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
@@ -139,16 +138,6 @@ func startCaddy(t *testing.T, handler map[string]any, up string) string {
 	}
 	t.Cleanup(func() { _ = caddy.Stop() })
 	return "http://" + addr
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // consumer reads the test topic from the beginning.
@@ -371,7 +360,7 @@ func TestSpoolDirSharedOnlyWithTheSameBrokers(t *testing.T) {
 	spool := t.TempDir()
 	up := upstream(t)
 	rules := []map[string]any{{"method": "POST", "path": "/v1/customers", "type": "customer.created"}}
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	route := func(brokers string) map[string]any {
 		return map[string]any{"handle": []any{
 			map[string]any{"handler": "emit_events", "brokers": []string{brokers}, "spool_dir": spool, "rules": rules},

@@ -277,7 +277,7 @@ func startCaddy(t testing.TB, specs ...serverSpec) []gateway {
 	servers := map[string]any{}
 	gws := make([]gateway, len(specs))
 	for i, s := range specs {
-		addr := freeAddr(t)
+		addr := testenv.FreeAddr(t)
 		idem := map[string]any{"handler": "idempotency"}
 		for k, v := range s.settings {
 			idem[k] = v
@@ -323,16 +323,6 @@ func startGateway(t testing.TB, up *upstream, prefix string, extra settings) gat
 		s[k] = v
 	}
 	return startCaddy(t, serverSpec{settings: s, next: proxyTo(up.addr())})[0]
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // req is one client request.

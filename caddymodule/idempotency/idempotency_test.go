@@ -14,6 +14,7 @@ import (
 
 	_ "github.com/gatehouse/gatehouse/caddymodule/requestid"
 	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/testenv"
 )
 
 func TestInvalidKeysAreRefusedBeforeExecution(t *testing.T) {
@@ -390,7 +391,7 @@ func TestTooLargeResponseIsStreamedButNotStored(t *testing.T) {
 
 func TestRedisDown(t *testing.T) {
 	up := newUpstream(t)
-	gw := startGateway(t, up, "unused:", settings{"redis": "redis://" + freeAddr(t) + "/0"})
+	gw := startGateway(t, up, "unused:", settings{"redis": "redis://" + testenv.FreeAddr(t) + "/0"})
 
 	r := gw.do(t, req{key: newKey(), body: `{}`})
 	if r.status != http.StatusServiceUnavailable {
@@ -470,7 +471,7 @@ func TestWithoutOrganisation(t *testing.T) {
 // connect, the backend never saw the request, so a retry must execute.
 func TestUnreachableUpstreamReleasesTheLock(t *testing.T) {
 	_, prefix := testRedis(t)
-	addr := freeAddr(t) // nothing listens here yet
+	addr := testenv.FreeAddr(t) // nothing listens here yet
 	gw := startCaddy(t, serverSpec{
 		settings: settings{"key_prefix": prefix, "ttl": "10m"},
 		next:     proxyTo(addr),

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -96,7 +95,7 @@ func startGateway(t *testing.T, h *Handler, clock *fakeClock) *gateway {
 	}
 	defer func() { testClock = nil }()
 
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	cfg := map[string]any{
 		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
 		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
@@ -123,16 +122,6 @@ func startGateway(t *testing.T, h *Handler, clock *fakeClock) *gateway {
 		url: "http://" + addr, prefix: h.KeyPrefix, rdb: rdb,
 		client: &http.Client{Timeout: 5 * time.Second},
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // response is what a test looks at.

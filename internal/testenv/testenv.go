@@ -126,16 +126,25 @@ func redact(dsn string) string {
 	return u.Redacted()
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago, for a
-// server the test starts itself (an in-process Caddy, say).
-func FreePort(t testing.TB) int {
+// FreeAddr returns a loopback address ("127.0.0.1:port") where nothing
+// listened a moment ago: for a server the test starts itself (an in-process
+// Caddy, say), or as an address where nothing answers.
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().String()
+}
+
+// FreePort is FreeAddr's port.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(FreeAddr(t))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // KafkaTopic creates a topic unique to the test ("test.<name>.<suffix>")
