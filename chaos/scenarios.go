@@ -202,16 +202,11 @@ func redisOutage(ctx context.Context, e *env, rep *report) error {
 	// Keys completed before the restart are gone with Redis's memory.
 	l.resetReplayPool()
 	rep.note("Redis ready (%.1fs to start); probing keyed creates until one succeeds", startDone.Sub(startIssued).Seconds())
-	recovered, err := keyedRecovery(ctx, l, startDone)
+	rs, recovered, err := redisRecovery(ctx, l, rep, stop, startDone, "was ready",
+		"only keyed requests refused, only while Redis is away, only with 503 idempotency_unavailable")
 	if err != nil {
 		return err
 	}
-	rep.note("keyed creates succeed again %.2fs after Redis was ready", recovered.Seconds())
-	if err := steady(ctx, l, rep, "after", 10*time.Second); err != nil {
-		return err
-	}
-	rs := endLoad(rep, l, stop, keyedMay503)
-	clientErrorCheck(rep, "only keyed requests refused, only while Redis is away, only with 503 idempotency_unavailable")
 
 	var plainDown, plainDownOK, keyedDown, keyedDown503, keyedDownExecuted int
 	for _, r := range rs {
@@ -275,6 +270,25 @@ func keyedRecovery(ctx context.Context, l *load, since time.Time) (time.Duration
 	return -1, nil
 }
 
+// redisRecovery is the end of a Redis scenario once Redis is back (since):
+// keyedRecovery, then the steady "after"
+// phase, then the load ends with keyed requests allowed their 503 during
+// the fault (clientCheck names that check). It returns the results and how
+// long after since keyed creates worked again (-1 if not within 30 s).
+func redisRecovery(ctx context.Context, l *load, rep *report, stop func(), since time.Time, event, clientCheck string) ([]result, time.Duration, error) {
+	recovered, err := keyedRecovery(ctx, l, since)
+	if err != nil {
+		return nil, -1, err
+	}
+	rep.note("keyed creates succeed again %.2fs after Redis %s", recovered.Seconds(), event)
+	if err := steady(ctx, l, rep, "after", 10*time.Second); err != nil {
+		return nil, -1, err
+	}
+	rs := endLoad(rep, l, stop, keyedMay503)
+	clientErrorCheck(rep, clientCheck)
+	return rs, recovered, nil
+}
+
 // keyedMay503 is what a client may see while Redis is away and recovering:
 // keyed requests answered or refused with 503 idempotency_unavailable,
 // everything else answered.
@@ -330,16 +344,11 @@ func redisHang(ctx context.Context, e *env, rep *report) error {
 	thaw()
 	thawAt := time.Now()
 	rep.note("Redis thawed (SIGCONT); probing keyed creates until one succeeds")
-	recovered, err := keyedRecovery(ctx, l, thawAt)
+	rs, recovered, err := redisRecovery(ctx, l, rep, stop, thawAt, "thawed",
+		"rate limits fail open, keyed requests 503 idempotency_unavailable, nothing else refused")
 	if err != nil {
 		return err
 	}
-	rep.note("keyed creates succeed again %.2fs after Redis thawed", recovered.Seconds())
-	if err := steady(ctx, l, rep, "after", 10*time.Second); err != nil {
-		return err
-	}
-	rs := endLoad(rep, l, stop, keyedMay503)
-	clientErrorCheck(rep, "rate limits fail open, keyed requests 503 idempotency_unavailable, nothing else refused")
 
 	// The circuit opens after three batches time out (rate_limit's and
 	// idempotency's deadline is 500 ms): from 2 s into the freeze, requests
