@@ -15,6 +15,7 @@
 //	postgres-outage        Postgres stopped 10 s: cached keys served, unknown keys 503, nothing lost
 //	kill9-deliverer        kill -9 of the deliverer during a burst of events
 //	kill9-controlplane     kill -9 of the control plane (ingesters) under load, twice
+//	kill9-gateway          kill -9 of the gateway under load, three times: no answered create loses its event
 //	gateway-reload         config reloads under load: no dropped requests
 //	deliverer-kill9-proof  the deliverer package's TestChaosKill9 (10,000 events, 3 endpoints)
 //

@@ -10,16 +10,21 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-// capture passes the response through to the client as it is written and
-// keeps a copy of the body, up to limit, when the status is one a rule
-// wants. Unlike a buffering recorder it never holds bytes back: the event
-// is built after the response is complete, so nothing is gained by delaying
-// the client.
+// capture passes the response through to the client, except one that a
+// rule wants: that one (status matched, body up to limit) is held back and
+// copied, and reaches the client only when release is called, after its
+// event is written. So a client that saw a response can count on its event:
+// a gateway killed at any moment either never answered or had already
+// written the event to the outbox's spool. What is held is the body a rule
+// wants and no more than limit (a JSON object the event will carry), so
+// holding costs no more memory than the copy did; once the body outgrows
+// limit there will be no event, and what was held is sent at once and the
+// rest streams through. Other responses stream untouched.
 //
-// A client that hangs up does not end the copy: writes keep succeeding for
-// the handler behind (the reverse proxy) until the body is complete or over
-// the limit, because the backend has already acted and its event should not
-// depend on whether the client stayed to read the answer.
+// A client that hangs up does not end the copy: the handler behind (the
+// reverse proxy) sees writes succeed until the body is complete, because
+// the backend has already acted and its event should not depend on
+// whether the client stayed to read the answer.
 type capture struct {
 	*caddyhttp.ResponseWriterWrapper
 	limit int64
@@ -27,7 +32,7 @@ type capture struct {
 
 	status      int
 	wroteHeader bool
-	capturing   bool
+	capturing   bool // holding the body back for an event
 	overflow    bool // the body outgrew limit: no event
 	clientErr   error
 	buf         bytes.Buffer
@@ -54,27 +59,34 @@ func (c *capture) Write(p []byte) (int, error) {
 		c.WriteHeader(http.StatusOK)
 	}
 	if c.capturing {
-		if int64(c.buf.Len()+len(p)) > c.limit {
-			c.capturing, c.overflow = false, true
-			c.buf = bytes.Buffer{} // release the memory now
-		} else {
+		if int64(c.buf.Len()+len(p)) <= c.limit {
 			c.buf.Write(p)
-		}
-	}
-	if c.clientErr != nil {
-		if c.capturing {
 			return len(p), nil
 		}
+		// No event: send what was held and stream the rest.
+		c.capturing, c.overflow = false, true
+		c.release()
+		c.buf = bytes.Buffer{} // release the memory now
+	}
+	if c.clientErr != nil {
 		return 0, c.clientErr
 	}
 	n, err := c.ResponseWriterWrapper.Write(p)
 	if err != nil {
 		c.clientErr = err
-		if c.capturing {
-			return len(p), nil
-		}
 	}
 	return n, err
+}
+
+// release sends the held body to the client. Errors are kept for later
+// writes; the handler behind has finished, or goes on streaming.
+func (c *capture) release() {
+	if c.buf.Len() == 0 || c.clientErr != nil {
+		return
+	}
+	if _, err := c.ResponseWriterWrapper.Write(c.buf.Bytes()); err != nil {
+		c.clientErr = err
+	}
 }
 
 // ReadFrom must be overridden: the embedded wrapper's would copy straight to
@@ -88,6 +100,9 @@ func (c *capture) ReadFrom(r io.Reader) (int64, error) {
 func (c *capture) FlushError() error {
 	if !c.wroteHeader {
 		c.WriteHeader(http.StatusOK)
+	}
+	if c.capturing {
+		return nil // held until the event is written
 	}
 	return http.NewResponseController(c.ResponseWriterWrapper.ResponseWriter).Flush()
 }

@@ -5,15 +5,18 @@
 //
 // Rules name a method, a path pattern, the successful statuses and the event
 // type, e.g. POST /v1/customers 2xx → customer.created. For a request that a
-// rule could match, the handler copies the response body (up to
-// max_response_size) while it passes to the client unchanged — bytes are
-// not held back, so streaming and latency are unaffected — and once the
-// response is complete it produces a wire.Event whose data.object is the
-// response JSON, with the organisation, environment, API version, request
-// id and idempotency key from the placeholders of the api_key, request_id
-// and idempotency handlers. Events are queued in a non-blocking outbox
-// (memory, then a disk spool) shared by every handler with the same spool
-// directory, so a request never waits for Kafka.
+// rule could match, the handler keeps the response body (up to
+// max_response_size) and once the response is complete produces a
+// wire.Event whose data.object is the response JSON, with the
+// organisation, environment, API version, request id and idempotency key
+// from the placeholders of the api_key, request_id and idempotency
+// handlers. Events go to an outbox shared by every handler with the same
+// spool directory, in write-through mode: each is written to the spool
+// file before the response that announced it is released to the client
+// (the body is held until then; other responses stream untouched). So a
+// client that saw a success can count on its event and webhooks even if
+// the gateway is killed the next instant; the cost is a write(2) per
+// event, and a request never waits for Kafka.
 //
 // No event is produced for: a response outside the rule's statuses, an
 // idempotent replay ({http.idempotency.replayed} or the response header
@@ -266,6 +269,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	c := newCapture(w, h.MaxResponseSize, func(status int) bool {
 		return slices.ContainsFunc(candidates, func(cr *rule) bool { return cr.matchStatus(status) })
 	})
+	// The response a rule wants is held until its event is written (see
+	// capture): released here in every case that returns.
+	defer c.release()
 	if err := next.ServeHTTP(c, r); err != nil {
 		return err // the request failed; there is nothing to announce
 	}
@@ -538,7 +544,7 @@ func acquireProducer(dir string, brokers []string, log *zap.Logger) (*outbox.Pro
 			return nil, fmt.Errorf("creating spool_dir: %w", err)
 		}
 		sender := outbox.NewKafkaSender(brokers)
-		p, err := outbox.New(outbox.Config{Dir: dir, Logger: log.Named("outbox")}, sender)
+		p, err := outbox.New(outbox.Config{Dir: dir, WriteThrough: true, Logger: log.Named("outbox")}, sender)
 		if err != nil {
 			_ = sender.Close()
 			return nil, fmt.Errorf("opening spool %s: %w", dir, err)

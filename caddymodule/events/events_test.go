@@ -330,13 +330,65 @@ func TestKafkaDownDoesNotBlock(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("request took %v with Kafka down", d)
 	}
-	p := sharedFor(t, spool)
-	deadline := time.Now().Add(30 * time.Second)
-	for st := p.Stats(); st.Enqueued != 1 || st.Sent != 0 || st.Spooled != 1; st = p.Stats() {
-		if time.Now().After(deadline) {
-			t.Fatalf("outbox stats %+v: want the event enqueued and spooled, not sent", st)
+	// The response was released only after its event was written to the
+	// spool file, where a restarted gateway would find it (the outbox's
+	// TestWriteThroughSurvivesAKill): no waiting for it here.
+	if st := sharedFor(t, spool).Stats(); st.Enqueued != 1 || st.Sent != 0 || st.Memory != 0 || st.SpoolBytes == 0 {
+		t.Fatalf("outbox stats %+v when the client got its answer: want the event on disk, not in memory", st)
+	}
+}
+
+// TestOnlyEventResponsesAreHeld: a response no rule wants streams through
+// as the backend flushes it, and so does one that outgrows
+// max_response_size (it will make no event); only an event's response is
+// held until the event is written.
+func TestOnlyEventResponsesAreHeld(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"blob":"%s`, strings.Repeat("x", 1500))
+		http.NewResponseController(w).Flush() // chunked: the proxy flushes too
+		select {
+		case <-release:
+		case <-r.Context().Done():
 		}
-		time.Sleep(10 * time.Millisecond)
+		io.WriteString(w, `"}`)
+	}))
+	t.Cleanup(srv.Close)
+	base := startCaddy(t, map[string]any{
+		"brokers": []string{"127.0.0.1:1"}, "spool_dir": t.TempDir(), "max_response_size": 1000,
+		"rules": []map[string]any{{"method": "POST", "path": "/v1/big", "type": "big.created"}},
+	}, strings.TrimPrefix(srv.URL, "http://"))
+
+	for _, tc := range []struct{ name, method string }{
+		{"no rule", "GET"},
+		{"rule, but larger than max_response_size", "POST"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, base+"/v1/big", nil)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			got := make(chan error, 1)
+			go func() {
+				_, err := io.ReadFull(res.Body, make([]byte, 1000))
+				got <- err
+			}()
+			select {
+			case err := <-got:
+				if err != nil {
+					t.Fatalf("reading the first bytes: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first 1000 bytes did not arrive while the backend was still writing: the response was held")
+			}
+			release <- struct{}{}
+			if _, err := io.ReadAll(res.Body); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 

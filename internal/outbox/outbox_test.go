@@ -54,6 +54,35 @@ func TestSpoolKeepsOrderAcrossSegmentsAndReopen(t *testing.T) {
 	}
 }
 
+// A small live segment is kept after it is fully sent (write-through mode
+// drains it on every send); what was sent is never read again, also after
+// a restart.
+func TestSpoolSentRecordsStaySentAcrossReopen(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := openSpool(dir, 1<<20, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in []Message
+	for i := range 15 {
+		in = append(in, msg(i))
+	}
+	sp.append(in[:10])
+	if got := readN(t, sp, 100); len(got) != 10 {
+		t.Fatalf("read %d, want 10", len(got))
+	}
+	sp.append(in[10:])
+	sp.close()
+	sp, err = openSpool(dir, 1<<20, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readN(t, sp, 100)
+	if len(got) != 5 || string(got[0].Value) != "10" || string(got[4].Value) != "14" {
+		t.Fatalf("after reopen read %v; want only messages 10..14", got)
+	}
+}
+
 func TestSpoolSkipsATornTail(t *testing.T) {
 	dir := t.TempDir()
 	sp, _ := openSpool(dir, 1<<20, 1<<20)
@@ -191,6 +220,107 @@ func TestProducerShutdownSpoolsWhatKafkaDidNotTake(t *testing.T) {
 	defer cancel2()
 	go p2.Run(ctx2)
 	waitFor(t, func() bool { return s2.count() == 10 })
+}
+
+// A process killed before its producer sent anything: in write-through
+// mode the next process finds every message; in memory mode they are gone.
+func TestWriteThroughSurvivesAKill(t *testing.T) {
+	for _, wt := range []bool{true, false} {
+		t.Run(fmt.Sprintf("write_through=%v", wt), func(t *testing.T) {
+			dir := t.TempDir()
+			p, err := New(Config{Dir: dir, WriteThrough: wt}, &flakySender{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 100 {
+				p.Enqueue(msg(i))
+			}
+			// kill -9: no Run, no shutdown; the process simply ends. The
+			// next one sends what its spool holds.
+			s2 := &flakySender{}
+			p2, err := New(Config{Dir: dir}, s2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !p2.drain(context.Background()) {
+				t.Fatal("drain failed")
+			}
+			want := 0
+			if wt {
+				want = 100
+			}
+			if len(s2.got) != want {
+				t.Fatalf("the next process sent %d messages, want %d", len(s2.got), want)
+			}
+			for i, m := range s2.got {
+				if string(m.Value) != strconv.Itoa(i) {
+					t.Fatalf("message %d = %s: order lost", i, m.Value)
+				}
+			}
+		})
+	}
+}
+
+// Write-through while sending: every message arrives once, in order, and
+// the spool empties behind the sender.
+func TestWriteThroughDeliversInOrderWhileSending(t *testing.T) {
+	s := &flakySender{sent: make(chan struct{}, 1)}
+	p, err := New(Config{Dir: t.TempDir(), WriteThrough: true, BatchSize: 64, Linger: time.Millisecond}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	const n = 5000
+	for i := range n {
+		p.Enqueue(msg(i))
+	}
+	waitFor(t, func() bool { return s.count() >= n })
+	waitFor(t, func() bool { return p.Stats().SpoolBytes == 0 })
+	cancel()
+	<-done
+	if len(s.got) != n {
+		t.Fatalf("sent %d messages, want %d", len(s.got), n)
+	}
+	for i, m := range s.got {
+		if string(m.Value) != strconv.Itoa(i) {
+			t.Fatalf("message %d = %s: order lost", i, m.Value)
+		}
+	}
+	if st := p.Stats(); st.Dropped != 0 || st.Spooled != 0 || st.Sent != n {
+		t.Fatalf("stats %+v: want %d sent, nothing spooled as a detour or dropped", st, n)
+	}
+}
+
+// In write-through mode too, Spooled counts what waited on disk for Kafka,
+// and an outage delays messages without reordering or losing them.
+func TestWriteThroughCountsWhatWaitsForKafka(t *testing.T) {
+	s := &flakySender{down: true}
+	p, err := New(Config{Dir: t.TempDir(), WriteThrough: true, Linger: time.Millisecond, RetryEvery: time.Millisecond}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	p.Enqueue(msg(0))
+	waitFor(t, p.down.Load) // a send failed
+	for i := 1; i <= 10; i++ {
+		p.Enqueue(msg(i))
+	}
+	if st := p.Stats(); st.Spooled != 10 || st.Sent != 0 || st.Memory != 0 {
+		t.Fatalf("while Kafka is down: %+v; want the 10 messages enqueued since counted as spooled", st)
+	}
+	s.setDown(false)
+	waitFor(t, func() bool { return s.count() == 11 })
+	cancel()
+	<-done
+	for i, m := range s.got {
+		if string(m.Value) != strconv.Itoa(i) {
+			t.Fatalf("message %d = %s: order lost", i, m.Value)
+		}
+	}
 }
 
 // TestKafkaRoundTrip sends through the real broker of `make services`.

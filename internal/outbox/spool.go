@@ -35,9 +35,17 @@ type spool struct {
 	wSize   int64
 	size    int64 // bytes in all segments, minus what was consumed
 	headOff int64 // read offset in segs[0] already sent
+	cursor  *os.File
 }
 
+// cursorFile holds "<head segment> <offset>", rewritten in place after
+// every send: fixed width, so one pwrite replaces it whole.
 const cursorFile = "cursor"
+
+// reuseBelow is the size under which a fully sent live segment is kept and
+// appended to, rather than deleted and created again: in write-through mode
+// every send drains it, and the churn cost more than the sends.
+const reuseBelow = 1 << 20
 
 func openSpool(dir string, max, segSize int64) (*spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -213,7 +221,7 @@ func (s *spool) commit(p position) error {
 		_ = os.Remove(s.segPath(p.seq))
 		s.segs = s.segs[1:]
 		s.headOff = 0
-	case s.liveLocked(p.seq) && p.off >= s.wSize:
+	case s.liveLocked(p.seq) && p.off >= s.wSize && s.wSize >= reuseBelow:
 		// Fully drained: close and delete so the spool does not grow forever.
 		_ = s.w.Close()
 		s.w = nil
@@ -231,7 +239,15 @@ func (s *spool) commit(p position) error {
 	if len(s.segs) > 0 {
 		head = s.segs[0]
 	}
-	return os.WriteFile(filepath.Join(s.dir, cursorFile), fmt.Appendf(nil, "%d %d", head, s.headOff), 0o600)
+	if s.cursor == nil {
+		f, err := os.OpenFile(filepath.Join(s.dir, cursorFile), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		s.cursor = f
+	}
+	_, err := s.cursor.WriteAt(fmt.Appendf(nil, "%20d %20d\n", head, s.headOff), 0)
+	return err
 }
 
 func (s *spool) fileSize(seq int64) int64 {
@@ -249,6 +265,10 @@ func (s *spool) close() {
 		_ = s.w.Sync()
 		_ = s.w.Close()
 		s.w = nil
+	}
+	if s.cursor != nil {
+		_ = s.cursor.Close()
+		s.cursor = nil
 	}
 }
 
