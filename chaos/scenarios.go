@@ -588,9 +588,13 @@ type killWindow struct{ kill, back time.Time }
 
 // killRestart kills p three times under the running load, each time
 // leaving it down for down, restarting it and running the load for after.
-func (e *env) killRestart(ctx context.Context, l *load, rep *report, p *e2e.Proc, what string, down, after time.Duration) ([]killWindow, error) {
+// beforeKill, if not nil, runs just before each kill.
+func (e *env) killRestart(ctx context.Context, l *load, rep *report, p *e2e.Proc, what string, down, after time.Duration, beforeKill func()) ([]killWindow, error) {
 	var windows []killWindow
 	for i := 1; i <= 3; i++ {
+		if beforeKill != nil {
+			beforeKill()
+		}
 		killed := time.Now()
 		p.Kill()
 		l.setPhase(fmt.Sprintf("down-%d", i))
@@ -621,7 +625,7 @@ func killControlPlane(ctx context.Context, e *env, rep *report) error {
 	if err := steady(ctx, l, rep, "before", 8*time.Second); err != nil {
 		return err
 	}
-	windows, err := e.killRestart(ctx, l, rep, e.stack.Control, "control plane", 2*time.Second, 10*time.Second)
+	windows, err := e.killRestart(ctx, l, rep, e.stack.Control, "control plane", 2*time.Second, 10*time.Second, nil)
 	if err != nil {
 		return err
 	}
@@ -668,7 +672,15 @@ func killGateway(ctx context.Context, e *env, rep *report) error {
 	if err := steady(ctx, l, rep, "before", 8*time.Second); err != nil {
 		return err
 	}
-	windows, err := e.killRestart(ctx, l, rep, e.stack.Gateway, "gateway", time.Second, 8*time.Second)
+	// Each kill comes the instant the client has a create's 2xx: the
+	// moment its event would still be in memory without write-through.
+	var lastCreates []string
+	createThenKill := func() {
+		if r := l.one(opCreatePlain); ok2xx(r) && r.ID != "" {
+			lastCreates = append(lastCreates, r.ID)
+		}
+	}
+	windows, err := e.killRestart(ctx, l, rep, e.stack.Gateway, "gateway", time.Second, 8*time.Second, createThenKill)
 	if err != nil {
 		return err
 	}
@@ -694,9 +706,19 @@ func killGateway(ctx context.Context, e *env, rep *report) error {
 		return false
 	}
 	rs := endLoad(rep, l, stop, func(r result) bool { return ok2xx(r) || (r.Status == 0 && metKill(r)) })
+	// Only a request in flight at a kill may have acted; one sent while the
+	// gateway was down was refused at connect.
+	inFlightAtKill := func(r result) bool {
+		for _, w := range windows {
+			if r.Sent.Before(w.kill) && !r.Sent.Add(r.Latency).Before(w.kill) {
+				return true
+			}
+		}
+		return false
+	}
 	unknownCreates, unknownEvents := 0, 0
 	for _, r := range rs {
-		if r.Status != 0 {
+		if r.Status != 0 || !inFlightAtKill(r) {
 			continue
 		}
 		switch r.Op {
@@ -706,11 +728,26 @@ func killGateway(ctx context.Context, e *env, rep *report) error {
 			unknownEvents++
 		}
 	}
-	rep.note("requests without an answer (unknown outcome): %d creates, %d POST /v1/events", unknownCreates, unknownEvents)
+	rep.note("requests in flight at a kill, without an answer (unknown outcome): %d creates, %d POST /v1/events", unknownCreates, unknownEvents)
 	clientErrorCheck(rep, "only requests meeting a kill fail (no answer); everything else 2xx")
-	return e.verifyFlow(ctx, rep, l, tn.OrgID, path, flowOpts{
+	if err := e.verifyFlow(ctx, rep, l, tn.OrgID, path, flowOpts{
 		extraEvents: unknownCreates + unknownEvents, extraCustomers: unknownCreates, logMayBeLost: answeredJustBefore,
-	})
+	}); err != nil {
+		return err
+	}
+	st, err := e.state(ctx, tn.OrgID)
+	if err != nil {
+		return err
+	}
+	withEvent := 0
+	for _, id := range lastCreates {
+		if st.CustomerEventObject[id] == 1 {
+			withEvent++
+		}
+	}
+	rep.check("the create answered the instant before each kill has its event", len(lastCreates) == 3 && withEvent == 3,
+		"%d of 3 creates sent just before a kill answered 2xx; %d of them have their customer.created event", len(lastCreates), withEvent)
+	return nil
 }
 
 // ---------------------------------------------------------------------------

@@ -13,15 +13,18 @@
 // handlers. Events go to an outbox shared by every handler with the same
 // spool directory, in write-through mode: each is written to the spool
 // file before the response that announced it is released to the client
-// (the body is held until then; other responses stream untouched). So a
-// client that saw a success can count on its event and webhooks even if
-// the gateway is killed the next instant; the cost is a write(2) per
-// event, and a request never waits for Kafka.
+// (holdback holds it until then; responses no rule wants stream
+// untouched). So a client that saw a success can count on its event and
+// webhooks even if the gateway is killed the next instant; the cost is a
+// write(2) per event, and a request never waits for Kafka. If the backend's
+// response breaks off, nothing held is sent: the client sees the request
+// fail, not a success without an event.
 //
 // No event is produced for: a response outside the rule's statuses, an
 // idempotent replay ({http.idempotency.replayed} or the response header
 // Idempotent-Replayed: true — the original request already produced it), a
-// body larger than max_response_size, a body that is not a JSON object
+// body larger than max_response_size or a stream (server-sent events), a
+// body that is not a JSON object
 // (compressed with anything but gzip, empty, an array…), or a request
 // without an authenticated organisation. Each such skip is counted in
 // caddy_gatehouse_events_skipped_total{reason}; the misconfigurations are
@@ -57,6 +60,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/gatehouse/gatehouse/caddymodule/internal/holdback"
 	"github.com/gatehouse/gatehouse/internal/apiversion"
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/ids"
@@ -259,32 +263,34 @@ func (h *Handler) Cleanup() error {
 	return err
 }
 
-// ServeHTTP passes the request on and, when a rule may apply, copies the
-// response to turn it into an event once it is complete.
+// ServeHTTP passes the request on and, when a rule may apply, holds the
+// response back to turn it into an event once it is complete.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	candidates := h.candidates(r)
 	if len(candidates) == 0 {
 		return next.ServeHTTP(w, r)
 	}
-	c := newCapture(w, h.MaxResponseSize, func(status int) bool {
+	// The response a rule wants is held until its event is written: a
+	// client that saw a success can count on its event.
+	hw := holdback.New(w, new(bytes.Buffer), h.MaxResponseSize, func(status int) bool {
 		return slices.ContainsFunc(candidates, func(cr *rule) bool { return cr.matchStatus(status) })
 	})
-	// The response a rule wants is held until its event is written (see
-	// capture): released here in every case that returns.
-	defer c.release()
-	if err := next.ServeHTTP(c, r); err != nil {
-		return err // the request failed; there is nothing to announce
+	if err := next.ServeHTTP(hw, r); err != nil {
+		// The request failed: nothing to announce, and nothing held is
+		// sent, so the error handler's answer is the only one.
+		return err
 	}
-	status := c.status
+	status := hw.Status
 	if status == 0 {
 		status = http.StatusOK // nothing written: net/http sends an empty 200
 	}
 	for _, cr := range candidates {
 		if cr.matchStatus(status) {
-			h.emit(w, r, c, cr)
+			h.emit(w, r, hw, cr)
 			break
 		}
 	}
+	hw.Release()
 	return nil
 }
 
@@ -308,7 +314,7 @@ func (h *Handler) candidates(r *http.Request) []*rule {
 }
 
 // emit builds and queues the event for a completed, matching response.
-func (h *Handler) emit(w http.ResponseWriter, r *http.Request, c *capture, cr *rule) {
+func (h *Handler) emit(w http.ResponseWriter, r *http.Request, hw *holdback.Writer, cr *rule) {
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {
 		repl = caddy.NewReplacer()
@@ -335,12 +341,12 @@ func (h *Handler) emit(w http.ResponseWriter, r *http.Request, c *capture, cr *r
 		warn(reasonNoIdentity, "no event: the request has no authenticated organisation; put emit_events after api_key")
 		return
 	}
-	if c.overflow {
-		warn(reasonTooLarge, "no event: response body larger than max_response_size",
+	if hw.Streamed {
+		warn(reasonTooLarge, "no event: response body larger than max_response_size, or a stream",
 			zap.Int64("max_response_size", h.MaxResponseSize))
 		return
 	}
-	body, err := c.decoded(h.MaxResponseSize)
+	body, err := decoded(hw.Header(), hw.Body(), h.MaxResponseSize)
 	if err != nil {
 		reason := reasonNotJSON
 		if errors.Is(err, errTooLarge) {
@@ -396,19 +402,19 @@ func encodeEvent(ev wire.Event) ([]byte, error) {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
-// Errors of capture.decoded.
+// Errors of decoded.
 var (
 	errTooLarge = errors.New("the decompressed response body is larger than max_response_size")
 	errEncoding = errors.New("the response body has a Content-Encoding other than gzip")
 )
 
-// decoded is the captured body without its content encoding.
-func (c *capture) decoded(limit int64) ([]byte, error) {
-	switch enc := strings.ToLower(strings.TrimSpace(c.Header().Get("Content-Encoding"))); enc {
+// decoded is a held body without its content encoding.
+func decoded(header http.Header, body []byte, limit int64) ([]byte, error) {
+	switch enc := strings.ToLower(strings.TrimSpace(header.Get("Content-Encoding"))); enc {
 	case "", "identity":
-		return c.buf.Bytes(), nil
+		return body, nil
 	case "gzip", "x-gzip":
-		zr, err := gzip.NewReader(bytes.NewReader(c.buf.Bytes()))
+		zr, err := gzip.NewReader(bytes.NewReader(body))
 		if err != nil {
 			return nil, fmt.Errorf("the gzip response body is corrupt: %w", err)
 		}

@@ -338,6 +338,37 @@ func TestKafkaDownDoesNotBlock(t *testing.T) {
 	}
 }
 
+// TestUpstreamDyingMidBodyShowsNoSuccess: when the backend's response
+// breaks off, the held part is not sent: the client sees the request fail,
+// not a 2xx without an event.
+func TestUpstreamDyingMidBodyShowsNoSuccess(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "5000")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, `{"blob":"`+strings.Repeat("x", 3000))
+		http.NewResponseController(w).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	spool := t.TempDir()
+	base := startCaddy(t, map[string]any{
+		"brokers": []string{"127.0.0.1:1"}, "spool_dir": spool, "max_response_size": 10000,
+		"rules": []map[string]any{{"method": "POST", "path": "/v1/customers", "type": "customer.created"}},
+	}, strings.TrimPrefix(srv.URL, "http://"))
+	res, err := http.Post(base+"/v1/customers", "application/json", strings.NewReader("{}"))
+	if err == nil {
+		res.Body.Close()
+		t.Fatalf("the client got %d for a response the backend broke off; want the request to fail", res.StatusCode)
+	}
+	if st := sharedFor(t, spool).Stats(); st.Enqueued != 0 {
+		t.Fatalf("outbox stats %+v: an event was produced for a broken response", st)
+	}
+}
+
 // TestOnlyEventResponsesAreHeld: a response no rule wants streams through
 // as the backend flushes it, and so does one that outgrows
 // max_response_size (it will make no event); only an event's response is

@@ -85,6 +85,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/gatehouse/gatehouse/caddymodule/internal/errorobject"
+	"github.com/gatehouse/gatehouse/caddymodule/internal/holdback"
 	"github.com/gatehouse/gatehouse/caddymodule/redispool"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/config"
@@ -379,7 +380,7 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	before := w.Header().Clone()
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer putBuffer(buf)
-	rb := newResponseBuffer(w, buf, h.MaxResponseSize)
+	rb := holdback.New(w, buf, h.MaxResponseSize, nil)
 
 	panicked, err := serveNext(next, rb, r)
 	if panicked != nil && err == nil {
@@ -387,12 +388,12 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	}
 
 	switch {
-	case err != nil && !rb.wroteHeader && neverReachedUpstream(err):
+	case err != nil && !rb.WroteHeader() && neverReachedUpstream(err):
 		h.release(ctx, ex)
 		return err
 
-	case rb.streamed:
-		h.complete(ctx, ex, stateTooLarge, response{status: rb.status}, recordTooLarge)
+	case rb.Streamed:
+		h.complete(ctx, ex, stateTooLarge, response{status: rb.Status}, recordTooLarge)
 		if panicked != nil {
 			panic(panicked) // the client's stream must be aborted, as the proxy intended
 		}
@@ -412,7 +413,7 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 		return nil
 
 	default:
-		resp := rb.recorded(before)
+		resp := recorded(rb, before)
 		h.complete(ctx, ex, stateDone, resp, recordStored)
 		writeResponse(w, resp)
 		return nil

@@ -1,5 +1,5 @@
-// Package outbox sends messages to Kafka without ever making the caller wait
-// (DESIGN §7). Enqueue appends to a bounded in-memory buffer; one goroutine
+// Package outbox sends messages to Kafka without making the caller wait for
+// Kafka (DESIGN §7). Enqueue appends to a bounded in-memory buffer; one goroutine
 // sends batches. When Kafka cannot take them, batches go to an on-disk spool
 // and are sent, oldest first and in order, when Kafka is back. Only past the
 // spool's size limit are messages dropped, and each drop is counted. In
@@ -54,10 +54,10 @@ type Config struct {
 	// WriteThrough writes each message to the spool before Enqueue
 	// returns, instead of keeping it in memory until it is sent, so that
 	// a crash of this process (kill -9) loses nothing that was enqueued.
-	// It costs a write(2) per message and a read when sending. The data
-	// is in the OS page cache, not fsynced: a power loss can still lose
-	// the last seconds, as for a Kafka broker that leaves flushing to the
-	// OS (its default).
+	// It costs a write(2) per message, under the producer's lock, and a
+	// read when sending. The data is in the OS page cache, not fsynced: a
+	// crash of the machine can still lose the last seconds. The spool
+	// directory must outlive the process for a restart to send them.
 	WriteThrough bool
 	Logger       *zap.Logger
 }
@@ -205,8 +205,9 @@ func (p *Producer) Stats() Stats {
 	}
 }
 
-// Run sends until ctx ends, then gives in-memory messages a short last
-// chance to reach Kafka and spools the rest, so a clean shutdown loses nothing.
+// Run sends until ctx ends, then gives what is queued (in the spool and in
+// memory) 3 s to reach Kafka, unless Kafka is failing, and spools the rest,
+// so a clean shutdown loses nothing.
 func (p *Producer) Run(ctx context.Context) error {
 	tick := time.NewTicker(p.cfg.Linger)
 	defer tick.Stop()
@@ -231,6 +232,10 @@ func (p *Producer) Run(ctx context.Context) error {
 			p.spool.sync()
 		}
 		ok := p.drain(ctx)
+		if ctx.Err() != nil {
+			p.shutdown() // drain stopped for it, not because Kafka failed
+			return nil
+		}
 		if ok == down {
 			if ok {
 				p.log.Info("kafka reachable again; spool drained")
@@ -253,6 +258,9 @@ func (p *Producer) Run(ctx context.Context) error {
 // It reports false when Kafka refused a batch.
 func (p *Producer) drain(ctx context.Context) bool {
 	for !p.spool.empty() {
+		if ctx.Err() != nil {
+			return false // shutting down: what is left stays in the spool
+		}
 		msgs, pos, err := p.spool.peek(p.cfg.BatchSize)
 		if err != nil {
 			p.warn("reading outbox spool", zap.Error(err))
@@ -271,6 +279,9 @@ func (p *Producer) drain(ctx context.Context) bool {
 		}
 	}
 	for {
+		if ctx.Err() != nil {
+			return false
+		}
 		p.mu.Lock()
 		if !p.spool.empty() {
 			p.mu.Unlock()
@@ -314,8 +325,8 @@ func (p *Producer) shutdown() {
 	p.mu.Lock()
 	p.stopped = true
 	p.mu.Unlock()
-	if p.spool.empty() {
-		p.drain(ctx)
+	if !p.down.Load() {
+		p.drain(ctx) // the spool first: in write-through mode it holds everything
 	}
 	p.mu.Lock()
 	if len(p.mem) > 0 {

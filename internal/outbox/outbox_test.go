@@ -83,6 +83,52 @@ func TestSpoolSentRecordsStaySentAcrossReopen(t *testing.T) {
 	}
 }
 
+// The cursor is written before a sent segment is deleted. A crash in
+// between leaves the segment behind; the next start deletes it instead of
+// sending it again, and never reuses its number for new records.
+func TestSpoolDeletesSegmentsTheCursorPassed(t *testing.T) {
+	dir := t.TempDir()
+	sp, _ := openSpool(dir, 1<<20, 1<<20)
+	sp.append([]Message{msg(1), msg(2)})
+	sp.close()
+	cursor := fmt.Appendf(nil, "%20d %20d\n", 2, 0) // "segment 1 was sent"
+	if err := os.WriteFile(filepath.Join(dir, cursorFile), cursor, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sp, _ = openSpool(dir, 1<<20, 1<<20)
+	if !sp.empty() {
+		t.Fatalf("spool holds %d bytes of a segment the cursor passed", sp.Bytes())
+	}
+	if _, err := os.Stat(sp.segPath(1)); !os.IsNotExist(err) {
+		t.Fatalf("segment 1 still on disk: %v", err)
+	}
+	sp.append([]Message{msg(3)})
+	if _, err := os.Stat(sp.segPath(2)); err != nil {
+		t.Fatalf("the next records went elsewhere than segment 2: %v", err)
+	}
+	if got := readN(t, sp, 10); len(got) != 1 || string(got[0].Value) != "3" {
+		t.Fatalf("read %v; want only message 3", got)
+	}
+}
+
+// A cursor past the end of its segment (written by another build, or
+// damaged) does not make the spool's size negative or hide new records.
+func TestSpoolCursorBeyondItsSegment(t *testing.T) {
+	dir := t.TempDir()
+	sp, _ := openSpool(dir, 1<<20, 1<<20)
+	sp.append([]Message{msg(1)})
+	sp.close()
+	os.WriteFile(filepath.Join(dir, cursorFile), []byte("1 999999"), 0o600)
+	sp, _ = openSpool(dir, 1<<20, 1<<20)
+	if sp.Bytes() != 0 {
+		t.Fatalf("spool size %d after a cursor past the end; want 0", sp.Bytes())
+	}
+	sp.append([]Message{msg(2)})
+	if got := readN(t, sp, 10); len(got) != 1 || string(got[0].Value) != "2" {
+		t.Fatalf("read %v; want message 2", got)
+	}
+}
+
 func TestSpoolSkipsATornTail(t *testing.T) {
 	dir := t.TempDir()
 	sp, _ := openSpool(dir, 1<<20, 1<<20)
@@ -256,6 +302,32 @@ func TestWriteThroughSurvivesAKill(t *testing.T) {
 				if string(m.Value) != strconv.Itoa(i) {
 					t.Fatalf("message %d = %s: order lost", i, m.Value)
 				}
+			}
+		})
+	}
+}
+
+// A clean stop sends what is queued, in write-through mode too (where it
+// all sits in the spool): a deploy that replaces the spool directory must
+// not take events with it.
+func TestShutdownSendsWhatIsQueued(t *testing.T) {
+	for _, wt := range []bool{true, false} {
+		t.Run(fmt.Sprintf("write_through=%v", wt), func(t *testing.T) {
+			s := &flakySender{}
+			p, err := New(Config{Dir: t.TempDir(), WriteThrough: wt, Linger: time.Hour}, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { p.Run(ctx); close(done) }()
+			for i := range 10 {
+				p.Enqueue(msg(i))
+			}
+			cancel()
+			<-done
+			if st := p.Stats(); s.count() != 10 || st.SpoolBytes != 0 {
+				t.Fatalf("after a clean stop with Kafka up: %d sent, stats %+v; want all 10 sent, nothing left", s.count(), st)
 			}
 		})
 	}

@@ -35,11 +35,15 @@ type spool struct {
 	wSize   int64
 	size    int64 // bytes in all segments, minus what was consumed
 	headOff int64 // read offset in segs[0] already sent
+	nextSeq int64 // number of the next segment; never reused
 	cursor  *os.File
 }
 
-// cursorFile holds "<head segment> <offset>", rewritten in place after
-// every send: fixed width, so one pwrite replaces it whole.
+// cursorFile holds "<segment> <offset>": everything before that offset of
+// that segment, and every segment numbered lower, has been sent. It is
+// rewritten in place after every send (fixed width, so one pwrite replaces
+// it whole) and before a sent segment is deleted, so a crash in between
+// leaves a file the next start knows to delete rather than send again.
 const cursorFile = "cursor"
 
 // reuseBelow is the size under which a fully sent live segment is kept and
@@ -47,11 +51,11 @@ const cursorFile = "cursor"
 // every send drains it, and the churn cost more than the sends.
 const reuseBelow = 1 << 20
 
-func openSpool(dir string, max, segSize int64) (*spool, error) {
+func openSpool(dir string, limit, segSize int64) (*spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating spool dir: %w", err)
 	}
-	s := &spool{dir: dir, max: max, segSize: segSize}
+	s := &spool{dir: dir, max: limit, segSize: segSize}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -67,11 +71,24 @@ func openSpool(dir string, max, segSize int64) (*spool, error) {
 		}
 	}
 	sort.Slice(s.segs, func(i, j int) bool { return s.segs[i] < s.segs[j] })
-	if b, err := os.ReadFile(filepath.Join(dir, cursorFile)); err == nil && len(s.segs) > 0 {
+	s.nextSeq = 1
+	if len(s.segs) > 0 {
+		s.nextSeq = s.segs[len(s.segs)-1] + 1
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, cursorFile)); err == nil {
 		var seq, off int64
-		if _, err := fmt.Sscanf(string(b), "%d %d", &seq, &off); err == nil && seq == s.segs[0] {
-			s.headOff = off
-			s.size -= off
+		if _, err := fmt.Sscanf(string(b), "%d %d", &seq, &off); err == nil {
+			// Segments below the cursor were sent; a crash kept them.
+			for len(s.segs) > 0 && s.segs[0] < seq {
+				s.size -= s.fileSize(s.segs[0])
+				_ = os.Remove(s.segPath(s.segs[0]))
+				s.segs = s.segs[1:]
+			}
+			if len(s.segs) > 0 && s.segs[0] == seq {
+				s.headOff = min(max(off, 0), s.fileSize(seq))
+				s.size -= s.headOff
+			}
+			s.nextSeq = max(s.nextSeq, seq)
 		}
 	}
 	return s, nil
@@ -100,38 +117,57 @@ func (s *spool) append(msgs []Message) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var buf []byte
-	for i, m := range msgs {
+	written, pending := 0, 0 // messages on disk; messages in buf
+	flush := func() error {
+		if err := s.flushLocked(buf); err != nil {
+			return err
+		}
+		written, pending, buf = written+pending, 0, buf[:0]
+		return nil
+	}
+	for _, m := range msgs {
 		rec := encode(m)
-		if s.size+int64(len(rec)) > s.max {
-			if err := s.flushLocked(buf); err != nil {
-				return 0, err
+		if s.size+int64(len(buf)+len(rec)) > s.max {
+			if err := flush(); err != nil {
+				return written, err
 			}
-			return i, ErrSpoolFull
+			return written, ErrSpoolFull
 		}
 		if s.w == nil || s.wSize+int64(len(buf)+len(rec)) > s.segSize {
-			if err := s.flushLocked(buf); err != nil {
-				return 0, err
+			if err := flush(); err != nil {
+				return written, err
 			}
-			buf = buf[:0]
 			if err := s.rollLocked(); err != nil {
-				return 0, err
+				return written, err
 			}
 		}
 		buf = append(buf, rec...)
-		s.size += int64(len(rec))
+		pending++
 	}
-	return len(msgs), s.flushLocked(buf)
+	return written + pending, flush()
 }
 
+// flushLocked writes buf at the end of the live segment, whole or not at
+// all: a short write is cut off again, so that no torn record sits in
+// front of the records appended after it.
 func (s *spool) flushLocked(buf []byte) error {
 	if len(buf) == 0 || s.w == nil {
 		return nil
 	}
 	n, err := s.w.Write(buf)
-	s.wSize += int64(n)
 	if err != nil {
+		if n > 0 {
+			if terr := s.w.Truncate(s.wSize); terr != nil {
+				// The tail cannot be repaired: start a new segment, where
+				// the next records are readable; this one ends at the tear.
+				_ = s.w.Close()
+				s.w = nil
+			}
+		}
 		return fmt.Errorf("writing spool: %w", err)
 	}
+	s.wSize += int64(n)
+	s.size += int64(n)
 	return nil
 }
 
@@ -140,14 +176,12 @@ func (s *spool) rollLocked() error {
 		_ = s.w.Sync()
 		_ = s.w.Close()
 	}
-	var seq int64 = 1
-	if len(s.segs) > 0 {
-		seq = s.segs[len(s.segs)-1] + 1
-	}
+	seq := s.nextSeq
 	f, err := os.OpenFile(s.segPath(seq), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("creating spool segment: %w", err)
 	}
+	s.nextSeq++
 	s.segs = append(s.segs, seq)
 	s.w, s.wSize = f, 0
 	return nil
@@ -215,38 +249,41 @@ func (s *spool) commit(p position) error {
 	if len(s.segs) == 0 || s.segs[0] != p.seq {
 		return nil
 	}
+	var sent int64 // a segment to delete once the cursor says it was sent
 	switch {
 	case p.segDone:
 		s.size -= s.fileSize(p.seq) - s.headOff
-		_ = os.Remove(s.segPath(p.seq))
 		s.segs = s.segs[1:]
 		s.headOff = 0
+		sent = p.seq
 	case s.liveLocked(p.seq) && p.off >= s.wSize && s.wSize >= reuseBelow:
 		// Fully drained: close and delete so the spool does not grow forever.
 		_ = s.w.Close()
 		s.w = nil
-		_ = os.Remove(s.segPath(p.seq))
 		s.segs = nil
 		s.headOff, s.size = 0, 0
+		sent = p.seq
 	default:
 		s.size -= p.off - s.headOff
 		s.headOff = p.off
 	}
-	if s.size < 0 || len(s.segs) == 0 {
-		s.size = max(s.size, 0)
-	}
-	var head int64
+	s.size = max(s.size, 0)
+	head := s.nextSeq // no segment left: everything before the next was sent
 	if len(s.segs) > 0 {
 		head = s.segs[0]
 	}
 	if s.cursor == nil {
-		f, err := os.OpenFile(filepath.Join(s.dir, cursorFile), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		// Not truncated: every cursor written is as long as any before it.
+		f, err := os.OpenFile(filepath.Join(s.dir, cursorFile), os.O_CREATE|os.O_WRONLY, 0o600)
 		if err != nil {
 			return err
 		}
 		s.cursor = f
 	}
 	_, err := s.cursor.WriteAt(fmt.Appendf(nil, "%20d %20d\n", head, s.headOff), 0)
+	if sent != 0 {
+		_ = os.Remove(s.segPath(sent))
+	}
 	return err
 }
 
