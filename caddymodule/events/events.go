@@ -278,6 +278,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err := next.ServeHTTP(hw, r); err != nil {
 		// The request failed: nothing to announce, and nothing held is
 		// sent, so the error handler's answer is the only one.
+		hw.Drop()
 		return err
 	}
 	status := hw.Status

@@ -377,7 +377,6 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	defer cancel()
 	r = r.WithContext(execCtx)
 
-	before := w.Header().Clone()
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer putBuffer(buf)
 	rb := holdback.New(w, buf, h.MaxResponseSize, nil)
@@ -402,7 +401,7 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	case err != nil:
 		resp := gatewayError(r, err, ex.requestID)
 		h.complete(ctx, ex, stateDone, resp, recordGatewayError)
-		resetHeader(w.Header(), before) // drop what the upstream set before it failed
+		rb.Drop() // drop what the upstream set before it failed
 		if c := h.logger.Check(zapcore.WarnLevel, "upstream may have executed a keyed request without a complete answer; recorded the error for its retries"); c != nil {
 			c.Write(zap.Int("status", resp.status), zap.Error(err))
 		}
@@ -413,7 +412,7 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 		return nil
 
 	default:
-		resp := recorded(rb, before)
+		resp := recorded(rb)
 		h.complete(ctx, ex, stateDone, resp, recordStored)
 		writeResponse(w, resp)
 		return nil
@@ -530,18 +529,6 @@ func writeResponse(w http.ResponseWriter, resp response) {
 	w.WriteHeader(resp.status)
 	if bodyAllowed(resp.status) {
 		_, _ = w.Write(resp.body)
-	}
-}
-
-// resetHeader makes h what it was before the upstream ran.
-func resetHeader(h, before http.Header) {
-	for k := range h {
-		if _, ok := before[k]; !ok {
-			delete(h, k)
-		}
-	}
-	for k, v := range before {
-		h[k] = v
 	}
 }
 

@@ -10,15 +10,14 @@ import (
 	"github.com/gatehouse/gatehouse/caddymodule/internal/holdback"
 )
 
-// recorded is the held response as it will be stored and replayed.
-// before is a copy of the response headers taken before the upstream ran;
-// see recordedHeader.
-func recorded(hw *holdback.Writer, before http.Header) response {
+// recorded is the held response as it will be stored and replayed; the
+// headers are those the upstream set (see recordedHeader).
+func recorded(hw *holdback.Writer) response {
 	status := hw.Status
 	if status == 0 {
 		status = http.StatusOK // nothing was written: net/http would send an empty 200
 	}
-	return response{status: status, header: recordedHeader(hw.Header(), before), body: hw.Body()}
+	return response{status: status, header: recordedHeader(hw.Header(), hw.Before()), body: hw.Body()}
 }
 
 // notRecorded are the response headers never stored. Hop-by-hop headers

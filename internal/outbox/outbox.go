@@ -233,7 +233,8 @@ func (p *Producer) Run(ctx context.Context) error {
 		}
 		ok := p.drain(ctx)
 		if ctx.Err() != nil {
-			p.shutdown() // drain stopped for it, not because Kafka failed
+			p.down.Store(!ok) // a send that failed meanwhile: do not retry it now
+			p.shutdown()
 			return nil
 		}
 		if ok == down {
@@ -254,12 +255,13 @@ func (p *Producer) Run(ctx context.Context) error {
 	}
 }
 
-// drain sends the spool first (it holds the oldest messages), then memory.
-// It reports false when Kafka refused a batch.
+// drain sends the spool first (it holds the oldest messages), then memory,
+// until both are empty or ctx ends. It reports false when Kafka refused a
+// batch.
 func (p *Producer) drain(ctx context.Context) bool {
 	for !p.spool.empty() {
 		if ctx.Err() != nil {
-			return false // shutting down: what is left stays in the spool
+			return true // stopped, not failed: what is left stays in the spool
 		}
 		msgs, pos, err := p.spool.peek(p.cfg.BatchSize)
 		if err != nil {
@@ -280,7 +282,7 @@ func (p *Producer) drain(ctx context.Context) bool {
 	}
 	for {
 		if ctx.Err() != nil {
-			return false
+			return true // stopped, not failed: shutdown spools the rest
 		}
 		p.mu.Lock()
 		if !p.spool.empty() {
@@ -308,8 +310,15 @@ func (p *Producer) drain(ctx context.Context) bool {
 	}
 }
 
+// send writes one batch. Cancelling ctx does not abort it midway (the
+// outcome of a half-written batch is unknown), but a deadline on ctx, as
+// at shutdown, bounds it.
 func (p *Producer) send(ctx context.Context, msgs []Message) error {
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.SendTimeout)
+	timeout := p.cfg.SendTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	if err := p.sender.Send(sctx, msgs); err != nil {
 		p.warn("kafka unavailable; spooling to disk", zap.Error(err), zap.Int64("spool_bytes", p.spool.Bytes()))

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,6 +109,38 @@ func TestSpoolDeletesSegmentsTheCursorPassed(t *testing.T) {
 	}
 	if got := readN(t, sp, 10); len(got) != 1 || string(got[0].Value) != "3" {
 		t.Fatalf("read %v; want only message 3", got)
+	}
+}
+
+// peek reads the live segment only up to its last whole append: bytes of
+// a write still in progress (or about to be cut off) are not sent.
+func TestSpoolPeekStopsAtTheLastWholeAppend(t *testing.T) {
+	dir := t.TempDir()
+	sp, _ := openSpool(dir, 1<<20, 1<<20)
+	sp.append([]Message{msg(1)})
+	f, _ := os.OpenFile(sp.segPath(1), os.O_APPEND|os.O_WRONLY, 0)
+	f.Write(encode(msg(2))) // as if an append were mid-way
+	f.Close()
+	msgs, _, err := sp.peek(10)
+	if err != nil || len(msgs) != 1 || string(msgs[0].Value) != "1" {
+		t.Fatalf("peek = %v, %v; want only message 1", msgs, err)
+	}
+}
+
+// An earlier build's cursor is trusted only for the segment it names: it
+// reused segment numbers, so a stale one must not delete unsent segments.
+func TestSpoolLegacyCursor(t *testing.T) {
+	dir := t.TempDir()
+	sp, _ := openSpool(dir, 1<<20, 1<<20)
+	sp.append([]Message{msg(1), msg(2)})
+	sp.close()
+	os.WriteFile(filepath.Join(dir, legacyCursorFile), []byte("5 0"), 0o600)
+	sp, _ = openSpool(dir, 1<<20, 1<<20)
+	if got := readN(t, sp, 10); len(got) != 2 {
+		t.Fatalf("read %d messages under a stale legacy cursor; want both", len(got))
+	}
+	if _, err := os.Stat(filepath.Join(dir, legacyCursorFile)); !os.IsNotExist(err) {
+		t.Fatalf("the legacy cursor outlived the first commit: %v", err)
 	}
 }
 
@@ -330,6 +363,43 @@ func TestShutdownSendsWhatIsQueued(t *testing.T) {
 				t.Fatalf("after a clean stop with Kafka up: %d sent, stats %+v; want all 10 sent, nothing left", s.count(), st)
 			}
 		})
+	}
+}
+
+// hangingSender never answers: each Send waits for its context to end.
+type hangingSender struct {
+	calls   atomic.Int32
+	started chan struct{}
+}
+
+func (h *hangingSender) Send(ctx context.Context, _ []Message) error {
+	if h.calls.Add(1) == 1 {
+		close(h.started)
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A stop that comes while Kafka hangs does not try again: the send that
+// timed out decides, and the stop takes one send timeout, not two.
+func TestShutdownDoesNotRetryAHungKafka(t *testing.T) {
+	s := &hangingSender{started: make(chan struct{})}
+	p, err := New(Config{Dir: t.TempDir(), WriteThrough: true, Linger: time.Millisecond, SendTimeout: 100 * time.Millisecond}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	p.Enqueue(msg(1))
+	<-s.started
+	cancel()
+	<-done
+	if n := s.calls.Load(); n != 1 {
+		t.Fatalf("%d sends; want the hung one only", n)
+	}
+	if st := p.Stats(); st.SpoolBytes == 0 {
+		t.Fatalf("stats %+v: the message must stay in the spool", st)
 	}
 }
 

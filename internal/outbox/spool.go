@@ -44,7 +44,11 @@ type spool struct {
 // rewritten in place after every send (fixed width, so one pwrite replaces
 // it whole) and before a sent segment is deleted, so a crash in between
 // leaves a file the next start knows to delete rather than send again.
-const cursorFile = "cursor"
+const cursorFile = "sent"
+
+// legacyCursorFile is the cursor of earlier builds: "<segment> <offset>",
+// trusted only for the segment it names (they reused segment numbers).
+const legacyCursorFile = "cursor"
 
 // reuseBelow is the size under which a fully sent live segment is kept and
 // appended to, rather than deleted and created again: in write-through mode
@@ -75,8 +79,8 @@ func openSpool(dir string, limit, segSize int64) (*spool, error) {
 	if len(s.segs) > 0 {
 		s.nextSeq = s.segs[len(s.segs)-1] + 1
 	}
+	var seq, off int64
 	if b, err := os.ReadFile(filepath.Join(dir, cursorFile)); err == nil {
-		var seq, off int64
 		if _, err := fmt.Sscanf(string(b), "%d %d", &seq, &off); err == nil {
 			// Segments below the cursor were sent; a crash kept them.
 			for len(s.segs) > 0 && s.segs[0] < seq {
@@ -84,12 +88,14 @@ func openSpool(dir string, limit, segSize int64) (*spool, error) {
 				_ = os.Remove(s.segPath(s.segs[0]))
 				s.segs = s.segs[1:]
 			}
-			if len(s.segs) > 0 && s.segs[0] == seq {
-				s.headOff = min(max(off, 0), s.fileSize(seq))
-				s.size -= s.headOff
-			}
 			s.nextSeq = max(s.nextSeq, seq)
 		}
+	} else if b, err := os.ReadFile(filepath.Join(dir, legacyCursorFile)); err == nil {
+		_, _ = fmt.Sscanf(string(b), "%d %d", &seq, &off)
+	}
+	if len(s.segs) > 0 && s.segs[0] == seq {
+		s.headOff = min(max(off, 0), s.fileSize(seq))
+		s.size -= s.headOff
 	}
 	return s, nil
 }
@@ -158,8 +164,11 @@ func (s *spool) flushLocked(buf []byte) error {
 	if err != nil {
 		if n > 0 {
 			if terr := s.w.Truncate(s.wSize); terr != nil {
-				// The tail cannot be repaired: start a new segment, where
-				// the next records are readable; this one ends at the tear.
+				// The tail cannot be repaired: this segment ends at the
+				// tear (counted, as it is on disk), and the next records
+				// go to a new one.
+				s.wSize += int64(n)
+				s.size += int64(n)
 				_ = s.w.Close()
 				s.w = nil
 			}
@@ -203,9 +212,9 @@ type position struct {
 	segDone  bool
 }
 
-// live reports whether seq is the segment being appended to. Records there
-// may still be mid-write; in every other segment a short or corrupt record
-// is debris of a crash and ends the segment.
+// live reports whether seq is the segment being appended to. Reads of it
+// stop at its last whole append; in every other segment a short or corrupt
+// record is debris of a crash and ends the segment.
 func (s *spool) liveLocked(seq int64) bool {
 	return s.w != nil && len(s.segs) > 0 && s.segs[len(s.segs)-1] == seq
 }
@@ -219,6 +228,7 @@ func (s *spool) peek(n int) ([]Message, position, error) {
 	}
 	seq, off := s.segs[0], s.headOff
 	live := s.liveLocked(seq)
+	end := s.wSize // of the live segment: only whole appends are read
 	s.mu.Unlock()
 
 	f, err := os.Open(s.segPath(seq))
@@ -229,7 +239,11 @@ func (s *spool) peek(n int) ([]Message, position, error) {
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		return nil, position{}, err
 	}
-	r := bufio.NewReaderSize(f, 64<<10)
+	var src io.Reader = f
+	if live {
+		src = io.LimitReader(f, end-off)
+	}
+	r := bufio.NewReaderSize(src, 64<<10)
 	var msgs []Message
 	for len(msgs) < n {
 		m, size, err := decode(r)
@@ -279,6 +293,7 @@ func (s *spool) commit(p position) error {
 			return err
 		}
 		s.cursor = f
+		_ = os.Remove(filepath.Join(s.dir, legacyCursorFile))
 	}
 	_, err := s.cursor.WriteAt(fmt.Appendf(nil, "%20d %20d\n", head, s.headOff), 0)
 	if sent != 0 {

@@ -29,9 +29,10 @@ import (
 // underlying writer's, as with Caddy's recorder.
 type Writer struct {
 	*caddyhttp.ResponseWriterWrapper
-	buf   *bytes.Buffer
-	limit int64
-	want  func(status int) bool
+	buf    *bytes.Buffer
+	limit  int64
+	want   func(status int) bool
+	before http.Header
 
 	// Status is the final status written, 0 while none was.
 	Status      int
@@ -39,6 +40,7 @@ type Writer struct {
 	// Streamed means the response is going to the client as it is
 	// written: the handler does not get it whole.
 	Streamed bool
+	dropped  bool
 }
 
 // New returns a Writer that holds a response of at most limit bytes in buf.
@@ -50,7 +52,33 @@ func New(w http.ResponseWriter, buf *bytes.Buffer, limit int64, want func(status
 		buf:                   buf,
 		limit:                 limit,
 		want:                  want,
+		before:                w.Header().Clone(),
 	}
+}
+
+// Before is a copy of the response headers taken when the Writer was made:
+// what the handlers in front of the wrapped one had set.
+func (hw *Writer) Before() http.Header { return hw.before }
+
+// Drop forgets a held response, headers included: the header map is
+// Before again, so an answer sent in its place (an error object) carries
+// nothing of it, and Release sends nothing. It does nothing once the
+// response streams.
+func (hw *Writer) Drop() {
+	if hw.Streamed {
+		return
+	}
+	hw.dropped = true
+	h := hw.Header()
+	for k := range h {
+		if _, ok := hw.before[k]; !ok {
+			delete(h, k)
+		}
+	}
+	for k, v := range hw.before {
+		h[k] = v
+	}
+	hw.buf.Reset()
 }
 
 // WroteHeader reports whether a final status (or a protocol switch) was
@@ -61,7 +89,7 @@ func (hw *Writer) WroteHeader() bool { return hw.wroteHeader }
 func (hw *Writer) Body() []byte { return hw.buf.Bytes() }
 
 // Held reports whether a complete response is waiting to be released.
-func (hw *Writer) Held() bool { return hw.wroteHeader && !hw.Streamed }
+func (hw *Writer) Held() bool { return hw.wroteHeader && !hw.Streamed && !hw.dropped }
 
 func (hw *Writer) WriteHeader(status int) {
 	if hw.wroteHeader {
@@ -96,10 +124,10 @@ func (hw *Writer) isStream() bool {
 }
 
 // Release sends what is held and passes the rest straight through. It does
-// nothing before a status was written (net/http then answers 200 itself)
-// or once the response streams.
+// nothing before a status was written (net/http then answers 200 itself),
+// once the response streams, or after Drop.
 func (hw *Writer) Release() {
-	if !hw.wroteHeader || hw.Streamed {
+	if !hw.wroteHeader || hw.Streamed || hw.dropped {
 		return
 	}
 	hw.Streamed = true

@@ -88,3 +88,23 @@ func TestStreamsWhatIsNotWantedOrCannotBeHeld(t *testing.T) {
 		t.Fatal("a wanted status was not held")
 	}
 }
+
+// Drop forgets a held response, its headers included, so that an error
+// answer in its place says nothing of it.
+func TestDropRestoresTheHeadersOfBefore(t *testing.T) {
+	rec := httptest.NewRecorder()
+	rec.Header().Set("Request-Id", "req_1")
+	hw := New(rec, new(bytes.Buffer), 100, nil)
+	hw.Header().Set("Set-Cookie", "session=1")
+	hw.Header().Set("Request-Id", "req_changed")
+	hw.WriteHeader(http.StatusCreated)
+	_, _ = hw.Write([]byte("held"))
+	hw.Drop()
+	hw.Release() // must not send anything now
+	if h := rec.Header(); h.Get("Set-Cookie") != "" || h.Get("Request-Id") != "req_1" {
+		t.Fatalf("headers after Drop: %v; want only those of before", h)
+	}
+	if rec.Code == http.StatusCreated || rec.Body.Len() != 0 {
+		t.Fatalf("sent %d %q after Drop", rec.Code, rec.Body.String())
+	}
+}
