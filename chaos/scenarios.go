@@ -582,9 +582,9 @@ func killDeliverer(ctx context.Context, e *env, rep *report) error {
 
 // ---------------------------------------------------------------------------
 
-// killWindow is one kill -9: when it happened and when the restarted
-// process was healthy again.
-type killWindow struct{ kill, back time.Time }
+// killWindow is one kill -9: when it was sent, when the process was dead
+// (Kill waits for it) and when the restarted process was healthy again.
+type killWindow struct{ kill, dead, back time.Time }
 
 // killRestart kills p three times under the running load, each time
 // leaving it down for down, restarting it and running the load for after.
@@ -597,6 +597,7 @@ func (e *env) killRestart(ctx context.Context, l *load, rep *report, p *e2e.Proc
 		}
 		killed := time.Now()
 		p.Kill()
+		dead := time.Now()
 		l.setPhase(fmt.Sprintf("down-%d", i))
 		rep.note("kill -9 %s (%d)", what, i)
 		if err := sleep(ctx, down); err != nil {
@@ -606,7 +607,7 @@ func (e *env) killRestart(ctx context.Context, l *load, rep *report, p *e2e.Proc
 		if err := e.stack.Restart(ctx, p); err != nil {
 			return nil, fmt.Errorf("restarting the %s: %w", what, err)
 		}
-		windows = append(windows, killWindow{killed, time.Now()})
+		windows = append(windows, killWindow{killed, dead, time.Now()})
 		rep.note("%s restarted and healthy (%.1fs)", what, time.Since(t0).Seconds())
 		if err := steady(ctx, l, rep, fmt.Sprintf("after-%d", i), after); err != nil {
 			return nil, err
@@ -699,7 +700,9 @@ func killGateway(ctx context.Context, e *env, rep *report) error {
 	answeredJustBefore := func(r result) bool {
 		done := r.Sent.Add(r.Latency)
 		for _, w := range windows {
-			if done.Before(w.kill) && w.kill.Sub(done) < logLinger {
+			// Up to the moment the process was gone: a response can
+			// still leave it while the kill is being delivered.
+			if done.Before(w.dead) && w.kill.Sub(done) < logLinger {
 				return true
 			}
 		}
@@ -710,7 +713,7 @@ func killGateway(ctx context.Context, e *env, rep *report) error {
 	// gateway was down was refused at connect.
 	inFlightAtKill := func(r result) bool {
 		for _, w := range windows {
-			if r.Sent.Before(w.kill) && !r.Sent.Add(r.Latency).Before(w.kill) {
+			if r.Sent.Before(w.dead) && !r.Sent.Add(r.Latency).Before(w.kill) {
 				return true
 			}
 		}
