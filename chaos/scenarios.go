@@ -78,6 +78,24 @@ func (e *env) tenant(ctx context.Context, rep *report) (*load, e2e.Tenant, strin
 	return l, tn, path, nil
 }
 
+// begin seeds the scenario's tenant, starts its load and, unless before is
+// 0, runs the phase "before" for that long. stop ends the load; calling it
+// again does nothing.
+func (e *env) begin(ctx context.Context, rep *report, before time.Duration) (l *load, tn e2e.Tenant, path string, stop func(), err error) {
+	l, tn, path, err = e.tenant(ctx, rep)
+	if err != nil {
+		return nil, tn, "", nil, err
+	}
+	stop = l.start()
+	if before > 0 {
+		if err := steady(ctx, l, rep, "before", before); err != nil {
+			stop()
+			return nil, tn, "", nil, err
+		}
+	}
+	return l, tn, path, stop, nil
+}
+
 // steady runs the phase named p for d under the already running load.
 func steady(ctx context.Context, l *load, rep *report, p string, d time.Duration) error {
 	l.setPhase(p)
@@ -115,16 +133,12 @@ func (e *env) outbox(ctx context.Context) map[string]float64 {
 // ---------------------------------------------------------------------------
 
 func kafkaOutage(ctx context.Context, e *env, rep *report) error {
-	l, tn, path, err := e.tenant(ctx, rep)
+	before := e.outbox(ctx)
+	l, tn, path, stop, err := e.begin(ctx, rep, 10*time.Second)
 	if err != nil {
 		return err
 	}
-	before := e.outbox(ctx)
-	stop := l.start()
 	defer stop()
-	if err := steady(ctx, l, rep, "before", 10*time.Second); err != nil {
-		return err
-	}
 	l.setPhase("fault")
 	rep.note("stopping Kafka")
 	if err := e.svc.stop(ctx, "kafka", func(s string) { rep.note("%s", s) }); err != nil {
@@ -160,15 +174,11 @@ func kafkaOutage(ctx context.Context, e *env, rep *report) error {
 // ---------------------------------------------------------------------------
 
 func redisOutage(ctx context.Context, e *env, rep *report) error {
-	l, tn, path, err := e.tenant(ctx, rep)
+	l, tn, path, stop, err := e.begin(ctx, rep, 8*time.Second)
 	if err != nil {
 		return err
 	}
-	stop := l.start()
 	defer stop()
-	if err := steady(ctx, l, rep, "before", 8*time.Second); err != nil {
-		return err
-	}
 	// Keys whose records the outage will test (see the survival probe).
 	var survivors []keyedCreate
 	for range 10 {
@@ -306,15 +316,11 @@ func keyedMay503(r result) bool {
 // timeouts the gateway must answer at once: rate limits fail open, keyed
 // requests get 503, and it recovers by itself when Redis thaws.
 func redisHang(ctx context.Context, e *env, rep *report) error {
-	l, tn, path, err := e.tenant(ctx, rep)
+	l, tn, path, stop, err := e.begin(ctx, rep, 8*time.Second)
 	if err != nil {
 		return err
 	}
-	stop := l.start()
 	defer stop()
-	if err := steady(ctx, l, rep, "before", 8*time.Second); err != nil {
-		return err
-	}
 	line, err := e.svc.verifyOwn("redis")
 	if err != nil {
 		return err
@@ -388,11 +394,10 @@ type probe struct {
 }
 
 func postgresOutage(ctx context.Context, e *env, rep *report) error {
-	l, tn, path, err := e.tenant(ctx, rep)
+	l, tn, path, stop, err := e.begin(ctx, rep, 0)
 	if err != nil {
 		return err
 	}
-	stop := l.start()
 	defer stop()
 
 	// Unknown keys, a fresh one each time (the negative cache would
@@ -520,15 +525,11 @@ func postgresOutage(ctx context.Context, e *env, rep *report) error {
 // ---------------------------------------------------------------------------
 
 func killDeliverer(ctx context.Context, e *env, rep *report) error {
-	l, tn, path, err := e.tenant(ctx, rep)
+	l, tn, path, stop, err := e.begin(ctx, rep, 8*time.Second)
 	if err != nil {
 		return err
 	}
-	stop := l.start()
 	defer stop()
-	if err := steady(ctx, l, rep, "before", 8*time.Second); err != nil {
-		return err
-	}
 	// A burst of events on top of the steady load.
 	const burst, burstRate = 800, 100
 	l.setPhase("burst")
@@ -617,15 +618,11 @@ func (e *env) killRestart(ctx context.Context, l *load, rep *report, p *e2e.Proc
 }
 
 func killControlPlane(ctx context.Context, e *env, rep *report) error {
-	l, tn, path, err := e.tenant(ctx, rep)
+	l, tn, path, stop, err := e.begin(ctx, rep, 8*time.Second)
 	if err != nil {
 		return err
 	}
-	stop := l.start()
 	defer stop()
-	if err := steady(ctx, l, rep, "before", 8*time.Second); err != nil {
-		return err
-	}
 	windows, err := e.killRestart(ctx, l, rep, e.stack.Control, "control plane", 2*time.Second, 10*time.Second, nil)
 	if err != nil {
 		return err
@@ -664,15 +661,11 @@ func killControlPlane(ctx context.Context, e *env, rep *report) error {
 // events may or may not exist), and the request logs of requests answered
 // just before it may be lost: they wait in memory for ~10 ms.
 func killGateway(ctx context.Context, e *env, rep *report) error {
-	l, tn, path, err := e.tenant(ctx, rep)
+	l, tn, path, stop, err := e.begin(ctx, rep, 8*time.Second)
 	if err != nil {
 		return err
 	}
-	stop := l.start()
 	defer stop()
-	if err := steady(ctx, l, rep, "before", 8*time.Second); err != nil {
-		return err
-	}
 	// Each kill comes the instant the client has a create's 2xx: the
 	// moment its event would still be in memory without write-through.
 	var lastCreates []string
@@ -756,15 +749,11 @@ func killGateway(ctx context.Context, e *env, rep *report) error {
 // ---------------------------------------------------------------------------
 
 func gatewayReload(ctx context.Context, e *env, rep *report) error {
-	l, tn, path, err := e.tenant(ctx, rep)
+	l, tn, path, stop, err := e.begin(ctx, rep, 5*time.Second)
 	if err != nil {
 		return err
 	}
-	stop := l.start()
 	defer stop()
-	if err := steady(ctx, l, rep, "before", 5*time.Second); err != nil {
-		return err
-	}
 	l.setPhase("reloading")
 	const reloads = 6
 	okReloads := 0
