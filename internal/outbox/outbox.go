@@ -54,7 +54,7 @@ type Config struct {
 	// WriteThrough writes each message to the spool before Enqueue
 	// returns, instead of keeping it in memory until it is sent, so that
 	// a crash of this process (kill -9) loses nothing that was enqueued.
-	// It costs a write(2) per message, under the producer's lock, and a
+	// It costs a write(2) per message, under the spool's lock, and a
 	// read when sending. The data is in the OS page cache, not fsynced: a
 	// crash of the machine can still lose the last seconds. The spool
 	// directory must outlive the process for a restart to send them.
@@ -83,7 +83,7 @@ type Producer struct {
 
 	enqueued, sent, spooled, dropped atomic.Uint64
 	warnedAt                         atomic.Int64
-	down                             atomic.Bool // the last send failed
+	down                             atomic.Bool // the last drain failed: Kafka is away
 }
 
 // New opens the spool in cfg.Dir (re-sending anything a previous process
@@ -132,12 +132,11 @@ func (p *Producer) Enqueue(m Message) {
 			zap.Int("bytes", len(m.Key)+len(m.Value)))
 		return
 	}
-	p.mu.Lock()
 	if p.cfg.WriteThrough {
-		p.journal(m)
-		p.mu.Unlock()
+		p.journal(m) // the spool orders appends itself
 		return
 	}
+	p.mu.Lock()
 	if len(p.mem) < p.cfg.MemoryLimit && !p.stopped {
 		p.mem = append(p.mem, m)
 		full := len(p.mem) >= p.cfg.BatchSize
@@ -211,7 +210,6 @@ func (p *Producer) Stats() Stats {
 func (p *Producer) Run(ctx context.Context) error {
 	tick := time.NewTicker(p.cfg.Linger)
 	defer tick.Stop()
-	down := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -220,7 +218,8 @@ func (p *Producer) Run(ctx context.Context) error {
 		case <-tick.C:
 		case <-p.wake:
 		}
-		if down {
+		wasDown := p.down.Load()
+		if wasDown {
 			// Kafka was failing: keep memory small and durable while waiting.
 			p.mu.Lock()
 			if len(p.mem) > 0 {
@@ -232,19 +231,15 @@ func (p *Producer) Run(ctx context.Context) error {
 			p.spool.sync()
 		}
 		ok := p.drain(ctx)
+		p.down.Store(!ok)
 		if ctx.Err() != nil {
-			p.down.Store(!ok) // a send that failed meanwhile: do not retry it now
-			p.shutdown()
+			p.shutdown() // not retrying a send that failed meanwhile
 			return nil
 		}
-		if ok == down {
-			if ok {
-				p.log.Info("kafka reachable again; spool drained")
-			}
+		if ok && wasDown {
+			p.log.Info("kafka reachable again; spool drained")
 		}
-		down = !ok
-		p.down.Store(down)
-		if down {
+		if !ok {
 			select {
 			case <-ctx.Done():
 				p.shutdown()
