@@ -272,7 +272,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	// The response a rule wants is held until its event is written: a
 	// client that saw a success can count on its event.
-	hw := holdback.New(w, new(bytes.Buffer), h.MaxResponseSize, func(status int) bool {
+	buf := holdback.GetBuffer()
+	defer holdback.PutBuffer(buf) // after the release: the event copied what it needs
+	hw := holdback.New(w, buf, h.MaxResponseSize, func(status int) bool {
 		return slices.ContainsFunc(candidates, func(cr *rule) bool { return cr.matchStatus(status) })
 	})
 	if err := next.ServeHTTP(hw, r); err != nil {

@@ -377,8 +377,8 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	defer cancel()
 	r = r.WithContext(execCtx)
 
-	buf := bufPool.Get().(*bytes.Buffer)
-	defer putBuffer(buf)
+	buf := holdback.GetBuffer()
+	defer holdback.PutBuffer(buf)
 	rb := holdback.New(w, buf, h.MaxResponseSize, nil)
 
 	panicked, err := serveNext(next, rb, r)

@@ -1,11 +1,9 @@
 package idempotency
 
 import (
-	"bytes"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/gatehouse/gatehouse/caddymodule/internal/holdback"
 )
@@ -62,17 +60,4 @@ func recordedHeader(final, before http.Header) http.Header {
 // so a Content-Length), RFC 9110 §6.4.1.
 func bodyAllowed(status int) bool {
 	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
-}
-
-// bufPool recycles response buffers; see putBuffer.
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// putBuffer returns buf to the pool unless it grew large: one huge response
-// should not pin megabytes per pooled buffer.
-func putBuffer(buf *bytes.Buffer) {
-	if buf.Cap() > 256<<10 {
-		return
-	}
-	buf.Reset()
-	bufPool.Put(buf)
 }

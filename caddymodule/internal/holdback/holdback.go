@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -174,6 +175,22 @@ func (hw *Writer) Flush() { _ = hw.FlushError() }
 func (hw *Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hw.wroteHeader, hw.Streamed = true, true
 	return http.NewResponseController(hw.ResponseWriterWrapper.ResponseWriter).Hijack()
+}
+
+// bufPool recycles the buffers responses are held in; see PutBuffer.
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// GetBuffer returns an empty buffer to hold a response in.
+func GetBuffer() *bytes.Buffer { return bufPool.Get().(*bytes.Buffer) }
+
+// PutBuffer recycles buf once nothing refers to its bytes, unless it grew
+// large: one huge response should not pin megabytes per pooled buffer.
+func PutBuffer(buf *bytes.Buffer) {
+	if buf.Cap() > 256<<10 {
+		return
+	}
+	buf.Reset()
+	bufPool.Put(buf)
 }
 
 // writerOnly hides every method but Write, so io.Copy cannot go around it.
