@@ -80,7 +80,7 @@ type flowOpts struct {
 // receiver.
 func (e *env) verifyFlow(ctx context.Context, rep *report, l *load, org, path string, o flowOpts) error {
 	rs := l.snapshot()
-	answered, failed, mayLack := 0, 0, 0
+	answered, failed := 0, 0
 	reqIDs, mayLackIDs := map[string]bool{}, map[string]bool{}
 	for _, r := range rs {
 		if r.Status == 0 {
@@ -92,7 +92,6 @@ func (e *env) verifyFlow(ctx context.Context, rep *report, l *load, org, path st
 			reqIDs[r.RequestID] = true
 		}
 		if o.logMayBeLost != nil && o.logMayBeLost(r) {
-			mayLack++
 			mayLackIDs[r.RequestID] = true
 		}
 	}
@@ -131,7 +130,8 @@ func (e *env) verifyFlow(ctx context.Context, rep *report, l *load, org, path st
 			undelivered := e.rcv.missing(path, stored(s))
 			logsIn := s.Logs >= answered
 			if o.logMayBeLost != nil {
-				logsIn = e.loggedAllBut(ctx, org, reqIDs, mayLackIDs)
+				_, unexplained, lerr := e.missingLogsBut(ctx, org, reqIDs, mayLackIDs)
+				logsIn = lerr == nil && unexplained == 0
 			}
 			done := logsIn && len(mc) == 0 && len(me) == 0 && len(undelivered) == 0 &&
 				s.Deliveries == len(s.Events) && s.Succeeded == s.Deliveries
@@ -176,20 +176,13 @@ func (e *env) verifyFlow(ctx context.Context, rep *report, l *load, org, path st
 		// Every answered request has its row, but for some of those
 		// answered just before a kill; which ones, not only how many.
 		name = "request_logs: a row per request sent, but for some answered just before a kill"
-		logged, err := e.loggedIDs(ctx, org)
+		missing, unexplained, err := e.missingLogsBut(ctx, org, reqIDs, mayLackIDs)
 		if err != nil {
 			return err
 		}
-		missing := absent(reqIDs, logged)
-		unexplained := 0
-		for _, id := range missing {
-			if !mayLackIDs[id] {
-				unexplained++
-			}
-		}
 		logsOK = unexplained == 0 && s.Logs <= answered+failed && s.LogsDistinct == s.Logs
 		detail += fmt.Sprintf("; without a row: %d answered just before a kill (of %d such), %d others (%s)",
-			len(missing)-unexplained, mayLack, unexplained, sample(missing, 5))
+			len(missing)-unexplained, len(mayLackIDs), unexplained, sample(missing, 5))
 	} else if !logsOK {
 		detail += "; " + e.missingLogs(ctx, org, reqIDs)
 	}
@@ -328,19 +321,20 @@ func (e *env) loggedIDs(ctx context.Context, org string) (map[string]bool, error
 	return got, nil
 }
 
-// loggedAllBut reports whether every request id of want has its
-// request_logs row, but for those of except.
-func (e *env) loggedAllBut(ctx context.Context, org string, want, except map[string]bool) bool {
+// missingLogsBut are the request ids of want without a request_logs row,
+// and how many of them are not in except.
+func (e *env) missingLogsBut(ctx context.Context, org string, want, except map[string]bool) (missing []string, unexplained int, err error) {
 	got, err := e.loggedIDs(ctx, org)
 	if err != nil {
-		return false
+		return nil, 0, err
 	}
-	for _, id := range absent(want, got) {
+	missing = absent(want, got)
+	for _, id := range missing {
 		if !except[id] {
-			return false
+			unexplained++
 		}
 	}
-	return true
+	return missing, unexplained, nil
 }
 
 // absent are the keys of a that b lacks, sorted.
