@@ -3,6 +3,7 @@ package events
 import (
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -34,6 +35,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    spool_dir         <dir>            # default {env.DATA_DIR}/spool/events
 //	    topic             <name>           # default platform.events.v1
 //	    max_response_size <size>           # largest body that becomes an event, default 256KiB, at most 1MB
+//	    finish_timeout    <duration>       # how long a request keeps going after its client hung up, default 30s
 //	    on <METHOD> <path> [<status>] <event type>
 //	    on …
 //	}
@@ -97,6 +99,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("emit_events: max_response_size %s is over the limit of 1MB (Kafka's default message limit is 1 MiB)", s)
 			}
 			h.MaxResponseSize = int64(n)
+		case "finish_timeout":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.Errf("emit_events: finish_timeout takes one duration, e.g. 30s")
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("emit_events: finish_timeout %q: want a positive duration such as 30s or 2m", v)
+			}
+			h.FinishTimeout = caddy.Duration(dur)
 		case "on":
 			r, err := parseRule(d)
 			if err != nil {
@@ -104,7 +116,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Rules = append(h.Rules, r)
 		default:
-			return d.Errf("unrecognized emit_events subdirective '%s'; expected brokers, spool_dir, topic, max_response_size or on", sub)
+			return d.Errf("unrecognized emit_events subdirective '%s'; expected brokers, spool_dir, topic, max_response_size, finish_timeout or on", sub)
 		}
 	}
 	if len(h.Rules) == 0 {

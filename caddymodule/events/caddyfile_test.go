@@ -34,6 +34,8 @@ func TestCaddyfileRejects(t *testing.T) {
 		"duplicate rule":    {site("on POST /v1/x/{id} a.b\non POST /v1/x/{other} 2xx c.d"), "repeats rule 1"},
 		"repeated option":   {site("topic a\ntopic b\non POST /v1/x a.b"), "topic given twice"},
 		"size too large":    {site("max_response_size 2MB\non POST /v1/x a.b"), "over the limit of 1MB"},
+		"finish zero":       {site("finish_timeout 0\non POST /v1/x a.b"), `finish_timeout "0": want a positive duration`},
+		"finish garbage":    {site("finish_timeout soon\non POST /v1/x a.b"), `finish_timeout "soon"`},
 		"size garbage":      {site("max_response_size lots\non POST /v1/x a.b"), `max_response_size "lots"`},
 		"brokers empty":     {site("brokers\non POST /v1/x a.b"), "brokers needs at least one"},
 	})

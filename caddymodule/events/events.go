@@ -77,6 +77,11 @@ const (
 	// DefaultMaxResponseSize matches the largest data POST /v1/events
 	// accepts, so events from either source have the same bounds.
 	DefaultMaxResponseSize = 256 << 10
+
+	// DefaultFinishTimeout is how long a request a rule could announce
+	// keeps running after its client hung up.
+	DefaultFinishTimeout = 30 * time.Second
+
 	// MaxResponseSizeLimit keeps an event (data plus its envelope) under
 	// Kafka's default message.max.bytes of 1 MiB: a message the broker
 	// refuses would stall the outbox behind it.
@@ -118,6 +123,14 @@ type Handler struct {
 	// become an event; a larger one passes to the client untouched and
 	// produces no event. Default 256 KiB (262144), at most 1 MB (1000000).
 	MaxResponseSize int64 `json:"max_response_size,omitempty"`
+
+	// FinishTimeout is how long a request a rule could announce keeps
+	// running after its client hung up. The backend may already be
+	// creating the customer; cancelling its request then would lose the
+	// answer, and so the event, of work the backend did. 0 means the
+	// default, 30s; a deadline set before this handler (idempotency's)
+	// still holds.
+	FinishTimeout caddy.Duration `json:"finish_timeout,omitempty"`
 
 	// Rules say which responses become which events. The first rule whose
 	// method, path and status match the request decides; at least one is
@@ -183,6 +196,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxResponseSize == 0 {
 		h.MaxResponseSize = DefaultMaxResponseSize
 	}
+	if h.FinishTimeout == 0 {
+		h.FinishTimeout = caddy.Duration(DefaultFinishTimeout)
+	}
 	h.rules = h.rules[:0]
 	for i, r := range h.Rules {
 		cr, err := compileRule(r)
@@ -236,6 +252,9 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("emit_events: max_response_size must be between 1 and %d bytes (Kafka's default message limit is 1 MiB), got %d",
 			MaxResponseSizeLimit, h.MaxResponseSize)
 	}
+	if h.FinishTimeout < 0 {
+		return fmt.Errorf("emit_events: finish_timeout must not be negative, got %v", time.Duration(h.FinishTimeout))
+	}
 	seen := map[string]int{}
 	for i, r := range h.Rules {
 		cr, err := compileRule(r)
@@ -270,6 +289,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if len(candidates) == 0 {
 		return next.ServeHTTP(w, r)
 	}
+	ctx, done := outliveClient(r.Context(), time.Duration(h.FinishTimeout))
+	defer done()
+	r = r.WithContext(ctx)
 	// The response a rule wants is held until its event is written: a
 	// client that saw a success can count on its event.
 	buf := holdback.GetBuffer()
@@ -295,6 +317,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	hw.Release()
 	return nil
+}
+
+// outliveClient returns a context for a request's way to the backend that
+// is not cancelled when the client hangs up, only grace later. It keeps a
+// deadline parent already has. done must be called when the request is
+// finished.
+func outliveClient(parent context.Context, grace time.Duration) (ctx context.Context, done func()) {
+	var cancel context.CancelFunc
+	if dl, ok := parent.Deadline(); ok {
+		ctx, cancel = context.WithDeadline(context.WithoutCancel(parent), dl)
+	} else {
+		ctx, cancel = context.WithCancel(context.WithoutCancel(parent))
+	}
+	stop := context.AfterFunc(parent, func() {
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
+	return ctx, func() { stop(); cancel() }
 }
 
 // candidates are the rules whose method and path match r, in order.

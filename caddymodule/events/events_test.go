@@ -56,8 +56,15 @@ func (testIdentity) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 			repl.Set(placeholder, v)
 		}
 	}
+	if watchClient != nil {
+		watchClient(r.Context())
+	}
 	return next.ServeHTTP(w, r)
 }
+
+// watchClient, when a test sets it, is given each request's context as it
+// comes from the client, outside emit_events.
+var watchClient func(context.Context)
 
 // upstream knows nothing of events. Paths choose its answer.
 func upstream(t *testing.T) string {
@@ -366,6 +373,131 @@ func TestUpstreamDyingMidBodyShowsNoSuccess(t *testing.T) {
 	}
 	if st := sharedFor(t, spool).Stats(); st.Enqueued != 0 {
 		t.Fatalf("outbox stats %+v: an event was produced for a broken response", st)
+	}
+}
+
+// hangUpBackend stands for a backend still working on a create when its
+// client hangs up: it acts only after the gateway saw the client go. With
+// answer, it then answers 201; without, it never answers and reports, on
+// cancelled, how long after the hang-up the gateway gave up on it.
+type hangUpBackend struct {
+	addr      string
+	arrived   chan struct{}
+	cancelled chan time.Duration
+}
+
+func newHangUpBackend(t *testing.T, answer bool) *hangUpBackend {
+	b := &hangUpBackend{arrived: make(chan struct{}), cancelled: make(chan time.Duration, 1)}
+	gone := make(chan struct{})
+	watchClient = func(ctx context.Context) { context.AfterFunc(ctx, func() { close(gone) }) }
+	t.Cleanup(func() { watchClient = nil })
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		close(b.arrived)
+		select {
+		case <-gone:
+		case <-time.After(10 * time.Second):
+			t.Error("the gateway did not see the client hang up")
+		}
+		if answer {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusCreated)
+			io.WriteString(w, `{"id":"cus_late","object":"customer"}`)
+			return
+		}
+		at := time.Now()
+		select {
+		case <-r.Context().Done():
+			b.cancelled <- time.Since(at)
+		case <-time.After(10 * time.Second):
+			close(b.cancelled)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	b.addr = strings.TrimPrefix(srv.URL, "http://")
+	return b
+}
+
+// hangUp sends a create and hangs up once the backend has it.
+func (b *hangUpBackend) hangUp(t *testing.T, base string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/customers", strings.NewReader(`{"name":"Ann"}`))
+	req.Header.Set("X-Test-Org", "org_A")
+	req.Header.Set("X-Test-Livemode", "false")
+	failed := make(chan error, 1)
+	go func() {
+		res, err := http.DefaultClient.Do(req)
+		if err == nil {
+			res.Body.Close()
+		}
+		failed <- err
+	}()
+	<-b.arrived
+	cancel()
+	if err := <-failed; err == nil {
+		t.Fatal("the client's request succeeded although it hung up")
+	}
+}
+
+// TestClientHangingUpDoesNotLoseTheEvent: a client that hangs up while
+// the backend creates the customer (a timeout, a crash) must not cost the
+// event of the create the backend did.
+func TestClientHangingUpDoesNotLoseTheEvent(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	topic := testenv.KafkaTopic(t, brokers, "emit-events-hangup", 1)
+	b := newHangUpBackend(t, true)
+	base := startCaddy(t, map[string]any{
+		"brokers": []string{strings.Join(brokers, ",")}, "spool_dir": t.TempDir(), "topic": topic,
+		"rules": []map[string]any{{"method": "POST", "path": "/v1/customers", "type": "customer.created"}},
+	}, b.addr)
+	c := newConsumer(t, brokers, topic)
+
+	b.hangUp(t, base)
+	_, ev := c.next()
+	if ev.Type != "customer.created" || !strings.Contains(string(ev.Data), "cus_late") {
+		t.Fatalf("event %+v: want customer.created of cus_late", ev)
+	}
+}
+
+// TestFinishTimeoutBoundsAnAbandonedRequest: a backend that never answers
+// a client that is gone is let go finish_timeout after the hang-up, not
+// at once and not never.
+func TestFinishTimeoutBoundsAnAbandonedRequest(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	b := newHangUpBackend(t, false)
+	base := startCaddy(t, map[string]any{
+		"brokers": []string{"127.0.0.1:1"}, "spool_dir": t.TempDir(), "finish_timeout": int64(grace),
+		"rules": []map[string]any{{"method": "POST", "path": "/v1/customers", "type": "customer.created"}},
+	}, b.addr)
+
+	b.hangUp(t, base)
+	after, cancelled := <-b.cancelled
+	if !cancelled {
+		t.Fatal("the gateway still waited for the backend 10 s after its client hung up")
+	}
+	if after < grace {
+		t.Fatalf("the gateway gave up on the backend %v after the hang-up; want finish_timeout, %v", after, grace)
+	}
+}
+
+// TestOutliveClientKeepsAnEarlierDeadline: idempotency's bound on a keyed
+// request holds inside emit_events.
+func TestOutliveClientKeepsAnEarlierDeadline(t *testing.T) {
+	dl := time.Now().Add(time.Hour)
+	parent, cancel := context.WithDeadline(context.Background(), dl)
+	ctx, done := outliveClient(parent, time.Hour)
+	if got, ok := ctx.Deadline(); !ok || !got.Equal(dl) {
+		t.Fatalf("deadline %v, %v; want %v", got, ok, dl)
+	}
+	cancel()
+	if ctx.Err() != nil {
+		t.Fatal("cancelled with the client")
+	}
+	done()
+	if ctx.Err() == nil {
+		t.Fatal("done did not end the context")
 	}
 }
 
