@@ -228,9 +228,9 @@ func TestExpiredLeaseIsTakenOver(t *testing.T) {
 	if err := whsign.Verify(secrets[0], got[0].header, got[0].body, 0, e.clock.Now()); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // several poll intervals: the live lease must be respected
-	if d := e.delivery(liveEv, ep); d.Attempts != 0 {
-		t.Fatalf("a delivery under a live lease was attempted: %+v", d)
+	e.pollsAfterNow()
+	if d := e.delivery(liveEv, ep); d.Attempts != 0 || d.LockedUntil == nil || !d.LockedUntil.Equal(now.Add(30*time.Second)) {
+		t.Fatalf("a delivery under a live lease was claimed: %+v", d)
 	}
 	e.clock.Advance(31 * time.Second)
 	e.waitDelivery("the delivery once its lease ran out", liveEv, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })

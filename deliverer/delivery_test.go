@@ -173,9 +173,9 @@ func TestRetrySchedule(t *testing.T) {
 		}
 		// Nothing happens before it is due…
 		e.clock.Set(d.NextAttemptAt.Add(-time.Second))
-		time.Sleep(60 * time.Millisecond) // a few poll intervals, to show nothing is claimed early
-		if got := e.delivery(ev.ID, ep); got.Attempts != attempt {
-			t.Fatalf("attempt %d ran before it was due", attempt+1)
+		e.pollsAfterNow()
+		if got := e.delivery(ev.ID, ep); got.Attempts != attempt || got.LockedUntil != nil {
+			t.Fatalf("attempt %d was claimed before it was due: %+v", attempt+1, got)
 		}
 		// …and it runs once it is.
 		prevAt = at

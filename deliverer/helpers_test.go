@@ -215,6 +215,28 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
+// pollsAfterNow waits until the worker's poller has run a claim that
+// began after this call (the second to finish from now): whatever it would
+// claim at the clock's current time, it has. Tests that show nothing is
+// claimed wait for this, not for a guess of poll intervals.
+func (e *env) pollsAfterNow() {
+	e.t.Helper()
+	polls := func() float64 {
+		mfs, err := e.reg.Gather()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "gatehouse_deliverer_polls_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return 0
+	}
+	start := polls()
+	waitFor(e.t, "the poller to claim twice", 10*time.Second, func() bool { return polls() >= start+2 })
+}
+
 func (e *env) count(sql string, args ...any) int {
 	e.t.Helper()
 	var n int

@@ -16,6 +16,7 @@ type metrics struct {
 	attemptLatency *prometheus.HistogramVec // by result
 	firstAttempt   prometheus.Histogram
 	leaseLost      prometheus.Counter
+	polls          prometheus.Counter
 	deadLetters    prometheus.Counter
 	disabled       *prometheus.CounterVec // by reason
 	alerts         *prometheus.CounterVec // by kind
@@ -52,6 +53,8 @@ func newMetrics(reg prometheus.Registerer, d *dispatcher) (*metrics, error) {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}),
 		leaseLost: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "leases_lost_total",
 			Help: "Attempt results not applied because the delivery's lease had passed to another holder."}),
+		polls: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "polls_total",
+			Help: "Claims of due deliveries the poller has run (a count that stops growing means a stuck poller)."}),
 		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dead_letters_total",
 			Help: "Messages enqueued to the dead-letter topic."}),
 		disabled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "endpoints_disabled_total",
@@ -74,7 +77,7 @@ func newMetrics(reg prometheus.Registerer, d *dispatcher) (*metrics, error) {
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.consumed, m.malformed, m.fannedOut, m.fastPath, m.attempts, m.deliveries,
-			m.attemptLatency, m.firstAttempt, m.leaseLost, m.deadLetters, m.disabled, m.alerts, m.inflight, m.held,
+			m.attemptLatency, m.firstAttempt, m.leaseLost, m.polls, m.deadLetters, m.disabled, m.alerts, m.inflight, m.held,
 			m.due, m.oldestDue, m.failing, m.kafkaLag} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
