@@ -76,6 +76,9 @@ func (s *Server) deleteCustomer(w http.ResponseWriter, r *http.Request, c caller
 	if err := noQuery(r); err != nil {
 		return err
 	}
+	if err := noBody(w, r); err != nil {
+		return err
+	}
 	id := r.PathValue("id")
 	if !ids.Valid(id, ids.Customer) {
 		return errNotFound

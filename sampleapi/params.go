@@ -23,7 +23,7 @@ import (
 // stricter limit here. Lengths count characters (runes), not bytes.
 const (
 	maxBodyBytes        = 1 << 20 // 1 MB, the /v1 body limit of the platform
-	maxEmailLen         = 512
+	maxEmailLen         = 254
 	maxNameLen          = 256
 	maxDescriptionLen   = 5000 // Stripe's generic limit for free-text strings
 	maxPhoneLen         = 20
@@ -108,13 +108,9 @@ func (p *customerParams) fields(nameField string) map[string]stringField {
 // readCustomerParams reads and validates a create or update body, JSON or
 // form-encoded. An empty body is a request with no parameters.
 func readCustomerParams(w http.ResponseWriter, r *http.Request, c caller) (customerParams, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	body, err := readBody(w, r)
 	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return customerParams{}, apierror.New(http.StatusRequestEntityTooLarge, apierror.TypeInvalidRequest, "body_too_large",
-				fmt.Sprintf("The request body is larger than %d bytes.", maxBodyBytes))
-		}
-		return customerParams{}, apierror.InvalidRequest("body_invalid", "", "The request body could not be read.")
+		return customerParams{}, err
 	}
 	p := customerParams{}
 	if len(body) == 0 {
@@ -137,6 +133,32 @@ func readCustomerParams(w http.ResponseWriter, r *http.Request, c caller) (custo
 			"Send the request body as application/json or application/x-www-form-urlencoded.")
 	}
 	return p, err
+}
+
+// readBody reads a request body of at most maxBodyBytes.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, apierror.New(http.StatusRequestEntityTooLarge, apierror.TypeInvalidRequest, "body_too_large",
+				fmt.Sprintf("The request body is larger than %d bytes.", maxBodyBytes))
+		}
+		return nil, apierror.InvalidRequest("body_invalid", "", "The request body could not be read.")
+	}
+	return body, nil
+}
+
+// noBody refuses a body with parameters, for endpoints that take none: an
+// empty body or an empty JSON object is fine.
+func noBody(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	if b := bytes.TrimSpace(body); len(b) != 0 && string(b) != "{}" {
+		return apierror.InvalidRequest("body_invalid", "", "This endpoint takes no parameters: send an empty body.")
+	}
+	return nil
 }
 
 func (p *customerParams) parseJSON(body []byte, nameField string) error {

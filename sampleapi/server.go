@@ -191,6 +191,10 @@ func withAPIVersion(next http.Handler) http.Handler {
 // object, instead of ServeMux's plain-text 404 and 405 pages.
 func routeErrors(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := apierror.BadURL(r); err != nil {
+			apierror.Write(w, err)
+			return
+		}
 		h, pattern := mux.Handler(r)
 		if pattern != "" {
 			mux.ServeHTTP(w, r)

@@ -106,6 +106,11 @@ func parseForm(vals url.Values) (Params, error) {
 			return nil, apierror.ParameterInvalid(Printable(key),
 				fmt.Sprintf("Malformed parameter name %q: use name, name[key] or name[] only.", Printable(key)))
 		}
+		if !utf8.ValidString(key) || slices.ContainsFunc(vals[key], func(v string) bool { return !utf8.ValidString(v) }) {
+			// JSON encoding would turn the bytes into U+FFFD silently.
+			return nil, apierror.ParameterInvalid(Printable(path[0]),
+				fmt.Sprintf("Parameter %s is not valid UTF-8 once percent-decoded.", Printable(key)))
+		}
 		conflict := apierror.ParameterInvalid(path[0],
 			fmt.Sprintf("Parameter %s is sent both as a value and as a list or object.", Printable(key)))
 		vs := vals[key]
@@ -279,6 +284,7 @@ func (p Params) Bool(name string) (v, present bool, err error) {
 	}
 	var s string
 	switch {
+	case IsNull(raw): // Unmarshal would leave v false
 	case json.Unmarshal(raw, &v) == nil:
 		return v, true, nil
 	case json.Unmarshal(raw, &s) == nil && (s == "true" || s == "false"):

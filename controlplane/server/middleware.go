@@ -118,3 +118,16 @@ func recoverPanics(log *zap.Logger, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// refuseBadURLs answers a URL with a non-canonical path or a query that does
+// not parse with an error object, before the mux would redirect the one and
+// drop the other's bad pairs.
+func refuseBadURLs(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := apierror.BadURL(r); err != nil {
+			apierror.Write(w, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

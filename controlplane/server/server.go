@@ -80,7 +80,7 @@ func New(cfg Config) *Server {
 	}
 	mux.Handle("/v1/", verify.Middleware(router.New(cfg.API...)))
 	mux.Handle("/", cfg.Dashboard)
-	s.handler = requestID(accessLog(cfg.Logger, recoverPanics(cfg.Logger, mux)))
+	s.handler = requestID(accessLog(cfg.Logger, recoverPanics(cfg.Logger, refuseBadURLs(mux))))
 	return s
 }
 

@@ -666,7 +666,7 @@ func (s *Service) DeleteEndpoint(ctx context.Context, actor audit.Actor, org str
 }
 
 func (a *API) deleteEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
-	if err := router.NoQuery(r); err != nil {
+	if _, err := router.ReadBody(w, r); err != nil { // takes no parameters: a body with any is refused
 		return err
 	}
 	id := r.PathValue("id")

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"path"
 	"strconv"
 	"sync/atomic"
 )
@@ -72,6 +74,23 @@ func ParameterMissing(param string) *Error {
 // ParameterInvalid is the error for a parameter whose value is unacceptable.
 func ParameterInvalid(param, message string) *Error {
 	return InvalidRequest("parameter_invalid", param, message)
+}
+
+// BadURL is the error for a request URL no handler should see: a path
+// that is not in canonical form (empty or dot segments, which Go's mux
+// would answer with a redirect) is a 404 route_missing, a query string
+// that does not parse (bad escapes, ';' separators, which url.Values
+// would silently drop) a 400. nil when the URL is fine.
+func BadURL(r *http.Request) *Error {
+	p := r.URL.Path
+	if p == "" || p[0] != '/' || path.Clean(p) != p && path.Clean(p)+"/" != p {
+		return New(http.StatusNotFound, TypeInvalidRequest, "route_missing",
+			"Unrecognized request URL ("+r.Method+": "+p+").")
+	}
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		return InvalidRequest("parameter_invalid", "", "The query string could not be parsed: "+err.Error()+".")
+	}
+	return nil
 }
 
 // NotFound is the 404 for an object that does not exist for the caller. It

@@ -71,3 +71,26 @@ func TestCodesAreUniqueAndTyped(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestBadURL(t *testing.T) {
+	for target, want := range map[string]int{
+		"/v1/customers?limit=3":         0,
+		"/v1/customers/":                0,
+		"/v1/customers/.":               404,
+		"/v1//customers":                404,
+		"/v1/webhook-deliveries/./x":    404,
+		"/v1/customers/%2F..":           404,
+		"/v1/customers?limit=%zz":       400,
+		"/v1/customers?limit=1;limit=2": 400,
+		"/v1/customers?%":               400,
+	} {
+		r := httptest.NewRequest("GET", target, nil)
+		got := 0
+		if err := BadURL(r); err != nil {
+			got = err.Status
+		}
+		if got != want {
+			t.Errorf("%s: %d, want %d", target, got, want)
+		}
+	}
+}
