@@ -424,7 +424,9 @@ func (w *Worker) pollLoop(ctx context.Context) {
 			if err := w.releaseSoon(ctx, lost); err != nil {
 				w.log.Warn("releasing leases", zap.Error(err))
 			}
-			w.m.polls.Inc()
+			if err == nil {
+				w.m.polls.Inc()
+			}
 			backlog = len(jobs) > 0
 			if ce := w.log.Check(zap.DebugLevel, "claimed due deliveries"); ce != nil {
 				held, inflight := w.disp.stats()

@@ -76,7 +76,7 @@ func (s *Server) deleteCustomer(w http.ResponseWriter, r *http.Request, c caller
 	if err := noQuery(r); err != nil {
 		return err
 	}
-	if err := noBody(w, r); err != nil {
+	if err := noBody(w, r, c.nameField); err != nil {
 		return err
 	}
 	id := r.PathValue("id")

@@ -148,15 +148,35 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
-// noBody refuses a body with parameters, for endpoints that take none: an
-// empty body or an empty JSON object is fine.
-func noBody(w http.ResponseWriter, r *http.Request) error {
+// noBody refuses a body with parameters, for endpoints that take none, as
+// create and update refuse an unknown one; an empty body, or an empty JSON
+// object or form, is fine.
+func noBody(w http.ResponseWriter, r *http.Request, nameField string) error {
 	body, err := readBody(w, r)
-	if err != nil {
+	if err != nil || len(bytes.TrimSpace(body)) == 0 {
 		return err
 	}
-	if b := bytes.TrimSpace(body); len(b) != 0 && string(b) != "{}" {
-		return apierror.InvalidRequest("body_invalid", "", "This endpoint takes no parameters: send an empty body.")
+	var keys []string
+	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch mediaType {
+	case "application/json":
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(body, &m); err != nil || m == nil {
+			return apierror.InvalidRequest("body_invalid", "", "The request body must be a JSON object.")
+		}
+		keys = slices.Sorted(maps.Keys(m))
+	case "application/x-www-form-urlencoded":
+		v, err := url.ParseQuery(string(body))
+		if err != nil {
+			return apierror.InvalidRequest("body_invalid", "", "The form body could not be parsed: "+err.Error()+".")
+		}
+		keys = slices.Sorted(maps.Keys(v))
+	default:
+		return apierror.InvalidRequest("body_invalid", "",
+			"Send the request body as application/json or application/x-www-form-urlencoded.")
+	}
+	if len(keys) > 0 {
+		return unknownParam(keys[0], nameField)
 	}
 	return nil
 }

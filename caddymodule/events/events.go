@@ -286,7 +286,8 @@ func (h *Handler) Cleanup() error {
 // response back to turn it into an event once it is complete.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	candidates := h.candidates(r)
-	if len(candidates) == 0 {
+	if len(candidates) == 0 || r.Context().Err() != nil {
+		// (A client gone before the backend was asked starts no work.)
 		return next.ServeHTTP(w, r)
 	}
 	ctx, done := outliveClient(r.Context(), time.Duration(h.FinishTimeout))

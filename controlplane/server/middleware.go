@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -119,11 +120,17 @@ func recoverPanics(log *zap.Logger, next http.Handler) http.Handler {
 	})
 }
 
-// refuseBadURLs answers a URL with a non-canonical path or a query that does
-// not parse with an error object, before the mux would redirect the one and
-// drop the other's bad pairs.
+// refuseBadURLs answers an API URL with a non-canonical path or a query
+// that does not parse with an error object, before the mux would redirect
+// the one and drop the other's bad pairs. (It runs before the mux, whose
+// path cleaning would redirect /v1//x before a /v1/ handler saw it.) The
+// dashboard's pages keep the mux's forgiving behaviour.
 func refuseBadURLs(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/v1/") {
+			next.ServeHTTP(w, r)
+			return
+		}
 		if err := apierror.BadURL(r); err != nil {
 			apierror.Write(w, err)
 			return

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"path"
 	"strconv"
+	"strings"
 	"sync/atomic"
 )
 
@@ -83,12 +84,12 @@ func ParameterInvalid(param, message string) *Error {
 // would silently drop) a 400. nil when the URL is fine.
 func BadURL(r *http.Request) *Error {
 	p := r.URL.Path
-	if p == "" || p[0] != '/' || path.Clean(p) != p && path.Clean(p)+"/" != p {
+	if p == "" || p[0] != '/' || strings.Contains(p, "//") || path.Clean(p) != p && path.Clean(p)+"/" != p {
 		return New(http.StatusNotFound, TypeInvalidRequest, "route_missing",
 			"Unrecognized request URL ("+r.Method+": "+p+").")
 	}
 	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
-		return InvalidRequest("parameter_invalid", "", "The query string could not be parsed: "+err.Error()+".")
+		return InvalidRequest("request_invalid", "", "The query string could not be parsed: "+err.Error()+".")
 	}
 	return nil
 }

@@ -78,6 +78,7 @@ func TestBadURL(t *testing.T) {
 		"/v1/customers/":                0,
 		"/v1/customers/.":               404,
 		"/v1//customers":                404,
+		"//":                            404,
 		"/v1/webhook-deliveries/./x":    404,
 		"/v1/customers/%2F..":           404,
 		"/v1/customers?limit=%zz":       400,
