@@ -105,7 +105,7 @@ func TestEveryOperationRefusesBadInputWithAnErrorObject(t *testing.T) {
 
 // probeFamilies each turn one documented operation into hostile requests.
 var probeFamilies = []func(operation, *fixtures) []probe{
-	authProbes, headerProbes, queryProbes, listProbes, filterProbes, pathProbes, bodyProbes, propertyProbes,
+	authProbes, headerProbes, queryProbes, listProbes, filterProbes, pathProbes, bodyProbes, propertyProbes, chunkProbes,
 }
 
 // ---- The documented operations ----
@@ -905,6 +905,15 @@ func rawRequest(method, target string, headers []string, body string) string {
 	return strings.Join(append(h, "Connection: close", "", body), "\r\n")
 }
 
+// chunkProbes: a chunked body whose framing is broken is the client's
+// error, whichever operation it is sent to: a 400, not the upstream's 502.
+func chunkProbes(op operation, fx *fixtures) []probe {
+	p := fx.probe(op, "a malformed chunk size")
+	p.raw = rawRequest(op.method, op.path, []string{"Content-Type: application/json", "Transfer-Encoding: chunked"},
+		"zz\r\n{}\r\n0\r\n\r\n")
+	return []probe{p}
+}
+
 // transportProbes are about the HTTP message itself, not an operation:
 // they are sent once, to one operation. Then methods no operation
 // documents, on every documented path.
@@ -935,10 +944,8 @@ func transportProbes(ops []operation, fx *fixtures) []probe {
 	// over 64 KB: 431; a bad escape or no leading slash in the path, a
 	// missing or doubled Host, a bad or doubled Content-Length: 400; an
 	// Expect it cannot meet: 417; an unknown Transfer-Encoding: 501; an
-	// HTTP/2.0 request line: 505); a chunked body with broken framing,
-	// which reverse_proxy reports as the upstream's failure (502); and a
-	// body that stops short of its Content-Length, answered 499 without a
-	// body when the read times out.
+	// HTTP/2.0 request line: 505); and a body that stops short of its
+	// Content-Length, answered 499 without a body when the read times out.
 
 	seen := map[string]bool{}
 	for _, o := range ops {

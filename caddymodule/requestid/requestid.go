@@ -69,6 +69,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	caddyhttp.SetVar(r.Context(), VarKey, boxed)
 
+	errorobject.WatchBody(r)
 	rw := &responseWriter{ResponseWriter: w, id: id}
 	err := next.ServeHTTP(rw, r)
 	if err == nil {
@@ -81,7 +82,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // fail logs err and answers with its error object, unless the response has
 // already started, in which case all that is left is the log line.
 func (h *Handler) fail(w *responseWriter, r *http.Request, id string, err error) {
-	e := errorobject.From(err)
+	e := errorobject.ForRequest(r, err)
 	if r.Context().Err() != nil || isClientClosed(err) {
 		// The client is gone; nobody will read an error object.
 		if c := h.logger.Check(zapcore.DebugLevel, "client closed the request"); c != nil {

@@ -332,7 +332,7 @@ func (h *Handler) emit(r *http.Request, repl *caddy.Replacer, ex *exchange, rec 
 	}
 
 	// The outcome. An error returned by the chain is rendered by request_id,
-	// before this handler, exactly as errorobject.From maps it.
+	// before this handler, exactly as errorobject.ForRequest maps it.
 	l.Status = rec.status
 	gatewayErr := false
 	switch {
@@ -346,7 +346,7 @@ func (h *Handler) emit(r *http.Request, repl *caddy.Replacer, ex *exchange, rec 
 		l.Status, l.ErrorType, l.ErrorCode = e.Status, string(e.Type), e.Code
 		gatewayErr = true
 	default:
-		e := errorobject.From(err)
+		e := errorobject.ForRequest(r, err)
 		l.Status, l.ErrorType, l.ErrorCode = e.Status, string(e.Type), e.Code
 		gatewayErr = true
 	}

@@ -8,6 +8,7 @@ package errorobject
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
@@ -26,6 +27,51 @@ const (
 // StatusClientClosed is the status Caddy reports when the client went away
 // before the response (nginx's 499); nobody reads a body for it.
 const StatusClientClosed = 499
+
+// varBodyWatch holds the *bodyWatch of a request (WatchBody).
+const varBodyWatch = "gatehouse.body_watch"
+
+// bodyWatch remembers the first error reading the client's body gave,
+// other than its end: a chunked body with broken framing, a connection
+// that failed mid-body. Handlers past it (reverse_proxy) report such an
+// error as their own failure, a 502; it is the client's.
+type bodyWatch struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *bodyWatch) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// WatchBody wraps r's body so that ForRequest can tell a failure to read
+// it from a failure of the handler that was reading. Call it before any
+// other handler wraps the body (a size limit's error is not a read error).
+func WatchBody(r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	b := &bodyWatch{ReadCloser: r.Body}
+	r.Body = b
+	caddyhttp.SetVar(r.Context(), varBodyWatch, b)
+}
+
+// ForRequest is From for a request whose body WatchBody watched: a chain
+// that failed because the client's body could not be read answers 400.
+func ForRequest(r *http.Request, err error) *apierror.Error {
+	e := From(err)
+	if e.Status < 500 {
+		return e
+	}
+	if b, ok := caddyhttp.GetVar(r.Context(), varBodyWatch).(*bodyWatch); ok && b.err != nil {
+		return apierror.InvalidRequest("body_invalid", "", "The request body could not be read: "+b.err.Error()+".")
+	}
+	return e
+}
 
 // From maps err, as returned by a handler chain, to the public error object.
 // *apierror.Error values (also inside caddyhttp.HandlerError) pass through;
