@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -35,15 +36,17 @@ const varBodyWatch = "gatehouse.body_watch"
 // other than its end: a chunked body with broken framing, a connection
 // that failed mid-body. Handlers past it (reverse_proxy) report such an
 // error as their own failure, a 502; it is the client's.
+// failed is atomic: reverse_proxy's transport reads the body on its own
+// goroutine, which may still run when the chain has returned.
 type bodyWatch struct {
 	io.ReadCloser
-	err error
+	failed atomic.Bool
 }
 
 func (b *bodyWatch) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && b.err == nil {
-		b.err = err
+	if err != nil && err != io.EOF {
+		b.failed.Store(true)
 	}
 	return n, err
 }
@@ -67,8 +70,10 @@ func ForRequest(r *http.Request, err error) *apierror.Error {
 	if e.Status < 500 {
 		return e
 	}
-	if b, ok := caddyhttp.GetVar(r.Context(), varBodyWatch).(*bodyWatch); ok && b.err != nil {
-		return apierror.InvalidRequest("body_invalid", "", "The request body could not be read: "+b.err.Error()+".")
+	if b, ok := caddyhttp.GetVar(r.Context(), varBodyWatch).(*bodyWatch); ok && b.failed.Load() {
+		// Not the Go error's text: it can name the gateway's addresses.
+		return apierror.InvalidRequest("body_invalid", "",
+			"The request body could not be read: its chunked framing is broken, or the connection failed while sending it.")
 	}
 	return e
 }
