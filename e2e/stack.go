@@ -32,6 +32,10 @@ import (
 	"github.com/gatehouse/gatehouse/migrations"
 )
 
+// e2eMasterKey encrypts the stack's webhook secrets: a value of its own, as
+// the processes refuse the published development key (config.RequireSecrets).
+const e2eMasterKey = "ZTJlLW1hc3Rlci1rZXktMzItYnl0ZXMtbG9uZy4uLi4="
+
 // Root is the repository root, found from this file's location.
 func Root() string {
 	_, file, _, _ := runtime.Caller(0)
@@ -119,6 +123,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		"REDIS_URL="+config.String("REDIS_URL", config.DefaultRedisURL),
 		"KAFKA_BROKERS="+config.String("KAFKA_BROKERS", config.DefaultKafkaBrokers),
 		"IDENTITY_SECRET=e2e-identity-secret",
+		"MASTER_KEY="+e2eMasterKey,
 		"GATEWAY_ADDR="+addr(0),
 		"CONTROLPLANE_ADDR="+addr(1),
 		"SAMPLEAPI_ADDR="+addr(2),

@@ -51,6 +51,9 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := config.RequireSecrets("MASTER_KEY"); err != nil {
+		return err
+	}
 	box, err := secretbox.New(cfg.MasterKey)
 	if err != nil {
 		return fmt.Errorf("MASTER_KEY: %w", err)

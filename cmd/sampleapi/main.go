@@ -31,6 +31,9 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if err := config.RequireSecrets("IDENTITY_SECRET"); err != nil {
+		return err
+	}
 	cfg := config.Load()
 	addr := config.String("SAMPLEAPI_ADDR", sampleapi.DefaultAddr)
 	apierror.SetDocsBase(cfg.DocsURL)

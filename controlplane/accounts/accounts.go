@@ -114,6 +114,9 @@ func (s *Service) CreateOrganization(ctx context.Context, actor audit.Actor, nam
 		return Organization{}, err
 	}
 	name = strings.TrimSpace(name)
+	if err := apierror.CheckText("name", name); err != nil {
+		return Organization{}, err
+	}
 	switch {
 	case name == "":
 		return Organization{}, apierror.ParameterMissing("name")

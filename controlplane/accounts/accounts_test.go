@@ -35,8 +35,8 @@ func TestOrganizations(t *testing.T) {
 	if _, err := svc.GetOrganization(ctx, "org_nope"); !errors.Is(err, accounts.ErrOrgNotFound) {
 		t.Fatalf("missing org: %v", err)
 	}
-	for _, name := range []string{"", "   ", strings.Repeat("x", 201)} {
-		if _, err := svc.CreateOrganization(ctx, ops, name); apierror.From(err).Param != "name" {
+	for _, name := range []string{"", "   ", strings.Repeat("x", 201), "Acme\x00", "Acme\xff"} {
+		if _, err := svc.CreateOrganization(ctx, ops, name); apierror.From(err).Param != "name" || apierror.From(err).Status != 400 {
 			t.Errorf("name %q: err = %v", name, err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/gatehouse/gatehouse/controlplane/accounts"
 	"github.com/gatehouse/gatehouse/controlplane/cli"
 	"github.com/gatehouse/gatehouse/internal/apikey"
+	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 )
@@ -261,5 +262,19 @@ func TestDatabaseUnreachable(t *testing.T) {
 	r := run("orgs", "list")
 	if r.code != 1 || !strings.Contains(r.stderr, "connecting to postgres") || strings.Contains(r.stderr, "goroutine") {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// The control plane's /v1 trusts identities signed with IDENTITY_SECRET and
+// shares its listener with the dashboard: on the published development
+// value anyone could sign for any organisation, so serve refuses to start.
+func TestServeRefusesPublishedSecrets(t *testing.T) {
+	t.Setenv("MASTER_KEY", "c2VydmUtdGVzdC1tYXN0ZXIta2V5LTMyLWJ5dGVzLi4=")
+	for _, identity := range []string{"", config.DefaultIdentitySecret} {
+		t.Setenv("IDENTITY_SECRET", identity)
+		r := run("serve", "--addr", "127.0.0.1:0")
+		if r.code != 2 || !strings.Contains(r.stderr, "IDENTITY_SECRET") {
+			t.Fatalf("IDENTITY_SECRET=%q: exit %d, stderr %q", identity, r.code, r.stderr)
+		}
 	}
 }

@@ -39,6 +39,9 @@ func (a *app) serve(args []string) error {
 	if err := c.parse(args, nil); err != nil {
 		return err
 	}
+	if err := config.RequireSecrets("IDENTITY_SECRET", "MASTER_KEY"); err != nil {
+		return usageErrorf(c.name, "%v", err)
+	}
 	log, err := newLogger(a.cfg.LogLevel, a.stderr)
 	if err != nil {
 		return c.fail(err)

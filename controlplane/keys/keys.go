@@ -50,6 +50,7 @@ var (
 	ErrNotFound      = errors.New("api key not found")
 	ErrRevoked       = errors.New("api key is revoked")
 	ErrAlreadyRolled = errors.New("api key was already rolled")
+	ErrExpired       = errors.New("api key has expired")
 	ErrOrgNotFound   = errors.New("organization not found")
 )
 
@@ -151,6 +152,9 @@ func (s *Service) Create(ctx context.Context, actor audit.Actor, org string, env
 		return Created{}, err
 	}
 	name := strings.TrimSpace(p.Name)
+	if err := apierror.CheckText("name", name); err != nil {
+		return Created{}, err
+	}
 	if len(name) > MaxNameLen {
 		return Created{}, apierror.ParameterInvalid("name", fmt.Sprintf("The name must be at most %d characters.", MaxNameLen))
 	}
@@ -267,9 +271,10 @@ type Rolled struct {
 }
 
 // Roll replaces a key: it creates a new key with the same kind, name,
-// scopes and allowlist, and makes the old one expire after grace (zero:
-// immediately). An earlier expiry already set on the old key is kept, so
-// rolling never extends a key's life.
+// scopes, allowlist and expiry, and makes the old one expire after grace
+// (zero: immediately). An earlier expiry already set on the old key is kept,
+// and an expired key cannot be rolled, so rolling never extends a key's
+// life: a temporary key's replacement is just as temporary.
 func (s *Service) Roll(ctx context.Context, actor audit.Actor, org string, env apikey.Environment, id string, grace time.Duration) (Rolled, error) {
 	if err := actor.Validate(); err != nil {
 		return Rolled{}, err
@@ -294,10 +299,13 @@ func (s *Service) Roll(ctx context.Context, actor audit.Actor, org string, env a
 		if old.RolledTo != nil {
 			return invalidState(ErrAlreadyRolled, "The API key "+id+" was already rolled to "+*old.RolledTo+".")
 		}
+		if old.ExpiresAt != nil && !old.ExpiresAt.After(now) {
+			return invalidState(ErrExpired, "The API key "+id+" has expired; create a new key instead.")
+		}
 		if old.ExpiresAt != nil && old.ExpiresAt.Before(expires) {
 			expires = *old.ExpiresAt
 		}
-		out.New, err = insert(ctx, tx, actor, org, env, old.Kind, old.Name, old.Scopes, old.IPAllowlist, nil, now)
+		out.New, err = insert(ctx, tx, actor, org, env, old.Kind, old.Name, old.Scopes, old.IPAllowlist, old.ExpiresAt, now)
 		if err != nil {
 			return err
 		}
@@ -309,7 +317,7 @@ func (s *Service) Roll(ctx context.Context, actor audit.Actor, org string, env a
 		}
 		err = audit.Record(ctx, tx, auditEntry(actor, out.New.Key, "api_key.created", now, map[string]any{
 			"kind": out.New.Kind, "name": out.New.Name, "scopes": out.New.Scopes,
-			"ip_allowlist": prefixStrings(out.New.IPAllowlist), "expires_at": nil, "rolled_from": id,
+			"ip_allowlist": prefixStrings(out.New.IPAllowlist), "expires_at": unixOrNil(old.ExpiresAt), "rolled_from": id,
 		}))
 		if err != nil {
 			return err

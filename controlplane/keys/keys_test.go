@@ -254,6 +254,8 @@ func TestCreateValidation(t *testing.T) {
 			keys.CreateParams{Kind: apikey.Secret, ExpiresAt: &past}, "expires_at", "future"},
 		{"name too long", f.orgA, apikey.Sandbox,
 			keys.CreateParams{Kind: apikey.Secret, Name: strings.Repeat("n", 101)}, "name", "at most"},
+		{"NUL in the name", f.orgA, apikey.Sandbox, keys.CreateParams{Kind: apikey.Secret, Name: "ci\x00"}, "name", "NUL"},
+		{"name not UTF-8", f.orgA, apikey.Sandbox, keys.CreateParams{Kind: apikey.Secret, Name: "ci\xff"}, "name", "UTF-8"},
 		{"unknown organisation", "org_nope", apikey.Sandbox, keys.CreateParams{Kind: apikey.Secret}, "", "No such organization"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -362,14 +364,16 @@ func TestRoll(t *testing.T) {
 			if r.Old.RolledTo == nil || *r.Old.RolledTo != r.New.ID {
 				t.Errorf("rolled_to = %v, want %s", r.Old.RolledTo, r.New.ID)
 			}
-			// The new key is a like-for-like replacement, with no expiry.
+			// The new key is a like-for-like replacement, expiring when
+			// the old one was set to before the roll.
 			n := r.New
 			f.secrets = append(f.secrets, n.Secret)
 			if _, err := apikey.Parse(n.Secret); err != nil || !strings.HasPrefix(n.Secret, "rk_live_") || n.Secret == old.Secret {
 				t.Fatalf("new secret %q: %v", n.Secret, err)
 			}
 			if n.OrganizationID != f.orgA || n.Environment != apikey.Live || n.Kind != apikey.Restricted || n.Name != "ci" ||
-				!slices.Equal(n.Scopes, old.Scopes) || !slices.Equal(n.IPAllowlist, old.IPAllowlist) || n.ExpiresAt != nil {
+				!slices.Equal(n.Scopes, old.Scopes) || !slices.Equal(n.IPAllowlist, old.IPAllowlist) ||
+				(n.ExpiresAt == nil) != (old.ExpiresAt == nil) || (n.ExpiresAt != nil && !n.ExpiresAt.Equal(*old.ExpiresAt)) {
 				t.Errorf("new key %+v does not match old %+v", n.Key, old.Key)
 			}
 			// Gateways holding the old key in cache are told to evict it.
@@ -412,8 +416,10 @@ func TestRollRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	live := f.create(t, f.orgA, apikey.Live, keys.CreateParams{})
+	expired := f.create(t, f.orgA, apikey.Sandbox, keys.CreateParams{ExpiresAt: ptr(f.now.Add(time.Minute))})
 	f.nextNotification(t)
 	f.nextNotification(t)
+	f.now = f.now.Add(2 * time.Minute)
 
 	for _, tc := range []struct {
 		name  string
@@ -424,6 +430,7 @@ func TestRollRefusals(t *testing.T) {
 	}{
 		{"already rolled", apikey.Sandbox, rolled.ID, time.Hour, keys.ErrAlreadyRolled},
 		{"revoked", apikey.Sandbox, revoked.ID, time.Hour, keys.ErrRevoked},
+		{"expired", apikey.Sandbox, expired.ID, time.Hour, keys.ErrExpired},
 		{"other environment", apikey.Sandbox, live.ID, time.Hour, keys.ErrNotFound},
 		{"negative grace", apikey.Live, live.ID, -time.Hour, nil},
 	} {
@@ -441,6 +448,23 @@ func TestRollRefusals(t *testing.T) {
 		})
 	}
 	f.expectQuiet(t)
+}
+
+// Rolling a leaked temporary key must not make it permanent.
+func TestRollKeepsATemporaryKeyTemporary(t *testing.T) {
+	f := setup(t)
+	expires := f.now.Add(time.Hour)
+	k := f.create(t, f.orgA, apikey.Sandbox, keys.CreateParams{ExpiresAt: &expires})
+	r, err := f.svc.Roll(context.Background(), cli, f.orgA, apikey.Sandbox, k.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.New.ExpiresAt == nil || !r.New.ExpiresAt.Equal(expires) {
+		t.Fatalf("the replacement expires at %v, want %v like the key it replaces", r.New.ExpiresAt, expires)
+	}
+	if !r.Old.ExpiresAt.Equal(f.now) {
+		t.Fatalf("the rolled key expires at %v, want now (%v)", r.Old.ExpiresAt, f.now)
+	}
 }
 
 func TestRevoke(t *testing.T) {

@@ -222,7 +222,9 @@ func TestRecoverIsBounded(t *testing.T) {
 
 func TestTestEventTargetsOnlyThatEndpoint(t *testing.T) {
 	e := newEnv(t)
-	ep := e.mustCreate(orgA, `{"url":"`+publicURL+`","enabled_events":["customer.created"],"api_version":"2026-06-01"}`)
+	// A token in the URL's query is as secret as the signing secret: a key
+	// that may read events but not endpoints must not learn it.
+	ep := e.mustCreate(orgA, `{"url":"`+publicURL+`?token=s3cr3t","enabled_events":["customer.created"],"api_version":"2026-06-01"}`)
 	e.mustCreateDefault(orgA) // subscribed to everything; must get nothing
 	var d Delivery
 	e.do(orgA, http.MethodPost, "/v1/webhook-endpoints/"+ep.ID+"/test", "", "", "Idempotency-Key", "test-1").decode(t, 200, &d)
@@ -256,7 +258,7 @@ func TestTestEventTargetsOnlyThatEndpoint(t *testing.T) {
 		payload.Object["object"] != "webhook_endpoint" || !strings.HasPrefix(requestID, "req_") || key != "test-1" {
 		t.Fatalf("test event: type %s version %s request %s key %s data %s", typ, version, requestID, key, data)
 	}
-	if _, has := payload.Object["secret"]; has || strings.Contains(string(data), "whsec_") {
+	if _, has := payload.Object["secret"]; has || strings.Contains(string(data), "whsec_") || strings.Contains(string(data), "s3cr3t") {
 		t.Fatalf("the test event carries the secret: %s", data)
 	}
 	if a := e.auditActions(ep.ID); !slices.Contains(a, "webhook_endpoint.tested") {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"unicode/utf8"
 )
 
 // Type is the broad class of an error; clients branch on it.
@@ -75,6 +76,19 @@ func ParameterMissing(param string) *Error {
 // ParameterInvalid is the error for a parameter whose value is unacceptable.
 func ParameterInvalid(param, message string) *Error {
 	return InvalidRequest("parameter_invalid", param, message)
+}
+
+// CheckText refuses a string that Postgres cannot store as text: invalid
+// UTF-8, or NUL. Every service checks what it stores with it, so that such
+// input is a 400 naming the parameter, never a 500 from the database.
+func CheckText(param, v string) error {
+	if !utf8.ValidString(v) {
+		return ParameterInvalid(param, fmt.Sprintf("Invalid %s: strings must be valid UTF-8.", param))
+	}
+	if strings.IndexByte(v, 0) >= 0 {
+		return ParameterInvalid(param, fmt.Sprintf("Invalid %s: must not contain NUL characters.", param))
+	}
+	return nil
 }
 
 // BadURL is the error for a request URL no handler should see: a path

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -42,6 +43,36 @@ func Load() Shared {
 		LogLevel:       String("LOG_LEVEL", "info"),
 		DocsURL:        String("DOCS_URL", "http://localhost:8081/docs/errors"),
 	}
+}
+
+// devSecrets are the secret settings whose defaults above are published
+// with the source.
+var devSecrets = map[string]string{
+	"IDENTITY_SECRET": DefaultIdentitySecret,
+	"MASTER_KEY":      DefaultMasterKey,
+}
+
+// RequireSecrets refuses to let a server run on a published development
+// secret. A control plane verifying identities with DefaultIdentitySecret
+// accepts requests anyone signs for any organisation; webhook secrets
+// encrypted under DefaultMasterKey are readable by anyone who reads the
+// database. So each named variable (IDENTITY_SECRET, MASTER_KEY) must be set,
+// to something other than its default. Tools and tests may still use the
+// defaults; `make run` generates both secrets into .data/secrets.env.
+func RequireSecrets(names ...string) error {
+	for _, name := range names {
+		dev, ok := devSecrets[name]
+		if !ok {
+			panic("config: " + name + " is not a secret setting")
+		}
+		switch v := os.Getenv(name); v {
+		case "":
+			return fmt.Errorf("%s is not set; generate one with `head -c 32 /dev/urandom | base64` (`make run` keeps one in .data/secrets.env)", name)
+		case dev:
+			return fmt.Errorf("%s is the published development value; generate one with `head -c 32 /dev/urandom | base64`", name)
+		}
+	}
+	return nil
 }
 
 // String is the value of the environment variable name, or def when unset.
