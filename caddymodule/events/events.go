@@ -54,6 +54,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -410,6 +411,17 @@ func (h *Handler) emit(w http.ResponseWriter, r *http.Request, hw *holdback.Writ
 	if err := json.Compact(&obj, body); err != nil || obj.Len() == 0 || obj.Bytes()[0] != '{' {
 		warn(reasonNotJSON, "no event: the response body is not a JSON object",
 			zap.String("content_type", w.Header().Get("Content-Type")))
+		return
+	}
+	// What the event ingester and the deliverer would refuse as malformed
+	// is refused here, where it is counted and logged, rather than emitted
+	// and silently dropped downstream.
+	if !utf8.Valid(obj.Bytes()) {
+		warn(reasonNotStored, "no event: the response body is not valid UTF-8")
+		return
+	}
+	if err := wire.CheckJSONB(obj.Bytes()); err != nil {
+		warn(reasonNotStored, "no event: the platform cannot store the response body", zap.Error(err))
 		return
 	}
 	version := get(placeholderAPIVersion)

@@ -104,6 +104,14 @@ func upstream(t *testing.T) string {
 			h.Set("Content-Type", "application/json")
 			h.Set("Content-Encoding", "br")
 			io.WriteString(w, "\x0b\x02\x80{}\x03")
+		case r.URL.Path == "/v1/unstorable":
+			// JSON that encoding/json accepts and Postgres' jsonb does not.
+			h.Set("Content-Type", "application/json")
+			io.WriteString(w, map[string]string{
+				"nul":    `{"id":"cus_1","note":"a\u0000b"}`,
+				"utf8":   "{\"id\":\"cus_2\",\"name\":\"caf\xe9\"}",
+				"number": `{"id":"cus_3","n":1e999999}`,
+			}[r.URL.Query().Get("kind")])
 		case r.URL.Path == "/v1/replayed":
 			h.Set("Content-Type", "application/json")
 			h.Set("Idempotent-Replayed", "true")
@@ -221,6 +229,7 @@ var testRules = []map[string]any{
 	{"method": "POST", "path": "/v1/gzip", "type": "gzip.created"},
 	{"method": "POST", "path": "/v1/brotli", "type": "brotli.created"},
 	{"method": "POST", "path": "/v1/replayed", "type": "replay.created"},
+	{"method": "POST", "path": "/v1/unstorable", "type": "unstorable.created"},
 }
 
 func skips(reason string) float64 { return value(metrics.skipped.WithLabelValues(reason)) }
@@ -267,7 +276,7 @@ func TestEmitsEventsFromUpstreamResponses(t *testing.T) {
 	// topic has one partition and the producer keeps order, the next event
 	// read must be that last one.
 	before := map[string]float64{}
-	for _, r := range []string{reasonNotJSON, reasonTooLarge, reasonReplayed, reasonEncoding, reasonNoIdentity} {
+	for _, r := range []string{reasonNotJSON, reasonTooLarge, reasonReplayed, reasonEncoding, reasonNoIdentity, reasonNotStored} {
 		before[r] = skips(r)
 	}
 	for _, tc := range []struct {
@@ -284,6 +293,11 @@ func TestEmitsEventsFromUpstreamResponses(t *testing.T) {
 		{"replayed (placeholder)", call{method: "POST", path: "/v1/customers", header: map[string]string{"X-Test-Replayed": "true"}}},
 		{"replayed (header)", call{method: "POST", path: "/v1/replayed"}},
 		{"no organisation", call{method: "POST", path: "/v1/customers", header: map[string]string{"X-Test-Org": ""}}},
+		// The event ingester and the deliverer would drop these as
+		// malformed: emitting them would only lose them out of sight.
+		{"NUL escape", call{method: "POST", path: "/v1/unstorable?kind=nul"}},
+		{"invalid UTF-8", call{method: "POST", path: "/v1/unstorable?kind=utf8"}},
+		{"number out of range", call{method: "POST", path: "/v1/unstorable?kind=number"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if r := do(t, base, tc.call); r.status == 0 {
@@ -291,7 +305,7 @@ func TestEmitsEventsFromUpstreamResponses(t *testing.T) {
 			}
 		})
 	}
-	for reason, n := range map[string]float64{reasonNotJSON: 2, reasonTooLarge: 1, reasonReplayed: 2, reasonEncoding: 1, reasonNoIdentity: 1} {
+	for reason, n := range map[string]float64{reasonNotJSON: 2, reasonTooLarge: 1, reasonReplayed: 2, reasonEncoding: 1, reasonNoIdentity: 1, reasonNotStored: 3} {
 		if got := skips(reason) - before[reason]; got != n {
 			t.Errorf("skipped{reason=%q} grew by %v, want %v", reason, got, n)
 		}

@@ -14,6 +14,7 @@ const (
 	reasonReplayed   = "replayed"    // an idempotent replay; the original produced it
 	reasonTooLarge   = "too_large"   // body over max_response_size
 	reasonNotJSON    = "not_json"    // body empty or not a JSON object
+	reasonNotStored  = "unstorable"  // JSON the platform cannot store: NUL, bad UTF-8, huge numbers
 	reasonEncoding   = "encoding"    // compressed with something other than gzip
 	reasonNoIdentity = "no_identity" // no api_key organisation: a misordered Caddyfile
 )

@@ -173,7 +173,7 @@ func dataParam(p router.Params) (json.RawMessage, error) {
 		return nil, apierror.ParameterInvalid("data",
 			fmt.Sprintf("Invalid data: at most %d bytes of JSON (got %d).", MaxDataBytes, buf.Len()))
 	}
-	if err := CheckJSONB(buf.Bytes()); err != nil {
+	if err := wire.CheckJSONB(buf.Bytes()); err != nil {
 		return nil, apierror.ParameterInvalid("data", "Invalid data: "+err.Error()+".")
 	}
 	return json.RawMessage(`{"object":` + buf.String() + `}`), nil
