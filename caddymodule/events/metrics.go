@@ -56,7 +56,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 			Help: "Responses a rule matched that produced no event, by reason.",
 		}, []string{"reason"})
 		// Pre-create every series so dashboards see zeros, not gaps.
-		for _, r := range []string{reasonReplayed, reasonTooLarge, reasonNotJSON, reasonEncoding, reasonNoIdentity} {
+		for _, r := range []string{reasonReplayed, reasonTooLarge, reasonNotJSON, reasonNotStored, reasonEncoding, reasonNoIdentity} {
 			metrics.skipped.WithLabelValues(r)
 		}
 		// The outbox: events queued but not yet in Kafka, and the ones
