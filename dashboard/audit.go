@@ -25,11 +25,16 @@ var (
 // exportMax bounds one export; older entries are reached with a time range.
 const exportMax = 10000
 
-func (d *Dashboard) auditFilter(r *http.Request) (auditForm, audit.Filter, []string) {
+// auditFilter reads the filter form. The list is always of the session's
+// environment plus the organisation-wide entries: live actions stay out of
+// the sandbox view and back. That is filtered in the query, not on the page
+// read, which could leave a page empty with more entries behind it.
+func (d *Dashboard) auditFilter(r *http.Request, s *Session) (auditForm, audit.Filter, []string) {
 	v := r.URL.Query()
 	f := auditForm{Action: strings.TrimSpace(v.Get("action")), Actor: strings.TrimSpace(v.Get("actor")),
 		Target: strings.TrimSpace(v.Get("target")), From: v.Get("from"), To: v.Get("to")}
-	var af audit.Filter
+	livemode := s.Livemode
+	af := audit.Filter{Livemode: &livemode}
 	var problems []string
 	if f.Action != "" {
 		a := strings.TrimSuffix(f.Action, "*")
@@ -82,7 +87,7 @@ func (d *Dashboard) auditFilter(r *http.Request) (auditForm, audit.Filter, []str
 }
 
 func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *Session) error {
-	f, af, problems := d.auditFilter(r)
+	f, af, problems := d.auditFilter(r, s)
 	data := map[string]any{"F": f, "Problems": problems, "Query": r.URL.Query().Encode()}
 	if len(problems) == 0 {
 		af.Limit = 50
@@ -90,8 +95,7 @@ func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *Session
 		if err != nil {
 			return err
 		}
-		entries := visibleEntries(pg.Data, s)
-		data["Entries"] = entries
+		data["Entries"] = pg.Data
 		emails := map[string]string{}
 		if ms, err := d.cfg.Accounts.ListMembers(r.Context(), s.OrgID); err == nil {
 			for _, m := range ms {
@@ -115,18 +119,6 @@ func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *Session
 	return nil
 }
 
-// visibleEntries keeps organisation-wide entries and those of the session's
-// environment: live actions stay out of the sandbox view and back.
-func visibleEntries(es []audit.Entry, s *Session) []audit.Entry {
-	out := es[:0:0]
-	for _, e := range es {
-		if e.Livemode == nil || *e.Livemode == s.Livemode {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 func exportQuery(r *http.Request) string {
 	q := r.URL.Query()
 	q.Del("after")
@@ -137,7 +129,7 @@ func exportQuery(r *http.Request) string {
 // auditExport writes every matching entry (newest first, up to exportMax)
 // as CSV or JSON.
 func (d *Dashboard) auditExport(w http.ResponseWriter, r *http.Request, s *Session) error {
-	_, af, problems := d.auditFilter(r)
+	_, af, problems := d.auditFilter(r, s)
 	if len(problems) > 0 {
 		return errBadRequest(strings.Join(problems, " "))
 	}
@@ -153,7 +145,7 @@ func (d *Dashboard) auditExport(w http.ResponseWriter, r *http.Request, s *Sessi
 		if err != nil {
 			return err
 		}
-		all = append(all, visibleEntries(pg.Data, s)...)
+		all = append(all, pg.Data...)
 		if !pg.HasMore || len(pg.Data) == 0 {
 			break
 		}

@@ -3,6 +3,8 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"html"
 	"net/http"
 	"regexp"
 	"slices"
@@ -426,6 +428,61 @@ func TestAuditExport(t *testing.T) {
 	}
 	if p := b.get("/audit?action=api_key.*"); !strings.Contains(p.body, "api_key.created") || strings.Contains(p.body, "organization.created") {
 		t.Fatal("audit filter")
+	}
+}
+
+// TestAuditPageShowsOneEnvironment: each environment's audit page is full
+// of its own entries and the organisation-wide ones, even when the newest
+// entries of the organisation all belong to the other environment.
+func TestAuditPageShowsOneEnvironment(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("envs@example.com", "Two Environments")
+	org := e.orgOf(b)
+	ctx := context.Background()
+	live, sandbox := true, false
+	record := func(target string, livemode *bool, at time.Time) {
+		en := audit.Entry{OrganizationID: org, Livemode: livemode, Actor: audit.Actor{Type: audit.ActorCLI, ID: "t"},
+			Action: "api_key.created", TargetType: "api_key", TargetID: target, CreatedAt: at}
+		if err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error { return audit.Record(ctx, tx, en) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Three sandbox entries, then more live ones than a page holds.
+	now := time.Now()
+	for i := range 3 {
+		record(fmt.Sprintf("key_sandbox%d", i), &sandbox, now.Add(time.Duration(i)*time.Second))
+	}
+	for i := range 60 {
+		record(fmt.Sprintf("key_live%02d", i), &live, now.Add(time.Minute+time.Duration(i)*time.Second))
+	}
+	rows := func(p response, kind string) int { return strings.Count(p.body, `<code class="small">key_`+kind) }
+
+	p := b.get("/audit")
+	if got := rows(p, "sandbox"); p.status != 200 || got != 3 || rows(p, "live") != 0 {
+		t.Fatalf("sandbox page: %d, %d sandbox and %d live entries; want 3 and 0", p.status, got, rows(p, "live"))
+	}
+	if !strings.Contains(p.body, "organization.created") {
+		t.Fatal("sandbox page lacks the organisation-wide entries")
+	}
+	if strings.Contains(p.body, "after=") {
+		t.Fatal("sandbox page links to a next page with nothing on it")
+	}
+	if p := b.get("/audit/export?format=csv"); strings.Count(p.body, "key_sandbox") != 3 || strings.Contains(p.body, "key_live") {
+		t.Fatalf("sandbox export:\n%s", p.body)
+	}
+
+	b.post("/session/environment", "environment", "live")
+	p = b.get("/audit")
+	if got := rows(p, "live"); got != 50 || rows(p, "sandbox") != 0 {
+		t.Fatalf("live page: %d live and %d sandbox entries; want a full page of 50 live", got, rows(p, "sandbox"))
+	}
+	next := regexp.MustCompile(`href="(/audit\?after=[^"]+)"`).FindStringSubmatch(p.body)
+	if next == nil {
+		t.Fatal("live page has no link to the next page")
+	}
+	p = b.get(html.UnescapeString(next[1]))
+	if got := rows(p, "live"); got != 10 || rows(p, "sandbox") != 0 || !strings.Contains(p.body, "organization.created") {
+		t.Fatalf("live page 2: %d live and %d sandbox entries; want the last 10 live and the organisation's", got, rows(p, "sandbox"))
 	}
 }
 

@@ -85,6 +85,22 @@ func newClient(p ssrf.Policy, perEndpoint int) *http.Client {
 func (w *Worker) attempt(ctx context.Context, j *job) *result {
 	now := w.now()
 	r := &result{j: j, at: now, attemptID: ids.NewAt(ids.Attempt, now)}
+	ep, exists, err := w.eps.current(ctx, j)
+	switch {
+	case ctx.Err() != nil:
+		r.kind = resRelease
+		return r
+	case !exists:
+		// Deleted with its deliveries: nothing is left to record.
+		r.kind = resRelease
+		return r
+	case err != nil:
+		// The last state known is used: a database hiccup should not cost
+		// the delivery an attempt, and its result waits for the database
+		// anyway.
+		w.warnEndpointRead(err)
+	}
+	j.ep = ep
 	if j.ep.Status != "enabled" && !j.d.Manual {
 		// A disabled endpoint gets no scheduled attempts; a manual retry
 		// is the user's explicit request and goes through. The delivery is
@@ -109,7 +125,7 @@ func (w *Worker) attempt(ctx context.Context, j *job) *result {
 		w.decide(r)
 		return r
 	}
-	keys, err := w.secrets.keys(ctx, j.d.EndpointID, now)
+	keys, err := w.secrets.keys(ctx, j.d.EndpointID, j.ep, now)
 	if err != nil {
 		if ctx.Err() != nil {
 			r.kind = resRelease
@@ -167,6 +183,16 @@ func (w *Worker) attempt(ctx context.Context, j *job) *result {
 	}
 	w.decide(r)
 	return r
+}
+
+// warnEndpointRead logs a failed endpoint read, at most every 10 s: in an
+// outage every attempt fails the same way.
+func (w *Worker) warnEndpointRead(err error) {
+	now := time.Now().UnixNano()
+	last := w.epWarned.Load()
+	if now-last > int64(10*time.Second) && w.epWarned.CompareAndSwap(last, now) {
+		w.log.Warn("reading the endpoint before an attempt; using what was last read", zap.Error(err))
+	}
 }
 
 // classify interprets a response.

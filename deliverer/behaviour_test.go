@@ -378,3 +378,232 @@ func TestFailingEndpointAlertsAndDisables(t *testing.T) {
 		t.Fatalf("alerts %v", k)
 	}
 }
+
+// TestRotatedSecretSignsTheNextDelivery: a delivery made after a rotation
+// committed is signed with the new secret, even though the old one was
+// cached a moment before; an old secret expired by the rotation no longer
+// signs, one given a grace period still does.
+func TestRotatedSecretSignsTheNextDelivery(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		grace time.Duration // the rotation's expires_in
+	}{
+		{"old secret expired at once", 0},
+		{"old secret kept a day", 24 * time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			rc := newReceiver(t, nil)
+			ep, old := e.endpoint(rc.URL, endpointOpts{})
+			e.start(e.config())
+			succeeded := func(d deliveryRow) bool { return d.Status == "succeeded" }
+			ev := e.event(false, "customer.created")
+			e.produce(ev)
+			e.waitDelivery("the delivery before the rotation", ev.ID, ep, succeeded)
+
+			fresh := e.rotate(ep, tc.grace)
+			ev2 := e.event(false, "customer.created")
+			e.produce(ev2)
+			e.waitDelivery("the delivery after the rotation", ev2.ID, ep, succeeded)
+			got := rc.received()[1]
+			if err := whsign.Verify(fresh, got.header, got.body, 0, e.clock.Now()); err != nil {
+				t.Errorf("not signed with the new secret (%q): %v", got.header.Get("Webhook-Signature"), err)
+			}
+			err := whsign.Verify(old[0], got.header, got.body, 0, e.clock.Now())
+			if tc.grace == 0 && err == nil {
+				t.Error("still signed with the secret the rotation expired")
+			}
+			if tc.grace > 0 && err != nil {
+				t.Errorf("not signed with the old secret during its grace period: %v", err)
+			}
+		})
+	}
+}
+
+// TestQueuedDeliveriesFollowEndpointChanges: deliveries already queued in
+// the deliverer when their endpoint changes follow the change. Four events
+// are queued behind an attempt that hangs (one attempt at a time to the
+// endpoint); then the endpoint is disabled (the queued deliveries are
+// parked, as for any disabled endpoint), moved to another URL, or has its
+// secret rotated.
+func TestQueuedDeliveriesFollowEndpointChanges(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// change changes endpoint ep and returns the new secret if it
+		// makes one; check then checks the three deliveries queued
+		// meanwhile (old is the original secret).
+		change func(e *env, ep string, moved *receiver) string
+		check  func(t *testing.T, e *env, queued []deliveryRow, rc, moved *receiver, old, fresh string)
+	}{
+		{
+			name: "disabled",
+			change: func(e *env, ep string, _ *receiver) string {
+				e.exec(`UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'Disabled through the API.' WHERE id = $1`, ep)
+				return ""
+			},
+			check: func(t *testing.T, e *env, queued []deliveryRow, rc, _ *receiver, _, _ string) {
+				for _, d := range queued {
+					if d.Status != "failed" || d.NextAttemptAt != nil || d.Attempts != 0 || len(e.attempts(d.ID)) != 0 {
+						t.Errorf("queued delivery to a disabled endpoint %+v, want parked: failed, never attempted, nothing scheduled", d)
+					}
+				}
+				if rc.count() != 1 {
+					t.Errorf("the disabled endpoint received %d requests, want only the one in flight", rc.count())
+				}
+			},
+		},
+		{
+			name: "moved to another URL",
+			change: func(e *env, ep string, moved *receiver) string {
+				e.exec(`UPDATE webhook_endpoints SET url = $2 WHERE id = $1`, ep, moved.URL+"/new")
+				return ""
+			},
+			check: func(t *testing.T, e *env, queued []deliveryRow, rc, moved *receiver, _, _ string) {
+				for _, d := range queued {
+					if d.Status != "succeeded" {
+						t.Errorf("queued delivery %+v", d)
+					}
+				}
+				if rc.count() != 1 || moved.count() != 3 {
+					t.Errorf("old URL received %d requests, new URL %d; want 1 (the one in flight) and 3", rc.count(), moved.count())
+				}
+			},
+		},
+		{
+			name: "secret rotated, the old one expired",
+			change: func(e *env, ep string, _ *receiver) string {
+				return e.rotate(ep, 0)
+			},
+			check: func(t *testing.T, e *env, queued []deliveryRow, rc, _ *receiver, old, fresh string) {
+				for _, d := range queued {
+					if d.Status != "succeeded" {
+						t.Errorf("queued delivery %+v", d)
+					}
+				}
+				for _, got := range rc.received()[1:] {
+					if err := whsign.Verify(fresh, got.header, got.body, 0, e.clock.Now()); err != nil {
+						t.Errorf("queued delivery not signed with the new secret: %v", err)
+					}
+					if err := whsign.Verify(old, got.header, got.body, 0, e.clock.Now()); err == nil {
+						t.Error("queued delivery still signed with the expired secret")
+					}
+				}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			release := make(chan struct{})
+			rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+				if n == 1 {
+					select {
+					case <-release:
+					case <-r.Context().Done():
+					}
+				}
+			})
+			moved := newReceiver(t, nil)
+			ep, secrets := e.endpoint(rc.URL, endpointOpts{})
+			cfg := e.config()
+			cfg.EndpointConcurrency = 1
+			cfg.EndpointTTL = time.Nanosecond // whatever was read before the change is stale
+			e.start(cfg)
+			var evs []string
+			for range 4 {
+				ev := e.event(false, "customer.created")
+				e.produce(ev)
+				evs = append(evs, ev.ID)
+			}
+			waitFor(t, "the first attempt to hang and the others to be queued", 30*time.Second, func() bool {
+				return rc.count() == 1 && e.count(`SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1`, ep) == 4
+			})
+			fresh := tc.change(e, ep, moved)
+			close(release)
+			settled := func(d deliveryRow) bool {
+				return d.LockedUntil == nil && (d.Status == "succeeded" || d.NextAttemptAt == nil)
+			}
+			first := e.waitDelivery("the attempt in flight", evs[0], ep, settled)
+			if first.Status != "succeeded" {
+				t.Fatalf("the attempt in flight: %+v", first)
+			}
+			var queued []deliveryRow
+			for _, id := range evs[1:] {
+				queued = append(queued, e.waitDelivery("a queued delivery", id, ep, settled))
+			}
+			tc.check(t, e, queued, rc, moved, secrets[0], fresh)
+		})
+	}
+}
+
+// TestRetryRequestedDuringAnAttemptIsKept: a retry asked for
+// (POST /v1/webhook-deliveries/{id}/retry) while an attempt of the same
+// delivery is in flight, manual or scheduled, is a new manual attempt made
+// after it, not absorbed by it.
+func TestRetryRequestedDuringAnAttemptIsKept(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		manual bool // the attempt in flight
+	}{
+		{"during a manual attempt", true},
+		{"during a scheduled attempt", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			release := make(chan struct{})
+			rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+				if n == 1 {
+					select {
+					case <-release:
+					case <-r.Context().Done():
+					}
+					w.WriteHeader(http.StatusInternalServerError)
+				}
+			})
+			ep, _ := e.endpoint(rc.URL, endpointOpts{})
+			now := e.clock.Now()
+			ev := e.event(false, "customer.created")
+			e.exec(`INSERT INTO events (id, organization_id, livemode, type, api_version, data, created_at)
+				VALUES ($1, $2, false, $3, $4, $5, $6)`, ev.ID, e.org, ev.Type, ev.APIVersion, string(ev.Data), now)
+			id := ids.New(ids.Delivery)
+			e.exec(`INSERT INTO webhook_deliveries (id, organization_id, livemode, event_id, endpoint_id, status, attempts,
+				next_attempt_at, manual_pending) VALUES ($1, $2, false, $3, $4, 'pending', 0, $5, $6)`, id, e.org, ev.ID, ep, now, tc.manual)
+			e.start(e.config())
+			waitFor(t, "the first attempt to reach the receiver", 10*time.Second, func() bool { return rc.count() == 1 })
+			e.clock.Advance(time.Second) // the attempts' order shows in their times
+			// The user asks for a retry now: RetryDelivery's UPDATE.
+			e.exec(`UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $2, manual_pending = true, updated_at = $2
+				WHERE id = $1`, id, e.clock.Now())
+			close(release)
+			e.waitDelivery("the first attempt's result", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts >= 1 && d.LockedUntil == nil })
+			e.pollsAfterNow()
+			if d := e.delivery(ev.ID, ep); rc.count() < 2 && !d.Manual {
+				t.Fatalf("the retry was dropped: %+v, %d request(s) received", d, rc.count())
+			}
+			d := e.waitDelivery("the retry", ev.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+			as := e.attempts(d.ID)
+			first := "scheduled"
+			if tc.manual {
+				first = "manual"
+			}
+			if d.Attempts != 2 || d.Manual || len(as) != 2 || as[0].Trigger != first || as[1].Trigger != "manual" {
+				t.Fatalf("after the retry: %+v, attempts %+v; want a %s attempt, then a manual one", d, as, first)
+			}
+		})
+	}
+}
+
+// TestAlertsHideURLSecrets: alerts are logged and mailed, so the endpoint
+// URL in them keeps scheme, host and path only; tokens in the query,
+// fragment or user info stay out.
+func TestAlertsHideURLSecrets(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusGone) })
+	url := strings.Replace(rc.URL, "http://", "http://user:pa55@", 1) + "/hooks?token=s3cret#frag"
+	e.endpoint(url, endpointOpts{})
+	e.start(e.config())
+	e.produce(e.event(false, "customer.created"))
+	waitFor(t, "the disabled alert", 30*time.Second, func() bool { return len(e.alerts.all()) > 0 })
+	if a := e.alerts.all()[0]; a.Kind != deliverer.AlertDisabled || a.URL != rc.URL+"/hooks" {
+		t.Fatalf("alert %s about %q, want %s about %q", a.Kind, a.URL, deliverer.AlertDisabled, rc.URL+"/hooks")
+	}
+}

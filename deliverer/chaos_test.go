@@ -164,7 +164,7 @@ func TestChaosKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := &delivererProc{t: t, bin: buildDeliverer(t), log: logFile, env: []string{
-		"DATABASE_URL=" + dsn, "KAFKA_BROKERS=" + strings.Join(e.brokers, ","), "MASTER_KEY=" + config.DefaultMasterKey,
+		"DATABASE_URL=" + dsn, "KAFKA_BROKERS=" + strings.Join(e.brokers, ","), "MASTER_KEY=" + testMasterKey,
 		"WEBHOOK_ALLOW_CIDRS=loopback", "DATA_DIR=" + t.TempDir(), "LOG_LEVEL=" + config.String("GATEHOUSE_CHAOS_LOG_LEVEL", "warn"),
 		"DELIVERER_TOPIC=" + e.topic, "DELIVERER_GROUP=chaos-" + testenv.Suffix(), "DELIVERER_DEAD_LETTER_TOPIC=" + e.dlqTopic,
 		// A short lease so the restarted process takes over the dead one's

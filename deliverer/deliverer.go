@@ -30,10 +30,14 @@
 //     deliveries round-robin across endpoints, at most EndpointConcurrency
 //     at once per endpoint, so a slow endpoint cannot starve the others;
 //     one endpoint may also hold at most a quarter of the in-memory queue.
-//   - Attempt: POST of the event object with webhook-id (the delivery id,
-//     stable across retries), webhook-timestamp and a signature per
-//     unexpired secret; 2xx succeeds; redirects are not followed; 410 Gone
-//     disables the endpoint; Retry-After on 429/503 sets the next attempt.
+//   - Attempt: first, the endpoint's status, URL and secrets version are
+//     made at most EndpointTTL old (a delivery can wait in the queue for
+//     minutes): a disabled endpoint's delivery is parked, a moved one goes
+//     to the new URL, rotated secrets are reloaded. Then a POST of the
+//     event object with webhook-id (the delivery id, stable across
+//     retries), webhook-timestamp and a signature per unexpired secret;
+//     2xx succeeds; redirects are not followed; 410 Gone disables the
+//     endpoint; Retry-After on 429/503 sets the next attempt.
 //   - Result writer: attempts and the deliveries' new states are written
 //     in batches, one transaction each, only where the lease id still
 //     matches; then dead letters go to webhooks.dead-letter.v1 through the

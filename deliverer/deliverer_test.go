@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse/gatehouse/deliverer"
-	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/secretbox"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 )
@@ -113,7 +112,7 @@ func TestNewWorkerRequiresDependencies(t *testing.T) {
 // worker configuration.
 func newService(t *testing.T, db *pgxpool.Pool, brokers []string) *deliverer.Service {
 	t.Helper()
-	box, err := secretbox.New(config.DefaultMasterKey)
+	box, err := secretbox.New(testMasterKey)
 	if err != nil {
 		t.Fatal(err)
 	}

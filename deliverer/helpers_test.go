@@ -12,13 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/gatehouse/gatehouse/deliverer"
-	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/secretbox"
 	"github.com/gatehouse/gatehouse/internal/ssrf"
@@ -69,12 +69,17 @@ type env struct {
 	alerts   *alertSink
 }
 
+// testMasterKey encrypts the tests' webhook secrets. Not the published
+// development key, which the deliverer process refuses (the chaos test runs
+// it with this one).
+const testMasterKey = "ZGVsaXZlcmVyLXRlc3QtbWFzdGVyLWtleS0zMmJ5dGU="
+
 // newEnv gives the test its own database, topics and organisation.
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	pool, _ := testenv.Pool(t)
 	brokers := testenv.Kafka(t)
-	box, err := secretbox.New(config.DefaultMasterKey)
+	box, err := secretbox.New(testMasterKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +174,30 @@ func (e *env) endpoint(url string, o endpointOpts) (string, []string) {
 		secrets = append(secrets, s)
 	}
 	return id, secrets
+}
+
+// rotate does what the control plane's RotateSecret does, in one
+// transaction: the endpoint's unexpired secrets expire after grace (0:
+// now), and a new secret is added. It returns the new secret.
+func (e *env) rotate(endpoint string, grace time.Duration) string {
+	e.t.Helper()
+	now := e.clock.Now()
+	s := whsign.NewSecret()
+	sid := "whsec_row_" + testenv.Suffix()
+	err := pgx.BeginFunc(context.Background(), e.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(context.Background(), `UPDATE webhook_endpoint_secrets
+			SET expires_at = LEAST(COALESCE(expires_at, 'infinity'), $3)
+			WHERE endpoint_id = $1 AND (expires_at IS NULL OR expires_at > $2)`, endpoint, now, now.Add(grace)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(context.Background(), `INSERT INTO webhook_endpoint_secrets (id, endpoint_id, ciphertext, created_at)
+			VALUES ($1, $2, $3, $4)`, sid, endpoint, e.box.Seal([]byte(s), []byte(sid)), time.Now())
+		return err
+	})
+	if err != nil {
+		e.t.Fatalf("rotating the secret of %s: %v", endpoint, err)
+	}
+	return s
 }
 
 // event is a customer.created event of the env's organisation.
@@ -375,6 +404,12 @@ func (s *alertSink) Notify(_ context.Context, a deliverer.Alert) error {
 	defer s.mu.Unlock()
 	s.alerts = append(s.alerts, a)
 	return nil
+}
+
+func (s *alertSink) all() []deliverer.Alert {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]deliverer.Alert(nil), s.alerts...)
 }
 
 func (s *alertSink) kinds() []deliverer.AlertKind {

@@ -179,21 +179,22 @@ func (w *Worker) applyReleases(ctx context.Context, tx pgx.Tx, batch []*result) 
 	return nil
 }
 
-// applyDeliveriesSQL updates deliveries still leased by us. A manual retry
-// requested while a scheduled attempt was in flight (manual_pending set
-// after the claim) is kept: the status and next attempt it set stand, so the
-// manual attempt follows. The attempt that was manual clears the flag.
+// applyDeliveriesSQL updates deliveries still leased by us. The claim
+// cleared manual_pending (claimSQL), so a set flag is a manual retry
+// requested while this attempt, manual or not, was in flight: it is kept,
+// with the status and next attempt it set, so the manual attempt follows.
+// A recorded attempt clears manual_claimed: the manual request it carried
+// is done.
 const applyDeliveriesSQL = `
 UPDATE webhook_deliveries d SET
 	attempts = d.attempts + CASE WHEN u.attempted THEN 1 ELSE 0 END,
 	last_status_code = CASE WHEN u.attempted THEN u.code ELSE d.last_status_code END,
-	status = CASE WHEN d.manual_pending AND NOT u.manual THEN d.status
-	              WHEN u.status = '' THEN d.status ELSE u.status END,
-	next_attempt_at = CASE WHEN d.manual_pending AND NOT u.manual THEN d.next_attempt_at ELSE u.next END,
-	manual_pending = CASE WHEN u.manual THEN false ELSE d.manual_pending END,
+	status = CASE WHEN d.manual_pending OR u.status = '' THEN d.status ELSE u.status END,
+	next_attempt_at = CASE WHEN d.manual_pending THEN d.next_attempt_at ELSE u.next END,
+	manual_claimed = d.manual_claimed AND NOT u.attempted,
 	locked_until = NULL, lease_id = NULL, updated_at = $1
-FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::boolean[], $8::boolean[])
-     AS u(id, lease, status, next, code, manual, attempted)
+FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::boolean[])
+     AS u(id, lease, status, next, code, attempted)
 WHERE d.id = u.id AND d.lease_id = u.lease
 RETURNING d.id, d.status`
 
@@ -212,7 +213,7 @@ func (w *Worker) applyDeliveries(ctx context.Context, tx pgx.Tx, now time.Time, 
 		idsA, leases, statuses = make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
 		next                   = make([]*time.Time, 0, n)
 		codes                  = make([]*int32, 0, n)
-		manual, attempted      = make([]bool, 0, n), make([]bool, 0, n)
+		attempted              = make([]bool, 0, n)
 	)
 	for _, r := range batch {
 		if r.kind == resRelease {
@@ -230,9 +231,9 @@ func (w *Worker) applyDeliveries(ctx context.Context, tx pgx.Tx, now time.Time, 
 			code = &c
 		}
 		next, codes = append(next, nx), append(codes, code)
-		manual, attempted = append(manual, r.j.d.Manual && r.kind == resAttempted), append(attempted, r.kind == resAttempted)
+		attempted = append(attempted, r.kind == resAttempted)
 	}
-	rows, err := tx.Query(ctx, applyDeliveriesSQL, now, idsA, leases, statuses, next, codes, manual, attempted)
+	rows, err := tx.Query(ctx, applyDeliveriesSQL, now, idsA, leases, statuses, next, codes, attempted)
 	if err != nil {
 		return nil, fmt.Errorf("updating deliveries: %w", err)
 	}
@@ -499,6 +500,7 @@ func (w *Worker) afterCommit(c *committed) {
 // notify hands an alert to the notifier off the delivery path; at most a
 // few run at once and the rest are logged and dropped.
 func (w *Worker) notify(a Alert) {
+	a.URL = redactURL(a.URL) // one place, so that no alert kind forgets
 	w.m.alerts.WithLabelValues(string(a.Kind)).Inc()
 	select {
 	case w.notifySem <- struct{}{}:

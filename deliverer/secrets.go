@@ -18,9 +18,14 @@ import (
 // unsigned is never an option.
 var errNoSecret = errors.New("endpoint has no unexpired signing secret")
 
-// secretCache decrypts each endpoint's signing secrets at most once per
-// ttl. A rotation therefore reaches deliveries within ttl; expiry is checked
-// on every use, so an expired secret never signs even while cached.
+// secretCache decrypts each endpoint's signing secrets once and keeps them
+// while the endpoint's secrets version (secretsVersionSQL) stays the same,
+// re-reading them at the latest after ttl. Every attempt knows the version
+// as of a read no older than EndpointTTL — its claim, its fan-out or the
+// endpoint check before it — so a rotation (a new secret, the old ones'
+// expiry moved) reaches every delivery whose endpoint was read after the
+// rotation committed. Expiry is checked on every use too, so a secret
+// past its expires_at never signs, cached or not.
 type secretCache struct {
 	db  *pgxpool.Pool
 	box *secretbox.Box
@@ -32,7 +37,8 @@ type secretCache struct {
 
 type secretEntry struct {
 	mu       sync.Mutex // one load at a time per endpoint
-	loadedAt time.Time
+	loadedAt time.Time  // real clock, taken before the read
+	version  string
 	keys     []signingKey
 }
 
@@ -45,8 +51,11 @@ func newSecretCache(db *pgxpool.Pool, box *secretbox.Box, ttl time.Duration) *se
 	return &secretCache{db: db, box: box, ttl: ttl, entries: map[string]*secretEntry{}}
 }
 
-// keys returns the HMAC keys to sign with for endpoint at now, newest first.
-func (c *secretCache) keys(ctx context.Context, endpoint string, now time.Time) ([][]byte, error) {
+// keys returns the HMAC keys to sign with for endpoint at now, newest
+// first. ep is what is known of the endpoint: an entry loaded before ep was
+// read, under another secrets version, predates a change and is reloaded.
+// (An entry loaded after ep was read is newer than ep's version, not stale.)
+func (c *secretCache) keys(ctx context.Context, endpoint string, ep endpointSnap, now time.Time) ([][]byte, error) {
 	c.mu.Lock()
 	e := c.entries[endpoint]
 	if e == nil {
@@ -59,12 +68,14 @@ func (c *secretCache) keys(ctx context.Context, endpoint string, now time.Time) 
 	defer e.mu.Unlock()
 	// The cache runs on the real clock: a test clock jumping days ahead
 	// must not make every attempt reload.
-	if e.loadedAt.IsZero() || time.Since(e.loadedAt) > c.ttl {
-		ks, err := c.load(ctx, endpoint)
+	if e.loadedAt.IsZero() || time.Since(e.loadedAt) > c.ttl ||
+		(e.version != ep.Secrets && e.loadedAt.Before(ep.ReadAt)) {
+		loadedAt := time.Now()
+		ks, version, err := c.load(ctx, endpoint)
 		if err != nil {
 			return nil, err
 		}
-		e.keys, e.loadedAt = ks, time.Now()
+		e.keys, e.version, e.loadedAt = ks, version, loadedAt
 	}
 	out := make([][]byte, 0, len(e.keys))
 	for _, k := range e.keys {
@@ -78,40 +89,46 @@ func (c *secretCache) keys(ctx context.Context, endpoint string, now time.Time) 
 	return out, nil
 }
 
-func (c *secretCache) load(ctx context.Context, endpoint string) ([]signingKey, error) {
+// load reads endpoint's secrets and, in the same statement (so from the
+// same snapshot), their version.
+func (c *secretCache) load(ctx context.Context, endpoint string) ([]signingKey, string, error) {
 	rows, err := c.db.Query(ctx, `
-		SELECT id, ciphertext, expires_at FROM webhook_endpoint_secrets
+		SELECT id, ciphertext, expires_at, `+secretsVersionSQL("$1")+`
+		FROM webhook_endpoint_secrets
 		WHERE endpoint_id = $1 ORDER BY created_at DESC, id DESC`, endpoint)
 	if err != nil {
-		return nil, fmt.Errorf("loading signing secrets: %w", err)
+		return nil, "", fmt.Errorf("loading signing secrets: %w", err)
 	}
 	defer rows.Close()
-	var out []signingKey
+	var (
+		out     []signingKey
+		version string
+	)
 	for rows.Next() {
 		var (
 			id      string
 			ct      []byte
 			expires *time.Time
 		)
-		if err := rows.Scan(&id, &ct, &expires); err != nil {
-			return nil, fmt.Errorf("loading signing secrets: %w", err)
+		if err := rows.Scan(&id, &ct, &expires, &version); err != nil {
+			return nil, "", fmt.Errorf("loading signing secrets: %w", err)
 		}
 		// The secret row's id is the additional data: a ciphertext moved
 		// onto another row does not open.
 		pt, err := c.box.Open(ct, []byte(id))
 		if err != nil {
-			return nil, fmt.Errorf("signing secret %s: %w", id, err)
+			return nil, "", fmt.Errorf("signing secret %s: %w", id, err)
 		}
 		key, err := secretKey(pt)
 		if err != nil {
-			return nil, fmt.Errorf("signing secret %s: %w", id, err)
+			return nil, "", fmt.Errorf("signing secret %s: %w", id, err)
 		}
 		out = append(out, signingKey{key: key, expires: expires})
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("loading signing secrets: %w", err)
+		return nil, "", fmt.Errorf("loading signing secrets: %w", err)
 	}
-	return out, nil
+	return out, version, nil
 }
 
 // secretKey turns a stored plaintext into an HMAC key: the whsec_ string

@@ -25,17 +25,38 @@ type delivery struct {
 	EventID        string
 	EndpointID     string
 	Attempts       int  // attempts made before this one
-	Manual         bool // manual_pending: this attempt is a manual one
+	Manual         bool // this attempt is a manual one (manual_pending or manual_claimed at the claim)
 	LeaseID        string
 }
 
-// endpointSnap is the endpoint as of the claim.
+// endpointSnap is the endpoint as read at ReadAt: by the claim or fan-out
+// that produced a job, and again before an attempt when that is too old
+// (endpointCache).
 type endpointSnap struct {
 	URL          string
 	Status       string
 	APIVersion   string
 	FailingSince *time.Time
 	AlertLevel   int
+	// Secrets is the version of the endpoint's signing secrets
+	// (secretsVersionSQL): the secret cache reloads when it changes.
+	Secrets string
+	// ReadAt is when the read began, on the real clock: the snapshot
+	// reflects every change committed before then.
+	ReadAt time.Time
+}
+
+// secretsVersionSQL is the version of the signing secrets of the endpoint
+// whose id is ep (an SQL expression): a digest of the ids of the
+// transactions that wrote its secret rows (xmin). Any insert, update or
+// delete of those rows changes it — a rotation adds a row and moves the
+// others' expiry — without a column the control plane must remember to
+// bump. It reads the endpoint's few rows through their index, so claims and
+// fan-out can afford it per endpoint. Every query must use this one
+// definition: versions from different queries are compared.
+func secretsVersionSQL(ep string) string {
+	return `COALESCE((SELECT md5(string_agg(s.xmin::text, ',' ORDER BY s.id))
+		FROM webhook_endpoint_secrets s WHERE s.endpoint_id = ` + ep + `), '')`
 }
 
 // job is one held delivery on its way through the dispatcher.
@@ -83,6 +104,7 @@ type fanEndpoint struct {
 	Failing    *time.Time
 	AlertLevel int
 	Created    time.Time
+	Secrets    string
 }
 
 // fanOut stores a round of events and their deliveries in one transaction:
@@ -120,18 +142,20 @@ func (w *Worker) fanOut(ctx context.Context, now time.Time, evs []wire.Event, ti
 				orgs = append(orgs, e.OrganizationID)
 			}
 		}
+		readAt := time.Now()
 		rows, err := tx.Query(ctx, `
-			SELECT id, organization_id, livemode, url, enabled_events, COALESCE(api_version, ''),
-			       failing_since, failing_alert_level, created_at
-			FROM webhook_endpoints
-			WHERE organization_id = ANY($1) AND status = 'enabled'`, orgs)
+			SELECT e.id, e.organization_id, e.livemode, e.url, e.enabled_events, COALESCE(e.api_version, ''),
+			       e.failing_since, e.failing_alert_level, e.created_at, `+secretsVersionSQL("e.id")+`
+			FROM webhook_endpoints e
+			WHERE e.organization_id = ANY($1) AND e.status = 'enabled'`, orgs)
 		if err != nil {
 			return fmt.Errorf("loading endpoints: %w", err)
 		}
 		var eps []fanEndpoint
 		for rows.Next() {
 			var e fanEndpoint
-			if err := rows.Scan(&e.ID, &e.Org, &e.Livemode, &e.URL, &e.Events, &e.APIVersion, &e.Failing, &e.AlertLevel, &e.Created); err != nil {
+			if err := rows.Scan(&e.ID, &e.Org, &e.Livemode, &e.URL, &e.Events, &e.APIVersion, &e.Failing, &e.AlertLevel,
+				&e.Created, &e.Secrets); err != nil {
 				rows.Close()
 				return fmt.Errorf("loading endpoints: %w", err)
 			}
@@ -160,7 +184,8 @@ func (w *Worker) fanOut(ctx context.Context, now time.Time, evs []wire.Event, ti
 				c := &cand{j: &job{
 					d: delivery{ID: ids.NewAt(ids.Delivery, now), OrganizationID: e.OrganizationID, Livemode: e.Livemode,
 						EventID: e.ID, EndpointID: ep.ID},
-					ep:   endpointSnap{URL: ep.URL, Status: "enabled", APIVersion: ep.APIVersion, FailingSince: ep.Failing, AlertLevel: ep.AlertLevel},
+					ep: endpointSnap{URL: ep.URL, Status: "enabled", APIVersion: ep.APIVersion, FailingSince: ep.Failing,
+						AlertLevel: ep.AlertLevel, Secrets: ep.Secrets, ReadAt: readAt},
 					ev:   e,
 					fast: true, eventTime: times[i],
 				}}
@@ -227,7 +252,13 @@ func (w *Worker) fanOut(ctx context.Context, now time.Time, evs []wire.Event, ti
 // endpoint cannot fill every claim), then locked with SKIP LOCKED so
 // concurrent deliverers take disjoint sets. The due conditions are checked
 // again on the locked rows because the candidate scan ran before the locks.
-const claimSQL = `
+//
+// The claim takes over a manual request: it clears manual_pending and notes
+// the attempt as manual in manual_claimed (migration 0011). A retry asked
+// for while the attempt is in flight sets manual_pending again, which the
+// result then leaves queued (applyDeliveriesSQL); manual_claimed keeps the
+// attempt manual if this deliverer dies and another takes it over.
+var claimSQL = `
 WITH room AS (
 	SELECT * FROM unnest($5::text[], $6::int[]) AS r(endpoint_id, room)
 ), cand AS (
@@ -244,7 +275,7 @@ WITH room AS (
 	       COALESCE(r.room, $7) AS room
 	FROM cand c LEFT JOIN room r ON r.endpoint_id = c.endpoint_id
 ), due AS (
-	SELECT d.id FROM webhook_deliveries d
+	SELECT d.id, d.manual_pending OR d.manual_claimed AS manual FROM webhook_deliveries d
 	WHERE d.id IN (SELECT id FROM ranked WHERE rn <= room)
 	  AND d.status IN ('pending', 'failed') AND d.next_attempt_at <= $1
 	  AND (d.locked_until IS NULL OR d.locked_until < $1)
@@ -252,12 +283,14 @@ WITH room AS (
 	LIMIT $3
 	FOR UPDATE SKIP LOCKED
 ), claimed AS (
-	UPDATE webhook_deliveries d SET locked_until = $2, lease_id = $9, updated_at = $1
+	UPDATE webhook_deliveries d SET locked_until = $2, lease_id = $9, updated_at = $1,
+	       manual_pending = false, manual_claimed = due.manual
 	FROM due WHERE d.id = due.id
-	RETURNING d.id, d.organization_id, d.livemode, d.event_id, d.endpoint_id, d.attempts, d.manual_pending
+	RETURNING d.id, d.organization_id, d.livemode, d.event_id, d.endpoint_id, d.attempts, due.manual
 )
-SELECT c.id, c.organization_id, c.livemode, c.event_id, c.endpoint_id, c.attempts, c.manual_pending,
+SELECT c.id, c.organization_id, c.livemode, c.event_id, c.endpoint_id, c.attempts, c.manual,
        e.url, e.status, COALESCE(e.api_version, ''), e.failing_since, e.failing_alert_level,
+       ` + secretsVersionSQL("e.id") + `,
        ev.id IS NOT NULL, COALESCE(ev.type, ''), COALESCE(ev.api_version, ''), ev.data,
        COALESCE(ev.request_id, ''), COALESCE(ev.idempotency_key, ''), ev.created_at
 FROM claimed c
@@ -272,13 +305,14 @@ func (w *Worker) claim(ctx context.Context, now time.Time, n int) ([]*job, error
 	var out []*job
 	err := asyncTx(ctx, w.db, func(tx pgx.Tx) error {
 		out = nil
+		readAt := time.Now()
 		rows, err := tx.Query(ctx, claimSQL, now, now.Add(w.cfg.Lease), n, held, eps, rooms,
 			w.cfg.maxPerEndpoint, n*4, leaseID)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
-		return scanClaimed(rows, leaseID, &out)
+		return scanClaimed(rows, leaseID, readAt, &out)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
@@ -286,7 +320,7 @@ func (w *Worker) claim(ctx context.Context, now time.Time, n int) ([]*job, error
 	return out, nil
 }
 
-func scanClaimed(rows pgx.Rows, leaseID string, out *[]*job) error {
+func scanClaimed(rows pgx.Rows, leaseID string, readAt time.Time, out *[]*job) error {
 	for rows.Next() {
 		j := &job{}
 		var (
@@ -296,11 +330,11 @@ func scanClaimed(rows pgx.Rows, leaseID string, out *[]*job) error {
 			created  *time.Time
 		)
 		if err := rows.Scan(&j.d.ID, &j.d.OrganizationID, &j.d.Livemode, &j.d.EventID, &j.d.EndpointID, &j.d.Attempts, &j.d.Manual,
-			&j.ep.URL, &j.ep.Status, &j.ep.APIVersion, &j.ep.FailingSince, &j.ep.AlertLevel,
+			&j.ep.URL, &j.ep.Status, &j.ep.APIVersion, &j.ep.FailingSince, &j.ep.AlertLevel, &j.ep.Secrets,
 			&hasEvent, &ev.Type, &ev.APIVersion, &data, &ev.RequestID, &ev.IdempotencyKey, &created); err != nil {
 			return err
 		}
-		j.d.LeaseID = leaseID
+		j.d.LeaseID, j.ep.ReadAt = leaseID, readAt
 		if hasEvent {
 			ev.V, ev.ID, ev.OrganizationID, ev.Livemode = 1, j.d.EventID, j.d.OrganizationID, j.d.Livemode
 			ev.Data = json.RawMessage(data)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -83,8 +84,15 @@ type WorkerConfig struct {
 	// DeadAlertEvery limits alerts about dead deliveries to one per
 	// endpoint per period; 1 h.
 	DeadAlertEvery time.Duration
-	// SecretTTL is how long decrypted secrets are cached; 5 s.
+	// SecretTTL is the longest decrypted secrets are cached; 5 s. A
+	// rotation is seen sooner: see EndpointTTL.
 	SecretTTL time.Duration
+	// EndpointTTL is how old what an attempt knows of its endpoint (status,
+	// URL, API version, signing secrets' version) may be; anything older is
+	// read again first. So a delivery queued before its endpoint was
+	// disabled, moved or had its secret rotated follows the change once it
+	// is this old. 1 s.
+	EndpointTTL time.Duration
 	// StatsEvery is how often the queue-lag gauges are sampled; 10 s.
 	StatsEvery time.Duration
 	// Notifier receives alerts; a LogNotifier by default.
@@ -117,11 +125,13 @@ type Worker struct {
 	disp    *dispatcher
 	client  *http.Client
 	secrets *secretCache
+	eps     *endpointCache
 	dlq     *outbox.Producer
 	sender  *outbox.KafkaSender
 	results chan *result
 
 	notifySem chan struct{}
+	epWarned  atomic.Int64 // unix nanoseconds of the last warnEndpointRead
 	notifyWG  sync.WaitGroup
 }
 
@@ -158,6 +168,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	setDefault(&cfg.DisableAfter, 5*24*time.Hour)
 	setDefault(&cfg.DeadAlertEvery, time.Hour)
 	setDefault(&cfg.SecretTTL, 5*time.Second)
+	setDefault(&cfg.EndpointTTL, time.Second)
 	setDefault(&cfg.StatsEvery, 10*time.Second)
 	if cfg.FailingThresholds == nil {
 		cfg.FailingThresholds = []time.Duration{time.Hour, 24 * time.Hour, 72 * time.Hour}
@@ -185,6 +196,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		disp:      newDispatcher(cfg.EndpointConcurrency, cfg.MaxHeld, cfg.maxPerEndpoint),
 		client:    newClient(cfg.Policy, cfg.EndpointConcurrency),
 		secrets:   newSecretCache(cfg.DB, cfg.Box, cfg.SecretTTL),
+		eps:       newEndpointCache(cfg.DB, cfg.EndpointTTL),
 		results:   make(chan *result, cfg.MaxHeld),
 		notifySem: make(chan struct{}, 4),
 	}
@@ -484,6 +496,7 @@ func (w *Worker) statsLoop(ctx context.Context) {
 			w.log.Warn("sampling queue metrics", zap.Error(err))
 		}
 		w.secrets.prune()
+		w.eps.prune()
 		select {
 		case <-ctx.Done():
 			return

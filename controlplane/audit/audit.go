@@ -130,8 +130,13 @@ type Filter struct {
 	ActorType ActorType // with or without ActorID
 	ActorID   string
 	TargetID  string
-	Since     time.Time // inclusive
-	Until     time.Time // exclusive
+	// Livemode, when set, keeps one environment's entries and the
+	// organisation-wide ones (Livemode nil), which belong to both. It is
+	// applied in SQL so that a page holds Limit entries of the environment
+	// shown, however many of the other lie between them.
+	Livemode *bool
+	Since    time.Time // inclusive
+	Until    time.Time // exclusive
 	// Limit is 1–100; zero means DefaultLimit.
 	Limit int
 	// StartingAfter and EndingBefore are entry ids (DESIGN §5 cursors); at
@@ -200,6 +205,9 @@ func (l *Log) List(ctx context.Context, org string, f Filter) (Page, error) {
 	}
 	if f.TargetID != "" {
 		add("target_id = $%d", f.TargetID)
+	}
+	if f.Livemode != nil {
+		add("(livemode = $%d OR livemode IS NULL)", *f.Livemode)
 	}
 	if !f.Since.IsZero() {
 		add("created_at >= $%d", f.Since)

@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -135,6 +136,68 @@ func TestRecordRefusesIncompleteEntries(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := audit.Record(ctx, db, tc.e); err == nil {
 				t.Fatal("recorded an incomplete entry")
+			}
+		})
+	}
+}
+
+// TestListByEnvironment: a page of one environment holds that environment's
+// entries and the organisation-wide ones, up to the limit, however many
+// entries of the other environment are newer.
+func TestListByEnvironment(t *testing.T) {
+	db, _ := testenv.Pool(t)
+	ctx := context.Background()
+	if _, err := db.Exec(ctx, `INSERT INTO organizations (id, name) VALUES ('org_A', 'A')`); err != nil {
+		t.Fatal(err)
+	}
+	live, sandbox := true, false
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	// Oldest first: an organisation-wide entry, two sandbox ones, then
+	// twenty live ones. The target id names each.
+	type fixture struct {
+		target   string
+		livemode *bool
+	}
+	fixtures := []fixture{{"org", nil}, {"sandbox_1", &sandbox}, {"sandbox_2", &sandbox}}
+	for i := range 20 {
+		fixtures = append(fixtures, fixture{fmt.Sprintf("live_%02d", i+1), &live})
+	}
+	for i, f := range fixtures {
+		e := audit.Entry{OrganizationID: "org_A", Livemode: f.livemode, Actor: audit.Actor{Type: audit.ActorCLI, ID: "root"},
+			Action: "x.y", TargetID: f.target, CreatedAt: t0.Add(time.Duration(i) * time.Minute)}
+		if err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error { return audit.Record(ctx, tx, e) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := audit.NewLog(db)
+	for _, tc := range []struct {
+		name    string
+		filter  audit.Filter
+		want    []string
+		hasMore bool
+	}{
+		{"sandbox: its own and the organisation's, past newer live ones", audit.Filter{Livemode: &sandbox, Limit: 3},
+			[]string{"sandbox_2", "sandbox_1", "org"}, false},
+		{"sandbox, a page at a time", audit.Filter{Livemode: &sandbox, Limit: 2},
+			[]string{"sandbox_2", "sandbox_1"}, true},
+		{"live: a full page", audit.Filter{Livemode: &live, Limit: 3},
+			[]string{"live_20", "live_19", "live_18"}, true},
+		{"live: the organisation's entry too", audit.Filter{Livemode: &live, Limit: 100, Until: t0.Add(5 * time.Minute)},
+			[]string{"live_02", "live_01", "org"}, false},
+		{"both when unset", audit.Filter{Limit: 100, Until: t0.Add(4 * time.Minute)},
+			[]string{"live_01", "sandbox_2", "sandbox_1", "org"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := log.List(ctx, "org_A", tc.filter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, e := range p.Data {
+				got = append(got, e.TargetID)
+			}
+			if !slices.Equal(got, tc.want) || p.HasMore != tc.hasMore {
+				t.Fatalf("got %v has_more=%v, want %v has_more=%v", got, p.HasMore, tc.want, tc.hasMore)
 			}
 		})
 	}

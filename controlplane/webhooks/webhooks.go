@@ -27,9 +27,10 @@
 // /v1/webhook-endpoints/{id}/recover) and a test (POST
 // /v1/webhook-endpoints/{id}/test) all leave deliveries in the same state:
 // status 'pending', next_attempt_at = now, manual_pending = true (migration
-// 0006). The deliverer claims them like any due delivery, records the
-// attempt with trigger 'manual', and clears manual_pending with that
-// attempt; a manual attempt goes out even to a disabled endpoint, because it
+// 0006). The deliverer claims them like any due delivery, clears
+// manual_pending as it claims the attempt (so a retry asked for while that
+// attempt is in flight sets it again and is kept; migration 0011), and
+// records the attempt with trigger 'manual'; a manual attempt goes out even to a disabled endpoint, because it
 // is the user's explicit request. Single retries and tests are therefore
 // allowed on disabled endpoints (to check a fix before re-enabling);
 // recovery, which re-sends in bulk, requires the endpoint to be enabled.

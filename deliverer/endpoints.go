@@ -1,0 +1,110 @@
+package deliverer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// endpointCache keeps each endpoint's state — status, URL, API version,
+// secrets version — fresh enough for the next attempt. A job carries the
+// endpoint as its claim or fan-out read it, but it may then wait minutes in
+// the dispatcher's queue behind a slow endpoint, and meanwhile the endpoint
+// may be disabled, moved to another URL or have its secret rotated. Before
+// each attempt the freshest snapshot known (the job's own or the cache's)
+// is used if it is at most ttl old, and the endpoint is read again
+// otherwise: at most one read per endpoint per ttl, and none while fan-out
+// and claims keep handing in fresh snapshots, which is the common case.
+type endpointCache struct {
+	db  *pgxpool.Pool
+	ttl time.Duration
+
+	mu      sync.Mutex
+	entries map[string]*endpointEntry
+}
+
+type endpointEntry struct {
+	mu   sync.Mutex // one read at a time per endpoint
+	snap endpointSnap
+	gone bool // deleted; its deliveries went with it
+}
+
+func newEndpointCache(db *pgxpool.Pool, ttl time.Duration) *endpointCache {
+	return &endpointCache{db: db, ttl: ttl, entries: map[string]*endpointEntry{}}
+}
+
+// current returns j's endpoint as read at most ttl ago (on the real clock:
+// a test clock jumping ahead must not force reads), and false if it was
+// deleted. On a failed read it returns the freshest snapshot it has with
+// the error.
+func (c *endpointCache) current(ctx context.Context, j *job) (endpointSnap, bool, error) {
+	id := j.d.EndpointID
+	c.mu.Lock()
+	e := c.entries[id]
+	if e == nil {
+		e = &endpointEntry{}
+		c.entries[id] = e
+	}
+	c.mu.Unlock()
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.gone {
+		return endpointSnap{}, false, nil
+	}
+	if j.ep.ReadAt.After(e.snap.ReadAt) {
+		e.snap = j.ep
+	}
+	if time.Since(e.snap.ReadAt) <= c.ttl {
+		return e.snap, true, nil
+	}
+	snap, err := c.load(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		e.gone, e.snap = true, endpointSnap{ReadAt: snap.ReadAt}
+		return endpointSnap{}, false, nil
+	}
+	if err != nil {
+		return e.snap, true, err
+	}
+	e.snap = snap
+	return snap, true, nil
+}
+
+func (c *endpointCache) load(ctx context.Context, id string) (endpointSnap, error) {
+	// Bounded: other attempts to this endpoint wait for this read.
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s := endpointSnap{ReadAt: time.Now()}
+	err := c.db.QueryRow(ctx, `
+		SELECT e.url, e.status, COALESCE(e.api_version, ''), e.failing_since, e.failing_alert_level, `+secretsVersionSQL("e.id")+`
+		FROM webhook_endpoints e WHERE e.id = $1`, id).
+		Scan(&s.URL, &s.Status, &s.APIVersion, &s.FailingSince, &s.AlertLevel, &s.Secrets)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, err
+	}
+	if err != nil {
+		return s, fmt.Errorf("reading endpoint %s: %w", id, err)
+	}
+	return s, nil
+}
+
+// prune drops entries too old to be used again, so that idle and deleted
+// endpoints do not accumulate.
+func (c *endpointCache) prune() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, e := range c.entries {
+		if e.mu.TryLock() {
+			stale := time.Since(e.snap.ReadAt) > c.ttl
+			e.mu.Unlock()
+			if stale {
+				delete(c.entries, id)
+			}
+		}
+	}
+}
