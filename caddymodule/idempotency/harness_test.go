@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -437,3 +438,65 @@ func randomHex(n int) string {
 
 // newKey is a fresh Idempotency-Key.
 func newKey() string { return "key-" + randomHex(8) }
+
+// slowProxy forwards TCP to a Redis server. While slow is set, it holds
+// each chunk of Redis's replies for delay before passing it on: commands
+// reach Redis and run at once, their answers come late.
+type slowProxy struct {
+	addr string
+	slow atomic.Bool
+}
+
+func newSlowProxy(t testing.TB, target string, delay time.Duration) *slowProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &slowProxy{addr: ln.Addr().String()}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { _, _ = io.Copy(s, c); s.Close() }()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 {
+						if p.slow.Load() {
+							time.Sleep(delay)
+						}
+						if _, err := c.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p
+}
+
+// redisURL is the test Redis's URL, parsed, for tests that put something
+// between the handler and Redis.
+func redisURL(t testing.TB) *neturl.URL {
+	t.Helper()
+	u, err := neturl.Parse(testenv.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}

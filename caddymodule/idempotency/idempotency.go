@@ -6,7 +6,10 @@
 //
 //   - First request with a key: the key is locked in Redis, the request goes
 //     upstream, and the complete response (any status, 5xx included, as
-//     Stripe does) is recorded before the client receives it.
+//     Stripe does) is recorded before the client receives it. Except
+//     refusals: a 429, or a 503 with Retry-After, says by HTTP convention
+//     that the backend did not act on the request and when to try again, so
+//     it is passed on unrecorded and the lock released; the retry executes.
 //   - Retry after completion: the recorded status, headers and body are sent
 //     again with `Idempotent-Replayed: true`; the retry has its own Request-Id
 //     and names the original in `Original-Request-Id`.
@@ -27,6 +30,12 @@
 //
 //   - Redis unreachable when a keyed request arrives: 503
 //     idempotency_unavailable; the request is not executed unprotected.
+//     When the lock call went out but its answer did not come in time, it
+//     may have taken the lock, or may still take it: the handler releases
+//     it with the request's own token, from the background until Redis
+//     answers, and a late lock call finds the release's tombstone and takes
+//     nothing (store.go). Retries get 409 until the release lands, then
+//     execute.
 //   - The upstream could not be reached at all (the reverse proxy's dial
 //     error, "no upstreams available", or a 4xx error from a handler behind
 //     this one): the request provably never reached the backend, so the lock
@@ -50,10 +59,10 @@
 //     marked too_large and retries get 422 idempotency_response_unavailable.
 //   - Known edge: if Redis fails while recording (after the upstream ran), or
 //     the gateway dies mid-request, the client still gets its response (in
-//     the first case) but nothing is recorded. The lock expires after
-//     lock_ttl: retries until then get 409, a retry after that executes
-//     again. Both are logged and counted in
-//     caddy_gatehouse_idempotency_records_total.
+//     the first case) but nothing is recorded. The lock is not released —
+//     the upstream ran — and expires after lock_ttl: retries until then get
+//     409, a retry after that executes again. Both are logged and counted
+//     in caddy_gatehouse_idempotency_records_total.
 //
 // # Placeholders and metrics
 //
@@ -73,6 +82,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -81,6 +91,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -89,6 +100,7 @@ import (
 	"github.com/gatehouse/gatehouse/caddymodule/redispool"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/redact"
 )
 
 func init() {
@@ -221,7 +233,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.redisURL = ""
 		return fmt.Errorf("idempotency: %w", err)
 	}
-	h.store = &store{client: client.Scripts, direct: client.Scripts.Always()}
+	h.store = &store{client: client.Scripts, direct: client.Scripts.Always(), prefix: h.KeyPrefix}
 
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("idempotency: registering metrics: %w", err)
@@ -300,7 +312,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	scope, ok := h.scope(repl)
 	if !ok {
 		h.logger.Error("keyed request without an organisation: place idempotency after api_key, or set fallback_scope",
-			zap.String("path", r.URL.Path))
+			zap.String("path", logRedactor.Path(r.URL.EscapedPath())))
 		return refuse(apierror.Internal())
 	}
 	body, err := readBody(r, h.MaxRequestSize)
@@ -326,6 +338,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		countOutcome(outcomeUnavailable)
 		h.logger.Warn("idempotency store unavailable; refusing keyed request", zap.Error(err))
+		if mayHaveLocked(err) {
+			// Not in the client's way: its 503 says "retry later", and a
+			// Redis that did not answer this call may not answer the next.
+			h.releaseLater(ex, "")
+		}
 		return refuse(apierror.Unavailable("idempotency_unavailable",
 			"Idempotency keys cannot be checked right now, so this request was not executed. Retry later with the same Idempotency-Key."))
 	}
@@ -388,7 +405,7 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 
 	switch {
 	case err != nil && !rb.WroteHeader() && neverReachedUpstream(err):
-		h.release(ctx, ex)
+		h.release(ctx, ex, recordReleased)
 		return err
 
 	case rb.Streamed:
@@ -413,10 +430,25 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 
 	default:
 		resp := recorded(rb)
-		h.complete(ctx, ex, stateDone, resp, recordStored)
+		if refusedBeforeActing(resp) {
+			h.release(ctx, ex, recordRefused)
+		} else {
+			h.complete(ctx, ex, stateDone, resp, recordStored)
+		}
 		writeResponse(w, resp)
 		return nil
 	}
+}
+
+// refusedBeforeActing reports whether the upstream's response says, by HTTP
+// convention, that it did not act on the request and it may be retried:
+// 429 Too Many Requests, or 503 with Retry-After (RFC 9110 §15.6.4). Such a
+// response is not recorded; replaying it would answer "retry later" to
+// every retry for ttl. Any other 5xx may come after the work was done, and
+// is recorded.
+func refusedBeforeActing(resp response) bool {
+	return resp.status == http.StatusTooManyRequests ||
+		resp.status == http.StatusServiceUnavailable && resp.header.Get("Retry-After") != ""
 }
 
 // serveNext calls next and turns a panic into a value, so the outcome can be
@@ -427,7 +459,9 @@ func serveNext(next caddyhttp.Handler, w http.ResponseWriter, r *http.Request) (
 }
 
 // complete records the outcome. Failure is logged and counted; the client
-// still gets its response.
+// still gets its response. The lock is kept even when recording fails
+// without an answer: the upstream ran, and releasing would let a retry run
+// it again.
 func (h *Handler) complete(ctx context.Context, ex *execution, state string, resp response, result string) {
 	ctx, cancel := context.WithTimeout(ctx, recordTimeout)
 	defer cancel()
@@ -446,17 +480,95 @@ func (h *Handler) complete(ctx context.Context, ex *execution, state string, res
 	}
 }
 
-// release drops the lock of a request that never reached the upstream.
-func (h *Handler) release(ctx context.Context, ex *execution) {
+// release drops the lock of a request that did not execute (it never
+// reached the upstream, or the upstream refused it), so that a retry runs.
+// Should Redis not answer, the release goes on in the background.
+func (h *Handler) release(ctx context.Context, ex *execution, result string) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	if err := h.store.release(ctx, ex.rkey, ex.token); err != nil {
-		countRecord(recordRedisError)
-		h.logger.Error("releasing idempotency lock failed; retries get 409 until lock_ttl",
+	if err := h.store.release(ctx, ex.rkey, ex.token, time.Duration(h.LockTTL)); err != nil {
+		h.logger.Warn("releasing idempotency lock failed; retrying in the background",
 			zap.String("request_id", ex.requestID), zap.Error(err))
+		h.releaseLater(ex, result)
 		return
 	}
-	countRecord(recordReleased)
+	countRecord(result)
+}
+
+// Releases in the background: at most maxPendingReleases at a time, tried
+// until Redis answers one, first after releaseRetry and then twice as long
+// each time up to redispool.IOTimeout, for at most lock_ttl (by then the
+// lock has expired, and a lock call still on its way that long is beyond
+// what a tombstone covers). Few are ever pending: once Redis has missed
+// three batches, the circuit breaker refuses lock calls before they are
+// sent, and those need no release.
+const (
+	maxPendingReleases = 1024
+	releaseRetry       = 100 * time.Millisecond
+)
+
+var pendingReleases = make(chan struct{}, maxPendingReleases)
+
+// releaseLater releases ex's lock from the background. Every attempt is safe
+// to repeat and safe in any order with the lock call (see store.go's
+// tombstones), so attempts that time out are simply tried again. result is
+// counted when the release lands ("" for none); giving up counts a
+// redis_error.
+func (h *Handler) releaseLater(ex *execution, result string) {
+	select {
+	case pendingReleases <- struct{}{}:
+	default:
+		h.gaveUpReleasing(ex, result, errors.New("too many releases pending"))
+		return
+	}
+	lockTTL := time.Duration(h.LockTTL)
+	ex = &execution{rkey: ex.rkey, token: ex.token, requestID: ex.requestID} // not the body
+	go func() {
+		defer func() { <-pendingReleases }()
+		deadline := time.Now().Add(lockTTL)
+		wait := releaseRetry
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+			err := h.store.release(ctx, ex.rkey, ex.token, lockTTL)
+			cancel()
+			if err == nil {
+				if result != "" {
+					countRecord(result)
+				}
+				return
+			}
+			if time.Now().Add(wait).After(deadline) {
+				h.gaveUpReleasing(ex, result, err)
+				return
+			}
+			time.Sleep(wait)
+			wait = min(2*wait, redispool.IOTimeout)
+		}
+	}()
+}
+
+func (h *Handler) gaveUpReleasing(ex *execution, result string, err error) {
+	if result != "" {
+		countRecord(recordRedisError)
+	}
+	h.logger.Error("releasing idempotency lock failed; retries get 409 until lock_ttl",
+		zap.String("request_id", ex.requestID), zap.Duration("lock_ttl", time.Duration(h.LockTTL)), zap.Error(err))
+}
+
+// mayHaveLocked reports whether a failed lock call may have taken the lock
+// nonetheless: unless it was never sent (the circuit breaker refused it, or
+// no connection could be made) or Redis answered with an error, its script
+// may have run — or may still run.
+func mayHaveLocked(err error) bool {
+	var rerr redis.Error
+	var oerr *net.OpError
+	switch {
+	case errors.Is(err, redispool.ErrCircuitOpen), errors.As(err, &rerr):
+		return false
+	case errors.As(err, &oerr) && oerr.Op == "dial":
+		return false
+	}
+	return true
 }
 
 // neverReachedUpstream reports whether err proves that the request was not
@@ -646,6 +758,10 @@ func restoreBody(r *http.Request, body []byte) {
 func refuse(err error) error {
 	return caddyhttp.Error(apierror.From(err).Status, err)
 }
+
+// logRedactor keeps keys pasted into a URL out of the error log, as
+// request_log keeps them out of request logs.
+var logRedactor = redact.New(redact.Config{})
 
 func newToken() string {
 	var b [16]byte

@@ -3,17 +3,28 @@ package idempotency
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	_ "github.com/gatehouse/gatehouse/caddymodule/requestid"
+	"github.com/gatehouse/gatehouse/internal/apierror"
+	"github.com/gatehouse/gatehouse/internal/apikey"
 	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 )
 
@@ -536,6 +547,195 @@ func TestAmbiguousFailuresAreNeverReExecuted(t *testing.T) {
 	}
 }
 
+// TestLockAnsweredTooLateIsReleased: Redis takes the lock but its answer
+// comes after the deadline. The client is told the request did not execute
+// and to retry with the same key, so the lock must not outlive that answer
+// (it used to hold for lock_ttl, every retry getting 409).
+func TestLockAnsweredTooLateIsReleased(t *testing.T) {
+	_, prefix := testRedis(t)
+	via := redisURL(t)
+	px := newSlowProxy(t, via.Host, 2*lookupTimeout)
+	via.Host = px.addr
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, settings{"redis": via.String(), "lock_ttl": "60s"})
+	// Opens the connections and loads the script, so the slow call is the
+	// lock call itself.
+	if r := gw.do(t, req{key: newKey(), body: `{}`}); r.status != http.StatusCreated {
+		t.Fatalf("warm-up: %d %s", r.status, r.body)
+	}
+	q := req{key: newKey(), body: `{"a":1}`}
+
+	px.slow.Store(true)
+	first := gw.do(t, q)
+	px.slow.Store(false)
+	if first.status != http.StatusServiceUnavailable || first.apiError(t)["code"] != "idempotency_unavailable" {
+		t.Fatalf("lock answered late: %d %s", first.status, first.body)
+	}
+	var retry resp
+	eventually(t, 10*time.Second, "a retry with the same key to execute", func() bool {
+		retry = gw.do(t, q)
+		// 409 until the release lands, 503 should the breaker have opened.
+		return retry.status != http.StatusConflict && retry.status != http.StatusServiceUnavailable
+	})
+	if retry.status != http.StatusCreated || retry.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("retry: %d %s replayed=%q", retry.status, retry.body, retry.header.Get("Idempotent-Replayed"))
+	}
+	if n := up.count.Load(); n != 2 {
+		t.Fatalf("upstream executed %d times, want 2 (warm-up and retry)", n)
+	}
+}
+
+// TestReleaseAndLockCallInEitherOrder: a lock call that got no answer may
+// run in Redis after its request released the lock. Whichever runs first,
+// no lock of that request's token is left, and no one else's lock is
+// touched.
+func TestReleaseAndLockCallInEitherOrder(t *testing.T) {
+	rdb, prefix := testRedis(t)
+	s := &store{client: rdb, direct: rdb, prefix: prefix}
+	ctx := context.Background()
+	const lockTTL = time.Minute
+	begin := func(key, token string) (lookup, error) {
+		return s.begin(ctx, key, token, "fp", "req_1", lockTTL)
+	}
+	acquire := func(t *testing.T, key, token string) {
+		t.Helper()
+		if l, err := begin(key, token); err != nil || l.state != stateAcquired {
+			t.Fatalf("begin(%s): %v %v, want acquired", token, l.state, err)
+		}
+	}
+	release := func(t *testing.T, key, token string) {
+		t.Helper()
+		if err := s.release(ctx, key, token, lockTTL); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("lock, then release", func(t *testing.T) {
+		key := prefix + newKey()
+		acquire(t, key, "tok1")
+		release(t, key, "tok1")
+		if n := rdb.Exists(ctx, key).Val(); n != 0 {
+			t.Fatal("the lock is still there")
+		}
+		acquire(t, key, "tok2")
+	})
+	t.Run("release, then the late lock call", func(t *testing.T) {
+		key := prefix + newKey()
+		release(t, key, "tok1")
+		if _, err := begin(key, "tok1"); !errors.Is(err, errReleased) {
+			t.Fatalf("late lock call: %v, want errReleased", err)
+		}
+		if n := rdb.Exists(ctx, key).Val(); n != 0 {
+			t.Fatal("the late lock call took the lock after its release")
+		}
+		if ttl := rdb.PTTL(ctx, s.tombstone("tok1")).Val(); ttl <= 0 || ttl > lockTTL {
+			t.Fatalf("tombstone expires in %s, want within lock_ttl", ttl)
+		}
+		acquire(t, key, "tok2") // the retry, with its own token
+	})
+	t.Run("another request's lock is left alone", func(t *testing.T) {
+		key := prefix + newKey()
+		acquire(t, key, "tok2")
+		release(t, key, "tok1")
+		if tok := rdb.HGet(ctx, key, "tok").Val(); tok != "tok2" {
+			t.Fatalf("lock token %q, want tok2's lock kept", tok)
+		}
+	})
+}
+
+// TestUpstreamRefusalsAreNotRecorded: a 429, or a 503 with Retry-After, says
+// the backend did not act and when to retry; replaying it for ttl would
+// refuse every retry. It is passed on, not recorded, and the retry runs.
+// A 503 without Retry-After may come after the work: it is recorded.
+func TestUpstreamRefusalsAreNotRecorded(t *testing.T) {
+	_, prefix := testRedis(t)
+	for _, tc := range []struct {
+		name       string
+		status     int
+		retryAfter string
+		recorded   bool
+	}{
+		{"429 with Retry-After", http.StatusTooManyRequests, "1", false},
+		{"429 without Retry-After", http.StatusTooManyRequests, "", false},
+		{"503 with Retry-After", http.StatusServiceUnavailable, "2", false},
+		{"503 without Retry-After", http.StatusServiceUnavailable, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int64
+			backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				if calls.Add(1) == 1 {
+					if tc.retryAfter != "" {
+						w.Header().Set("Retry-After", tc.retryAfter)
+					}
+					w.WriteHeader(tc.status)
+					_, _ = io.WriteString(w, `{"error":{"type":"api_error","message":"busy"}}`)
+					return
+				}
+				w.WriteHeader(http.StatusCreated)
+				_, _ = io.WriteString(w, `{"id":"cus_1"}`)
+			}))
+			t.Cleanup(backend.Close)
+			gw := startCaddy(t, serverSpec{
+				settings: settings{"key_prefix": prefix, "ttl": "10m"},
+				next:     proxyTo(strings.TrimPrefix(backend.URL, "http://")),
+			})[0]
+			refused := counterValue(metrics.records.WithLabelValues(recordRefused))
+			q := req{key: newKey(), body: `{}`}
+
+			first := gw.do(t, q)
+			if first.status != tc.status || first.header.Get("Retry-After") != tc.retryAfter {
+				t.Fatalf("first: %d Retry-After %q, want the upstream's %d %q", first.status, first.header.Get("Retry-After"), tc.status, tc.retryAfter)
+			}
+			retry := gw.do(t, q)
+			if tc.recorded {
+				if retry.status != tc.status || retry.header.Get("Idempotent-Replayed") != "true" || calls.Load() != 1 {
+					t.Fatalf("retry: %d replayed=%q, %d upstream calls; want the recorded %d", retry.status, retry.header.Get("Idempotent-Replayed"), calls.Load(), tc.status)
+				}
+				return
+			}
+			if retry.status != http.StatusCreated || retry.header.Get("Idempotent-Replayed") != "" || calls.Load() != 2 {
+				t.Fatalf("retry: %d replayed=%q, %d upstream calls; want it executed", retry.status, retry.header.Get("Idempotent-Replayed"), calls.Load())
+			}
+			if r := gw.do(t, q); r.status != http.StatusCreated || r.header.Get("Idempotent-Replayed") != "true" {
+				t.Fatalf("after the retry: %d replayed=%q, want its 201 replayed", r.status, r.header.Get("Idempotent-Replayed"))
+			}
+			if got := counterValue(metrics.records.WithLabelValues(recordRefused)) - refused; got != 1 {
+				t.Errorf("refused records = %v, want 1", got)
+			}
+		})
+	}
+}
+
+// TestMisplacedHandlerLogsARedactedPath: the error log of a keyed request
+// without an organisation names the path, without a key pasted into it.
+func TestMisplacedHandlerLogsARedactedPath(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	h := &Handler{methods: []string{http.MethodPost}, logger: zap.New(core)}
+	key, err := apikey.Generate(apikey.Secret, apikey.Live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodPost, "/v1/customers/"+key, strings.NewReader(`{}`))
+	r.Header.Set(HeaderKey, newKey())
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	err = h.ServeHTTP(httptest.NewRecorder(), r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		t.Fatal("executed without an organisation")
+		return nil
+	}))
+	if apierror.From(err).Status != http.StatusInternalServerError {
+		t.Fatalf("err = %v, want the 500 refusal", err)
+	}
+	entries := logs.All()
+	if len(entries) != 1 {
+		t.Fatalf("log entries: %v", entries)
+	}
+	if got := entries[0].ContextMap()["path"]; got != "/v1/customers/"+redact.Mask {
+		t.Fatalf("logged path %q, want the key masked", got)
+	}
+}
+
 func TestRequestBodies(t *testing.T) {
 	_, prefix := testRedis(t)
 	up := newUpstream(t)
@@ -686,5 +886,34 @@ func TestBehindTheRealRequestIDHandler(t *testing.T) {
 	}
 	if n := up.count.Load(); n != 1 {
 		t.Fatalf("upstream executed %d times, want 1", n)
+	}
+}
+
+// TestCaseVariantOfAMethodNeverReachesTheHandler: "post" is not POST, so a
+// key on it would be ignored while the backend may take it for a POST. The
+// request_id handler in front refuses it before anything runs.
+func TestCaseVariantOfAMethodNeverReachesTheHandler(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startCaddy(t, serverSpec{
+		settings: settings{"key_prefix": prefix, "ttl": "10m"},
+		front: []map[string]any{
+			{"handler": "request_id"},
+			{"handler": "idempotency_test_identity", "placeholders_only": true},
+		},
+		next: proxyTo(up.addr()),
+	})[0]
+	key := newKey()
+	for _, method := range []string{"post", "Post", "post"} {
+		r := gw.do(t, req{method: method, key: key, body: `{}`})
+		if r.status != http.StatusBadRequest || r.apiError(t)["code"] != "request_invalid" {
+			t.Fatalf("%s: %d %s", method, r.status, r.body)
+		}
+	}
+	if n := up.count.Load(); n != 0 {
+		t.Fatalf("upstream executed %d times, want 0", n)
+	}
+	if r := gw.do(t, req{key: key, body: `{}`}); r.status != http.StatusCreated {
+		t.Fatalf("POST with the key afterwards: %d %s", r.status, r.body)
 	}
 }

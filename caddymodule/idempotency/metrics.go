@@ -25,6 +25,7 @@ const (
 	recordTooLarge     = "too_large"     // marked too_large (oversized or streamed)
 	recordGatewayError = "gateway_error" // the upstream may have run but gave no usable answer; the error is recorded
 	recordReleased     = "released"      // the upstream was never reached; the lock was released
+	recordRefused      = "refused"       // the upstream refused it (429, 503 with Retry-After); not recorded, the lock was released
 	recordLockLost     = "lock_lost"     // the lock expired before completion; nothing written
 	recordRedisError   = "redis_error"   // Redis failed; the lock will expire
 )
@@ -54,7 +55,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 			metrics.requests.WithLabelValues(o)
 		}
 		for _, r := range []string{recordStored, recordTooLarge, recordGatewayError, recordReleased,
-			recordLockLost, recordRedisError} {
+			recordRefused, recordLockLost, recordRedisError} {
 			metrics.records.WithLabelValues(r)
 		}
 	})

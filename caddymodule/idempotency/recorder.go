@@ -26,10 +26,11 @@ func recorded(hw *holdback.Writer) response {
 // already excluded by the "before" comparison, and the names are listed in
 // case one is configured behind it. Retry-After is kept: a rate limiter's
 // comes only with its 429, which never reaches this handler, so one seen
-// here is the upstream's own (a 503 asking for patience). Set-Cookie is never
-// stored: the API authenticates with keys, cookies may carry sessions, and
-// session secrets must not sit in Redis for a day (DESIGN §9). Alt-Svc and
-// Server are the gateway's own.
+// here is the upstream's own (a 429, or a 503 with it, is not recorded at
+// all: see refusedBeforeActing). Set-Cookie is never stored: the API
+// authenticates with keys, cookies may carry sessions, and session secrets
+// must not sit in Redis for a day (DESIGN §9). Alt-Svc and Server are the
+// gateway's own.
 var notRecorded = map[string]bool{
 	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
 	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,

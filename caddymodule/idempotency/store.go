@@ -25,6 +25,12 @@ import (
 // The hash expires lock_ttl after it is created while locked, and ttl after
 // completion. Every transition is one Lua script, so each request costs one
 // round trip to look up or lock, plus one to record when it executed.
+//
+// A lock call whose answer did not come in time may still run in Redis
+// later, after its request gave up and released it. So a release that finds
+// no lock of its token leaves a tombstone, <key_prefix>released:<token>, for
+// lock_ttl, and the lock script takes no lock for a token that has one:
+// whichever runs first, no lock is left behind.
 
 const (
 	stateLocked   = "locked"
@@ -34,6 +40,7 @@ const (
 	// Results of begin that are not stored states.
 	stateAcquired = "acquired"
 	stateMismatch = "mismatch"
+	stateReleased = "released" // this token's lock was released before it was taken
 )
 
 // beginScript looks the key up and, when absent, locks it for this request
@@ -41,10 +48,14 @@ const (
 // recorded response is only sent back when the fingerprint matches, so a
 // different request can never read someone else's answer by guessing a key.
 //
-// KEYS[1] record; ARGV token, fingerprint, request id, lock ttl (ms).
+// KEYS[1] record, KEYS[2] tombstone of the token; ARGV token, fingerprint,
+// request id, lock ttl (ms).
 var beginScript = redis.NewScript(`
 local r = redis.call('HMGET', KEYS[1], 'st', 'fp', 'status', 'hdr', 'body', 'rid')
 if not r[1] then
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    return {'released'}
+  end
   redis.call('HSET', KEYS[1], 'st', 'locked', 'tok', ARGV[1], 'fp', ARGV[2], 'rid', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return {'acquired'}
@@ -70,20 +81,27 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 `)
 
-// releaseScript drops the lock of a request that never reached the upstream,
-// again only for its owner.
+// releaseScript drops the lock of a request that did not execute, again
+// only for its owner; when the token holds no lock, it leaves the token's
+// tombstone, so that its lock call, should it still be on its way, takes
+// none.
 //
-// KEYS[1] record; ARGV token.
+// KEYS[1] record, KEYS[2] tombstone of the token; ARGV token, lock ttl (ms).
 var releaseScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], 'tok') == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 return 0
 `)
 
 // errLockLost means the record no longer belongs to this request: its lock
 // expired before the outcome could be recorded.
 var errLockLost = errors.New("idempotency lock lost before completion")
+
+// errReleased means begin found its token's tombstone: the request gave up
+// on this call and released the lock before Redis ran it.
+var errReleased = errors.New("idempotency lock released before it was taken")
 
 // store is the Redis side of the handler.
 type store struct {
@@ -96,7 +114,12 @@ type store struct {
 	// refusing to record would let a retry run it again once the lock
 	// expires.
 	direct redis.Scripter
+	// prefix is the handler's key_prefix, under which tombstones live.
+	prefix string
 }
+
+// tombstone is the Redis key that says token's lock was released.
+func (s *store) tombstone(token string) string { return s.prefix + "released:" + token }
 
 // lookup is what begin found for a key.
 type lookup struct {
@@ -113,7 +136,7 @@ type response struct {
 }
 
 func (s *store) begin(ctx context.Context, key, token, fp, requestID string, lockTTL time.Duration) (lookup, error) {
-	v, err := beginScript.Run(ctx, s.client, []string{key}, token, fp, requestID, lockTTL.Milliseconds()).Slice()
+	v, err := beginScript.Run(ctx, s.client, []string{key, s.tombstone(token)}, token, fp, requestID, lockTTL.Milliseconds()).Slice()
 	if err != nil {
 		return lookup{}, fmt.Errorf("locking idempotency key: %w", err)
 	}
@@ -124,6 +147,8 @@ func (s *store) begin(ctx context.Context, key, token, fp, requestID string, loc
 	switch l.state {
 	case stateAcquired, stateMismatch:
 		return l, nil
+	case stateReleased:
+		return lookup{}, errReleased
 	case stateLocked, stateDone, stateTooLarge:
 	default:
 		return lookup{}, fmt.Errorf("idempotency record in unknown state %q", l.state)
@@ -167,9 +192,10 @@ func (s *store) complete(ctx context.Context, key, token, state string, ttl time
 	return nil
 }
 
-// release drops the lock identified by token.
-func (s *store) release(ctx context.Context, key, token string) error {
-	if err := releaseScript.Run(ctx, s.direct, []string{key}, token).Err(); err != nil {
+// release drops the lock identified by token, or, when it is not held,
+// keeps token from taking it for lockTTL.
+func (s *store) release(ctx context.Context, key, token string, lockTTL time.Duration) error {
+	if err := releaseScript.Run(ctx, s.direct, []string{key, s.tombstone(token)}, token, lockTTL.Milliseconds()).Err(); err != nil {
 		return fmt.Errorf("releasing idempotency lock: %w", err)
 	}
 	return nil

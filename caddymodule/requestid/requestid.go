@@ -5,12 +5,17 @@
 // object (DESIGN §5): an error returned by the chain (reverse_proxy's 502 or
 // 504, request_body's 413, an *apierror.Error from our modules) is rendered,
 // logged with the request id, and swallowed so Caddy writes nothing else.
+//
+// Being first, it also refuses what no later handler should have to handle:
+// a standard method's name in another case (see caseVariant).
 package requestid
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -18,8 +23,10 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/gatehouse/gatehouse/caddymodule/internal/errorobject"
+	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/apiversion"
 	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/redact"
 )
 
 func init() {
@@ -69,8 +76,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	caddyhttp.SetVar(r.Context(), VarKey, boxed)
 
-	errorobject.WatchBody(r)
 	rw := &responseWriter{ResponseWriter: w, id: id}
+	if std := caseVariant(r.Method); std != "" {
+		h.fail(rw, r, id, apierror.New(http.StatusBadRequest, apierror.TypeInvalidRequest, "request_invalid",
+			fmt.Sprintf("HTTP methods are case-sensitive: %s is not %s, and the gateway does not pass it on as a method of its own. Send %s.", r.Method, std, std)))
+		return nil
+	}
+
+	errorobject.WatchBody(r)
 	err := next.ServeHTTP(rw, r)
 	if err == nil {
 		return nil
@@ -103,7 +116,7 @@ func (h *Handler) fail(w *responseWriter, r *http.Request, id string, err error)
 			zap.Int("status", e.Status),
 			zap.String("code", e.Code),
 			zap.String("method", r.Method),
-			zap.String("path", r.URL.Path),
+			zap.String("path", logRedactor.Path(r.URL.EscapedPath())),
 			zap.Bool("response_started", w.wroteHeader),
 			zap.Error(err),
 		)
@@ -117,6 +130,30 @@ func (h *Handler) fail(w *responseWriter, r *http.Request, id string, err error)
 		e = &c
 	}
 	errorobject.Write(w, r, e)
+}
+
+// logRedactor keeps keys pasted into a URL out of the error log, as
+// request_log keeps them out of request logs.
+var logRedactor = redact.New(redact.Config{})
+
+// caseVariant returns the standard method that m spells in another case
+// ("post" → POST), or "" when m is a standard method or a token of its own.
+// Methods are case-sensitive (RFC 9110 §9.1), so the gateway's modules and
+// Caddy's matchers compare them exactly, and "post" would pass every rule
+// written for POST (idempotency keys, scopes, emit_events) — while many
+// backends take it for POST. Refusing it here, before any other handler,
+// closes that gap for all of them at once. Custom methods pass.
+func caseVariant(m string) string {
+	up := strings.ToUpper(m) // no allocation when m is upper case already
+	if up == m {
+		return ""
+	}
+	switch up {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return up
+	}
+	return ""
 }
 
 func isClientClosed(err error) bool {

@@ -14,9 +14,12 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/gatehouse/gatehouse/internal/apierror"
+	"github.com/gatehouse/gatehouse/internal/apikey"
 	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/redact"
 )
 
 func newHandler(t *testing.T) *Handler {
@@ -120,6 +123,90 @@ func TestErrorsBecomeErrorObjects(t *testing.T) {
 				t.Fatalf("placeholder code = %q", got)
 			}
 		})
+	}
+}
+
+func TestCaseVariantsOfStandardMethodsAreRefused(t *testing.T) {
+	h := newHandler(t)
+	for _, tc := range []struct {
+		method  string
+		refused bool
+	}{
+		{"post", true},
+		{"Post", true},
+		{"pAtCh", true},
+		{"delete", true},
+		{"get", true},
+		{"POST", false},
+		{"GET", false},
+		{"PROPFIND", false}, // a method of its own (WebDAV)
+		{"purge", false},    // lower case, but no standard method's name
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			r, _ := newRequest(tc.method, "/v1/customers")
+			rec := httptest.NewRecorder()
+			reached := false
+			err := h.ServeHTTP(rec, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) error {
+				reached = true
+				w.WriteHeader(http.StatusCreated)
+				return nil
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.refused {
+				if !reached || rec.Code != http.StatusCreated {
+					t.Fatalf("%s: reached %v, status %d %s; want it passed on", tc.method, reached, rec.Code, rec.Body)
+				}
+				return
+			}
+			if reached {
+				t.Fatalf("%s reached the next handler", tc.method)
+			}
+			var body struct{ Error map[string]string }
+			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+				t.Fatalf("body %q: %v", rec.Body, err)
+			}
+			e := body.Error
+			if rec.Code != http.StatusBadRequest || e["type"] != "invalid_request_error" || e["code"] != "request_invalid" ||
+				!strings.Contains(e["message"], strings.ToUpper(tc.method)) {
+				t.Fatalf("got %d %s", rec.Code, rec.Body)
+			}
+			if e["request_id"] == "" || e["request_id"] != rec.Header().Get("Request-Id") {
+				t.Fatalf("request_id %q, header %q", e["request_id"], rec.Header().Get("Request-Id"))
+			}
+		})
+	}
+}
+
+// A key pasted into a URL must not reach the error log through the path of
+// a request that failed with a 5xx.
+func TestErrorLogRedactsThePath(t *testing.T) {
+	h := newHandler(t)
+	core, logs := observer.New(zap.DebugLevel)
+	h.logger = zap.New(core)
+	key, err := apikey.Generate(apikey.Secret, apikey.Live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := newRequest("POST", "/v1/customers/"+key)
+	rec := httptest.NewRecorder()
+	_ = h.ServeHTTP(rec, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		return caddyhttp.Error(http.StatusBadGateway, errors.New("dial tcp 127.0.0.1:8082: connect: connection refused"))
+	}))
+	entries := logs.FilterMessage("request failed").All()
+	if len(entries) != 1 || entries[0].Level != zap.ErrorLevel {
+		t.Fatalf("log entries: %v", logs.All())
+	}
+	if got := entries[0].ContextMap()["path"]; got != "/v1/customers/"+redact.Mask {
+		t.Errorf("logged path %q, want the key masked", got)
+	}
+	for _, e := range logs.All() {
+		for _, f := range e.Context {
+			if strings.Contains(f.String, key[8:]) {
+				t.Errorf("log %q: field %s = %q carries the API key", e.Message, f.Key, f.String)
+			}
+		}
 	}
 }
 

@@ -134,9 +134,14 @@ func (r *Redactor) sensitiveParam(name string) bool {
 	return r.query[normalize(name)] || r.SensitiveField(name)
 }
 
+// urlHeaders hold a URL, whose query is redacted as a request's is: a
+// redirect to an OAuth callback or a signed download link carries its
+// credential there.
+var urlHeaders = map[string]bool{"Location": true, "Content-Location": true, "Referer": true}
+
 // Headers returns the allowlisted headers of h, one value per name (several
 // values joined with ", "), redacted and bounded. Secret headers that are
-// present appear as Mask.
+// present appear as Mask; URL-valued ones are redacted as Path redacts.
 func (r *Redactor) Headers(h http.Header) map[string]string {
 	var out map[string]string
 	for name, vals := range h {
@@ -153,6 +158,15 @@ func (r *Redactor) Headers(h http.Header) map[string]string {
 			out[cn] = Mask
 			continue
 		}
+		if urlHeaders[cn] {
+			// Each value on its own: joined, the first one's query would
+			// swallow the next URL.
+			urls := make([]string, len(vals))
+			for i, u := range vals {
+				urls[i] = r.uri(u)
+			}
+			v = strings.Join(urls, ", ")
+		}
 		out[cn] = Text(r.String(v), MaxHeaderValue)
 	}
 	return out
@@ -162,9 +176,27 @@ func (r *Redactor) Headers(h http.Header) map[string]string {
 // query parameters replaced by Mask, and any path segment or query value
 // that carries a key or card number — even percent-encoded — replaced too.
 func (r *Redactor) Path(requestURI string) string {
-	path, query, hasQuery := strings.Cut(requestURI, "?")
+	return Text(r.uri(requestURI), MaxPath)
+}
+
+// uri redacts a request URI or a whole URL: the user information of an
+// authority (https://user:password@host), path segments that leak, and the
+// query and fragment as parameters (OAuth's implicit flow puts its token in
+// the fragment).
+func (r *Redactor) uri(s string) string {
+	rest, fragment, hasFragment := strings.Cut(s, "#")
+	path, query, hasQuery := strings.Cut(rest, "?")
+	if i := strings.Index(path, "//"); i >= 0 && !strings.Contains(path[:i], "/") {
+		authority := path[i+2:]
+		if j := strings.IndexByte(authority, '/'); j >= 0 {
+			authority = authority[:j]
+		}
+		if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+			path = path[:i+2] + Mask + path[i+2+at:]
+		}
+	}
 	var b strings.Builder
-	b.Grow(len(requestURI))
+	b.Grow(len(s))
 	for i, seg := range strings.Split(path, "/") {
 		if i > 0 {
 			b.WriteByte('/')
@@ -179,17 +211,25 @@ func (r *Redactor) Path(requestURI string) string {
 		b.WriteByte('?')
 		b.WriteString(r.params(query))
 	}
-	return Text(b.String(), MaxPath)
+	if hasFragment {
+		b.WriteByte('#')
+		b.WriteString(r.params(fragment))
+	}
+	return b.String()
 }
 
 // params redacts an application/x-www-form-urlencoded string (a query or a
-// form body), keeping its shape.
+// form body), keeping its shape. Pairs are separated by '&' or ';': Go
+// stopped splitting on ';', but many frameworks behind the gateway still do,
+// so "x=1;api_key=…" hands them an api_key.
 func (r *Redactor) params(q string) string {
 	var b strings.Builder
 	b.Grow(len(q))
-	for i, pair := range strings.Split(q, "&") {
-		if i > 0 {
-			b.WriteByte('&')
+	for {
+		end := strings.IndexAny(q, "&;")
+		pair := q
+		if end >= 0 {
+			pair = q[:end]
 		}
 		name, val, hasVal := strings.Cut(pair, "=")
 		dn := unescape(strings.ReplaceAll(name, "+", " "))
@@ -198,17 +238,20 @@ func (r *Redactor) params(q string) string {
 		} else {
 			b.WriteString(name)
 		}
-		if !hasVal {
-			continue
+		if hasVal {
+			b.WriteByte('=')
+			if r.sensitiveParam(dn) || r.leaks(val) {
+				b.WriteString(Mask)
+			} else {
+				b.WriteString(val)
+			}
 		}
-		b.WriteByte('=')
-		if r.sensitiveParam(dn) || r.leaks(val) {
-			b.WriteString(Mask)
-		} else {
-			b.WriteString(val)
+		if end < 0 {
+			return b.String()
 		}
+		b.WriteByte(q[end])
+		q = q[end+1:]
 	}
-	return b.String()
 }
 
 // leaks reports whether an URL component carries a key or card number, as

@@ -21,7 +21,7 @@ func newKey(t testing.TB, env apikey.Environment) string {
 
 func TestHeaders(t *testing.T) {
 	key := newKey(t, apikey.Live)
-	r := New(Config{Headers: []string{"x-tenant"}})
+	r := New(Config{Headers: []string{"x-tenant", "content-location"}, QueryParams: []string{"signature"}})
 	tests := []struct {
 		name   string
 		header http.Header
@@ -42,6 +42,14 @@ func TestHeaders(t *testing.T) {
 			map[string]string{"User-Agent": `evil\u000d\u000aX-Injected: 1`}},
 		{"card numbers are masked", http.Header{"Idempotency-Key": {"order-4242424242424242"}},
 			map[string]string{"Idempotency-Key": "order-" + Mask}},
+		{"a Location's query is redacted", http.Header{"Location": {"https://app.test/cb?code=1&access_token=abc"}},
+			map[string]string{"Location": "https://app.test/cb?code=1&access_token=" + Mask}},
+		{"a Location's fragment and credentials are redacted", http.Header{"Location": {"https://u:pw@app.test/cb#token=abc"}},
+			map[string]string{"Location": "https://" + Mask + "@app.test/cb#token=" + Mask}},
+		{"an allowlisted Content-Location is redacted too", http.Header{"Content-Location": {"/v1/files/1?x=1;signature=abc"}},
+			map[string]string{"Content-Location": "/v1/files/1?x=1;signature=" + Mask}},
+		{"several URLs are redacted one by one", http.Header{"Location": {"/a?x=1", "/b?token=abc"}},
+			map[string]string{"Location": "/a?x=1, /b?token=" + Mask}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,6 +88,11 @@ func TestPath(t *testing.T) {
 		{"a card in the path", "/v1/cards/4242-4242-4242-4242", "/v1/cards/" + Mask},
 		{"control characters", "/v1/x\n\x1b[31m", `/v1/x\u000a\u001b[31m`},
 		{"empty value", "/v1/x?token=&a", "/v1/x?token=" + Mask + "&a"},
+		{"semicolons separate parameters too", "/v1/x?x=1;api_key=abc;password=p&limit=3",
+			"/v1/x?x=1;api_key=" + Mask + ";password=" + Mask + "&limit=3"},
+		{"a key after a semicolon", "/v1/x?a=1;" + key, "/v1/x?a=1;" + Mask},
+		{"credentials in an absolute URI", "http://user:hunter2@api.test/v1/x?limit=3", "http://" + Mask + "@api.test/v1/x?limit=3"},
+		{"a token in the fragment", "/v1/x?a=1#access_token=abc&state=s", "/v1/x?a=1#access_token=" + Mask + "&state=s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
