@@ -1,6 +1,7 @@
 package deliverer_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -605,5 +606,36 @@ func TestAlertsHideURLSecrets(t *testing.T) {
 	waitFor(t, "the disabled alert", 30*time.Second, func() bool { return len(e.alerts.all()) > 0 })
 	if a := e.alerts.all()[0]; a.Kind != deliverer.AlertDisabled || a.URL != rc.URL+"/hooks" {
 		t.Fatalf("alert %s about %q, want %s about %q", a.Kind, a.URL, deliverer.AlertDisabled, rc.URL+"/hooks")
+	}
+}
+
+// A retry is the same webhook: the same webhook-id and the same body, byte
+// for byte, though the first attempt is built from the Kafka message and the
+// retry from the stored event (which, as jsonb, reordered keys and rewrote
+// numbers; migration 0013).
+func TestRetryCarriesTheSameBody(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n == 1 {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	})
+	ep, _ := e.endpoint(rc.URL, endpointOpts{})
+	e.start(e.config())
+	ev := e.event(false, "customer.created")
+	ev.Data = json.RawMessage(`{"object":{"object":"customer","id":"cus_1","email":"a@b.c","amount":1.50,"big":1E2}}`)
+	e.produce(ev)
+	d := e.waitDelivery("first attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	e.clock.Set(d.NextAttemptAt.Add(time.Second))
+	e.waitDelivery("success", ev.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+	r := rc.received()
+	if len(r) != 2 || r[0].header.Get("Webhook-Id") != r[1].header.Get("Webhook-Id") {
+		t.Fatalf("%d requests; want the same webhook twice", len(r))
+	}
+	if string(r[0].body) != string(r[1].body) {
+		t.Errorf("same webhook-id, different bodies:\n first: %s\n retry: %s", r[0].body, r[1].body)
+	}
+	if !bytes.Contains(r[0].body, ev.Data) {
+		t.Errorf("the body does not carry the event's data as given: %s", r[0].body)
 	}
 }

@@ -237,7 +237,7 @@ func insert(ctx context.Context, db Execer, pending bool, evs []wire.Event) (int
 	const q = `
 		INSERT INTO events (id, organization_id, livemode, type, api_version, data, request_id,
 		                    idempotency_key, created_at, pending_publish)
-		SELECT u.id, u.org, u.live, u.type, u.ver, u.data::jsonb, u.rid, u.ikey, u.created, $10
+		SELECT u.id, u.org, u.live, u.type, u.ver, u.data::json, u.rid, u.ikey, u.created, $10
 		FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[], $6::text[],
 		            $7::text[], $8::text[], $9::timestamptz[])
 		     AS u(id, org, live, type, ver, data, rid, ikey, created)

@@ -131,7 +131,7 @@ func TestIngesterIsIdempotentAndSkipsMalformed(t *testing.T) {
 		t.Fatalf("%d event rows, want 2 (one per valid event id)", n)
 	}
 	if n := e.count(`SELECT count(*) FROM events WHERE id = $1 AND organization_id = 'org_B' AND type = 'customer.updated'
-		AND data = '{"object":{"id":"cus_1"}}' AND request_id = $2`, twice.ID, twice.RequestID); n != 1 {
+		AND data::text = '{"object":{"id":"cus_1"}}' AND request_id = $2`, twice.ID, twice.RequestID); n != 1 {
 		t.Fatalf("ingested event not stored as sent")
 	}
 	if st := w.Stats(); st.Consumed != 8 || st.Inserted != 1 || st.Malformed != 4 {

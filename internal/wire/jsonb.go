@@ -109,4 +109,3 @@ func numericFits(n string) bool {
 	}
 	return point <= 131072 && len(digits)-point <= 16383
 }
-
