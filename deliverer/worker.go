@@ -206,7 +206,12 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	}
 	w.m = m
 	w.sender = outbox.NewKafkaSender(cfg.Brokers)
-	w.dlq, err = outbox.New(outbox.Config{Dir: filepath.Clean(cfg.SpoolDir), Logger: cfg.Logger.Named("dead-letters")}, w.sender)
+	// Dead letters are written through to the spool as they are enqueued,
+	// right after the commit that marks their deliveries dead: a kill -9
+	// then loses none of them (at the cost of a write each, and they are
+	// rare), where an in-memory queue would lose the last ~10 ms' worth.
+	w.dlq, err = outbox.New(outbox.Config{Dir: filepath.Clean(cfg.SpoolDir), WriteThrough: true,
+		Logger: cfg.Logger.Named("dead-letters")}, w.sender)
 	if err != nil {
 		return nil, fmt.Errorf("opening the dead-letter spool: %w", err)
 	}
