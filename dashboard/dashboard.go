@@ -22,6 +22,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ import (
 	"github.com/gatehouse/gatehouse/controlplane/keys"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/secretbox"
 )
 
@@ -287,6 +289,11 @@ func (d *Dashboard) wrap(rt Route) http.Handler {
 				d.fail(w, r, s, err)
 				return
 			}
+			if err := storableForm(r); err != nil {
+				d.fail(w, r, s, err)
+				return
+			}
+
 			if err := s.allowed(rt.Access); err != nil {
 				d.fail(w, r, s, err)
 				return
@@ -298,11 +305,29 @@ func (d *Dashboard) wrap(rt Route) http.Handler {
 		} else if err := s.allowed(rt.Access); err != nil {
 			d.fail(w, r, s, err)
 			return
+		} else if err := storableForm(r); err != nil {
+			d.fail(w, r, s, err)
+			return
 		}
 		if err := rt.h(w, r, s); err != nil {
 			d.fail(w, r, s, err)
 		}
 	})
+}
+
+// storableForm refuses a request whose form or query has a value Postgres
+// cannot store or compare (invalid UTF-8, NUL): handlers pass form values
+// and filters to queries, where such a value would fail as a 500.
+func storableForm(r *http.Request) error {
+	if err := r.ParseForm(); err != nil {
+		return errBadRequest("The form could not be read.")
+	}
+	for k, vs := range r.Form {
+		if apierror.CheckText("", k) != nil || slices.ContainsFunc(vs, func(v string) bool { return apierror.CheckText("", v) != nil }) {
+			return errBadRequest("The form has characters that cannot be stored (invalid UTF-8 or NUL). Check what you typed or pasted.")
+		}
+	}
+	return nil
 }
 
 // httpError is a failure shown to the user as an error page.
@@ -345,7 +370,7 @@ func (d *Dashboard) fail(w http.ResponseWriter, r *http.Request, s *Session, err
 			he = &httpError{http.StatusServiceUnavailable, "Timed out", "The page took too long to load. Try again."}
 		default:
 			d.log.Error("dashboard request failed", zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
-				zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+				zap.String("method", r.Method), zap.String("path", redact.LogPath(r)), zap.Error(err))
 			he = &httpError{http.StatusInternalServerError, "Something went wrong",
 				"An unexpected error occurred on our side. Try again; if it persists, contact support with the request id " +
 					w.Header().Get(identity.HeaderRequestID) + "."}

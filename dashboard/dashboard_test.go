@@ -144,6 +144,26 @@ func TestLoginThrottle(t *testing.T) {
 	}
 }
 
+// Text Postgres cannot hold (NUL, invalid UTF-8), typed or pasted into any
+// form or filter, is a 400 page, not a 500 from the query it reaches.
+func TestUnstorableInputIsABadRequest(t *testing.T) {
+	e := newEnv(t)
+	owner := e.signup("ada@example.com", "Acme")
+	anon := e.browser()
+	anon.get("/login")
+	for _, email := range []string{"a\x00@example.com", "a\xff@example.com"} {
+		if p := anon.post("/login", "email", email, "password", "correct horse battery"); p.status != http.StatusBadRequest {
+			t.Errorf("sign-in as %q: %d, want 400", email, p.status)
+		}
+	}
+	if p := owner.post("/members/invitations", "email", "b\x00@example.com", "role", "viewer"); p.status != http.StatusBadRequest {
+		t.Errorf("invitation with a NUL: %d, want 400", p.status)
+	}
+	if p := owner.get("/audit?target=%00"); p.status != http.StatusBadRequest {
+		t.Errorf("audit filter with a NUL: %d, want 400", p.status)
+	}
+}
+
 func TestActionRateLimit(t *testing.T) {
 	e := newEnv(t)
 	e.d.cfg.ActionsPerMinute = 3

@@ -57,7 +57,7 @@ type Delivery struct {
 }
 
 const deliveryCols = `SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, we.url AS endpoint_url, d.status,
-	d.attempts, d.last_status_code, d.next_attempt_at, d.manual_pending, d.created_at, d.updated_at
+	d.attempts, d.last_status_code, d.next_attempt_at, d.manual_pending OR d.manual_claimed AS manual_pending, d.created_at, d.updated_at
 	FROM webhook_deliveries d
 	LEFT JOIN events ev ON ev.id = d.event_id AND ev.organization_id = d.organization_id AND ev.livemode = d.livemode
 	LEFT JOIN webhook_endpoints we ON we.id = d.endpoint_id`

@@ -24,8 +24,10 @@ var errNoSecret = errors.New("endpoint has no unexpired signing secret")
 // as of a read no older than EndpointTTL — its claim, its fan-out or the
 // endpoint check before it — so a rotation (a new secret, the old ones'
 // expiry moved) reaches every delivery whose endpoint was read after the
-// rotation committed. Expiry is checked on every use too, so a secret
-// past its expires_at never signs, cached or not.
+// rotation committed. Expiry is checked on every use too, against the
+// expires_at the cache holds: a rotation that expires the old secret at once
+// is seen by deliveries whose endpoint was read after it (within
+// EndpointTTL, 1 s by default), and until then the old secret can still sign.
 type secretCache struct {
 	db  *pgxpool.Pool
 	box *secretbox.Box

@@ -20,6 +20,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/apiversion"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/redact"
 )
 
 // DefaultAddr is where the service listens unless SAMPLEAPI_ADDR says otherwise.
@@ -267,7 +268,7 @@ func (s *Server) withAccessLog(next http.Handler) http.Handler {
 		s.log.Info("request",
 			zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
 			zap.String("method", r.Method),
-			zap.String("path", r.URL.Path),
+			zap.String("path", redact.LogPath(r)),
 			zap.Int("status", sw.status),
 			zap.Duration("duration", s.now().Sub(start)),
 		)
@@ -309,7 +310,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Error("request failed",
 			zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
 			zap.String("method", r.Method),
-			zap.String("path", r.URL.Path),
+			zap.String("path", redact.LogPath(r)),
 			zap.Error(err),
 		)
 	}

@@ -66,6 +66,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/outbox"
+	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
 
@@ -382,7 +383,7 @@ func (h *Handler) emit(w http.ResponseWriter, r *http.Request, hw *holdback.Writ
 		skipped(reason)
 		if ce := h.logger.Check(zapcore.WarnLevel, msg); ce != nil {
 			ce.Write(append(fields, zap.String("event_type", cr.Type), zap.String("request_id", requestID),
-				zap.String("method", r.Method), zap.String("path", r.URL.Path))...)
+				zap.String("method", r.Method), zap.String("path", redact.LogPath(r)))...)
 		}
 	}
 	org := get(placeholderOrg)

@@ -312,7 +312,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	scope, ok := h.scope(repl)
 	if !ok {
 		h.logger.Error("keyed request without an organisation: place idempotency after api_key, or set fallback_scope",
-			zap.String("path", logRedactor.Path(r.URL.EscapedPath())))
+			zap.String("path", redact.LogPath(r)))
 		return refuse(apierror.Internal())
 	}
 	body, err := readBody(r, h.MaxRequestSize)
@@ -758,10 +758,6 @@ func restoreBody(r *http.Request, body []byte) {
 func refuse(err error) error {
 	return caddyhttp.Error(apierror.From(err).Status, err)
 }
-
-// logRedactor keeps keys pasted into a URL out of the error log, as
-// request_log keeps them out of request logs.
-var logRedactor = redact.New(redact.Config{})
 
 func newToken() string {
 	var b [16]byte

@@ -116,7 +116,7 @@ func (h *Handler) fail(w *responseWriter, r *http.Request, id string, err error)
 			zap.Int("status", e.Status),
 			zap.String("code", e.Code),
 			zap.String("method", r.Method),
-			zap.String("path", logRedactor.Path(r.URL.EscapedPath())),
+			zap.String("path", redact.LogPath(r)),
 			zap.Bool("response_started", w.wroteHeader),
 			zap.Error(err),
 		)
@@ -131,10 +131,6 @@ func (h *Handler) fail(w *responseWriter, r *http.Request, id string, err error)
 	}
 	errorobject.Write(w, r, e)
 }
-
-// logRedactor keeps keys pasted into a URL out of the error log, as
-// request_log keeps them out of request logs.
-var logRedactor = redact.New(redact.Config{})
 
 // caseVariant returns the standard method that m spells in another case
 // ("post" → POST), or "" when m is a standard method or a token of its own.

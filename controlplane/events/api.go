@@ -17,6 +17,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/outbox"
+	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
 
@@ -95,7 +96,7 @@ func (a *API) handle(scope string, h func(http.ResponseWriter, *http.Request, id
 		e := apierror.From(err)
 		if e.Status >= http.StatusInternalServerError {
 			a.log.Error("events api request failed", zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
-				zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+				zap.String("method", r.Method), zap.String("path", redact.LogPath(r)), zap.Error(err))
 		}
 		apierror.Write(w, e)
 	}

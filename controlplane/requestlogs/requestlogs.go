@@ -20,6 +20,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/redact"
 )
 
 // Scope is what a restricted key needs to read request logs.
@@ -66,7 +67,7 @@ func (a *API) handle(h func(http.ResponseWriter, *http.Request, identity.Identit
 		e := apierror.From(err)
 		if e.Status >= http.StatusInternalServerError {
 			a.log.Error("request logs api request failed", zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
-				zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+				zap.String("method", r.Method), zap.String("path", redact.LogPath(r)), zap.Error(err))
 		}
 		apierror.Write(w, e)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/redact"
 )
 
 // requestID gives every response a Request-Id: the gateway's when it sent a
@@ -91,7 +92,7 @@ func accessLog(log *zap.Logger, next http.Handler) http.Handler {
 			ce.Write(
 				zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
 				zap.String("method", r.Method),
-				zap.String("path", r.URL.Path),
+				zap.String("path", redact.LogPath(r)),
 				zap.Int("status", sw.status),
 				zap.Int64("bytes", sw.bytes),
 				zap.Duration("duration", time.Since(start)),

@@ -82,7 +82,7 @@ type deliveryRow struct {
 // deliverySelect reads deliveries with the type of their event, which may
 // not have been ingested yet (then null).
 const deliverySelect = `SELECT d.id, d.livemode, d.event_id, ev.type AS event_type, d.endpoint_id, d.status,
-	d.attempts, d.last_status_code, d.next_attempt_at, d.manual_pending, d.created_at
+	d.attempts, d.last_status_code, d.next_attempt_at, d.manual_pending OR d.manual_claimed AS manual_pending, d.created_at
 	FROM webhook_deliveries d
 	LEFT JOIN events ev ON ev.id = d.event_id AND ev.organization_id = d.organization_id AND ev.livemode = d.livemode`
 

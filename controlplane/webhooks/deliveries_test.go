@@ -363,3 +363,21 @@ func TestScopes(t *testing.T) {
 		}
 	}
 }
+
+// The deliverer takes a manual request over when it claims the attempt
+// (manual_pending → manual_claimed, migration 0011): until that attempt is
+// recorded — and if the deliverer dies first, until another makes it — the
+// retry is still pending for the API.
+func TestManualRetryStaysPendingWhileClaimed(t *testing.T) {
+	e := newEnv(t)
+	ep := e.mustCreate(orgA, `{"url":"`+publicURL+`","enabled_events":["customer.created"]}`)
+	var d Delivery
+	e.post(orgA, "/v1/webhook-endpoints/"+ep.ID+"/test", "").decode(t, 200, &d)
+	e.exec(`UPDATE webhook_deliveries SET manual_pending = false, manual_claimed = true,
+		locked_until = now() + interval '1 minute', lease_id = 'lease_1' WHERE id = $1`, d.ID)
+	var got Delivery
+	e.get(orgA, "/v1/webhook-deliveries/"+d.ID).decode(t, 200, &got)
+	if !got.ManualRetryPending {
+		t.Fatalf("a claimed manual attempt not yet made: manual_retry_pending = false")
+	}
+}

@@ -55,6 +55,7 @@ import (
 	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/secretbox"
 	"github.com/gatehouse/gatehouse/internal/ssrf"
 )
@@ -202,7 +203,7 @@ func (a *API) handle(scope string, h func(http.ResponseWriter, *http.Request, ca
 		e := apierror.From(err)
 		if e.Status >= http.StatusInternalServerError {
 			a.log.Error("webhooks api request failed", zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
-				zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+				zap.String("method", r.Method), zap.String("path", redact.LogPath(r)), zap.Error(err))
 		}
 		apierror.Write(w, e)
 	}

@@ -179,6 +179,15 @@ func (r *Redactor) Path(requestURI string) string {
 	return Text(r.uri(requestURI), MaxPath)
 }
 
+// logDefault redacts with the defaults alone, for error logs.
+var logDefault = New(Config{})
+
+// LogPath is r's path for a log line: a key pasted into the path is
+// redacted as in request logs. Error logs use it rather than r.URL.Path.
+func LogPath(r *http.Request) string {
+	return logDefault.Path(r.URL.EscapedPath())
+}
+
 // uri redacts a request URI or a whole URL: the user information of an
 // authority (https://user:password@host), path segments that leak, and the
 // query and fragment as parameters (OAuth's implicit flow puts its token in
