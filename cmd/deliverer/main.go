@@ -54,7 +54,7 @@ func run(ctx context.Context) error {
 	if err := config.RequireSecrets("MASTER_KEY"); err != nil {
 		return err
 	}
-	box, err := secretbox.New(cfg.MasterKey)
+	box, err := secretbox.New(cfg.MasterKey, cfg.PreviousMasterKeys...)
 	if err != nil {
 		return fmt.Errorf("MASTER_KEY: %w", err)
 	}

@@ -57,11 +57,14 @@ Commands:
                              override a rate_limit policy or quota for an organisation or key
   limits list --org ORG --env ENV
   limits delete --org ORG --env ENV --policy NAME [--key KEY]
+  master-key rotate          re-encrypt webhook secrets under MASTER_KEY (the old key
+                             in MASTER_KEY_PREVIOUS; the servers open with both meanwhile)
 
 Every command that reads or writes data takes --json to print one JSON object.
 Run 'controlplane <command> [<subcommand>] -h' for a command's flags.
 Configuration comes from the environment: DATABASE_URL, REDIS_URL, KAFKA_BROKERS,
-CONTROLPLANE_ADDR, IDENTITY_SECRET, MASTER_KEY, LOG_LEVEL, DOCS_URL, REQUEST_LOG_RETENTION.
+CONTROLPLANE_ADDR, IDENTITY_SECRET, MASTER_KEY, MASTER_KEY_PREVIOUS, LOG_LEVEL, DOCS_URL,
+REQUEST_LOG_RETENTION.
 `
 
 // Run executes the command line args (without the program name) and returns
@@ -113,6 +116,8 @@ func RunContext(ctx context.Context, args []string, stdout, stderr io.Writer) (c
 		err = a.group("limits", rest, map[string]func([]string) error{
 			"set": a.limitsSet, "list": a.limitsList, "delete": a.limitsDelete,
 		})
+	case "master-key":
+		err = a.group("master-key", rest, map[string]func([]string) error{"rotate": a.masterKeyRotate})
 	default:
 		err = usageErrorf("controlplane", "unknown command %q", cmd)
 	}

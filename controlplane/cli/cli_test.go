@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/apikey"
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/secretbox"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 )
 
@@ -275,6 +277,63 @@ func TestServeRefusesPublishedSecrets(t *testing.T) {
 		r := run("serve", "--addr", "127.0.0.1:0")
 		if r.code != 2 || !strings.Contains(r.stderr, "IDENTITY_SECRET") {
 			t.Fatalf("IDENTITY_SECRET=%q: exit %d, stderr %q", identity, r.code, r.stderr)
+		}
+	}
+}
+
+// Leaving a master key (here the published development one): with the new
+// key in MASTER_KEY and the old in MASTER_KEY_PREVIOUS, rotate re-seals
+// every webhook secret so that the new key alone opens them; a second run
+// has nothing left to do.
+func TestMasterKeyRotate(t *testing.T) {
+	db, dsn := testenv.Pool(t)
+	t.Setenv("DATABASE_URL", dsn)
+	ctx := context.Background()
+	oldKey, newKey := config.DefaultMasterKey, "cm90YXRpb24tdGVzdC1uZXctbWFzdGVyLWtleS0zMmI="
+	old, _ := secretbox.New(oldKey)
+	for _, q := range []string{
+		`INSERT INTO organizations (id, name) VALUES ('org_R', 'R')`,
+		`INSERT INTO webhook_endpoints (id, organization_id, livemode, url, enabled_events) VALUES ('we_R', 'org_R', false, 'https://example.com/h', '{*}')`,
+	} {
+		if _, err := db.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]string{}
+	for i := range 3 {
+		id := fmt.Sprintf("wesec_%d", i)
+		want[id] = fmt.Sprintf("whsec_secret%d", i)
+		if _, err := db.Exec(ctx, `INSERT INTO webhook_endpoint_secrets (id, endpoint_id, ciphertext) VALUES ($1, 'we_R', $2)`,
+			id, old.Seal([]byte(want[id]), []byte(id))); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Setenv("MASTER_KEY", newKey)
+	t.Setenv("MASTER_KEY_PREVIOUS", "")
+	if r := run("master-key", "rotate"); r.code != 2 || !strings.Contains(r.stderr, "MASTER_KEY_PREVIOUS") {
+		t.Fatalf("without the previous key: exit %d, stderr %q", r.code, r.stderr)
+	}
+	t.Setenv("MASTER_KEY_PREVIOUS", oldKey)
+	if r := run("master-key", "rotate"); r.code != 0 || !strings.Contains(r.stdout, "re-encrypted 3 of 3") {
+		t.Fatalf("rotate: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	var again struct{ Resealed, Secrets int }
+	mustJSON(t, &again, "master-key", "rotate", "--json")
+	if again.Resealed != 0 || again.Secrets != 3 {
+		t.Fatalf("second run = %+v, want nothing left to re-seal", again)
+	}
+	fresh, _ := secretbox.New(newKey)
+	for id, secret := range want {
+		var ct []byte
+		if err := db.QueryRow(ctx, `SELECT ciphertext FROM webhook_endpoint_secrets WHERE id = $1`, id).Scan(&ct); err != nil {
+			t.Fatal(err)
+		}
+		if pt, err := fresh.Open(ct, []byte(id)); err != nil || string(pt) != secret {
+			t.Errorf("%s under the new key alone: %q, %v", id, pt, err)
+		}
+		if _, err := old.Open(ct, []byte(id)); err == nil {
+			t.Errorf("%s still opens with the old key", id)
 		}
 	}
 }

@@ -90,7 +90,7 @@ func (a *app) serve(args []string) error {
 	if err != nil {
 		return c.fail(err)
 	}
-	box, err := secretbox.New(a.cfg.MasterKey)
+	box, err := secretbox.New(a.cfg.MasterKey, a.cfg.PreviousMasterKeys...)
 	if err != nil {
 		return usageErrorf(c.name, "%v", err)
 	}

@@ -73,3 +73,53 @@ func addSecret(ctx context.Context, tx execer, box *secretbox.Box, endpointID st
 	}
 	return secret, nil
 }
+
+// ResealSecrets re-encrypts every stored signing secret that box's current
+// key did not seal — the last step of a master-key rotation (package
+// secretbox) — and returns how many it changed of how many it read. It
+// works in batches, each its own transaction, and is safe to run again or
+// to resume: a secret already under the current key is left as it is. It
+// stops at the first secret that neither the current nor a previous key
+// opens, naming it.
+func ResealSecrets(ctx context.Context, db interface {
+	Begin(context.Context) (pgx.Tx, error)
+}, box *secretbox.Box) (changed, total int, err error) {
+	const batch = 500
+	after := ""
+	for {
+		n := 0
+		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			rows, _ := tx.Query(ctx, `SELECT id, ciphertext FROM webhook_endpoint_secrets
+				WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE`, after, batch)
+			type sealed struct {
+				ID         string `db:"id"`
+				Ciphertext []byte `db:"ciphertext"`
+			}
+			rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[sealed])
+			if err != nil {
+				return fmt.Errorf("loading signing secrets: %w", err)
+			}
+			for _, r := range rs {
+				ct, resealed, err := box.Reseal(r.Ciphertext, []byte(r.ID))
+				if err != nil {
+					return fmt.Errorf("signing secret %s opens with neither MASTER_KEY nor MASTER_KEY_PREVIOUS: %w", r.ID, err)
+				}
+				if resealed {
+					if _, err := tx.Exec(ctx, `UPDATE webhook_endpoint_secrets SET ciphertext = $2 WHERE id = $1`, r.ID, ct); err != nil {
+						return fmt.Errorf("storing signing secret %s: %w", r.ID, err)
+					}
+					changed++
+				}
+			}
+			n = len(rs)
+			if n > 0 {
+				after = rs[n-1].ID
+			}
+			return nil
+		})
+		total += n
+		if err != nil || n < batch {
+			return changed, total, err
+		}
+	}
+}

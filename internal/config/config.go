@@ -28,20 +28,24 @@ type Shared struct {
 	KafkaBrokers   []string // KAFKA_BROKERS, comma separated
 	IdentitySecret []byte   // IDENTITY_SECRET, HMAC key for gateway → upstream identity
 	MasterKey      string   // MASTER_KEY, base64 32 bytes, encrypts webhook secrets
-	LogLevel       string   // LOG_LEVEL: debug, info, warn, error
-	DocsURL        string   // DOCS_URL: base of error doc_url anchors
+	// PreviousMasterKeys (MASTER_KEY_PREVIOUS, comma separated) open secrets
+	// sealed before a master-key rotation; they never seal.
+	PreviousMasterKeys []string
+	LogLevel           string // LOG_LEVEL: debug, info, warn, error
+	DocsURL            string // DOCS_URL: base of error doc_url anchors
 }
 
 // Load reads the shared settings.
 func Load() Shared {
 	return Shared{
-		DatabaseURL:    String("DATABASE_URL", DefaultDatabaseURL),
-		RedisURL:       String("REDIS_URL", DefaultRedisURL),
-		KafkaBrokers:   strings.Split(String("KAFKA_BROKERS", DefaultKafkaBrokers), ","),
-		IdentitySecret: []byte(String("IDENTITY_SECRET", DefaultIdentitySecret)),
-		MasterKey:      String("MASTER_KEY", DefaultMasterKey),
-		LogLevel:       String("LOG_LEVEL", "info"),
-		DocsURL:        String("DOCS_URL", "http://localhost:8081/docs/errors"),
+		DatabaseURL:        String("DATABASE_URL", DefaultDatabaseURL),
+		RedisURL:           String("REDIS_URL", DefaultRedisURL),
+		KafkaBrokers:       strings.Split(String("KAFKA_BROKERS", DefaultKafkaBrokers), ","),
+		IdentitySecret:     []byte(String("IDENTITY_SECRET", DefaultIdentitySecret)),
+		MasterKey:          String("MASTER_KEY", DefaultMasterKey),
+		PreviousMasterKeys: List("MASTER_KEY_PREVIOUS"),
+		LogLevel:           String("LOG_LEVEL", "info"),
+		DocsURL:            String("DOCS_URL", "http://localhost:8081/docs/errors"),
 	}
 }
 
@@ -81,6 +85,18 @@ func String(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// List is the comma-separated values of the environment variable name,
+// without empty ones.
+func List(name string) []string {
+	var out []string
+	for _, v := range strings.Split(os.Getenv(name), ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // Duration parses name as a Go duration, or returns def.

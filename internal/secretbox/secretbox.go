@@ -1,6 +1,11 @@
 // Package secretbox encrypts secrets at rest (webhook signing secrets) with
-// AES-256-GCM under the master key from the environment (DESIGN §9). The
-// ciphertext carries a key id byte so the master key can be rotated later.
+// AES-256-GCM under the master key from the environment (DESIGN §9).
+//
+// The master key is rotated without downtime: the processes run with the new
+// key as MASTER_KEY and the old one as MASTER_KEY_PREVIOUS, which only opens
+// (a Box seals with its current key alone); `controlplane master-key rotate`
+// then re-seals every stored secret under the new key, after which the
+// previous key can be dropped.
 package secretbox
 
 import (
@@ -19,13 +24,33 @@ const version byte = 1
 var ErrDecrypt = errors.New("secretbox: cannot decrypt (wrong master key or corrupted data)")
 
 // Box seals and opens secrets.
-type Box struct{ aead cipher.AEAD }
+type Box struct {
+	aead     cipher.AEAD   // the current key: seals and opens
+	previous []cipher.AEAD // keys being rotated away from: open only
+}
 
-// New returns a Box for a base64-encoded 32-byte master key.
-func New(masterKeyB64 string) (*Box, error) {
-	key, err := base64.StdEncoding.DecodeString(masterKeyB64)
+// New returns a Box for a base64-encoded 32-byte master key, which also
+// opens what the previous keys (same encoding) sealed.
+func New(masterKeyB64 string, previousB64 ...string) (*Box, error) {
+	aead, err := newAEAD(masterKeyB64, "MASTER_KEY")
+	if err != nil {
+		return nil, err
+	}
+	b := &Box{aead: aead}
+	for _, k := range previousB64 {
+		old, err := newAEAD(k, "MASTER_KEY_PREVIOUS")
+		if err != nil {
+			return nil, err
+		}
+		b.previous = append(b.previous, old)
+	}
+	return b, nil
+}
+
+func newAEAD(keyB64, name string) (cipher.AEAD, error) {
+	key, err := base64.StdEncoding.DecodeString(keyB64)
 	if err != nil || len(key) != 32 {
-		return nil, errors.New("secretbox: MASTER_KEY must be 32 bytes, base64-encoded (head -c 32 /dev/urandom | base64)")
+		return nil, fmt.Errorf("secretbox: %s must be 32 bytes, base64-encoded (head -c 32 /dev/urandom | base64)", name)
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
@@ -35,7 +60,7 @@ func New(masterKeyB64 string) (*Box, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secretbox: %w", err)
 	}
-	return &Box{aead: aead}, nil
+	return aead, nil
 }
 
 // Seal encrypts plaintext; additional data (e.g. the owning row's id) binds
@@ -49,15 +74,32 @@ func (b *Box) Seal(plaintext, additional []byte) []byte {
 	return b.aead.Seal(out, out[1:1+b.aead.NonceSize()], plaintext, additional)
 }
 
-// Open decrypts what Seal produced with the same additional data.
+// Open decrypts what Seal produced with the same additional data, under the
+// current key or a previous one.
 func (b *Box) Open(ciphertext, additional []byte) ([]byte, error) {
-	n := b.aead.NonceSize()
-	if len(ciphertext) < 1+n+b.aead.Overhead() || ciphertext[0] != version {
-		return nil, ErrDecrypt
+	pt, _, err := b.open(ciphertext, additional)
+	return pt, err
+}
+
+// Reseal returns ciphertext sealed under the current key, and false when it
+// already was (then unchanged): the step of a master-key rotation.
+func (b *Box) Reseal(ciphertext, additional []byte) ([]byte, bool, error) {
+	pt, current, err := b.open(ciphertext, additional)
+	if err != nil || current {
+		return ciphertext, false, err
 	}
-	pt, err := b.aead.Open(nil, ciphertext[1:1+n], ciphertext[1+n:], additional)
-	if err != nil {
-		return nil, ErrDecrypt
+	return b.Seal(pt, additional), true, nil
+}
+
+func (b *Box) open(ciphertext, additional []byte) (pt []byte, current bool, err error) {
+	for i, aead := range append([]cipher.AEAD{b.aead}, b.previous...) {
+		n := aead.NonceSize()
+		if len(ciphertext) < 1+n+aead.Overhead() || ciphertext[0] != version {
+			return nil, false, ErrDecrypt
+		}
+		if pt, err := aead.Open(nil, ciphertext[1:1+n], ciphertext[1+n:], additional); err == nil {
+			return pt, i == 0, nil
+		}
 	}
-	return pt, nil
+	return nil, false, ErrDecrypt
 }

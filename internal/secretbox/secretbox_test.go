@@ -37,3 +37,35 @@ func TestBadMasterKey(t *testing.T) {
 		}
 	}
 }
+
+// A rotation: the box with the new key opens what the old one sealed, and
+// Reseal moves it under the new key, which then opens it alone.
+func TestRotation(t *testing.T) {
+	oldKey, newKey := config.DefaultMasterKey, "cm90YXRpb24tdGVzdC1uZXctbWFzdGVyLWtleS0zMmI="
+	old, _ := New(oldKey)
+	rotating, err := New(newKey, oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, _ := New(newKey)
+	ct := old.Seal([]byte("whsec_abc"), []byte("we_1"))
+	if pt, err := rotating.Open(ct, []byte("we_1")); err != nil || string(pt) != "whsec_abc" {
+		t.Fatalf("open under the previous key = %q, %v", pt, err)
+	}
+	if _, err := fresh.Open(ct, []byte("we_1")); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("the new key alone opened the old ciphertext: %v", err)
+	}
+	moved, changed, err := rotating.Reseal(ct, []byte("we_1"))
+	if err != nil || !changed {
+		t.Fatalf("reseal: changed %v, %v", changed, err)
+	}
+	if pt, err := fresh.Open(moved, []byte("we_1")); err != nil || string(pt) != "whsec_abc" {
+		t.Fatalf("the new key alone cannot open the resealed secret: %q, %v", pt, err)
+	}
+	if again, changed, err := rotating.Reseal(moved, []byte("we_1")); err != nil || changed || !bytes.Equal(again, moved) {
+		t.Fatalf("resealing twice changed it: %v, %v", changed, err)
+	}
+	if _, _, err := fresh.Reseal(ct, []byte("we_1")); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("reseal without the previous key: %v", err)
+	}
+}
