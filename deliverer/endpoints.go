@@ -23,19 +23,28 @@ import (
 type endpointCache struct {
 	db  *pgxpool.Pool
 	ttl time.Duration
+	// load reads one endpoint; readEndpoint unless a test replaces it.
+	load func(ctx context.Context, id string) (endpointSnap, error)
 
 	mu      sync.Mutex
 	entries map[string]*endpointEntry
 }
 
 type endpointEntry struct {
-	mu   sync.Mutex // one read at a time per endpoint
-	snap endpointSnap
-	gone bool // deleted; its deliveries went with it
+	mu       sync.Mutex // one read at a time per endpoint
+	snap     endpointSnap
+	gone     bool      // deleted; its deliveries went with it
+	failedAt time.Time // the last read failed then (real clock)
 }
 
+// errReadRecently is a stale snapshot's excuse: a read of this endpoint
+// failed less than ttl ago, so none is tried again yet.
+var errReadRecently = errors.New("reading the endpoint failed moments ago")
+
 func newEndpointCache(db *pgxpool.Pool, ttl time.Duration) *endpointCache {
-	return &endpointCache{db: db, ttl: ttl, entries: map[string]*endpointEntry{}}
+	c := &endpointCache{db: db, ttl: ttl, entries: map[string]*endpointEntry{}}
+	c.load = c.readEndpoint
+	return c
 }
 
 // current returns j's endpoint as read at most ttl ago (on the real clock:
@@ -63,19 +72,27 @@ func (c *endpointCache) current(ctx context.Context, j *job) (endpointSnap, bool
 	if time.Since(e.snap.ReadAt) <= c.ttl {
 		return e.snap, true, nil
 	}
+	// While Postgres is slow or down, every attempt to the endpoint would
+	// wait its turn here for a read of its own that fails the same way: one
+	// read per ttl is tried, and the attempts meanwhile go on with what was
+	// last read.
+	if time.Since(e.failedAt) <= c.ttl {
+		return e.snap, true, errReadRecently
+	}
 	snap, err := c.load(ctx, id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		e.gone, e.snap = true, endpointSnap{ReadAt: snap.ReadAt}
 		return endpointSnap{}, false, nil
 	}
 	if err != nil {
+		e.failedAt = time.Now()
 		return e.snap, true, err
 	}
 	e.snap = snap
 	return snap, true, nil
 }
 
-func (c *endpointCache) load(ctx context.Context, id string) (endpointSnap, error) {
+func (c *endpointCache) readEndpoint(ctx context.Context, id string) (endpointSnap, error) {
 	// Bounded: other attempts to this endpoint wait for this read.
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -1,7 +1,9 @@
 package deliverer
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"testing"
 	"time"
@@ -224,5 +226,37 @@ func TestRedactURL(t *testing.T) {
 				t.Fatalf("redactURL(%q) = %q, want %q", tc.in, got, tc.want)
 			}
 		})
+	}
+}
+
+// While Postgres fails, the endpoint is read once per ttl, not once per
+// attempt: the attempts in between go on with the last snapshot at once
+// instead of each waiting out a read that fails the same way.
+func TestEndpointReadFailuresAreNotRepeated(t *testing.T) {
+	c := newEndpointCache(nil, time.Minute)
+	reads := 0
+	c.load = func(context.Context, string) (endpointSnap, error) {
+		reads++
+		return endpointSnap{}, errors.New("connection refused")
+	}
+	stale := endpointSnap{URL: "https://example.com/old", Status: "enabled", ReadAt: time.Now().Add(-time.Hour)}
+	j := &job{d: delivery{EndpointID: "we_1"}, ep: stale}
+	for i := range 3 {
+		snap, exists, err := c.current(context.Background(), j)
+		if err == nil || !exists || snap.URL != stale.URL {
+			t.Fatalf("attempt %d: %+v, %v, %v; want the last snapshot with the error", i, snap, exists, err)
+		}
+	}
+	if reads != 1 {
+		t.Fatalf("%d reads for 3 attempts within the ttl, want 1", reads)
+	}
+	// A ttl later the endpoint is read again, and what it says is used.
+	c.entries["we_1"].failedAt = time.Now().Add(-2 * time.Minute)
+	c.load = func(context.Context, string) (endpointSnap, error) {
+		reads++
+		return endpointSnap{URL: "https://example.com/new", Status: "disabled", ReadAt: time.Now()}, nil
+	}
+	if snap, _, err := c.current(context.Background(), j); err != nil || snap.Status != "disabled" || reads != 2 {
+		t.Fatalf("after the ttl: %+v, %v, %d reads", snap, err, reads)
 	}
 }
