@@ -87,8 +87,9 @@ func ResealSecrets(ctx context.Context, db interface {
 	const batch = 500
 	after := ""
 	for {
-		n := 0
+		n, resealed := 0, 0
 		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			n, resealed = 0, 0
 			rows, _ := tx.Query(ctx, `SELECT id, ciphertext FROM webhook_endpoint_secrets
 				WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE`, after, batch)
 			type sealed struct {
@@ -100,26 +101,28 @@ func ResealSecrets(ctx context.Context, db interface {
 				return fmt.Errorf("loading signing secrets: %w", err)
 			}
 			for _, r := range rs {
-				ct, resealed, err := box.Reseal(r.Ciphertext, []byte(r.ID))
+				ct, changed, err := box.Reseal(r.Ciphertext, []byte(r.ID))
 				if err != nil {
 					return fmt.Errorf("signing secret %s opens with neither MASTER_KEY nor MASTER_KEY_PREVIOUS: %w", r.ID, err)
 				}
-				if resealed {
+				if changed {
 					if _, err := tx.Exec(ctx, `UPDATE webhook_endpoint_secrets SET ciphertext = $2 WHERE id = $1`, r.ID, ct); err != nil {
 						return fmt.Errorf("storing signing secret %s: %w", r.ID, err)
 					}
-					changed++
+					resealed++
 				}
 			}
-			n = len(rs)
-			if n > 0 {
+			if n = len(rs); n > 0 {
 				after = rs[n-1].ID
 			}
 			return nil
 		})
-		total += n
-		if err != nil || n < batch {
-			return changed, total, err
+		if err != nil {
+			return changed, total, err // the batch rolled back: not counted
+		}
+		changed, total = changed+resealed, total+n
+		if n < batch {
+			return changed, total, nil
 		}
 	}
 }
