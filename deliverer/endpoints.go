@@ -38,8 +38,18 @@ type endpointEntry struct {
 }
 
 // errReadRecently is a stale snapshot's excuse: a read of this endpoint
-// failed less than ttl ago, so none is tried again yet.
+// failed less than readBackoff ago, so none is tried again yet.
 var errReadRecently = errors.New("reading the endpoint failed moments ago")
+
+// While Postgres is slow or down, every attempt to an endpoint would wait
+// its turn for a read of its own that fails the same way. So a read is
+// bounded by readTimeout (a healthy one takes a millisecond), and after a
+// failed one the attempts go on with the last snapshot for readBackoff: in
+// a Postgres hang, attempts to an endpoint wait at most 1 s in 10.
+const (
+	readTimeout = time.Second
+	readBackoff = 10 * time.Second
+)
 
 func newEndpointCache(db *pgxpool.Pool, ttl time.Duration) *endpointCache {
 	c := &endpointCache{db: db, ttl: ttl, entries: map[string]*endpointEntry{}}
@@ -72,11 +82,7 @@ func (c *endpointCache) current(ctx context.Context, j *job) (endpointSnap, bool
 	if time.Since(e.snap.ReadAt) <= c.ttl {
 		return e.snap, true, nil
 	}
-	// While Postgres is slow or down, every attempt to the endpoint would
-	// wait its turn here for a read of its own that fails the same way: one
-	// read per ttl is tried, and the attempts meanwhile go on with what was
-	// last read.
-	if time.Since(e.failedAt) <= c.ttl {
+	if time.Since(e.failedAt) <= max(readBackoff, c.ttl) {
 		return e.snap, true, errReadRecently
 	}
 	snap, err := c.load(ctx, id)
@@ -85,7 +91,9 @@ func (c *endpointCache) current(ctx context.Context, j *job) (endpointSnap, bool
 		return endpointSnap{}, false, nil
 	}
 	if err != nil {
-		e.failedAt = time.Now()
+		if ctx.Err() == nil { // a shutdown is not Postgres failing
+			e.failedAt = time.Now()
+		}
 		return e.snap, true, err
 	}
 	e.snap = snap
@@ -94,7 +102,7 @@ func (c *endpointCache) current(ctx context.Context, j *job) (endpointSnap, bool
 
 func (c *endpointCache) readEndpoint(ctx context.Context, id string) (endpointSnap, error) {
 	// Bounded: other attempts to this endpoint wait for this read.
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
 	s := endpointSnap{ReadAt: time.Now()}
 	err := c.db.QueryRow(ctx, `
@@ -117,7 +125,9 @@ func (c *endpointCache) prune() {
 	defer c.mu.Unlock()
 	for id, e := range c.entries {
 		if e.mu.TryLock() {
-			stale := time.Since(e.snap.ReadAt) > c.ttl
+			// An entry backing off after a failed read is kept, or its
+			// back-off would be forgotten.
+			stale := time.Since(e.snap.ReadAt) > c.ttl && time.Since(e.failedAt) > max(readBackoff, c.ttl)
 			e.mu.Unlock()
 			if stale {
 				delete(c.entries, id)

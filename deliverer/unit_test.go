@@ -229,8 +229,8 @@ func TestRedactURL(t *testing.T) {
 	}
 }
 
-// While Postgres fails, the endpoint is read once per ttl, not once per
-// attempt: the attempts in between go on with the last snapshot at once
+// While Postgres fails, the endpoint is read once per readBackoff, not once
+// per attempt: the attempts in between go on with the last snapshot at once
 // instead of each waiting out a read that fails the same way.
 func TestEndpointReadFailuresAreNotRepeated(t *testing.T) {
 	c := newEndpointCache(nil, time.Minute)
@@ -248,9 +248,14 @@ func TestEndpointReadFailuresAreNotRepeated(t *testing.T) {
 		}
 	}
 	if reads != 1 {
-		t.Fatalf("%d reads for 3 attempts within the ttl, want 1", reads)
+		t.Fatalf("%d reads for 3 attempts within the back-off, want 1", reads)
 	}
-	// A ttl later the endpoint is read again, and what it says is used.
+	// Pruning keeps the entry, and so its back-off.
+	c.prune()
+	if _, _, err := c.current(context.Background(), j); !errors.Is(err, errReadRecently) || reads != 1 {
+		t.Fatalf("after a prune: %v, %d reads", err, reads)
+	}
+	// After the back-off the endpoint is read again, and what it says is used.
 	c.entries["we_1"].failedAt = time.Now().Add(-2 * time.Minute)
 	c.load = func(context.Context, string) (endpointSnap, error) {
 		reads++

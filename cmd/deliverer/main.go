@@ -56,7 +56,7 @@ func run(ctx context.Context) error {
 	}
 	box, err := secretbox.New(cfg.MasterKey, cfg.PreviousMasterKeys...)
 	if err != nil {
-		return fmt.Errorf("MASTER_KEY: %w", err)
+		return err // names MASTER_KEY or MASTER_KEY_PREVIOUS
 	}
 
 	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)

@@ -37,8 +37,12 @@ func New(masterKeyB64 string, previousB64 ...string) (*Box, error) {
 		return nil, err
 	}
 	b := &Box{aead: aead}
-	for _, k := range previousB64 {
-		old, err := newAEAD(k, "MASTER_KEY_PREVIOUS")
+	for i, k := range previousB64 {
+		name := "MASTER_KEY_PREVIOUS"
+		if len(previousB64) > 1 {
+			name = fmt.Sprintf("MASTER_KEY_PREVIOUS (key %d of %d)", i+1, len(previousB64))
+		}
+		old, err := newAEAD(k, name)
 		if err != nil {
 			return nil, err
 		}
