@@ -10,6 +10,9 @@
 //     refusals: a 429, or a 503 with Retry-After, says by HTTP convention
 //     that the backend did not act on the request and when to try again, so
 //     it is passed on unrecorded and the lock released; the retry executes.
+//     And secrets: a response marked Cache-Control: no-store (a signing
+//     secret shown once) is passed on but only its status is kept; retries
+//     get 422 idempotency_response_unavailable and are not executed again.
 //   - Retry after completion: the recorded status, headers and body are sent
 //     again with `Idempotent-Replayed: true`; the retry has its own Request-Id
 //     and names the original in `Original-Request-Id`.
@@ -370,6 +373,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return refuse(apierror.New(http.StatusUnprocessableEntity, apierror.TypeIdempotency, "idempotency_response_unavailable",
 			fmt.Sprintf("The request with the Idempotency-Key '%s' was executed (%s), but its response was too large or streamed, so it was not stored and cannot be replayed. It was not executed again.",
 				key, describeOriginal(found))))
+	case stateNoStore:
+		countOutcome(outcomeNoStore)
+		setOriginal(w, found.requestID)
+		return refuse(apierror.New(http.StatusUnprocessableEntity, apierror.TypeIdempotency, "idempotency_response_unavailable",
+			fmt.Sprintf("The request with the Idempotency-Key '%s' was executed (%s), but its response carried a secret (Cache-Control: no-store), so it was not stored and cannot be replayed. It was not executed again; read the object it created instead.",
+				key, describeOriginal(found))))
 	default: // stateMismatch
 		countOutcome(outcomeReused)
 		return refuse(apierror.New(http.StatusUnprocessableEntity, apierror.TypeIdempotency, "idempotency_key_reused",
@@ -430,9 +439,12 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 
 	default:
 		resp := recorded(rb)
-		if refusedBeforeActing(resp) {
+		switch {
+		case refusedBeforeActing(resp):
 			h.release(ctx, ex, recordRefused)
-		} else {
+		case noStore(resp):
+			h.complete(ctx, ex, stateNoStore, response{status: resp.status}, recordNoStore)
+		default:
 			h.complete(ctx, ex, stateDone, resp, recordStored)
 		}
 		writeResponse(w, resp)
@@ -449,6 +461,22 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 func refusedBeforeActing(resp response) bool {
 	return resp.status == http.StatusTooManyRequests ||
 		resp.status == http.StatusServiceUnavailable && resp.header.Get("Retry-After") != ""
+}
+
+// noStore reports whether the upstream forbade storing its response
+// (Cache-Control: no-store, RFC 9111 §5.2.2.5): it carries a secret shown
+// once, such as a new webhook signing secret, which must not sit in Redis
+// for ttl. The request counts as executed — a retry is not run again — but
+// only its status is kept, and a retry gets 422 saying so.
+func noStore(resp response) bool {
+	for _, v := range resp.header.Values("Cache-Control") {
+		for d := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(d), "no-store") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // serveNext calls next and turns a panic into a value, so the outcome can be

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -915,5 +916,44 @@ func TestCaseVariantOfAMethodNeverReachesTheHandler(t *testing.T) {
 	}
 	if r := gw.do(t, req{key: key, body: `{}`}); r.status != http.StatusCreated {
 		t.Fatalf("POST with the key afterwards: %d %s", r.status, r.body)
+	}
+}
+
+// A response marked Cache-Control: no-store (a webhook signing secret shown
+// once) is passed on but not kept in Redis: the key counts as used, a retry
+// is not executed again and gets 422 saying why.
+func TestNoStoreResponsesAreNotKept(t *testing.T) {
+	rdb, prefix := testRedis(t)
+	var calls atomic.Int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		calls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "private, no-store")
+		_, _ = io.WriteString(w, `{"id":"we_1","secret":"whsec_c2VjcmV0"}`)
+	}))
+	t.Cleanup(backend.Close)
+	gw := startCaddy(t, serverSpec{
+		settings: settings{"key_prefix": prefix, "ttl": "10m"},
+		next:     proxyTo(strings.TrimPrefix(backend.URL, "http://")),
+	})[0]
+	q := req{key: newKey(), body: `{}`}
+
+	if first := gw.do(t, q); first.status != http.StatusOK || !strings.Contains(first.body, "whsec_") {
+		t.Fatalf("first: %d %s, want the upstream's answer", first.status, first.body)
+	}
+	retry := gw.do(t, q)
+	if retry.status != http.StatusUnprocessableEntity || !strings.Contains(retry.body, "idempotency_response_unavailable") ||
+		!strings.Contains(retry.body, "no-store") || calls.Load() != 1 {
+		t.Fatalf("retry: %d %s after %d upstream calls; want 422 and no second execution", retry.status, retry.body, calls.Load())
+	}
+	keys, err := rdb.Keys(context.Background(), prefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if v, _ := rdb.HGetAll(context.Background(), k).Result(); strings.Contains(fmt.Sprint(v), "whsec_") {
+			t.Fatalf("Redis keeps the secret under %s: %v", k, v)
+		}
 	}
 }

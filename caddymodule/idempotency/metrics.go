@@ -15,6 +15,7 @@ const (
 	outcomeInUse       = "in_use"      // 409: the first request is still running
 	outcomeReused      = "reused"      // 422: same key, different request
 	outcomeTooLarge    = "too_large"   // 422: the original response was not stored
+	outcomeNoStore     = "no_store"    // 422: the original response said no-store
 	outcomeUnavailable = "unavailable" // 503: Redis could not be asked
 	outcomeInvalid     = "invalid"     // 400/413: bad key or body, refused before Redis
 )
@@ -23,6 +24,7 @@ const (
 const (
 	recordStored       = "stored"        // the response is recorded for replay
 	recordTooLarge     = "too_large"     // marked too_large (oversized or streamed)
+	recordNoStore      = "no_store"      // marked no_store: the response said Cache-Control: no-store
 	recordGatewayError = "gateway_error" // the upstream may have run but gave no usable answer; the error is recorded
 	recordReleased     = "released"      // the upstream was never reached; the lock was released
 	recordRefused      = "refused"       // the upstream refused it (429, 503 with Retry-After); not recorded, the lock was released
@@ -51,10 +53,10 @@ func registerMetrics(reg *prometheus.Registry) error {
 		}, []string{"result"})
 		// Pre-create every series so dashboards see zeros, not gaps.
 		for _, o := range []string{outcomeExecuted, outcomeReplayed, outcomeInUse, outcomeReused,
-			outcomeTooLarge, outcomeUnavailable, outcomeInvalid} {
+			outcomeTooLarge, outcomeNoStore, outcomeUnavailable, outcomeInvalid} {
 			metrics.requests.WithLabelValues(o)
 		}
-		for _, r := range []string{recordStored, recordTooLarge, recordGatewayError, recordReleased,
+		for _, r := range []string{recordStored, recordTooLarge, recordNoStore, recordGatewayError, recordReleased,
 			recordRefused, recordLockLost, recordRedisError} {
 			metrics.records.WithLabelValues(r)
 		}

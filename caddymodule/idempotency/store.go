@@ -14,11 +14,11 @@ import (
 
 // One Redis hash per (scope, key), named <key_prefix><scope>:<key>:
 //
-//	st      locked | done | too_large
+//	st      locked | done | too_large | no_store
 //	tok     the owner's random token while st = locked (removed on completion)
 //	fp      request fingerprint (hex SHA-256 of method, path+query, body)
 //	rid     Request-Id of the request that executed
-//	status  recorded status code          (done, too_large)
+//	status  recorded status code          (done, too_large, no_store)
 //	hdr     recorded headers, JSON         (done)
 //	body    recorded body, raw bytes       (done)
 //
@@ -36,6 +36,9 @@ const (
 	stateLocked   = "locked"
 	stateDone     = "done"
 	stateTooLarge = "too_large"
+	// stateNoStore marks a request whose response said Cache-Control:
+	// no-store (a secret shown once): executed, and not kept.
+	stateNoStore = "no_store"
 
 	// Results of begin that are not stored states.
 	stateAcquired = "acquired"
@@ -123,7 +126,7 @@ func (s *store) tombstone(token string) string { return s.prefix + "released:" +
 
 // lookup is what begin found for a key.
 type lookup struct {
-	state     string // acquired, mismatch, locked, done, too_large
+	state     string // acquired, mismatch, locked, done, too_large, no_store
 	requestID string // of the original request (locked, done, too_large)
 	resp      response
 }
@@ -149,7 +152,7 @@ func (s *store) begin(ctx context.Context, key, token, fp, requestID string, loc
 		return l, nil
 	case stateReleased:
 		return lookup{}, errReleased
-	case stateLocked, stateDone, stateTooLarge:
+	case stateLocked, stateDone, stateTooLarge, stateNoStore:
 	default:
 		return lookup{}, fmt.Errorf("idempotency record in unknown state %q", l.state)
 	}

@@ -413,6 +413,15 @@ func redactURL(raw string) string {
 	return u.Scheme + "://" + u.Host + u.Path
 }
 
+// writeSecret answers with an endpoint carrying its new signing secret,
+// marked Cache-Control: no-store so that no cache, and no idempotency record
+// at the gateway (which keeps only that the request ran), holds the secret
+// in plain text.
+func writeSecret(w http.ResponseWriter, o Endpoint) {
+	w.Header().Set("Cache-Control", "no-store")
+	router.WriteJSON(w, http.StatusOK, o)
+}
+
 // disabledReason is disabled_reason when actor disables an endpoint, so
 // the endpoint's page says where it was done.
 func disabledReason(actor audit.Actor) string {
@@ -484,7 +493,7 @@ func (a *API) createEndpoint(w http.ResponseWriter, r *http.Request, c caller) e
 	if err != nil {
 		return err
 	}
-	router.WriteJSON(w, http.StatusOK, o)
+	writeSecret(w, o)
 	return nil
 }
 
@@ -750,7 +759,7 @@ func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, c caller) err
 	if err != nil {
 		return err
 	}
-	router.WriteJSON(w, http.StatusOK, o)
+	writeSecret(w, o)
 	return nil
 }
 

@@ -36,6 +36,11 @@ func TestCreateEndpointReturnsTheSecretOnceAndStoresItSealed(t *testing.T) {
 		t.Fatalf("secret %q is not whsec_ + base64 of 32 bytes", ep.Secret)
 	}
 
+	res := e.post(orgA, "/v1/webhook-endpoints", `{"url":"`+publicURL+`","enabled_events":["*"]}`)
+	if res.status != 200 || res.header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("create answered %d with Cache-Control %q, want no-store", res.status, res.header.Get("Cache-Control"))
+	}
+
 	// Never shown again.
 	r := e.get(orgA, "/v1/webhook-endpoints/"+ep.ID)
 	var got map[string]any
@@ -280,9 +285,15 @@ func TestRotateSecret(t *testing.T) {
 	path := "/v1/webhook-endpoints/" + ep.ID + "/rotate-secret"
 
 	var rotated Endpoint
-	e.post(orgA, path, `{"expires_in":3600}`).decode(t, 200, &rotated)
+	res := e.post(orgA, path, `{"expires_in":3600}`)
+	res.decode(t, 200, &rotated)
 	if rotated.ID != ep.ID || !strings.HasPrefix(rotated.Secret, "whsec_") || rotated.Secret == ep.Secret {
 		t.Fatalf("rotate answered %+v", rotated)
+	}
+	// Nothing may keep the secret: caches, nor the gateway's idempotency
+	// records (which keep only that such a request ran).
+	if cc := res.header.Get("Cache-Control"); cc != "no-store" {
+		t.Fatalf("rotate answered Cache-Control %q, want no-store", cc)
 	}
 	for _, tc := range []struct {
 		at   time.Time
