@@ -58,6 +58,12 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err // names MASTER_KEY or MASTER_KEY_PREVIOUS
 	}
+	if n := len(cfg.PreviousMasterKeys); n > 0 {
+		// A rotation left half done keeps the old key able to read every
+		// secret sealed before it.
+		log.Warn("MASTER_KEY_PREVIOUS is set: a master-key rotation is under way; finish it with `controlplane master-key rotate`, then restart without it",
+			zap.Int("previous_keys", n))
+	}
 
 	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {

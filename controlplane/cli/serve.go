@@ -94,6 +94,12 @@ func (a *app) serve(args []string) error {
 	if err != nil {
 		return usageErrorf(c.name, "%v", err)
 	}
+	if n := len(a.cfg.PreviousMasterKeys); n > 0 {
+		// A rotation left half done keeps the old key able to read every
+		// secret sealed before it.
+		log.Warn("MASTER_KEY_PREVIOUS is set: a master-key rotation is under way; finish it with `controlplane master-key rotate`, then restart without it",
+			zap.Int("previous_keys", n))
+	}
 	allow, err := ssrf.ParseAllowlist(config.String("WEBHOOK_ALLOW_CIDRS", ""))
 	if err != nil {
 		return usageErrorf(c.name, "WEBHOOK_ALLOW_CIDRS: %v", err)
