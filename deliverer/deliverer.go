@@ -33,7 +33,8 @@
 //   - Attempt: first, the endpoint's status, URL and secrets version are
 //     made at most EndpointTTL old (a delivery can wait in the queue for
 //     minutes): a disabled endpoint's delivery is parked, a moved one goes
-//     to the new URL, rotated secrets are reloaded. Then a POST of the
+//     to the new URL, rotated secrets are reloaded (while Postgres fails,
+//     the last state read is used, 10 s at a time). Then a POST of the
 //     event object with webhook-id (the delivery id, stable across
 //     retries), webhook-timestamp and a signature per unexpired secret;
 //     2xx succeeds; redirects are not followed; 410 Gone disables the

@@ -91,7 +91,9 @@ type WorkerConfig struct {
 	// URL, API version, signing secrets' version) may be; anything older is
 	// read again first. So a delivery queued before its endpoint was
 	// disabled, moved or had its secret rotated follows the change once it
-	// is this old. 1 s.
+	// is this old. 1 s. While Postgres fails, attempts go on with the last
+	// state read for 10 s after each failed read (endpoints.go), so a change
+	// made then takes up to that long to reach them.
 	EndpointTTL time.Duration
 	// StatsEvery is how often the queue-lag gauges are sampled; 10 s.
 	StatsEvery time.Duration

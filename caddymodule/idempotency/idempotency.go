@@ -10,7 +10,7 @@
 //     refusals: a 429, or a 503 with Retry-After, says by HTTP convention
 //     that the backend did not act on the request and when to try again, so
 //     it is passed on unrecorded and the lock released; the retry executes.
-//     And secrets: a response marked Cache-Control: no-store (a signing
+//     And secrets: a 2xx response marked Cache-Control: no-store (a signing
 //     secret shown once) is passed on but only its status is kept; retries
 //     get 422 idempotency_response_unavailable and are not executed again.
 //   - Retry after completion: the recorded status, headers and body are sent
@@ -73,8 +73,8 @@
 // {http.idempotency.original_request_id} (set on replays and on refusals
 // that refer to the original) are set for keyed requests, for the request
 // log. caddy_gatehouse_idempotency_total{outcome} counts keyed requests by
-// outcome (executed, replayed, in_use, reused, too_large, unavailable,
-// invalid).
+// outcome (executed, replayed, in_use, reused, too_large, no_store,
+// unavailable, invalid).
 package idempotency
 
 import (
@@ -442,7 +442,7 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 		switch {
 		case refusedBeforeActing(resp):
 			h.release(ctx, ex, recordRefused)
-		case noStore(resp):
+		case resp.status >= 200 && resp.status < 300 && noStore(resp):
 			h.complete(ctx, ex, stateNoStore, response{status: resp.status}, recordNoStore)
 		default:
 			h.complete(ctx, ex, stateDone, resp, recordStored)
@@ -464,10 +464,12 @@ func refusedBeforeActing(resp response) bool {
 }
 
 // noStore reports whether the upstream forbade storing its response
-// (Cache-Control: no-store, RFC 9111 §5.2.2.5): it carries a secret shown
-// once, such as a new webhook signing secret, which must not sit in Redis
-// for ttl. The request counts as executed — a retry is not run again — but
-// only its status is kept, and a retry gets 422 saying so.
+// (Cache-Control: no-store, RFC 9111 §5.2.2.5). On a success it carries a
+// secret shown once, such as a new webhook signing secret, which must not
+// sit in Redis for ttl: the request counts as executed — a retry is not run
+// again — but only its status is kept, and a retry gets 422 saying so.
+// Error objects are often no-store too (internal/apierror marks them all)
+// and carry no secret: they are recorded as any other response.
 func noStore(resp response) bool {
 	for _, v := range resp.header.Values("Cache-Control") {
 		for d := range strings.SplitSeq(v, ",") {

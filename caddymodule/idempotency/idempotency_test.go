@@ -957,3 +957,30 @@ func TestNoStoreResponsesAreNotKept(t *testing.T) {
 		}
 	}
 }
+
+// Error objects are no-store too (internal/apierror marks every one) but
+// carry no secret: a backend's 400 or 500 is recorded and replayed like any
+// other response, not turned into "not kept".
+func TestNoStoreErrorsAreStillReplayed(t *testing.T) {
+	_, prefix := testRedis(t)
+	for _, status := range []int{http.StatusBadRequest, http.StatusInternalServerError} {
+		var calls atomic.Int64
+		backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			calls.Add(1)
+			apierror.Write(w, apierror.New(status, apierror.TypeInvalidRequest, "parameter_missing", "Missing email."))
+		}))
+		t.Cleanup(backend.Close)
+		gw := startCaddy(t, serverSpec{
+			settings: settings{"key_prefix": prefix, "ttl": "10m"},
+			next:     proxyTo(strings.TrimPrefix(backend.URL, "http://")),
+		})[0]
+		q := req{key: newKey(), body: `{}`}
+		first := gw.do(t, q)
+		retry := gw.do(t, q)
+		if first.status != status || retry.status != status || retry.header.Get("Idempotent-Replayed") != "true" || calls.Load() != 1 {
+			t.Fatalf("%d: first %d, retry %d replayed=%q after %d upstream calls; want the error replayed",
+				status, first.status, retry.status, retry.header.Get("Idempotent-Replayed"), calls.Load())
+		}
+	}
+}

@@ -35,7 +35,7 @@ var Codes = []Code{
 	{"idempotency_key_invalid", TypeInvalidRequest, 400, "The Idempotency-Key header is empty, longer than 255 characters, has non-printable characters or was sent twice."},
 	{"idempotency_key_in_use", TypeIdempotency, 409, "A request with the same Idempotency-Key is still being processed. Retry after Retry-After seconds."},
 	{"idempotency_key_reused", TypeIdempotency, 422, "The Idempotency-Key was already used for a different request (method, path or body). Stripe answers 400 here; we follow the IETF draft's 422."},
-	{"idempotency_response_unavailable", TypeIdempotency, 422, "The original response was too large to store, so it cannot be replayed; the request was not executed again."},
+	{"idempotency_response_unavailable", TypeIdempotency, 422, "The original response was not stored (too large, streamed, or a success marked Cache-Control: no-store because it carried a secret), so it cannot be replayed; the request was not executed again."},
 	{"idempotency_unavailable", TypeAPI, 503, "Idempotency records cannot be read right now, so a request carrying an Idempotency-Key was not executed. Retry later."},
 	{"request_invalid", TypeInvalidRequest, 400, "The HTTP request itself was refused (malformed, or refused by the gateway for a reason the message gives); the status code tells which."},
 	{"service_unavailable", TypeAPI, 503, "The service behind the gateway is temporarily unable to take requests (no healthy upstream). Retry later."},
