@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/smtp"
-	"net/url"
 	"strings"
 	"time"
 
@@ -34,7 +33,7 @@ type Alert struct {
 	OrganizationID string
 	Livemode       bool
 	EndpointID     string
-	URL            string // scheme, host and path only (redactURL): alerts are logged and mailed
+	URL            string // scheme, host and path only (redact.EndpointURL): alerts are logged and mailed
 	Message        string
 	Time           time.Time
 }
@@ -138,17 +137,6 @@ func (n *SMTPNotifier) Notify(ctx context.Context, a Alert) error {
 	case <-ctx.Done():
 		return fmt.Errorf("sending alert mail: %w", ctx.Err())
 	}
-}
-
-// redactURL is an endpoint URL fit for logs and mail: tokens hide in query
-// strings, fragments and user info, so only scheme, host and path are kept
-// (as the control plane's audit log does, controlplane/webhooks).
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return ""
-	}
-	return u.Scheme + "://" + u.Host + u.Path
 }
 
 // cleanAddrs drops duplicates and anything that could inject headers.

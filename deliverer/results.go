@@ -12,6 +12,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/internal/outbox"
+	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
 
@@ -500,7 +501,7 @@ func (w *Worker) afterCommit(c *committed) {
 // notify hands an alert to the notifier off the delivery path; at most a
 // few run at once and the rest are logged and dropped.
 func (w *Worker) notify(a Alert) {
-	a.URL = redactURL(a.URL) // one place, so that no alert kind forgets
+	a.URL = redact.EndpointURL(a.URL) // one place, so that no alert kind forgets
 	w.m.alerts.WithLabelValues(string(a.Kind)).Inc()
 	select {
 	case w.notifySem <- struct{}{}:

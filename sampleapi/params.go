@@ -344,11 +344,8 @@ func (p *customerParams) setMetadata(k, v string) error {
 // validateText checks what every stored string must satisfy. Postgres text
 // and jsonb cannot hold NUL, so catching it here keeps it a 400, not a 500.
 func validateText(param, v string, maxLen int) error {
-	if !utf8.ValidString(v) {
-		return invalidUTF8(param)
-	}
-	if strings.IndexByte(v, 0) >= 0 {
-		return apierror.ParameterInvalid(param, fmt.Sprintf("Invalid %s: must not contain NUL characters.", param))
+	if err := apierror.CheckText(param, v); err != nil {
+		return err
 	}
 	if n := utf8.RuneCountInString(v); n > maxLen {
 		return apierror.ParameterInvalid(param,

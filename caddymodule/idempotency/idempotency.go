@@ -369,21 +369,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return refuse(e)
 	case stateTooLarge:
 		countOutcome(outcomeTooLarge)
-		setOriginal(w, found.requestID)
-		return refuse(apierror.New(http.StatusUnprocessableEntity, apierror.TypeIdempotency, "idempotency_response_unavailable",
-			fmt.Sprintf("The request with the Idempotency-Key '%s' was executed (%s), but its response was too large or streamed, so it was not stored and cannot be replayed. It was not executed again.",
-				key, describeOriginal(found))))
+		return notKept(w, key, found, "was too large or streamed", "")
 	case stateNoStore:
 		countOutcome(outcomeNoStore)
-		setOriginal(w, found.requestID)
-		return refuse(apierror.New(http.StatusUnprocessableEntity, apierror.TypeIdempotency, "idempotency_response_unavailable",
-			fmt.Sprintf("The request with the Idempotency-Key '%s' was executed (%s), but its response carried a secret (Cache-Control: no-store), so it was not stored and cannot be replayed. It was not executed again; read the object it created instead.",
-				key, describeOriginal(found))))
+		return notKept(w, key, found, "carried a secret (Cache-Control: no-store)", "; read the object it created instead")
 	default: // stateMismatch
 		countOutcome(outcomeReused)
 		return refuse(apierror.New(http.StatusUnprocessableEntity, apierror.TypeIdempotency, "idempotency_key_reused",
 			fmt.Sprintf("The Idempotency-Key '%s' was already used for a different request (method, path or body). A key can only be retried with the same request; use a new key for a new request.", key)))
 	}
+}
+
+// notKept refuses a retry whose original executed but left no response to
+// replay, saying why (its response ...) and what to do instead.
+func notKept(w http.ResponseWriter, key string, found lookup, why, instead string) error {
+	setOriginal(w, found.requestID)
+	return refuse(apierror.New(http.StatusUnprocessableEntity, apierror.TypeIdempotency, "idempotency_response_unavailable",
+		fmt.Sprintf("The request with the Idempotency-Key '%s' was executed (%s), but its response %s, so it was not stored and cannot be replayed. It was not executed again%s.",
+			key, describeOriginal(found), why, instead)))
 }
 
 // execution is one keyed request that holds the lock.

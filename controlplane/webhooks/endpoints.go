@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/apiversion"
 	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/ssrf"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
@@ -403,16 +403,6 @@ func (s *Service) checkURL(ctx context.Context, raw string, livemode bool) error
 	return apierror.InvalidRequest("url_invalid", "url", msg)
 }
 
-// redactURL is a URL fit for the audit log: tokens hide in query strings
-// and user info, so only scheme, host and path are kept.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return ""
-	}
-	return u.Scheme + "://" + u.Host + u.Path
-}
-
 // writeSecret answers with an endpoint carrying its new signing secret,
 // marked Cache-Control: no-store so that no cache, and no idempotency record
 // at the gateway (which keeps only that the request ran), holds the secret
@@ -467,7 +457,7 @@ func (s *Service) CreateEndpoint(ctx context.Context, actor audit.Actor, org str
 			return err
 		}
 		return audit.Record(ctx, tx, auditEntry(actor, org, livemode, "webhook_endpoint.created", "webhook_endpoint", row.ID, now,
-			map[string]any{"url": redactURL(row.URL), "enabled_events": row.EnabledEvents}))
+			map[string]any{"url": redact.EndpointURL(row.URL), "enabled_events": row.EnabledEvents}))
 	})
 	if err != nil {
 		return Endpoint{}, err
@@ -563,7 +553,7 @@ func (s *Service) UpdateEndpoint(ctx context.Context, actor audit.Actor, org str
 		if p.URL != nil && *p.URL != e.URL {
 			e.URL = *p.URL
 			changed = append(changed, "url")
-			data["url"] = redactURL(e.URL)
+			data["url"] = redact.EndpointURL(e.URL)
 		}
 		if p.EnabledEvents != nil && !slices.Equal(p.EnabledEvents, e.EnabledEvents) {
 			data["enabled_events"] = map[string]any{"from": e.EnabledEvents, "to": p.EnabledEvents}
@@ -667,7 +657,7 @@ func (s *Service) DeleteEndpoint(ctx context.Context, actor audit.Actor, org str
 			return fmt.Errorf("deleting webhook endpoint: %w", err)
 		}
 		return audit.Record(ctx, tx, auditEntry(actor, org, livemode, "webhook_endpoint.deleted", "webhook_endpoint", id, now,
-			map[string]any{"url": redactURL(u)}))
+			map[string]any{"url": redact.EndpointURL(u)}))
 	})
 }
 
@@ -878,7 +868,7 @@ func (s *Service) TestEndpoint(ctx context.Context, actor audit.Actor, org strin
 		// endpoint leaves out the URL's query and credentials, as the
 		// audit trail does.
 		o := e.object()
-		o.URL = redactURL(o.URL)
+		o.URL = redact.EndpointURL(o.URL)
 		obj, err := json.Marshal(o)
 		if err != nil {
 			return fmt.Errorf("encoding endpoint: %w", err)

@@ -12,6 +12,7 @@ package redact
 
 import (
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -177,6 +178,18 @@ func (r *Redactor) Headers(h http.Header) map[string]string {
 // that carries a key or card number — even percent-encoded — replaced too.
 func (r *Redactor) Path(requestURI string) string {
 	return Text(r.uri(requestURI), MaxPath)
+}
+
+// EndpointURL is a configured URL (a webhook endpoint's) fit for an audit
+// entry, a log line or a mail: tokens hide in the query, the fragment and
+// the user information, so only scheme, host and path are kept. "" when raw
+// is not an absolute URL.
+func EndpointURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host + u.Path
 }
 
 // logDefault redacts with the defaults alone, for error logs.

@@ -242,3 +242,20 @@ func TestText(t *testing.T) {
 		})
 	}
 }
+
+func TestEndpointURL(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"plain", "https://hooks.example.com/in", "https://hooks.example.com/in"},
+		{"query token", "https://hooks.example.com/in?token=s3cret&x=1", "https://hooks.example.com/in"},
+		{"fragment", "https://hooks.example.com/in#s3cret", "https://hooks.example.com/in"},
+		{"user info", "https://user:s3cret@hooks.example.com:8443/in", "https://hooks.example.com:8443/in"},
+		{"unparsable", "https://hooks.example.com/%zz?token=s3cret", ""},
+		{"not absolute", "/in?token=s3cret", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := EndpointURL(tc.in); got != tc.want {
+				t.Fatalf("EndpointURL(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
