@@ -212,7 +212,6 @@ func TestCleanText(t *testing.T) {
 	}
 }
 
-
 // While Postgres fails, the endpoint is read once per readBackoff, not once
 // per attempt: the attempts in between go on with the last snapshot at once
 // instead of each waiting out a read that fails the same way.
