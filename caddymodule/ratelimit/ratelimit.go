@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -29,6 +30,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
@@ -552,7 +554,7 @@ func (h *Handler) prepare(r *http.Request, repl *caddy.Replacer) (request, error
 		if req.keys == nil {
 			req.keys = make([]string, 1, len(h.limits)+1)
 			req.keys[0] = keyspace.Overrides(h.KeyPrefix, tag)
-			req.args = make([]any, 4, 4+5*len(h.limits))
+			req.args = make([]any, 5, 5+5*len(h.limits))
 		}
 		if l.quota {
 			req.keys = append(req.keys, keyspace.Counter(h.KeyPrefix, tag, env, l.name, value))
@@ -570,38 +572,81 @@ func (h *Handler) prepare(r *http.Request, repl *caddy.Replacer) (request, error
 	if h.now != nil {
 		req.args[0] = strconv.FormatInt(h.now().UnixMicro(), 10)
 	}
-	req.args[1] = "1"
+	req.args[1] = strconv.Itoa(cost)
 	req.args[2] = "" // overrides belong to organisations
 	if org != "" {
 		req.args[2] = env + ":"
 	}
 	req.args[3] = keyID
+	req.args[4] = "1"
 	return req, nil
 }
 
-// decide runs the script.
+// decide runs the script. Identical requests waiting for Redis together
+// (one client hammering one key) share one run of it: the script decides
+// n of them as n runs in a row would, and this request is the index-th.
 func (h *Handler) decide(ctx context.Context, req request) (outcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
 	defer cancel()
-	reply, err := limitsScript.Run(ctx, h.rdb.Scripts, req.keys, req.args...).Text()
+	cmd, index := h.rdb.Scripts.EvalShaShared(ctx, shareKey(req), limitsScript.Hash(), req.keys,
+		func(n int) []any {
+			if n == 1 {
+				return req.args
+			}
+			args := slices.Clone(req.args)
+			args[4] = strconv.Itoa(n)
+			return args
+		})
+	reply, err := cmd.Text()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Redis restarted or its scripts were flushed: load it, alone.
+		reply, err = limitsScript.Eval(ctx, h.rdb.Scripts, req.keys, req.args...).Text()
+		index = 0
+	}
 	if err != nil {
 		return outcome{}, err
 	}
-	var buf [2 + 7*8]int64
+	var buf [2 + 2*7*8]int64
 	v, err := parseInts(reply, buf[:0])
 	if err != nil {
 		return outcome{}, fmt.Errorf("rate limit script reply: %w", err)
 	}
-	if len(v) != 2+7*len(req.limits) {
-		return outcome{}, fmt.Errorf("rate limit script returned %d values for %d limits", len(v), len(req.limits))
+	return parseOutcome(v, req.limits, index)
+}
+
+// parseOutcome reads the script's reply for the index-th of the requests
+// it decided (see script.go): the m-th admitted request's values, adjusted
+// for an earlier one, or the refused request's.
+func parseOutcome(v []int64, limits []*limit, index int) (outcome, error) {
+	if len(v) < 2 {
+		return outcome{}, fmt.Errorf("rate limit script returned %d values", len(v))
+	}
+	m := int(v[1])
+	blocks := 0
+	if m > 0 {
+		blocks++
+	}
+	if index >= m {
+		blocks++
+	}
+	if index < 0 || len(v) < 2+7*len(limits)*blocks {
+		return outcome{}, fmt.Errorf("rate limit script returned %d values for %d limits, request %d of %d admitted",
+			len(v), len(limits), index, m)
+	}
+	block := v[2:]
+	later := 0 // admitted requests after this one
+	if index < m {
+		later = m - 1 - index
+	} else if m > 0 {
+		block = block[7*len(limits):]
 	}
 	out := outcome{
 		now:       time.UnixMicro(v[0]).UTC(),
-		admitted:  v[1] == 1,
-		decisions: make([]decision, len(req.limits)),
+		admitted:  index < m,
+		decisions: make([]decision, len(limits)),
 	}
-	for i, l := range req.limits {
-		x := v[2+7*i : 9+7*i]
+	for i, l := range limits {
+		x := block[7*i : 7*i+7]
 		d := decision{limit: l}
 		d.Allowed = int(x[0])
 		d.Remaining = int(x[1])
@@ -611,9 +656,40 @@ func (h *Handler) decide(ctx context.Context, req request) (outcome, error) {
 			d.RetryAfter = time.Duration(x[3]) * time.Microsecond
 		}
 		d.Limit = redis_rate.Limit{Rate: int(x[4]), Period: time.Duration(x[5]) * time.Second, Burst: int(x[6])}
+		if later > 0 {
+			// Each later admission took one request's room from what the
+			// m-th saw, and a GCRA policy's reset one emission interval.
+			d.Remaining += later * cost
+			if !l.quota {
+				r := d.ResetAfter - time.Duration(later*cost)*d.Limit.Period/time.Duration(d.Limit.Rate)
+				d.ResetAfter = (r + time.Microsecond - 1).Truncate(time.Microsecond) // whole µs, as the script's
+			}
+		}
 		out.decisions[i] = d
 	}
 	return out, nil
+}
+
+// cost is what one request consumes of every limit.
+const cost = 1
+
+// shareKey identifies the requests whose decisions one script run can
+// share: the same limits, state keys and arguments, length-prefixed so
+// that no two lists run together into one key.
+func shareKey(req request) string {
+	var b strings.Builder
+	for _, k := range req.keys {
+		b.WriteString(strconv.Itoa(len(k)))
+		b.WriteByte(':')
+		b.WriteString(k)
+	}
+	for _, a := range req.args {
+		s, _ := a.(string)
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	return b.String()
 }
 
 // parseInts appends the space-separated integers of s to dst.

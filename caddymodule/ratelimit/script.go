@@ -24,20 +24,28 @@ import "github.com/redis/go-redis/v9"
 // KEYS[1]   the organisation's overrides hash (read only; absent is fine)
 // KEYS[1+i] the state of limit i: a GCRA TAT string or a quota hash {w, n}
 // ARGV[1]   now (µs) or "" for Redis TIME
-// ARGV[2]   cost of the request
+// ARGV[2]   cost of one request
 // ARGV[3]   override field prefix "<env>:", or "" when overrides do not apply
 // ARGV[4]   API key id for per-key override fields, or ""
+// ARGV[5]   n, the number of identical requests decided by this call
 // then five per limit:
 //
 //	"r", name, requests, period (µs), burst     a GCRA policy
 //	"q", name, limit,    "h"|"d"|"m", 0         a quota per calendar hour/day/month (UTC)
 //
-// It returns one string of space-separated integers: now, admitted (1|0),
-// then seven per limit:
-// allowed (1|0), remaining, reset (µs until the limit is fully available
-// again; for quotas the end of the window), retry (µs until a refused request
-// may succeed; 0 when allowed), and the effective quota, window (s) and burst
-// after overrides.
+// n > 1 is the Batcher's sharing of identical concurrent calls (one hot
+// key): the script decides the n requests as n calls in a row at the same
+// instant would. As a refused request consumes nothing, those admit the
+// first m and refuse the rest, m being the most requests every limit has
+// room for; the script finds m, consumes m·cost and reports two requests.
+//
+// It returns one string of space-separated integers: now, m (for n = 1:
+// admitted, 1|0), then, when m > 0, seven per limit for the m-th request
+// (the last admitted), and, when m < n, seven per limit for the (m+1)-th
+// (refused, like every later one): allowed (1|0), remaining, reset (µs
+// until the limit is fully available again; for quotas the end of the
+// window), retry (µs until a refused request may succeed; 0 when allowed),
+// and the effective quota, window (s) and burst after overrides.
 var limitsScript = redis.NewScript(calendarLua + limitsLua)
 
 // calendarLua computes the quota windows. Redis' Lua has no os.date, so the
@@ -90,20 +98,21 @@ end
 local cost = tonumber(ARGV[2])
 local prefix = ARGV[3]
 local keyid = ARGV[4]
-local n = #KEYS - 1
+local n = tonumber(ARGV[5])
+local L = #KEYS - 1
 
 -- Overrides: one HMGET for all limits; a key's field wins over the org's.
 local ov = {}
-if prefix ~= '' and n > 0 then
+if prefix ~= '' and L > 0 then
   local fields = {}
-  for i = 1, n do
-    local name = ARGV[4 + (i - 1) * 5 + 2]
+  for i = 1, L do
+    local name = ARGV[5 + (i - 1) * 5 + 2]
     if keyid ~= '' then fields[#fields + 1] = prefix .. name .. ':' .. keyid end
     fields[#fields + 1] = prefix .. name
   end
   local vals = redis.call('HMGET', KEYS[1], unpack(fields))
   local j = 1
-  for i = 1, n do
+  for i = 1, L do
     local v = false
     if keyid ~= '' then v = vals[j]; j = j + 1 end
     if not v then v = vals[j] end
@@ -120,8 +129,8 @@ end
 local tats = {}
 do
   local gkeys, idx = {}, {}
-  for i = 1, n do
-    if ARGV[4 + (i - 1) * 5 + 1] == 'r' then
+  for i = 1, L do
+    if ARGV[5 + (i - 1) * 5 + 1] == 'r' then
       gkeys[#gkeys + 1] = KEYS[i + 1]
       idx[#idx + 1] = i
     end
@@ -132,16 +141,18 @@ do
   end
 end
 
-local out = {now, 1}
-local pending = {}
+-- Each limit's parameters and state, and m: how many of the n requests
+-- every limit has room for, one after another.
+local lim = {}
 local capped = {}
-for i = 1, n do
-  local a = 4 + (i - 1) * 5
-  local kind = ARGV[a + 1]
+local m = n
+for i = 1, L do
+  local a = 5 + (i - 1) * 5
   local amount = tonumber(ARGV[a + 3])
-  local key = KEYS[i + 1]
   local o = ov[i]
-  if kind == 'r' then
+  local s
+  local fit
+  if ARGV[a + 1] == 'r' then
     local period = tonumber(ARGV[a + 4])
     local burst = tonumber(ARGV[a + 5])
     if o then
@@ -160,68 +171,81 @@ for i = 1, n do
       tat = now + interval * (burst - 1)
       capped[i] = tat
     end
-    local new_tat = tat + interval * cost
-    local diff = now - (new_tat - interval * burst)
-    if diff < 0 then
-      out[2] = 0
-      out[#out + 1] = 0
-      out[#out + 1] = 0
-      out[#out + 1] = math.ceil(tat - now)
-      out[#out + 1] = math.ceil(-diff)
-    else
-      pending[i] = new_tat
-      out[#out + 1] = 1
-      out[#out + 1] = math.floor(diff / interval + 1e-9)
-      out[#out + 1] = math.ceil(new_tat - now)
-      out[#out + 1] = 0
+    s = {amount = amount, period = period, burst = burst, interval = interval, tat = tat}
+    -- The k-th request fits while now >= TAT + k·cost·interval − burst·interval:
+    -- estimate the largest k, then settle it with that very comparison.
+    local function fits(k)
+      return now - (tat + interval * cost * k - interval * burst) >= 0
     end
-    out[#out + 1] = amount
-    out[#out + 1] = period / 1000000
-    out[#out + 1] = burst
+    fit = math.max(0, math.min(n, math.floor((now - tat + interval * burst) / (interval * cost))))
+    while fit < n and fits(fit + 1) do fit = fit + 1 end
+    while fit > 0 and not fits(fit) do fit = fit - 1 end
   else
     if o then amount = o[1] end
     local start, length = window(now, ARGV[a + 4])
-    local st = redis.call('HMGET', key, 'w', 'n')
+    local st = redis.call('HMGET', KEYS[i + 1], 'w', 'n')
     local used = 0
     if tonumber(st[1]) == start then used = tonumber(st[2]) or 0 end
-    local reset = (start + length) * 1000000 - now
-    if used + cost > amount then
-      out[2] = 0
-      out[#out + 1] = 0
-      out[#out + 1] = 0
-      out[#out + 1] = reset
-      out[#out + 1] = reset
-    else
-      pending[i] = {start, used, reset}
-      out[#out + 1] = 1
-      out[#out + 1] = amount - used - cost
-      out[#out + 1] = reset
-      out[#out + 1] = 0
-    end
-    out[#out + 1] = amount
-    out[#out + 1] = length
-    out[#out + 1] = amount
+    s = {quota = true, amount = amount, length = length, start = start, used = used,
+         reset = (start + length) * 1000000 - now}
+    fit = math.max(0, math.floor((amount - used) / cost))
   end
+  lim[i] = s
+  if fit < m then m = fit end
 end
 
--- Consume only when every limit allows: a refused request costs nothing.
-if out[2] == 0 then
+local out = {now, m}
+-- report appends the seven values of every limit for the k-th request.
+local function report(k)
+  for i = 1, L do
+    local s = lim[i]
+    if s.quota then
+      local used = s.used + cost * (k - 1)
+      if used + cost > s.amount then
+        out[#out + 1] = 0; out[#out + 1] = 0
+        out[#out + 1] = s.reset; out[#out + 1] = s.reset
+      else
+        out[#out + 1] = 1; out[#out + 1] = s.amount - used - cost
+        out[#out + 1] = s.reset; out[#out + 1] = 0
+      end
+      out[#out + 1] = s.amount; out[#out + 1] = s.length; out[#out + 1] = s.amount
+    else
+      local tat = s.tat + s.interval * cost * (k - 1)
+      local new_tat = tat + s.interval * cost
+      local diff = now - (new_tat - s.interval * s.burst)
+      if diff < 0 then
+        out[#out + 1] = 0; out[#out + 1] = 0
+        out[#out + 1] = math.ceil(tat - now); out[#out + 1] = math.ceil(-diff)
+      else
+        out[#out + 1] = 1; out[#out + 1] = math.floor(diff / s.interval + 1e-9)
+        out[#out + 1] = math.ceil(new_tat - now); out[#out + 1] = 0
+      end
+      out[#out + 1] = s.amount; out[#out + 1] = s.period / 1000000; out[#out + 1] = s.burst
+    end
+  end
+end
+if m > 0 then report(m) end
+if m < n then report(m + 1) end
+
+-- Consume only what every limit allows: a refused request costs nothing.
+if m == 0 then
   for i, tat in pairs(capped) do
     redis.call('SET', KEYS[i + 1], string.format('%d', math.floor(tat + 0.5)), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
   end
 else
-  for i = 1, n do
-    local p = pending[i]
+  for i = 1, L do
+    local s = lim[i]
     local key = KEYS[i + 1]
-    if type(p) == 'table' then
-      if p[2] == 0 then
-        redis.call('HSET', key, 'w', p[1], 'n', cost)
-        redis.call('PEXPIRE', key, math.max(1, math.ceil(p[3] / 1000)))
+    if s.quota then
+      if s.used == 0 then
+        redis.call('HSET', key, 'w', s.start, 'n', cost * m)
+        redis.call('PEXPIRE', key, math.max(1, math.ceil(s.reset / 1000)))
       else
-        redis.call('HINCRBY', key, 'n', cost)
+        redis.call('HINCRBY', key, 'n', cost * m)
       end
     else
-      redis.call('SET', key, string.format('%d', math.floor(p + 0.5)), 'PX', math.max(1, math.ceil((p - now) / 1000)))
+      local tat = s.tat + s.interval * cost * m
+      redis.call('SET', key, string.format('%d', math.floor(tat + 0.5)), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
     end
   end
 end

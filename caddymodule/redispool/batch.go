@@ -36,6 +36,13 @@ import (
 // experimental and runs queued commands on its own context, ignoring
 // theirs: that would break the modules' bounded timeouts.)
 //
+// Shared calls go one step further, for a client hammering one key: calls
+// made with EvalShaShared and equal share keys that wait for the same batch
+// become ONE script run for all of them, its arguments built for their
+// number (rate_limit's script decides n identical requests at once, exactly
+// as it would decide them one after another at the same instant). Each
+// caller gets the shared reply and its position among the callers served.
+//
 // Batcher implements redis.Scripter, so redis.Script.Run works on it
 // unchanged: EVALSHA is batched; EVAL, which Run sends after a NOSCRIPT
 // reply, and the script-management commands go straight to the client.
@@ -43,21 +50,34 @@ type Batcher struct {
 	rdb *redis.Client
 
 	mu      sync.Mutex
-	busy    bool    // a batch is on the wire
-	waiting []*call // calls for the next batch
+	busy    bool             // a batch is on the wire
+	waiting []*call          // calls for the next batch
+	open    map[string]*call // the shared calls among them, by share key
+	queued  int              // calls waiting, joined ones included
 	closed  bool
 
 	breaker breaker
 
-	// sent counts pipelines written (a lone call counts as one); tests use
-	// it to see coalescing happen.
-	sent atomic.Int64
+	// sent counts pipelines written (a lone call counts as one), and shared
+	// the callers served by another's script run; tests use them to see
+	// coalescing happen.
+	sent   atomic.Int64
+	shared atomic.Int64
 }
 
 type call struct {
 	ctx  context.Context
 	cmd  *redis.Cmd
 	done chan struct{} // closed when cmd holds its reply
+
+	// A shared call: the callers that joined it, what builds its command
+	// for n callers, and the position of this caller among those served
+	// (set before done is closed).
+	joined []*call
+	sha1   string
+	keys   []string
+	build  func(n int) []any
+	index  int
 }
 
 const (
@@ -102,10 +122,31 @@ func (a always) EvalSha(ctx context.Context, sha1 string, keys []string, args ..
 	return a.evalSha(ctx, false, sha1, keys, args)
 }
 
+// EvalShaShared is EvalSha for a call that may share one script run with
+// the concurrent calls of equal share key (see Batcher): args(n) gives the
+// script's arguments for n callers, and every caller must pass the same
+// sha1, keys and args for the same share key. It returns the reply and
+// this caller's position among the n served, from 0. A reply of NOSCRIPT
+// is the caller's to retry alone (redis.Script.Eval with args(1)).
+func (b *Batcher) EvalShaShared(ctx context.Context, share string, sha1 string, keys []string, args func(n int) []any) (*redis.Cmd, int) {
+	c := b.newCall(ctx, sha1, keys, args(1))
+	c.sha1, c.keys, c.build = sha1, keys, args
+	return b.run(c, share)
+}
+
 func (b *Batcher) evalSha(ctx context.Context, guarded bool, sha1 string, keys []string, args []any) *redis.Cmd {
 	if guarded && !b.breaker.allow() {
 		return redis.NewCmdResult(nil, ErrCircuitOpen)
 	}
+	cmd, _ := b.run(b.newCall(ctx, sha1, keys, args), "")
+	return cmd
+}
+
+func (b *Batcher) newCall(ctx context.Context, sha1 string, keys []string, args []any) *call {
+	return &call{ctx: ctx, cmd: redis.NewCmd(ctx, evalShaArgs(sha1, keys, args)...), done: make(chan struct{})}
+}
+
+func evalShaArgs(sha1 string, keys []string, args []any) []any {
 	cmdArgs := make([]any, 3, 3+len(keys)+len(args))
 	cmdArgs[0], cmdArgs[1], cmdArgs[2] = "evalsha", sha1, len(keys)
 	for _, k := range keys {
@@ -120,34 +161,60 @@ func (b *Batcher) evalSha(ctx context.Context, guarded bool, sha1 string, keys [
 		}
 		cmdArgs = append(cmdArgs, a)
 	}
-	c := &call{ctx: ctx, cmd: redis.NewCmd(ctx, cmdArgs...), done: make(chan struct{})}
+	return cmdArgs
+}
 
+// run sends c at once if Redis is idle, else queues it for the next batch
+// (joining the queued call of the same share key, if any), and waits. It
+// returns the reply and c's position among the callers it served.
+func (b *Batcher) run(c *call, share string) (*redis.Cmd, int) {
 	b.mu.Lock()
 	switch {
 	case b.closed:
 		b.mu.Unlock()
-		return redis.NewCmdResult(nil, errStopped)
+		return redis.NewCmdResult(nil, errStopped), 0
 	case b.busy:
-		if len(b.waiting) >= maxWaiting {
+		if b.queued >= maxWaiting {
 			b.mu.Unlock()
-			return redis.NewCmdResult(nil, errTooBusy)
+			return redis.NewCmdResult(nil, errTooBusy), 0
 		}
-		b.waiting = append(b.waiting, c)
+		b.queued++
+		if l := b.open[share]; share != "" && l != nil {
+			l.joined = append(l.joined, c)
+		} else {
+			if share != "" {
+				if b.open == nil {
+					b.open = make(map[string]*call)
+				}
+				b.open[share] = c
+			}
+			b.waiting = append(b.waiting, c)
+		}
 		b.mu.Unlock()
 		select {
 		case <-c.done:
-			return c.cmd
-		case <-ctx.Done():
+			return c.cmd, c.index
+		case <-c.ctx.Done():
 			// The sender may still write c.cmd; answer with a command of
 			// our own. A call not yet sent will be skipped.
-			return redis.NewCmdResult(nil, ctx.Err())
+			return redis.NewCmdResult(nil, c.ctx.Err()), 0
 		}
 	}
 	b.busy = true
 	b.mu.Unlock()
 	b.exec([]*call{c})
 	b.handOn()
-	return c.cmd
+	return c.cmd, c.index
+}
+
+// take empties the queue; the calls taken can no longer be joined.
+// b.mu must be held.
+func (b *Batcher) take() []*call {
+	batch := b.waiting
+	b.waiting = nil
+	b.queued = 0
+	clear(b.open)
+	return batch
 }
 
 // handOn passes the calls that queued during a caller's own batch to a
@@ -167,8 +234,7 @@ func (b *Batcher) handOn() {
 func (b *Batcher) drain() {
 	for {
 		b.mu.Lock()
-		batch := b.waiting
-		b.waiting = nil
+		batch := b.take()
 		if len(batch) == 0 {
 			b.busy = false
 			b.mu.Unlock()
@@ -186,18 +252,20 @@ func (b *Batcher) drain() {
 // exec sends the batch's live calls as one pipeline and wakes every caller.
 func (b *Batcher) exec(batch []*call) {
 	var deadline time.Time
-	n := 0
 	now := b.breaker.now()
-	for _, c := range batch {
+	// live reports whether c's caller still waits with time enough to be
+	// sent, and extends the batch's deadline to its own; a caller that has
+	// gone, or will have, is answered with its error and never sent.
+	live := func(c *call) bool {
 		d, ok := c.ctx.Deadline()
 		err := c.ctx.Err()
 		if err == nil && ok && d.Sub(now) < minLeft {
 			err = context.DeadlineExceeded
 		}
 		if err != nil {
-			c.cmd.SetErr(err) // its caller has gone, or will have: never send it
+			c.cmd.SetErr(err)
 			close(c.done)
-			continue
+			return false
 		}
 		if !ok {
 			d = time.Now().Add(IOTimeout)
@@ -205,8 +273,19 @@ func (b *Batcher) exec(batch []*call) {
 		if d.After(deadline) {
 			deadline = d
 		}
-		batch[n] = c
-		n++
+		return true
+	}
+	n := 0
+	for _, c := range batch {
+		if len(c.joined) > 0 {
+			c = b.combine(c, live)
+		} else if !live(c) {
+			c = nil
+		}
+		if c != nil {
+			batch[n] = c
+			n++
+		}
 	}
 	batch = batch[:n]
 	if n == 0 {
@@ -230,7 +309,40 @@ func (b *Batcher) exec(batch []*call) {
 	}
 	b.breaker.record(ok)
 	for _, c := range batch {
+		for _, j := range c.joined {
+			j.cmd = c.cmd
+			close(j.done)
+		}
 		close(c.done)
+	}
+}
+
+// combine turns a shared call and the callers that joined it into one
+// call for those still waiting, numbered in arrival order, with the
+// arguments for their number; nil when none is.
+func (b *Batcher) combine(c *call, live func(*call) bool) *call {
+	all := append([]*call{c}, c.joined...)
+	served := all[:0]
+	for _, p := range all {
+		if live(p) {
+			p.index = len(served)
+			served = append(served, p)
+		}
+	}
+	switch len(served) {
+	case 0:
+		return nil
+	case 1:
+		served[0].joined = nil
+		return served[0] // its own command is the one for one caller
+	}
+	b.shared.Add(int64(len(served) - 1))
+	// The caller whose call this was may have gone; the command is sent
+	// for those served, on the batch's deadline, and each gets it.
+	return &call{
+		cmd:    redis.NewCmd(served[0].ctx, evalShaArgs(c.sha1, c.keys, c.build(len(served)))...),
+		done:   make(chan struct{}),
+		joined: served,
 	}
 }
 
@@ -239,12 +351,13 @@ func (b *Batcher) exec(batch []*call) {
 func (b *Batcher) close() {
 	b.mu.Lock()
 	b.closed = true
-	waiting := b.waiting
-	b.waiting = nil
+	waiting := b.take()
 	b.mu.Unlock()
 	for _, c := range waiting {
-		c.cmd.SetErr(errStopped)
-		close(c.done)
+		for _, j := range append(c.joined, c) {
+			j.cmd.SetErr(errStopped)
+			close(j.done)
+		}
 	}
 }
 

@@ -234,13 +234,13 @@ func TestBatcherDoesNotSendCallsAboutToExpire(t *testing.T) {
 	key := prefix + "late"
 	deadline, _ := ctx.Deadline()
 
-	clock.t = deadline.Add(-minLeft / 2) // the batcher's clock: half of minLeft to go
+	clock.set(deadline.Add(-minLeft / 2)) // the batcher's clock: half of minLeft to go
 	err := incr.Run(ctx, b, []string{key}).Err()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a call with %v left: %v, want its deadline", minLeft/2, err)
 	}
 
-	clock.t = deadline.Add(-2 * minLeft) // enough time left: sent
+	clock.set(deadline.Add(-2 * minLeft)) // enough time left: sent
 	if n, err := incr.Run(ctx, b, []string{key}).Int64(); err != nil || n != 1 {
 		t.Fatalf("a call with %v left: %d, %v; want 1 (the first never ran)", 2*minLeft, n, err)
 	}

@@ -3,14 +3,31 @@ package redispool
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 )
 
-type fakeClock struct{ t time.Time }
+// fakeClock is a settable clock; a batcher's sender reads it from its own
+// goroutine.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
 
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) { c.set(c.now().Add(d)) }
+
+func (c *fakeClock) set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
 
 func TestBreakerOpensAfterConsecutiveFailuresAndProbes(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
