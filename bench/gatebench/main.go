@@ -225,10 +225,7 @@ func printCaddyfiles(dir string, emitEvents bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	vs := overheadVariants(emitEvents)
-	ip := vs[2]
-	ip.Name, ip.Features.TrustLocal = "full-trusted-proxy", true
-	for _, v := range append(vs, ip) {
+	for _, v := range overheadVariants(emitEvents) {
 		path, err := writeCaddyfile(dir, v.Name, caddyParams{F: v.Features, Admin: "127.0.0.1:2019", Addr: "127.0.0.1:8080",
 			Upstream: "127.0.0.1:8082", ControlPlane: "127.0.0.1:8081", LogTopic: "bench.request-logs.example",
 			EventTopic: "bench.events.example", Prefix: "gatehousebench:example:"})

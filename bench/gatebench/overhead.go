@@ -14,12 +14,16 @@ func overheadVariants(emitEvents bool) []Variant {
 	noRL, noLog := all, all
 	noRL.RateLimit = false
 	noLog.RequestLog = false
+	allIPs, noRLIPs := all, noRL
+	allIPs.TrustLocal, noRLIPs.TrustLocal = true, true
 	return []Variant{
 		{Name: "plain", About: "(b) plain Caddy reverse_proxy from our binary, none of our directives", Features: Features{}},
 		{Name: "auth", About: "plain + request_id + api_key (issue 3)", Features: Features{RequestID: true, APIKey: true}},
 		{Name: "full", About: "(c) the full gateway chain", Features: all},
 		{Name: "full-no-rate-limit", About: "full without rate_limit (issue 4)", Features: noRL},
 		{Name: "full-no-request-log", About: "full without request_log (issue 6)", Features: noLog},
+		{Name: "full-xff", About: "full, trusting X-Forwarded-For from 127.0.0.1 (issue 4, many clients)", Features: allIPs},
+		{Name: "full-no-rate-limit-xff", About: "full-xff without rate_limit (issue 4, many clients)", Features: noRLIPs},
 	}
 }
 
@@ -28,6 +32,9 @@ type target struct {
 	Name    string `json:"name"`
 	Variant string `json:"variant"` // "" = direct to the upstream
 	Request string `json:"request"`
+	// MaxOnly targets run at maximum throughput only (vegeta, which drives
+	// the fixed rates, cannot vary X-Forwarded-For per request).
+	MaxOnly bool `json:"max_only,omitempty"`
 	req     Request
 }
 
@@ -233,6 +240,10 @@ func runOverhead(ctx context.Context, e *env, cfg overheadConfig, upstreamName, 
 		Body: "email=bench%40example.com&name=Bench+Customer&description=created+by+make+bench"}
 	postKey := post
 	postKey.Name, postKey.IdempotencyKeys = "POST+Idempotency-Key", true
+	// Every request from its own client address: no two requests share a
+	// rate-limit script run, which concurrent requests of one client do.
+	getIPs := get
+	getIPs.Name, getIPs.DistinctIPs = "GET, own IP each", true
 	// The order keeps each on/off pair next to each other; rounds alternate
 	// forward and backward (A B B A …) so that drift in the machine's
 	// background load falls on both sides of every pair alike.
@@ -246,6 +257,8 @@ func runOverhead(ctx context.Context, e *env, cfg overheadConfig, upstreamName, 
 		{Name: "plain POST", Variant: "plain", Request: "POST", req: post},
 		{Name: "full POST+Idempotency-Key", Variant: "full", Request: "POST+Idempotency-Key", req: postKey},
 		{Name: "full POST", Variant: "full", Request: "POST", req: post},
+		{Name: "full-no-rate-limit-xff GET, own IP each", Variant: "full-no-rate-limit-xff", Request: "GET", req: getIPs, MaxOnly: true},
+		{Name: "full-xff GET, own IP each", Variant: "full-xff", Request: "GET", req: getIPs, MaxOnly: true},
 	}
 	base := func(tg target) string {
 		if tg.Variant == "" {
@@ -317,6 +330,9 @@ func runOverhead(ctx context.Context, e *env, cfg overheadConfig, upstreamName, 
 	}{{"rate", res.FixedRate}, {"light", res.LightRate}} {
 		for round := range cfg.rounds {
 			for _, tg := range order(round) {
+				if tg.MaxOnly {
+					continue
+				}
 				m, err := fixedRun(ctx, e, cfg, svcs, upstreamName, base(tg), stage(tg), tg, gws[tg.Variant], phase.rates[tg.Request])
 				if err != nil {
 					return nil, err
@@ -353,6 +369,8 @@ func runOverhead(ctx context.Context, e *env, cfg overheadConfig, upstreamName, 
 		{Name: "rate_limit (4 policies) on vs off", Issue: "4", On: "full GET", Off: "full-no-rate-limit GET", MinThroughputRatio: 0.90, MaxP99AddedUS: 500, P99At: "light"},
 		{Name: "POST with vs without Idempotency-Key", Issue: "5", On: "full POST+Idempotency-Key", Off: "full POST", MaxP99AddedUS: 1000, P99At: "light"},
 		{Name: "request_log on vs off", Issue: "6", On: "full GET", Off: "full-no-request-log GET", MinThroughputRatio: 0.95},
+		{Name: "rate_limit on vs off, every request from its own IP (no shared script runs)", Issue: "4",
+			On: "full-xff GET, own IP each", Off: "full-no-rate-limit-xff GET, own IP each", MinThroughputRatio: 0.90},
 		{Name: "plain Caddy vs direct (GET)", Issue: "-", On: "plain GET", Off: "direct GET"},
 		{Name: "full gateway vs direct (GET)", Issue: "-", On: "full GET", Off: "direct GET"},
 	}
