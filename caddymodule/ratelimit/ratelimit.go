@@ -407,6 +407,10 @@ func (r Rate) validate(policy, what string) error {
 	if err := validPeriod(time.Duration(r.Period)); err != nil {
 		return fmt.Errorf("policy %s: %s period: %w", policy, what, err)
 	}
+	if l := r.Limit(); l.Period/time.Duration(l.Rate) < time.Microsecond {
+		return fmt.Errorf("policy %s: %s of %d per %s is over the most a policy can enforce, %d requests per second (one per microsecond)",
+			policy, what, l.Rate, l.Period, MaxRate)
+	}
 	if r.Burst < 0 {
 		return fmt.Errorf("policy %s: %s burst must be positive, got %d", policy, what, r.Burst)
 	}
@@ -661,14 +665,24 @@ func parseOutcome(v []int64, limits []*limit, index int) (outcome, error) {
 			// m-th saw, and a GCRA policy's reset one emission interval.
 			d.Remaining += later * cost
 			if !l.quota {
-				r := d.ResetAfter - time.Duration(later*cost)*d.Limit.Period/time.Duration(d.Limit.Rate)
-				d.ResetAfter = (r + time.Microsecond - 1).Truncate(time.Microsecond) // whole µs, as the script's
+				d.ResetAfter -= time.Duration(later*cost) * emissionInterval(d.Limit)
 			}
 		}
 		out.decisions[i] = d
 	}
 	return out, nil
 }
+
+// emissionInterval is the script's: period ÷ rate in whole microseconds,
+// rounded down, at least one.
+func emissionInterval(l redis_rate.Limit) time.Duration {
+	return max(time.Microsecond, (l.Period / time.Duration(l.Rate)).Truncate(time.Microsecond))
+}
+
+// MaxRate is the highest rate a GCRA policy can enforce, per second: the
+// script keeps emission intervals in whole microseconds. An override above
+// it (the control plane cannot tell a policy from a quota) counts as it.
+const MaxRate = 1_000_000
 
 // cost is what one request consumes of every limit.
 const cost = 1

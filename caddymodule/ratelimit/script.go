@@ -10,7 +10,7 @@ import "github.com/redis/go-redis/v9"
 // request refused by the third policy has already eaten budget from the first
 // two, and a client hammering one exhausted limit drains all the others. The
 // script below adapts redis_rate's GCRA (the arithmetic of its allowN script:
-// emission interval = period/rate, theoretical arrival time stored per key,
+// emission interval = period/rate (here in whole µs), theoretical arrival time stored per key,
 // allowed while now >= TAT + interval − burst·interval) to evaluate every GCRA
 // policy and every quota counter first, and to write any of them only when
 // all of them allow. It also reads the organisation's overrides hash in the
@@ -159,7 +159,11 @@ for i = 1, L do
       amount, period = o[1], o[2] * 1000000
       burst = o[3] > 0 and o[3] or o[1]
     end
-    local interval = period / amount
+    -- Whole microseconds, rounded down (at most 1 µs per request more
+    -- generous, and at most 1,000,000 requests/s per policy): every TAT is
+    -- then an integer that doubles hold exactly, so a shared run and runs
+    -- in a row compute exactly the same numbers.
+    local interval = math.max(1, math.floor(period / amount))
     local tat = tats[i] or now
     if tat < now then tat = now end
     -- A TAT further ahead than this policy's burst can reach was built up
@@ -230,7 +234,7 @@ if m < n then report(m + 1) end
 -- Consume only what every limit allows: a refused request costs nothing.
 if m == 0 then
   for i, tat in pairs(capped) do
-    redis.call('SET', KEYS[i + 1], string.format('%d', math.floor(tat + 0.5)), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+    redis.call('SET', KEYS[i + 1], string.format('%d', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
   end
 else
   for i = 1, L do
@@ -245,7 +249,7 @@ else
       end
     else
       local tat = s.tat + s.interval * cost * m
-      redis.call('SET', key, string.format('%d', math.floor(tat + 0.5)), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+      redis.call('SET', key, string.format('%d', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
     end
   end
 end

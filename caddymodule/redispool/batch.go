@@ -125,10 +125,14 @@ func (a always) EvalSha(ctx context.Context, sha1 string, keys []string, args ..
 // EvalShaShared is EvalSha for a call that may share one script run with
 // the concurrent calls of equal share key (see Batcher): args(n) gives the
 // script's arguments for n callers, and every caller must pass the same
-// sha1, keys and args for the same share key. It returns the reply and
+// sha1, keys and args for the same share key. Like EvalSha it fails at
+// once while the circuit is open. It returns the reply and
 // this caller's position among the n served, from 0. A reply of NOSCRIPT
 // is the caller's to retry alone (redis.Script.Eval with args(1)).
 func (b *Batcher) EvalShaShared(ctx context.Context, share string, sha1 string, keys []string, args func(n int) []any) (*redis.Cmd, int) {
+	if !b.breaker.allow() {
+		return redis.NewCmdResult(nil, ErrCircuitOpen), 0
+	}
 	c := b.newCall(ctx, sha1, keys, args(1))
 	c.sha1, c.keys, c.build = sha1, keys, args
 	return b.run(c, share)

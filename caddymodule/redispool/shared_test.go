@@ -2,6 +2,7 @@ package redispool
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"sync"
@@ -86,6 +87,29 @@ func TestBatcherSharesIdenticalCalls(t *testing.T) {
 	}
 	if d := b.shared.Load() - shared; d != n-1 {
 		t.Errorf("%d callers served by another's run, want %d", d, n-1)
+	}
+}
+
+// Shared calls fail at once while the circuit is open, like any other:
+// rate_limit does not wait out its timeout on a Redis that hangs.
+func TestSharedCallsRespectAnOpenCircuit(t *testing.T) {
+	b, f, _, prefix := frozenBatcher(t)
+	ctx := context.Background()
+	f.freeze()
+	defer f.thaw()
+	for range BreakerThreshold {
+		cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		_ = incr.Run(cctx, b, []string{prefix + "n"}).Err()
+		cancel()
+	}
+	if err := incr.Run(ctx, b, []string{prefix + "n"}).Err(); !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("circuit not open after %d timeouts: %v", BreakerThreshold, err)
+	}
+	// No deadline: only the breaker can answer this call while Redis hangs.
+	cmd, _ := b.EvalShaShared(ctx, "k", incr.Hash(), []string{prefix + "n"},
+		func(n int) []any { return []any{strconv.Itoa(n)} })
+	if err := cmd.Err(); !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("a shared call with the circuit open: %v, want ErrCircuitOpen", err)
 	}
 }
 
