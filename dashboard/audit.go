@@ -113,17 +113,21 @@ func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *Session
 			}
 		}
 		data["Pager"] = pageLinks(r, p)
-		data["Export"] = exportQuery(r)
+		data["ExportCSV"], data["ExportJSON"] = exportLink(r, "csv"), exportLink(r, "json")
 	}
 	d.render(w, r, s, http.StatusOK, "audit.html", "Audit log", "audit", data)
 	return nil
 }
 
-func exportQuery(r *http.Request) string {
+// exportLink is the export of the entries r's filters select, whole: a
+// query pasted after a "?" in the template would be escaped a second time,
+// and the export would drop the filters.
+func exportLink(r *http.Request, format string) string {
 	q := r.URL.Query()
 	q.Del("after")
 	q.Del("before")
-	return q.Encode()
+	q.Set("format", format)
+	return "/audit/export?" + q.Encode()
 }
 
 // auditExport writes every matching entry (newest first, up to exportMax)

@@ -39,7 +39,7 @@ func (d *Dashboard) signup(w http.ResponseWriter, r *http.Request, _ *Session) e
 		d.render(w, r, nil, http.StatusBadRequest, "signup.html", "Create your account", "", form)
 		return nil
 	}
-	ok, err := d.hit(ctx, "signup:"+clientIP(r), time.Hour, signupsPerIPPerHour)
+	ok, err := d.hit(ctx, "signup:"+d.clientIP(r), time.Hour, signupsPerIPPerHour)
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request, _ *Session) er
 	email := strings.TrimSpace(r.PostFormValue("email"))
 	password := r.PostFormValue("password")
 	next := safeNext(r.PostFormValue("next"))
-	ip := clientIP(r)
+	ip := d.clientIP(r)
 	form := map[string]any{"Email": email, "Next": next}
 	wait, err := d.loginThrottled(ctx, email, ip)
 	if err != nil {
@@ -295,7 +295,7 @@ func (d *Dashboard) invite(w http.ResponseWriter, r *http.Request, s *Session) e
 			return fmt.Errorf("creating invitation: %w", err)
 		}
 		return audit.Record(ctx, tx, audit.Entry{OrganizationID: s.OrgID, Actor: s.Actor(), Action: "invitation.created",
-			TargetType: "invitation", TargetID: id, Data: map[string]any{"email": email, "role": role}, IP: clientIP(r), CreatedAt: now})
+			TargetType: "invitation", TargetID: id, Data: map[string]any{"email": email, "role": role}, IP: d.clientIP(r), CreatedAt: now})
 	})
 	if err != nil {
 		return err
@@ -393,7 +393,7 @@ func (d *Dashboard) revokeInvitation(w http.ResponseWriter, r *http.Request, s *
 			return fmt.Errorf("revoking invitation: %w", err)
 		}
 		return audit.Record(ctx, tx, audit.Entry{OrganizationID: s.OrgID, Actor: s.Actor(), Action: "invitation.revoked",
-			TargetType: "invitation", TargetID: id, Data: map[string]any{"email": email}, IP: clientIP(r), CreatedAt: now})
+			TargetType: "invitation", TargetID: id, Data: map[string]any{"email": email}, IP: d.clientIP(r), CreatedAt: now})
 	})
 	if err != nil {
 		return err
@@ -462,7 +462,7 @@ func (d *Dashboard) acceptInvitation(w http.ResponseWriter, r *http.Request, _ *
 		})
 		return nil
 	}
-	ip := clientIP(r)
+	ip := d.clientIP(r)
 	if exists {
 		// An existing account joins only with its own password: the link
 		// alone must not attach someone else's account.

@@ -22,6 +22,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -84,6 +85,10 @@ type Config struct {
 	GatewayURL string
 	// SessionTTL is how long a sign-in lasts; 12 h when zero.
 	SessionTTL time.Duration
+	// TrustedProxies are the peers whose X-Forwarded-For names the
+	// client (TRUSTED_PROXIES); none by default, as the control plane
+	// is reached directly.
+	TrustedProxies []netip.Prefix
 	// ActionsPerMinute bounds each user's POSTs; 60 when zero.
 	ActionsPerMinute int
 	// Now is the clock; time.Now when nil.
@@ -285,7 +290,7 @@ func (d *Dashboard) wrap(rt Route) http.Handler {
 		}
 		if r.Method == http.MethodPost {
 			r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
-			if err := d.checkCSRF(w, r, s); err != nil {
+			if err := d.checkCSRF(w, r, s, rt.Access); err != nil {
 				d.fail(w, r, s, err)
 				return
 			}

@@ -259,6 +259,7 @@ func TestDeveloperCannotManageLiveKeys(t *testing.T) {
 		}
 	}
 	owner.post("/session/environment", "environment", "live")
+	owner.get("/keys") // the live page: a form from the sandbox one would be refused as out of date
 	if p := owner.post("/keys", "kind", "secret", "expires_in", ""); p.status != 200 || !strings.Contains(p.body, "sk_live_") {
 		t.Fatalf("owner live key: %d", p.status)
 	}

@@ -64,7 +64,7 @@ func (d *Dashboard) render(w http.ResponseWriter, r *http.Request, s *Session, s
 	}
 	v := view{Title: title, Nav: nav, S: s, Now: d.now(), GatewayURL: d.cfg.GatewayURL, Path: r.URL.Path, Data: data}
 	if s != nil {
-		v.CSRF = s.CSRF
+		v.CSRF = s.CSRF + "." + s.context()
 	} else {
 		v.CSRF = d.preSessionToken(w, r)
 	}

@@ -9,8 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -203,10 +203,19 @@ func (d *Dashboard) preSessionToken(w http.ResponseWriter, r *http.Request) stri
 	return t
 }
 
+// context names the organisation and environment a page is shown in. Pages
+// of a session carry it after their CSRF token ("<token>.<context>"), so
+// that a form acts where it was shown: a sandbox page's "Create sandbox
+// key", submitted after another tab switched the session to live, must not
+// create a live key.
+func (s *Session) context() string { return s.OrgID + ":" + s.Env() }
+
 // checkCSRF refuses a POST unless its csrf_token field matches the
 // session's token (or, without a session, the pre-session cookie), and
-// unless the browser says it came from this site.
-func (d *Dashboard) checkCSRF(w http.ResponseWriter, r *http.Request, s *Session) error {
+// unless the browser says it came from this site. A form that changes the
+// organisation's data (access above Self) must also have been shown in
+// the session's current organisation and environment.
+func (d *Dashboard) checkCSRF(w http.ResponseWriter, r *http.Request, s *Session, access Access) error {
 	refused := errForbidden("This form has expired or did not come from this dashboard. Go back, reload the page and try again.")
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
 		return refused
@@ -217,7 +226,7 @@ func (d *Dashboard) checkCSRF(w http.ResponseWriter, r *http.Request, s *Session
 			return refused
 		}
 	}
-	got := r.PostFormValue(csrfField)
+	got, shown, _ := strings.Cut(r.PostFormValue(csrfField), ".")
 	var want string
 	if s != nil {
 		want = s.CSRF
@@ -227,24 +236,50 @@ func (d *Dashboard) checkCSRF(w http.ResponseWriter, r *http.Request, s *Session
 	if got == "" || want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
 		return refused
 	}
+	if s != nil && access > Self && shown != s.context() {
+		return &httpError{http.StatusConflict, "Page out of date",
+			"This page was shown for another organisation or environment than the one you have switched to since " +
+				"(in another tab?), so nothing was changed. Reload the page and try again."}
+	}
 	return nil
 }
 
-// clientIP is the address the request came from. The dashboard is reached
-// directly or through one trusted proxy that sets X-Forwarded-For; the
-// right-most entry is the one that proxy saw.
-func clientIP(r *http.Request) string {
-	if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-		parts := strings.Split(xff, ",")
-		if ip := net.ParseIP(strings.TrimSpace(parts[len(parts)-1])); ip != nil {
-			return ip.String()
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+// clientIP is the address the request came from: the connection's peer,
+// or, when that peer is a trusted proxy (Config.TrustedProxies), the
+// right-most X-Forwarded-For address that is not one. A header the client
+// could write itself is never believed: it would let a password guesser
+// dodge sign-in throttling with a new address per attempt, and forge the
+// address the audit trail records.
+func (d *Dashboard) clientIP(r *http.Request) string {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
-	return host
+	ip := peer.Addr().Unmap()
+	if !d.trustedProxy(ip) {
+		return ip.String()
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // a hop we cannot read: stop at the last one we trust
+		}
+		ip = hop.Unmap()
+		if !d.trustedProxy(ip) {
+			break
+		}
+	}
+	return ip.String()
+}
+
+func (d *Dashboard) trustedProxy(ip netip.Addr) bool {
+	for _, p := range d.cfg.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // Throttling limits.
@@ -320,7 +355,7 @@ func (d *Dashboard) hit(ctx context.Context, bucket string, window time.Duration
 // rateLimitAction bounds POSTs: per user when signed in, per address
 // otherwise.
 func (d *Dashboard) rateLimitAction(r *http.Request, s *Session) error {
-	bucket, limit := "ip:"+clientIP(r), publicPostsPerMin
+	bucket, limit := "ip:"+d.clientIP(r), publicPostsPerMin
 	if s != nil {
 		bucket, limit = "user:"+s.UserID, d.cfg.ActionsPerMinute
 	}
@@ -338,7 +373,14 @@ func urlQueryEscape(s string) string { return url.QueryEscape(s) }
 
 // safeNext keeps post-login redirects on this site.
 func safeNext(next string) string {
-	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	// Browsers drop tabs and newlines from a URL and read a backslash as "/", so
+	// "/\t/evil.example" goes where "//evil.example" would: refuse any
+	// control character or backslash, then anything but a path on this site.
+	if strings.ContainsFunc(next, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' }) {
+		return "/"
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.Opaque != "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
 		return "/"
 	}
 	return next

@@ -230,7 +230,7 @@ func (d *Dashboard) revealSecret(w http.ResponseWriter, r *http.Request, s *Sess
 	live := s.Livemode
 	if err := audit.Record(r.Context(), d.cfg.DB, audit.Entry{OrganizationID: s.OrgID, Livemode: &live, Actor: s.Actor(),
 		Action: "webhook_endpoint.secret_revealed", TargetType: "webhook_endpoint", TargetID: e.ID,
-		Data: map[string]any{"secrets": len(secrets)}, IP: clientIP(r), CreatedAt: d.now()}); err != nil {
+		Data: map[string]any{"secrets": len(secrets)}, IP: d.clientIP(r), CreatedAt: d.now()}); err != nil {
 		return err
 	}
 	return d.renderEndpoint(w, r, s, e.ID, map[string]any{"Secrets": secrets})

@@ -104,6 +104,10 @@ func (a *app) serve(args []string) error {
 	if err != nil {
 		return usageErrorf(c.name, "WEBHOOK_ALLOW_CIDRS: %v", err)
 	}
+	proxies, err := ssrf.ParseAllowlist(config.String("TRUSTED_PROXIES", "")) // the same address list syntax
+	if err != nil {
+		return usageErrorf(c.name, "TRUSTED_PROXIES: %v", err)
+	}
 	dash, err := dashboard.New(dashboard.Config{
 		DB:       db,
 		Logger:   log.Named("dashboard"),
@@ -113,8 +117,9 @@ func (a *app) serve(args []string) error {
 		Webhooks: &dashboard.SQLWebhooks{DB: db, Box: box, URLPolicy: ssrf.Policy{
 			Allow: allow, RequireHTTPS: config.Bool("WEBHOOK_REQUIRE_HTTPS", false),
 		}},
-		Box:        box,
-		GatewayURL: config.String("GATEWAY_PUBLIC_URL", "http://localhost:8080"),
+		Box:            box,
+		GatewayURL:     config.String("GATEWAY_PUBLIC_URL", "http://localhost:8080"),
+		TrustedProxies: proxies,
 	})
 	if err != nil {
 		return c.fail(err)

@@ -72,11 +72,19 @@ type Config struct {
 // days ("30", "30d") or a Go duration ("720h").
 const RetentionEnv = "REQUEST_LOG_RETENTION"
 
+// MaxRetentionDays bounds the retention: a century is "keep them", and a
+// day count past time.Duration's range (292 years) would wrap around to
+// minutes and drop yesterday's logs.
+const MaxRetentionDays = 36500
+
 // ParseRetention parses a retention as RetentionEnv documents it.
 func ParseRetention(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
-	if n, err := strconv.Atoi(strings.TrimSuffix(s, "d")); err == nil {
-		if n < 1 {
+	if n, err := strconv.Atoi(strings.TrimSuffix(s, "d")); err == nil || errors.Is(err, strconv.ErrRange) {
+		switch {
+		case err != nil || n > MaxRetentionDays:
+			return 0, fmt.Errorf("retention %q: at most %d days (100 years)", s, MaxRetentionDays)
+		case n < 1:
 			return 0, fmt.Errorf("retention %q: must be at least one day", s)
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
@@ -85,8 +93,11 @@ func ParseRetention(s string) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("retention %q: want days (30, 30d) or a duration (720h)", s)
 	}
-	if d < 24*time.Hour {
+	switch {
+	case d < 24*time.Hour:
 		return 0, fmt.Errorf("retention %q: must be at least one day", s)
+	case d > MaxRetentionDays*24*time.Hour:
+		return 0, fmt.Errorf("retention %q: at most %d days (100 years)", s, MaxRetentionDays)
 	}
 	return d, nil
 }
@@ -128,8 +139,11 @@ func New(db *pgxpool.Pool, cfg Config) (*Worker, error) {
 	if cfg.BatchWait <= 0 {
 		cfg.BatchWait = DefaultBatchWait
 	}
-	if cfg.Retention <= 0 {
+	switch {
+	case cfg.Retention == 0:
 		cfg.Retention = DefaultRetention
+	case cfg.Retention < 24*time.Hour || cfg.Retention > MaxRetentionDays*24*time.Hour:
+		return nil, fmt.Errorf("request log ingester: retention %s is not between one day and %d days", cfg.Retention, MaxRetentionDays)
 	}
 	if cfg.DaysAhead <= 0 {
 		cfg.DaysAhead = DefaultDaysAhead

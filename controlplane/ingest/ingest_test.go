@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/gatehouse/gatehouse/internal/testenv"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
@@ -298,6 +300,13 @@ func TestParseRetention(t *testing.T) {
 		{"0", 0, true},
 		{"1h", 0, true},
 		{"soon", 0, true},
+		{"36500d", 36500 * 24 * time.Hour, false},
+		// Past time.Duration's 292 years a day count would wrap around,
+		// 213504 days to 25 minutes: refused, not kept for minutes.
+		{"36501", 0, true},
+		{"213504d", 0, true},
+		{"99999999999999999999d", 0, true},
+		{"2000000h", 0, true},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := ParseRetention(tc.in)
@@ -306,4 +315,73 @@ func TestParseRetention(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Creating a partition waits for an exclusive lock on request_logs, and
+// every read that comes after waits behind it: with a long read in
+// progress, Ensure gives up after a second rather than hold up the reads
+// queued behind it (the ingester retries; days are made ahead).
+func TestPartitionCreationDoesNotStallReads(t *testing.T) {
+	db, _ := testenv.Pool(t)
+	ctx := context.Background()
+	now := time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC)
+	p := NewPartitions(db, 30*24*time.Hour, 2, func() time.Time { return now })
+	if _, err := p.Ensure(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	long, err := db.Begin(ctx) // a long read: a usage chart, a 30-day search
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Rollback(ctx)
+	if _, err := long.Exec(ctx, `SELECT count(*) FROM request_logs`); err != nil {
+		t.Fatal(err)
+	}
+
+	ensured := make(chan error, 1)
+	go func() {
+		_, err := p.Ensure(ctx, now.AddDate(0, 0, 3))
+		ensured <- err
+	}()
+	// Once the creation waits for its lock, a reader comes along. It has
+	// far longer than the creation may wait, and far less than the long
+	// read lasts (until this test ends it).
+	waitForLockQueue(t, db)
+	reader, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Rollback(ctx)
+	if _, err := reader.Exec(ctx, `SET LOCAL statement_timeout = '10s'`); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := reader.QueryRow(ctx, `SELECT count(*) FROM request_logs`).Scan(&n); err != nil {
+		t.Fatalf("a read queued behind the partition's creation: %v", err)
+	}
+	if err := <-ensured; err == nil {
+		t.Error("the partition was created while a read held request_logs")
+	}
+	// Once the reads are over, the creation goes through.
+	reader.Rollback(ctx)
+	long.Rollback(ctx)
+	if created, err := p.Ensure(ctx, now.AddDate(0, 0, 3)); err != nil || !created {
+		t.Fatalf("after the long read: created %v, %v", created, err)
+	}
+}
+
+// waitForLockQueue waits until a session waits for a lock on request_logs.
+func waitForLockQueue(t *testing.T, db *pgxpool.Pool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		var waiting bool
+		if err := db.QueryRow(context.Background(), `
+			SELECT EXISTS (SELECT 1 FROM pg_locks WHERE relation = 'request_logs'::regclass AND NOT granted)`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			return
+		}
+	}
+	t.Fatal("nothing came to wait for a lock on request_logs")
 }

@@ -64,6 +64,10 @@ func (p *Partitions) tooNew(t, now time.Time) bool {
 	return !day(t).Before(day(now).AddDate(0, 0, p.ahead+2))
 }
 
+// ddlLockTimeout bounds how long partition DDL waits for its locks, and so
+// how long the reads and inserts queued behind it can wait.
+const ddlLockTimeout = `SET LOCAL lock_timeout = '1s'`
+
 // partitionLock serialises partition DDL between control-plane replicas.
 const partitionLock = `SELECT pg_advisory_xact_lock(hashtext('gatehouse.request_logs.partitions'))`
 
@@ -78,6 +82,14 @@ func (p *Partitions) Ensure(ctx context.Context, t time.Time) (created bool, err
 		return false, nil
 	}
 	err = pgx.BeginFunc(ctx, p.db, func(tx pgx.Tx) error {
+		// Creating a partition takes an exclusive lock on request_logs,
+		// queued behind any read in progress, with every later read and
+		// insert queued behind it: give up rather than stall them. A day's
+		// partition is made days ahead, and the ingester retries a batch
+		// whose day is missing.
+		if _, err := tx.Exec(ctx, ddlLockTimeout); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, partitionLock); err != nil {
 			return err
 		}
@@ -169,7 +181,7 @@ func (p *Partitions) Maintain(ctx context.Context) (created, dropped []string, e
 			// Dropping takes an exclusive lock on request_logs; rather than
 			// queue readers and the ingester behind a long query, give up
 			// and retry at the next round.
-			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '5s'`); err != nil {
+			if _, err := tx.Exec(ctx, ddlLockTimeout); err != nil {
 				return err
 			}
 			if _, err := tx.Exec(ctx, partitionLock); err != nil {

@@ -52,6 +52,13 @@ var SecretHeaders = []string{
 // redacted (compared case-insensitively, ignoring '_' and '-').
 var DefaultQueryParams = []string{"api_key", "key", "token", "secret", "password", "access_token"}
 
+// SecretPathParents are path segments (compared case-insensitively) whose
+// next segment is a bearer credential and is always redacted: the
+// dashboard's invitation links (/invitations/<token>) let whoever holds one
+// join the organisation. Ids after them (/members/invitations/<id>/revoke)
+// are masked as well; an id in a log is worth less than a token kept out.
+var SecretPathParents = []string{"invitations"}
+
 // DefaultFields are the JSON body fields (and form fields) whose values are
 // redacted. A field matches when its name, lower-cased and without '_' and
 // '-', contains one of these likewise normalised: "new_password",
@@ -219,11 +226,14 @@ func (r *Redactor) uri(s string) string {
 	}
 	var b strings.Builder
 	b.Grow(len(s))
+	secretNext := false
 	for i, seg := range strings.Split(path, "/") {
 		if i > 0 {
 			b.WriteByte('/')
 		}
-		if r.leaks(seg) {
+		after := secretNext
+		secretNext = slices.ContainsFunc(SecretPathParents, func(p string) bool { return strings.EqualFold(p, seg) })
+		if after && seg != "" || r.leaks(seg) {
 			b.WriteString(Mask)
 		} else {
 			b.WriteString(seg)

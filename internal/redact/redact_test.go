@@ -93,6 +93,9 @@ func TestPath(t *testing.T) {
 		{"a key after a semicolon", "/v1/x?a=1;" + key, "/v1/x?a=1;" + Mask},
 		{"credentials in an absolute URI", "http://user:hunter2@api.test/v1/x?limit=3", "http://" + Mask + "@api.test/v1/x?limit=3"},
 		{"a token in the fragment", "/v1/x?a=1#access_token=abc&state=s", "/v1/x?a=1#access_token=" + Mask + "&state=s"},
+		{"an invitation link's token", "/invitations/Xk9_2mQ-abcdefghijklmnopqrstuvwxyz0123456", "/invitations/" + Mask},
+		{"the segment after invitations, in any case", "/members/Invitations/inv_1/revoke", "/members/Invitations/" + Mask + "/revoke"},
+		{"invitations alone", "/members/invitations/", "/members/invitations/"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

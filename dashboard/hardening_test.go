@@ -1,0 +1,227 @@
+package dashboard
+
+import (
+	"html"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/gatehouse/gatehouse/controlplane/server"
+)
+
+// browserURL is what a browser makes of a Location value: the WHATWG URL
+// parser removes every ASCII tab and newline, and reads "\" as "/" in
+// http(s) URLs.
+func browserURL(loc string) string {
+	loc = strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(loc)
+	return strings.ReplaceAll(loc, `\`, "/")
+}
+
+// raw sends one request with the browser's cookies and neither follows nor
+// parses the answer (Go's client refuses a Location with a control
+// character; browsers do not).
+func (b *browser) raw(method, path, form string, header ...string) *http.Response {
+	b.e.t.Helper()
+	req, _ := http.NewRequest(method, b.e.srv.URL+path, strings.NewReader(form))
+	if form != "" {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	for _, c := range b.c.Jar.Cookies(req.URL) {
+		req.AddCookie(c)
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		b.e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// The redirect after sign-in stays on this site, whatever next says:
+// "/<TAB>/evil.example" is "//evil.example" to a browser.
+func TestSignInRedirectStaysOnSite(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("redir@example.com", "Redirects")
+	for _, next := range []string{"/\t/evil.example/phish", "/\t\\evil.example/phish", "/\n/evil.example",
+		"/\\evil.example", "//evil.example", "https://evil.example/", "/%09/evil.example"} {
+		p := b.raw("GET", "/login?next="+urlQueryEscape(next), "")
+		if p.StatusCode != http.StatusSeeOther {
+			t.Fatalf("GET /login signed in: %d", p.StatusCode)
+		}
+		if loc := browserURL(p.Header.Get("Location")); !strings.HasPrefix(loc, "/") || strings.HasPrefix(loc, "//") {
+			t.Errorf("GET /login?next=%q sends the browser to %q", next, p.Header.Get("Location"))
+		}
+	}
+	if p := b.raw("GET", "/login?next="+urlQueryEscape("/keys?x=1"), ""); p.Header.Get("Location") != "/keys?x=1" {
+		t.Errorf("a path on this site: redirected to %q", p.Header.Get("Location"))
+	}
+	// Signing in with the hidden next field is held to the same rule.
+	c := e.browser()
+	c.get("/login")
+	form := url.Values{"email": {"redir@example.com"}, "password": {"correct horse battery"},
+		"next": {"/\t/evil.example/phish"}, csrfField: {c.csrf}}
+	p := c.raw("POST", "/login", form.Encode())
+	if p.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d", p.StatusCode)
+	}
+	if loc := browserURL(p.Header.Get("Location")); strings.HasPrefix(loc, "//") {
+		t.Errorf("POST /login with next sends the browser to %q", p.Header.Get("Location"))
+	}
+}
+
+// The export links of a filtered audit page export what the page shows.
+func TestAuditExportLinksKeepTheFilters(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("export@example.com", "Exporters")
+	if p := b.post("/keys", "kind", "secret", "name", "k", "expires_in", ""); p.status != 200 {
+		t.Fatalf("create key: %d", p.status)
+	}
+	p := b.get("/audit?action=api_key.*")
+	for _, format := range []string{"csv", "json"} {
+		m := regexp.MustCompile(`href="(/audit/export\?[^"]*)"`).FindAllStringSubmatch(p.body, -1)
+		var link string
+		for _, x := range m {
+			if l := html.UnescapeString(x[1]); strings.Contains(l, "format="+format) {
+				link = l
+			}
+		}
+		if link == "" {
+			t.Fatalf("no %s export link", format)
+		}
+		got := b.get(link)
+		if got.status != 200 || !strings.Contains(got.body, "api_key.created") {
+			t.Fatalf("%s: %d %s", link, got.status, got.body)
+		}
+		if strings.Contains(got.body, "organization.created") || strings.Contains(got.body, "membership.created") {
+			t.Errorf("%s, linked from a page filtered to api_key.*, exports other entries:\n%s", link, got.body)
+		}
+	}
+}
+
+// An invitation link is a bearer credential: whoever holds it joins the
+// organisation. The control plane's access log never records it.
+func TestInvitationTokenStaysOutOfTheAccessLog(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("inviter@example.com", "Inviters")
+	p := b.post("/members/invitations", "email", "newbie@example.com", "role", "admin")
+	m := regexp.MustCompile(`/invitations/([A-Za-z0-9_-]{43})`).FindStringSubmatch(p.body)
+	if m == nil {
+		t.Fatalf("no invitation link: %d", p.status)
+	}
+	token := m[1]
+
+	core, logs := observer.New(zapcore.InfoLevel)
+	srv := httptest.NewServer(server.New(server.Config{Logger: zap.New(core), Dashboard: e.d,
+		IdentitySecret: []byte("0123456789abcdef0123456789abcdef")}).Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/invitations/" + token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("invitation page: %d", resp.StatusCode)
+	}
+	if logs.Len() == 0 {
+		t.Fatal("no access log line: the test would show nothing")
+	}
+	for _, entry := range logs.All() {
+		for k, v := range entry.ContextMap() {
+			if s, ok := v.(string); ok && strings.Contains(s, token) {
+				t.Errorf("log line %q, field %s = %q, holds the invitation token", entry.Message, k, s)
+			}
+		}
+	}
+}
+
+// The control plane is reached directly unless TRUSTED_PROXIES says
+// otherwise, so X-Forwarded-For is the client's own writing: a guesser
+// sending a new one with every attempt is still throttled.
+func TestSignInThrottleIgnoresForgedForwardedFor(t *testing.T) {
+	e := newEnv(t)
+	e.signup("victim@example.com", "Victims")
+	b := e.browser()
+	b.get("/login")
+	try := func(i int, password string) int {
+		form := url.Values{"email": {"victim@example.com"}, "password": {password}, csrfField: {b.csrf}}
+		return b.raw("POST", "/login", form.Encode(), "X-Forwarded-For", "198.51.100."+strconv.Itoa(i)).StatusCode
+	}
+	for i := 1; i <= loginFailuresPerKey; i++ {
+		if got := try(i, "wrong guess "+strconv.Itoa(i)); got != http.StatusUnauthorized {
+			t.Fatalf("wrong password %d: %d", i, got)
+		}
+	}
+	if got := try(100, "wrong guess again"); got != http.StatusTooManyRequests {
+		t.Errorf("after %d failures from one connection address, each claiming another X-Forwarded-For: %d, want 429",
+			loginFailuresPerKey, got)
+	}
+	if got := try(101, "correct horse battery"); got == http.StatusSeeOther {
+		t.Error("the right password signs in at once after the failures")
+	}
+}
+
+// Behind a trusted proxy, the client is the right-most address in
+// X-Forwarded-For that is not a trusted proxy.
+func TestClientIPBehindTrustedProxies(t *testing.T) {
+	d := &Dashboard{cfg: Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
+	tests := []struct{ remote, xff, want string }{
+		{"192.0.2.1:5000", "", "192.0.2.1"},
+		{"192.0.2.1:5000", "203.0.113.9", "192.0.2.1"}, // not a trusted peer: its header is ignored
+		{"10.1.2.3:5000", "", "10.1.2.3"},
+		{"10.1.2.3:5000", "203.0.113.9", "203.0.113.9"},
+		{"10.1.2.3:5000", "6.6.6.6, 203.0.113.9, 10.9.9.9", "203.0.113.9"}, // the client wrote 6.6.6.6
+		{"10.1.2.3:5000", "203.0.113.9, garbage", "10.1.2.3"},
+		{"[::ffff:10.1.2.3]:5000", "203.0.113.9", "203.0.113.9"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest("POST", "/login", nil)
+		r.RemoteAddr = tt.remote
+		if tt.xff != "" {
+			r.Header.Set("X-Forwarded-For", tt.xff)
+		}
+		if got := d.clientIP(r); got != tt.want {
+			t.Errorf("peer %s, X-Forwarded-For %q: %s, want %s", tt.remote, tt.xff, got, tt.want)
+		}
+	}
+}
+
+// A form acts in the organisation and environment it was shown in: the
+// sandbox keys page's form, submitted after another tab switched the
+// session to live, creates nothing rather than a live key.
+func TestFormsActWhereTheyWereShown(t *testing.T) {
+	e := newEnv(t)
+	tab := e.signup("tabs@example.com", "Tabs")
+	if p := tab.get("/keys"); !strings.Contains(p.body, "Create sandbox key") {
+		t.Fatal("sandbox keys page")
+	}
+	shown := tab.csrf
+	// Another tab (same cookies) switches to live.
+	if p := tab.post("/session/environment", "environment", "live", "back", "/keys"); p.status != http.StatusSeeOther {
+		t.Fatalf("switch: %d", p.status)
+	}
+	p := tab.post("/keys", "kind", "secret", "name", "test key", "expires_in", "", csrfField, shown)
+	if strings.Contains(p.body, "sk_live_") || p.status != http.StatusConflict {
+		t.Errorf("the sandbox page's form, after a switch to live: %d (a live key: %v)", p.status, strings.Contains(p.body, "sk_live_"))
+	}
+	// Reloaded, the page's form works in live.
+	tab.get("/keys")
+	if p := tab.post("/keys", "kind", "secret", "name", "live key", "expires_in", ""); !strings.Contains(p.body, "sk_live_") {
+		t.Errorf("the live page's form: %d", p.status)
+	}
+	// Switching back needs no fresh page: a stale page may always switch.
+	if p := tab.post("/session/environment", "environment", "sandbox", "back", "/keys", csrfField, shown); p.status != http.StatusSeeOther {
+		t.Errorf("switching from a stale page: %d", p.status)
+	}
+}
