@@ -52,12 +52,14 @@ var SecretHeaders = []string{
 // redacted (compared case-insensitively, ignoring '_' and '-').
 var DefaultQueryParams = []string{"api_key", "key", "token", "secret", "password", "access_token"}
 
-// SecretPathParents are path segments (compared case-insensitively) whose
-// next segment is a bearer credential and is always redacted: the
-// dashboard's invitation links (/invitations/<token>) let whoever holds one
-// join the organisation. Ids after them (/members/invitations/<id>/revoke)
-// are masked as well; an id in a log is worth less than a token kept out.
-var SecretPathParents = []string{"invitations"}
+// LogSecretPathParents are the platform's own path segments (compared
+// case-insensitively) whose next segment is a bearer credential, redacted
+// in process logs (LogPath): the dashboard's invitation links
+// (/invitations/<token>) let whoever holds one join the organisation. Ids
+// after them (/members/invitations/<id>/revoke) are masked as well; an id
+// in a log is worth less than a token kept out. Request logs of the
+// proxied API are not affected: its paths are the backend's.
+var LogSecretPathParents = []string{"invitations"}
 
 // DefaultFields are the JSON body fields (and form fields) whose values are
 // redacted. A field matches when its name, lower-cased and without '_' and
@@ -78,6 +80,9 @@ type Config struct {
 	QueryParams []string
 	// Fields are redacted in addition to DefaultFields.
 	Fields []string
+	// SecretPathParents are path segments whose next segment is always
+	// redacted (compared case-insensitively).
+	SecretPathParents []string
 }
 
 // Redactor applies one configuration. It is safe for concurrent use.
@@ -86,11 +91,13 @@ type Redactor struct {
 	secret  map[string]bool // canonical name → always masked
 	query   map[string]bool // normalised names
 	fields  []string        // normalised substrings
+	parents []string        // path segments followed by a secret
 }
 
 // New returns a redactor with the defaults plus cfg.
 func New(cfg Config) *Redactor {
-	r := &Redactor{headers: map[string]bool{}, secret: map[string]bool{}, query: map[string]bool{}}
+	r := &Redactor{headers: map[string]bool{}, secret: map[string]bool{}, query: map[string]bool{},
+		parents: slices.Clone(cfg.SecretPathParents)}
 	for _, h := range slices.Concat(DefaultHeaders, cfg.Headers) {
 		r.headers[http.CanonicalHeaderKey(h)] = true
 	}
@@ -199,8 +206,9 @@ func EndpointURL(raw string) string {
 	return u.Scheme + "://" + u.Host + u.Path
 }
 
-// logDefault redacts with the defaults alone, for error logs.
-var logDefault = New(Config{})
+// logDefault redacts with the defaults and the platform's secret path
+// segments, for process logs.
+var logDefault = New(Config{SecretPathParents: LogSecretPathParents})
 
 // LogPath is r's path for a log line: a key pasted into the path is
 // redacted as in request logs. Error logs use it rather than r.URL.Path.
@@ -232,7 +240,7 @@ func (r *Redactor) uri(s string) string {
 			b.WriteByte('/')
 		}
 		after := secretNext
-		secretNext = slices.ContainsFunc(SecretPathParents, func(p string) bool { return strings.EqualFold(p, seg) })
+		secretNext = slices.ContainsFunc(r.parents, func(p string) bool { return strings.EqualFold(p, seg) })
 		if after && seg != "" || r.leaks(seg) {
 			b.WriteString(Mask)
 		} else {
