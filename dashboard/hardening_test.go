@@ -175,7 +175,8 @@ func TestSignInThrottleIgnoresForgedForwardedFor(t *testing.T) {
 // Behind a trusted proxy, the client is the right-most address in
 // X-Forwarded-For that is not a trusted proxy.
 func TestClientIPBehindTrustedProxies(t *testing.T) {
-	d := &Dashboard{cfg: Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
+	d := &Dashboard{cfg: Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("::ffff:198.51.100.0/120")}}}
 	tests := []struct{ remote, xff, want string }{
 		{"192.0.2.1:5000", "", "192.0.2.1"},
 		{"192.0.2.1:5000", "203.0.113.9", "192.0.2.1"}, // not a trusted peer: its header is ignored
@@ -184,6 +185,12 @@ func TestClientIPBehindTrustedProxies(t *testing.T) {
 		{"10.1.2.3:5000", "6.6.6.6, 203.0.113.9, 10.9.9.9", "203.0.113.9"}, // the client wrote 6.6.6.6
 		{"10.1.2.3:5000", "203.0.113.9, garbage", "10.1.2.3"},
 		{"[::ffff:10.1.2.3]:5000", "203.0.113.9", "203.0.113.9"},
+		// Some proxies write a port, or brackets.
+		{"10.1.2.3:5000", "203.0.113.9:51234", "203.0.113.9"},
+		{"10.1.2.3:5000", "[2001:db8::9]:443", "2001:db8::9"},
+		{"10.1.2.3:5000", "[2001:db8::9]", "2001:db8::9"},
+		{"10.1.2.3:5000", " 2001:db8::9 ", "2001:db8::9"},
+		{"198.51.100.1:5000", "203.0.113.9", "203.0.113.9"}, // a range written 4-in-6
 	}
 	for _, tt := range tests {
 		r := httptest.NewRequest("POST", "/login", nil)

@@ -261,11 +261,11 @@ func (d *Dashboard) clientIP(r *http.Request) string {
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
+		hop, ok := parseHop(hops[i])
+		if !ok {
 			break // a hop we cannot read: stop at the last one we trust
 		}
-		ip = hop.Unmap()
+		ip = hop
 		if !d.trustedProxy(ip) {
 			break
 		}
@@ -273,9 +273,27 @@ func (d *Dashboard) clientIP(r *http.Request) string {
 	return ip.String()
 }
 
+// parseHop reads one X-Forwarded-For entry: an address, which some proxies
+// write with a port ("203.0.113.9:51234", "[2001:db8::9]:443") or in
+// brackets.
+func parseHop(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")); err == nil && strings.HasPrefix(s, "[") {
+		return a.Unmap(), true
+	}
+	return netip.Addr{}, false
+}
+
 func (d *Dashboard) trustedProxy(ip netip.Addr) bool {
 	for _, p := range d.cfg.TrustedProxies {
-		if p.Contains(ip) {
+		// An IPv4 peer also matches a range written as ::ffff:a.b.c.d/n.
+		if p.Contains(ip) || ip.Is4() && p.Contains(netip.AddrFrom16(ip.As16())) {
 			return true
 		}
 	}

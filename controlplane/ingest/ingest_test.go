@@ -385,3 +385,18 @@ func waitForLockQueue(t *testing.T, db *pgxpool.Pool) {
 	}
 	t.Fatal("nothing came to wait for a lock on request_logs")
 }
+
+// A creation that keeps failing for its lock waits longer each time, and
+// in the end as long as it takes: reads that never stop overlapping must
+// not keep a day's partition, and the ingester that needs it, waiting
+// forever.
+func TestCreateLockWaitGrowsToUnbounded(t *testing.T) {
+	var got []time.Duration
+	for n := range maxCreateWaits + 2 {
+		got = append(got, createLockWait(n))
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 0, 0}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("waits %v, want %v", got, want)
+	}
+}

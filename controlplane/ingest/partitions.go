@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -26,8 +27,9 @@ type Partitions struct {
 	ahead     int
 	now       func() time.Time
 
-	mu    sync.Mutex
-	known map[string]bool // partitions known to exist
+	mu     sync.Mutex
+	known  map[string]bool // partitions known to exist
+	failed map[string]int  // consecutive failed creations, by partition
 }
 
 // NewPartitions returns the partition manager; now may be nil for time.Now.
@@ -35,7 +37,7 @@ func NewPartitions(db *pgxpool.Pool, retention time.Duration, ahead int, now fun
 	if now == nil {
 		now = time.Now
 	}
-	return &Partitions{db: db, retention: retention, ahead: ahead, now: now, known: map[string]bool{}}
+	return &Partitions{db: db, retention: retention, ahead: ahead, now: now, known: map[string]bool{}, failed: map[string]int{}}
 }
 
 const partitionPrefix = "request_logs_"
@@ -64,9 +66,25 @@ func (p *Partitions) tooNew(t, now time.Time) bool {
 	return !day(t).Before(day(now).AddDate(0, 0, p.ahead+2))
 }
 
-// ddlLockTimeout bounds how long partition DDL waits for its locks, and so
-// how long the reads and inserts queued behind it can wait.
+// ddlLockTimeout bounds how long a partition's drop waits for its locks,
+// and so how long the reads and inserts queued behind it can wait.
 const ddlLockTimeout = `SET LOCAL lock_timeout = '1s'`
+
+// createLockWait is how long a partition's creation waits for its lock
+// after n failed attempts: 1 s, doubling, and after maxCreateWaits
+// failures, as long as it takes (0). Reads that keep overlapping would
+// otherwise keep a day's partition from ever being made, and the ingester,
+// which needs it, would stop for as long as they went on; once a second's
+// patience has failed several times, making the day is worth holding up
+// the reads behind it.
+func createLockWait(n int) time.Duration {
+	if n >= maxCreateWaits {
+		return 0
+	}
+	return time.Second << n
+}
+
+const maxCreateWaits = 5 // 1+2+4+8+16 s of trying
 
 // partitionLock serialises partition DDL between control-plane replicas.
 const partitionLock = `SELECT pg_advisory_xact_lock(hashtext('gatehouse.request_logs.partitions'))`
@@ -81,13 +99,16 @@ func (p *Partitions) Ensure(ctx context.Context, t time.Time) (created bool, err
 	if ok {
 		return false, nil
 	}
+	p.mu.Lock()
+	wait := createLockWait(p.failed[name])
+	p.mu.Unlock()
 	err = pgx.BeginFunc(ctx, p.db, func(tx pgx.Tx) error {
 		// Creating a partition takes an exclusive lock on request_logs,
 		// queued behind any read in progress, with every later read and
-		// insert queued behind it: give up rather than stall them. A day's
-		// partition is made days ahead, and the ingester retries a batch
-		// whose day is missing.
-		if _, err := tx.Exec(ctx, ddlLockTimeout); err != nil {
+		// insert queued behind it: give up rather than stall them, at
+		// first (see createLockWait). A day's partition is made days
+		// ahead, and the ingester retries a batch whose day is missing.
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, wait.Milliseconds())); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, partitionLock); err != nil {
@@ -110,10 +131,14 @@ func (p *Partitions) Ensure(ctx context.Context, t time.Time) (created bool, err
 		return err
 	})
 	if err != nil {
+		p.mu.Lock()
+		p.failed[name]++
+		p.mu.Unlock()
 		return false, fmt.Errorf("creating partition %s: %w", name, err)
 	}
 	p.mu.Lock()
 	p.known[name] = true
+	delete(p.failed, name)
 	p.mu.Unlock()
 	return created, nil
 }
@@ -144,7 +169,8 @@ func (p *Partitions) List(ctx context.Context) ([]string, error) {
 
 // Maintain creates the partitions of today and the Ahead days after it, and
 // drops the partitions wholly older than the retention. It returns what it
-// created and dropped.
+// created and dropped, and what failed: one step failing does not stop the
+// others.
 func (p *Partitions) Maintain(ctx context.Context) (created, dropped []string, err error) {
 	now := p.now()
 	names, err := p.List(ctx)
@@ -158,11 +184,13 @@ func (p *Partitions) Maintain(ctx context.Context) (created, dropped []string, e
 	}
 	p.mu.Unlock()
 
+	var errs []error
 	for i := 0; i <= p.ahead; i++ {
 		d := day(now).AddDate(0, 0, i)
 		ok, err := p.Ensure(ctx, d)
 		if err != nil {
-			return created, dropped, err
+			errs = append(errs, err)
+			continue
 		}
 		if ok {
 			created = append(created, PartitionName(d))
@@ -191,12 +219,13 @@ func (p *Partitions) Maintain(ctx context.Context) (created, dropped []string, e
 			return err
 		})
 		if err != nil {
-			return created, dropped, fmt.Errorf("dropping partition %s: %w", n, err)
+			errs = append(errs, fmt.Errorf("dropping partition %s: %w", n, err))
+			continue
 		}
 		p.mu.Lock()
 		delete(p.known, n)
 		p.mu.Unlock()
 		dropped = append(dropped, n)
 	}
-	return created, dropped, nil
+	return created, dropped, errors.Join(errs...)
 }
