@@ -231,4 +231,12 @@ func TestFormsActWhereTheyWereShown(t *testing.T) {
 	if p := tab.post("/session/environment", "environment", "sandbox", "back", "/keys", csrfField, shown); p.status != http.StatusSeeOther {
 		t.Errorf("switching from a stale page: %d", p.status)
 	}
+	// Members belong to the organisation, not an environment: a members
+	// page shown in sandbox still invites after a switch to live.
+	tab.get("/members")
+	members := tab.csrf
+	tab.post("/session/environment", "environment", "live", "back", "/members")
+	if p := tab.post("/members/invitations", "email", "new@example.com", "role", "developer", csrfField, members); p.status != http.StatusOK {
+		t.Errorf("inviting from a members page shown in the other environment: %d", p.status)
+	}
 }

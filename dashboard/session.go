@@ -210,6 +210,18 @@ func (d *Dashboard) preSessionToken(w http.ResponseWriter, r *http.Request) stri
 // create a live key.
 func (s *Session) context() string { return s.OrgID + ":" + s.Env() }
 
+// showedIn reports whether a page shown in context (as context writes it)
+// still fits the session for a form of this access: Writer forms act on
+// one environment's data, Admin forms (members, invitations) on the
+// organisation's, whatever the environment.
+func (s *Session) showedIn(context string, access Access) bool {
+	if access == Admin {
+		org, _, _ := strings.Cut(context, ":")
+		return org == s.OrgID
+	}
+	return context == s.context()
+}
+
 // checkCSRF refuses a POST unless its csrf_token field matches the
 // session's token (or, without a session, the pre-session cookie), and
 // unless the browser says it came from this site. A form that changes the
@@ -236,7 +248,7 @@ func (d *Dashboard) checkCSRF(w http.ResponseWriter, r *http.Request, s *Session
 	if got == "" || want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
 		return refused
 	}
-	if s != nil && access > Self && shown != s.context() {
+	if s != nil && access > Self && !s.showedIn(shown, access) {
 		return &httpError{http.StatusConflict, "Page out of date",
 			"This page was shown for another organisation or environment than the one you have switched to since " +
 				"(in another tab?), so nothing was changed. Reload the page and try again."}
