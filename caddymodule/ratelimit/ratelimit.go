@@ -592,7 +592,7 @@ func (h *Handler) prepare(r *http.Request, repl *caddy.Replacer) (request, error
 func (h *Handler) decide(ctx context.Context, req request) (outcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
 	defer cancel()
-	cmd, index := h.rdb.Scripts.EvalShaShared(ctx, shareKey(req), limitsScript.Hash(), req.keys,
+	cmd, index := h.rdb.Scripts.EvalShaShared(ctx, limitsScript.Hash(), req.keys,
 		func(n int) []any {
 			if n == 1 {
 				return req.args
@@ -686,25 +686,6 @@ const MaxRate = 1_000_000
 
 // cost is what one request consumes of every limit.
 const cost = 1
-
-// shareKey identifies the requests whose decisions one script run can
-// share: the same limits, state keys and arguments, length-prefixed so
-// that no two lists run together into one key.
-func shareKey(req request) string {
-	var b strings.Builder
-	for _, k := range req.keys {
-		b.WriteString(strconv.Itoa(len(k)))
-		b.WriteByte(':')
-		b.WriteString(k)
-	}
-	for _, a := range req.args {
-		s, _ := a.(string)
-		b.WriteString(strconv.Itoa(len(s)))
-		b.WriteByte(':')
-		b.WriteString(s)
-	}
-	return b.String()
-}
 
 // parseInts appends the space-separated integers of s to dst.
 func parseInts(s string, dst []int64) ([]int64, error) {

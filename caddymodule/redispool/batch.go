@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,8 +40,8 @@ import (
 // theirs: that would break the modules' bounded timeouts.)
 //
 // Shared calls go one step further, for a client hammering one key: calls
-// made with EvalShaShared and equal share keys that wait for the same batch
-// become ONE script run for all of them, its arguments built for their
+// made with EvalShaShared that are identical (same script, keys and
+// arguments) and wait for the same batch become ONE script run for all of them, its arguments built for their
 // number (rate_limit's script decides n identical requests at once, exactly
 // as it would decide them one after another at the same instant). Each
 // caller gets the shared reply and its position among the callers served.
@@ -52,7 +55,7 @@ type Batcher struct {
 	mu      sync.Mutex
 	busy    bool             // a batch is on the wire
 	waiting []*call          // calls for the next batch
-	open    map[string]*call // the shared calls among them, by share key
+	open    map[string]*call // the shared calls among them, by shareKey
 	queued  int              // calls waiting, joined ones included
 	closed  bool
 
@@ -123,26 +126,26 @@ func (a always) EvalSha(ctx context.Context, sha1 string, keys []string, args ..
 }
 
 // EvalShaShared is EvalSha for a call that may share one script run with
-// the concurrent calls of equal share key (see Batcher): args(n) gives the
-// script's arguments for n callers, and every caller must pass the same
-// sha1, keys and args for the same share key. Like EvalSha it fails at
+// identical concurrent calls (see Batcher): args(n) gives the script's
+// arguments for n callers; calls are identical when sha1, keys and args(1)
+// are. Like EvalSha it fails at
 // once while the circuit is open. It returns the reply and
 // this caller's position among the n served, from 0. A reply of NOSCRIPT
 // is the caller's to retry alone (redis.Script.Eval with args(1)).
-func (b *Batcher) EvalShaShared(ctx context.Context, share string, sha1 string, keys []string, args func(n int) []any) (*redis.Cmd, int) {
+func (b *Batcher) EvalShaShared(ctx context.Context, sha1 string, keys []string, args func(n int) []any) (*redis.Cmd, int) {
 	if !b.breaker.allow() {
 		return redis.NewCmdResult(nil, ErrCircuitOpen), 0
 	}
 	c := b.newCall(ctx, sha1, keys, args(1))
 	c.sha1, c.keys, c.build = sha1, keys, args
-	return b.run(c, share)
+	return b.run(c)
 }
 
 func (b *Batcher) evalSha(ctx context.Context, guarded bool, sha1 string, keys []string, args []any) *redis.Cmd {
 	if guarded && !b.breaker.allow() {
 		return redis.NewCmdResult(nil, ErrCircuitOpen)
 	}
-	cmd, _ := b.run(b.newCall(ctx, sha1, keys, args), "")
+	cmd, _ := b.run(b.newCall(ctx, sha1, keys, args))
 	return cmd
 }
 
@@ -169,9 +172,9 @@ func evalShaArgs(sha1 string, keys []string, args []any) []any {
 }
 
 // run sends c at once if Redis is idle, else queues it for the next batch
-// (joining the queued call of the same share key, if any), and waits. It
+// (joining an identical queued call, if c may share one), and waits. It
 // returns the reply and c's position among the callers it served.
-func (b *Batcher) run(c *call, share string) (*redis.Cmd, int) {
+func (b *Batcher) run(c *call) (*redis.Cmd, int) {
 	b.mu.Lock()
 	switch {
 	case b.closed:
@@ -183,6 +186,10 @@ func (b *Batcher) run(c *call, share string) (*redis.Cmd, int) {
 			return redis.NewCmdResult(nil, errTooBusy), 0
 		}
 		b.queued++
+		share := ""
+		if c.build != nil {
+			share = shareKey(c.cmd.Args()) // only now: an idle Redis shares nothing
+		}
 		if l := b.open[share]; share != "" && l != nil {
 			l.joined = append(l.joined, c)
 		} else {
@@ -209,6 +216,29 @@ func (b *Batcher) run(c *call, share string) (*redis.Cmd, int) {
 	b.exec([]*call{c})
 	b.handOn()
 	return c.cmd, c.index
+}
+
+// shareKey identifies a command by its arguments, each length-prefixed so
+// that no two lists run together into one key.
+func shareKey(args []any) string {
+	var b strings.Builder
+	for _, a := range args {
+		var v string
+		switch x := a.(type) {
+		case string:
+			v = x
+		case []byte:
+			v = string(x)
+		case int:
+			v = strconv.Itoa(x)
+		default:
+			v = fmt.Sprint(x)
+		}
+		b.WriteString(strconv.Itoa(len(v)))
+		b.WriteByte(':')
+		b.WriteString(v)
+	}
+	return b.String()
 }
 
 // take empties the queue; the calls taken can no longer be joined.

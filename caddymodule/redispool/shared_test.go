@@ -29,7 +29,7 @@ func TestBatcherSharesIdenticalCalls(t *testing.T) {
 	t.Cleanup(func() { b.rdb.Del(context.Background(), key) })
 	args := func(n int) []any { return []any{strconv.Itoa(n)} }
 	share := func(ctx context.Context) (int64, error) {
-		cmd, index := b.EvalShaShared(ctx, "same", addN.Hash(), []string{key}, args)
+		cmd, index := b.EvalShaShared(ctx, addN.Hash(), []string{key}, args)
 		v, err := cmd.Int64Slice()
 		if err != nil {
 			return 0, err
@@ -97,16 +97,9 @@ func TestSharedCallsRespectAnOpenCircuit(t *testing.T) {
 	ctx := context.Background()
 	f.freeze()
 	defer f.thaw()
-	for range BreakerThreshold {
-		cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-		_ = incr.Run(cctx, b, []string{prefix + "n"}).Err()
-		cancel()
-	}
-	if err := incr.Run(ctx, b, []string{prefix + "n"}).Err(); !errors.Is(err, ErrCircuitOpen) {
-		t.Fatalf("circuit not open after %d timeouts: %v", BreakerThreshold, err)
-	}
+	openCircuit(t, b, prefix)
 	// No deadline: only the breaker can answer this call while Redis hangs.
-	cmd, _ := b.EvalShaShared(ctx, "k", incr.Hash(), []string{prefix + "n"},
+	cmd, _ := b.EvalShaShared(ctx, incr.Hash(), []string{prefix + "n"},
 		func(n int) []any { return []any{strconv.Itoa(n)} })
 	if err := cmd.Err(); !errors.Is(err, ErrCircuitOpen) {
 		t.Fatalf("a shared call with the circuit open: %v, want ErrCircuitOpen", err)
