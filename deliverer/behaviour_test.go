@@ -494,15 +494,7 @@ func TestQueuedDeliveriesFollowEndpointChanges(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			release := make(chan struct{})
-			rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
-				if n == 1 {
-					select {
-					case <-release:
-					case <-r.Context().Done():
-					}
-				}
-			})
+			rc, release := newHoldingReceiver(t, http.StatusOK)
 			moved := newReceiver(t, nil)
 			ep, secrets := e.endpoint(rc.URL, endpointOpts{})
 			cfg := e.config()
@@ -550,16 +542,7 @@ func TestRetryRequestedDuringAnAttemptIsKept(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			release := make(chan struct{})
-			rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
-				if n == 1 {
-					select {
-					case <-release:
-					case <-r.Context().Done():
-					}
-					w.WriteHeader(http.StatusInternalServerError)
-				}
-			})
+			rc, release := newHoldingReceiver(t, http.StatusInternalServerError)
 			ep, _ := e.endpoint(rc.URL, endpointOpts{})
 			now := e.clock.Now()
 			ev := e.event(false, "customer.created")

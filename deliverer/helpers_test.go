@@ -374,6 +374,22 @@ func newReceiver(t *testing.T, respond func(n int, w http.ResponseWriter, r *htt
 	return rc
 }
 
+// newHoldingReceiver is a receiver that holds its first request until
+// release is closed, then answers it with status; later requests get 200.
+func newHoldingReceiver(t *testing.T, status int) (rc *receiver, release chan struct{}) {
+	release = make(chan struct{})
+	rc = newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n == 1 {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			w.WriteHeader(status)
+		}
+	})
+	return rc, release
+}
+
 // setRespond changes how the receiver answers from now on.
 func (rc *receiver) setRespond(f func(n int, w http.ResponseWriter, r *http.Request)) {
 	rc.mu.Lock()

@@ -346,6 +346,14 @@ type resp struct {
 	body   string
 }
 
+// mustBeExecuted fails the test unless r is a fresh 201, not a replay.
+func (r resp) mustBeExecuted(t *testing.T, what string) {
+	t.Helper()
+	if r.status != http.StatusCreated || r.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("%s: %d %s replayed=%q, want a fresh 201", what, r.status, r.body, r.header.Get("Idempotent-Replayed"))
+	}
+}
+
 // apiError decodes the error object.
 func (r resp) apiError(t testing.TB) map[string]string {
 	t.Helper()

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/outbox"
 	"github.com/gatehouse/gatehouse/internal/testenv"
@@ -30,11 +32,7 @@ func (p *recordingProducer) Enqueue(m outbox.Message) {
 // once a consumer has read it back from Kafka it is not.
 func TestRepublisherSendsEventsThatNeverReachedKafka(t *testing.T) {
 	ctx := context.Background()
-	pool, _ := testenv.Pool(t)
-	org := ids.New(ids.Org)
-	if _, err := pool.Exec(ctx, `INSERT INTO organizations (id, name) VALUES ($1, 'Acme')`, org); err != nil {
-		t.Fatal(err)
-	}
+	pool, org := poolWithOrg(t)
 	old := time.Now().Add(-time.Minute)
 	lost := wire.Event{V: 1, ID: ids.NewAt(ids.Event, old), OrganizationID: org, Type: "order.paid", Created: old.Unix(),
 		APIVersion: "2026-11-01", Data: json.RawMessage(`{"object":{"id":"o_1"}}`)}
@@ -68,11 +66,7 @@ func TestRepublisherSendsEventsThatNeverReachedKafka(t *testing.T) {
 // has stored it, never again.
 func TestRepublisherBacksOff(t *testing.T) {
 	ctx := context.Background()
-	pool, _ := testenv.Pool(t)
-	org := ids.New(ids.Org)
-	if _, err := pool.Exec(ctx, `INSERT INTO organizations (id, name) VALUES ($1, 'Acme')`, org); err != nil {
-		t.Fatal(err)
-	}
+	pool, org := poolWithOrg(t)
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	ev := wire.Event{V: 1, ID: ids.NewAt(ids.Event, t0), OrganizationID: org, Type: "order.paid", Created: t0.Unix(),
 		APIVersion: "2026-11-01", Data: json.RawMessage(`{"object":{"id":"o_1"}}`)}
@@ -117,11 +111,7 @@ func TestRepublisherBacksOff(t *testing.T) {
 // batch again, so every event is produced.
 func TestRepublisherWorksThroughABacklog(t *testing.T) {
 	ctx := context.Background()
-	pool, _ := testenv.Pool(t)
-	org := ids.New(ids.Org)
-	if _, err := pool.Exec(ctx, `INSERT INTO organizations (id, name) VALUES ($1, 'Acme')`, org); err != nil {
-		t.Fatal(err)
-	}
+	pool, org := poolWithOrg(t)
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	evs := make([]wire.Event, sweepBatch+1)
 	for i := range evs {
@@ -153,4 +143,15 @@ func TestRepublisherWorksThroughABacklog(t *testing.T) {
 	if len(produced) != len(evs) {
 		t.Fatalf("produced %d distinct events of %d", len(produced), len(evs))
 	}
+}
+
+// poolWithOrg is a fresh database holding one organisation.
+func poolWithOrg(t *testing.T) (*pgxpool.Pool, string) {
+	t.Helper()
+	pool, _ := testenv.Pool(t)
+	org := ids.New(ids.Org)
+	if _, err := pool.Exec(context.Background(), `INSERT INTO organizations (id, name) VALUES ($1, 'Acme')`, org); err != nil {
+		t.Fatal(err)
+	}
+	return pool, org
 }
