@@ -107,7 +107,14 @@ func newFreezer(t *testing.T, target string) *freezer {
 	f := &freezer{addr: ln.Addr().String(), thawed: make(chan struct{})}
 	close(f.thawed)
 	var conns sync.WaitGroup
+	var (
+		connsMu sync.Mutex
+		stopped bool // no conns.Add once Wait may have begun
+	)
 	t.Cleanup(func() {
+		connsMu.Lock()
+		stopped = true
+		connsMu.Unlock()
 		ln.Close()
 		f.thaw()
 		conns.Wait()
@@ -123,7 +130,15 @@ func newFreezer(t *testing.T, target string) *freezer {
 				c.Close()
 				continue
 			}
+			connsMu.Lock()
+			if stopped {
+				connsMu.Unlock()
+				c.Close()
+				up.Close()
+				return
+			}
 			conns.Add(2)
+			connsMu.Unlock()
 			go func() { defer conns.Done(); f.pipe(up, c) }()
 			go func() { defer conns.Done(); f.pipe(c, up) }()
 		}
