@@ -842,13 +842,13 @@ func atoi(s string) int {
 	return n
 }
 
-// TestBehindTheRealRequestIDHandler runs the chain as the gateway does, with
-// the request_id handler in front: it names every request, renders this
-// handler's refusals, and the replay still carries its own id.
-func TestBehindTheRealRequestIDHandler(t *testing.T) {
+// behindRequestID is the chain as the gateway runs it, with the request_id
+// handler in front, before an upstream that counts its executions.
+func behindRequestID(t *testing.T) (*upstream, gateway) {
+	t.Helper()
 	_, prefix := testRedis(t)
 	up := newUpstream(t)
-	gw := startCaddy(t, serverSpec{
+	return up, startCaddy(t, serverSpec{
 		settings: settings{"key_prefix": prefix, "ttl": "10m"},
 		front: []map[string]any{
 			{"handler": "request_id"},
@@ -856,6 +856,13 @@ func TestBehindTheRealRequestIDHandler(t *testing.T) {
 		},
 		next: proxyTo(up.addr()),
 	})[0]
+}
+
+// TestBehindTheRealRequestIDHandler runs the chain as the gateway does, with
+// the request_id handler in front: it names every request, renders this
+// handler's refusals, and the replay still carries its own id.
+func TestBehindTheRealRequestIDHandler(t *testing.T) {
+	up, gw := behindRequestID(t)
 	key := newKey()
 
 	first := gw.do(t, req{key: key, body: `{}`})
@@ -888,16 +895,7 @@ func TestBehindTheRealRequestIDHandler(t *testing.T) {
 // key on it would be ignored while the backend may take it for a POST. The
 // request_id handler in front refuses it before anything runs.
 func TestCaseVariantOfAMethodNeverReachesTheHandler(t *testing.T) {
-	_, prefix := testRedis(t)
-	up := newUpstream(t)
-	gw := startCaddy(t, serverSpec{
-		settings: settings{"key_prefix": prefix, "ttl": "10m"},
-		front: []map[string]any{
-			{"handler": "request_id"},
-			{"handler": "idempotency_test_identity", "placeholders_only": true},
-		},
-		next: proxyTo(up.addr()),
-	})[0]
+	up, gw := behindRequestID(t)
 	key := newKey()
 	for _, method := range []string{"post", "Post", "post"} {
 		r := gw.do(t, req{method: method, key: key, body: `{}`})
