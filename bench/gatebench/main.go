@@ -79,6 +79,7 @@ type config struct {
 	Duration        time.Duration `json:"-"`
 	DurationS       float64       `json:"seconds_per_run"`
 	Warmup          time.Duration `json:"-"`
+	StackWarmup     time.Duration `json:"-"`
 	Rounds          int           `json:"rounds"`
 	Threads         int           `json:"wrk_threads"`
 	Conns           int           `json:"wrk_connections"`
@@ -106,6 +107,7 @@ func main() {
 	flag.StringVar(&c.Upstreams, "upstreams", "sampleapi,static", "upstreams of the overhead suite")
 	flag.DurationVar(&c.Duration, "duration", 3*time.Second, "length of each overhead run")
 	flag.DurationVar(&c.Warmup, "warmup", 2*time.Second, "warm-up per overhead target")
+	flag.DurationVar(&c.StackWarmup, "stack-warmup", 45*time.Second, "warm-up of the whole stack before the first overhead round (the Kafka broker's JIT)")
 	flag.IntVar(&c.Rounds, "rounds", 5, "interleaved rounds of the overhead suite")
 	flag.IntVar(&c.Threads, "threads", 2, "wrk threads")
 	flag.IntVar(&c.Conns, "conns", 32, "wrk connections")
@@ -263,7 +265,7 @@ func runStackSuites(ctx context.Context, c config, suites map[string]bool, r *Re
 			return err
 		}
 		r.Overhead = map[string]*overheadResult{}
-		cfg := overheadConfig{vegeta: c.Vegeta, seconds: c.Duration, warmup: c.Warmup, rounds: c.Rounds,
+		cfg := overheadConfig{vegeta: c.Vegeta, seconds: c.Duration, warmup: c.Warmup, stackWarmup: c.StackWarmup, rounds: c.Rounds,
 			threads: c.Threads, conns: c.Conns, fixedPct: c.FixedPct, lightPct: c.LightPct}
 		for _, up := range strings.Split(c.Upstreams, ",") {
 			if ctx.Err() != nil {
@@ -283,6 +285,7 @@ func runStackSuites(ctx context.Context, c config, suites map[string]bool, r *Re
 				continue
 			}
 			r.Overhead[up] = res
+			cfg.stackWarmup = 0 // the broker stays warm for the next upstream
 			ratio := res.ThroughputRatioVsPlainCaddy
 			if up == "sampleapi" {
 				r.ThroughputRatioVsPlainCaddy = &ratio
