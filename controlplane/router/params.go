@@ -94,7 +94,66 @@ func parseJSON(raw []byte) (Params, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, apierror.InvalidRequest("body_invalid", "", "The request body has data after the JSON object.")
 	}
+	if err := refuseDuplicateKeys(raw); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// refuseDuplicateKeys refuses a key sent twice in one object of a valid
+// JSON object body: decoding keeps the last value and drops the others
+// silently, where a form or query parameter sent twice is refused. The
+// error names the top-level parameter the object is in.
+func refuseDuplicateKeys(raw []byte) error {
+	type frame struct {
+		keys    map[string]bool // nil for an array
+		wantKey bool            // an object's next token is a key
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // a number beyond float64 is the parameter's to refuse
+	var (
+		stack []frame
+		param string // the top-level key being read
+	)
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return apierror.InvalidRequest("body_invalid", "", "The request body is not valid JSON: "+err.Error()+".")
+		}
+		if key, ok := tok.(string); ok && len(stack) > 0 && stack[len(stack)-1].wantKey {
+			n := len(stack)
+			if n == 1 {
+				param = key
+			}
+			if stack[n-1].keys[key] {
+				if n == 1 {
+					return apierror.ParameterInvalid(Printable(key), fmt.Sprintf("Parameter %s was sent more than once.", Printable(key)))
+				}
+				return apierror.ParameterInvalid(Printable(param),
+					fmt.Sprintf("Parameter %s has the key %q more than once.", Printable(param), Printable(key)))
+			}
+			stack[n-1].keys[key] = true
+			stack[n-1].wantKey = false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{keys: map[string]bool{}, wantKey: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, frame{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		// A value ended: the enclosing object's next token is a key.
+		if n := len(stack); n > 0 && stack[n-1].keys != nil {
+			stack[n-1].wantKey = true
+		}
+	}
 }
 
 // parseForm turns form values into the same shape as a JSON body.
