@@ -97,7 +97,48 @@ func parseJSON(raw []byte) (Params, error) {
 	if err := refuseDuplicateKeys(raw); err != nil {
 		return nil, err
 	}
+	for _, k := range slices.Sorted(maps.Keys(p)) {
+		if unpairedSurrogate(p[k]) {
+			// Decoding would put U+FFFD in its place silently, as it would
+			// for invalid UTF-8, which is refused above.
+			return nil, apierror.ParameterInvalid(Printable(k), fmt.Sprintf(
+				"Invalid %s: a string contains an unpaired UTF-16 surrogate escape (such as \\ud800), which is not a character.", Printable(k)))
+		}
+	}
 	return p, nil
+}
+
+// unpairedSurrogate reports whether the valid JSON raw has a \u escape of
+// a UTF-16 surrogate that is not half of a pair.
+func unpairedSurrogate(raw []byte) bool {
+	hex4 := func(i int) rune {
+		if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+			return -1
+		}
+		n, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
+		if err != nil {
+			return -1
+		}
+		return rune(n)
+	}
+	// In valid JSON a backslash only ever starts an escape in a string.
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		switch r := hex4(i); {
+		case r >= 0xD800 && r <= 0xDBFF:
+			if low := hex4(i + 6); low < 0xDC00 || low > 0xDFFF {
+				return true
+			}
+			i += 11 // both escapes
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return true
+		default:
+			i++ // the escaped character
+		}
+	}
+	return false
 }
 
 // refuseDuplicateKeys refuses a key sent twice in one object of a valid

@@ -48,3 +48,32 @@ func TestReadParamsKeepsNumbersBeyondFloat64(t *testing.T) {
 		t.Fatalf("%s %v", p["data"], err)
 	}
 }
+
+// An unpaired surrogate escape is no character: decoding would store
+// U+FFFD in its place silently, where invalid UTF-8 is refused.
+func TestReadParamsRefusesUnpairedSurrogates(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, param string
+	}{
+		{"lone high", `{"description":"a\ud800b"}`, "description"},
+		{"lone low", `{"description":"\udc00"}`, "description"},
+		{"high at the end", `{"description":"\uD83D"}`, "description"},
+		{"high then non-low", `{"description":"\ud83d\u0041"}`, "description"},
+		{"in a nested key", `{"metadata":{"\ud800":"x"}}`, "metadata"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := readJSON(tc.body)
+			if err == nil {
+				t.Fatalf("accepted %s", tc.body)
+			}
+			if e := apierror.From(err); e.Status != 400 || e.Code != "parameter_invalid" || e.Param != tc.param {
+				t.Errorf("%d %s param %q: %s", e.Status, e.Code, e.Param, e.Message)
+			}
+		})
+	}
+	for _, ok := range []string{`{"d":"\ud83d\ude00"}`, `{"d":"\\ud800"}`, `{"d":"é\u00e9"}`} {
+		if _, err := readJSON(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+}
