@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
 	"github.com/gatehouse/gatehouse/controlplane/accounts"
 	"github.com/gatehouse/gatehouse/controlplane/cli"
 	"github.com/gatehouse/gatehouse/internal/apikey"
@@ -335,5 +336,30 @@ func TestMasterKeyRotate(t *testing.T) {
 		if _, err := old.Open(ct, []byte(id)); err == nil {
 			t.Errorf("%s still opens with the old key", id)
 		}
+	}
+}
+
+// Every command that writes data prints one JSON object with --json
+// (DESIGN §3), limits delete included.
+func TestLimitsDeleteJSON(t *testing.T) {
+	_, dsn := testenv.Pool(t)
+	t.Setenv("DATABASE_URL", dsn)
+	t.Setenv("REDIS_URL", testenv.RedisURL(t))
+	var org struct{ ID string }
+	mustJSON(t, &org, "orgs", "create", "--name", "Acme", "--json")
+	rdb, _ := testenv.Redis(t)
+	t.Cleanup(func() {
+		rdb.SRem(context.Background(), keyspace.Index(keyspace.DefaultPrefix), org.ID)
+		rdb.Del(context.Background(), keyspace.Overrides(keyspace.DefaultPrefix, org.ID))
+	})
+	var set struct{ Object, Policy string }
+	mustJSON(t, &set, "limits", "set", "--org", org.ID, "--env", "live", "--policy", "per-key", "--rate", "500/1s", "--json")
+	var gone struct {
+		Object, Organization, Policy string
+		Livemode, Deleted            bool
+	}
+	mustJSON(t, &gone, "limits", "delete", "--org", org.ID, "--env", "live", "--policy", "per-key", "--json")
+	if gone.Object != "limit_override" || gone.Organization != org.ID || gone.Policy != "per-key" || !gone.Livemode || !gone.Deleted {
+		t.Fatalf("limits delete --json = %+v", gone)
 	}
 }

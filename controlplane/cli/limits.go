@@ -93,11 +93,12 @@ func (a *app) limitsList(args []string) error {
 }
 
 func (a *app) limitsDelete(args []string) error {
-	c := a.command("controlplane limits delete", "--org ORG --env sandbox|live --policy NAME [--key KEY_ID]")
+	c := a.command("controlplane limits delete", "--org ORG --env sandbox|live --policy NAME [--key KEY_ID] [--json]")
 	org := c.fs.String("org", "", "organisation `id` (required)")
 	env := c.fs.String("env", "", "environment: sandbox or live (required)")
 	policy := c.fs.String("policy", "", "policy or quota `name` (required)")
 	key := c.fs.String("key", "", "the key `id` the override is for, if any")
+	asJSON := c.fs.Bool("json", false, "print the deleted override as a JSON object")
 	if err := c.parse(args, map[string]*string{"org": org, "env": env, "policy": policy}); err != nil {
 		return err
 	}
@@ -116,6 +117,16 @@ func (a *app) limitsDelete(args []string) error {
 	}
 	if err != nil {
 		return c.fail(err)
+	}
+	if *asJSON {
+		return c.fail(writeJSON(a.stdout, struct {
+			Object         string `json:"object"`
+			OrganizationID string `json:"organization"`
+			Livemode       bool   `json:"livemode"`
+			APIKeyID       string `json:"api_key,omitempty"`
+			Policy         string `json:"policy"`
+			Deleted        bool   `json:"deleted"`
+		}{"limit_override", *org, livemode, *key, *policy, true}))
 	}
 	fmt.Fprintln(a.stdout, "override deleted; the Caddyfile's limit applies again")
 	return nil
