@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/alexedwards/argon2id"
 	"github.com/jackc/pgx/v5"
@@ -120,7 +121,7 @@ func (s *Service) CreateOrganization(ctx context.Context, actor audit.Actor, nam
 	switch {
 	case name == "":
 		return Organization{}, apierror.ParameterMissing("name")
-	case len(name) > MaxNameLen:
+	case utf8.RuneCountInString(name) > MaxNameLen:
 		return Organization{}, apierror.ParameterInvalid("name", fmt.Sprintf("The name must be at most %d characters.", MaxNameLen))
 	}
 	now := s.now()

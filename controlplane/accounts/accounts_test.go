@@ -35,10 +35,14 @@ func TestOrganizations(t *testing.T) {
 	if _, err := svc.GetOrganization(ctx, "org_nope"); !errors.Is(err, accounts.ErrOrgNotFound) {
 		t.Fatalf("missing org: %v", err)
 	}
-	for _, name := range []string{"", "   ", strings.Repeat("x", 201), "Acme\x00", "Acme\xff"} {
+	for _, name := range []string{"", "   ", strings.Repeat("x", 201), strings.Repeat("é", 201), "Acme\x00", "Acme\xff"} {
 		if _, err := svc.CreateOrganization(ctx, ops, name); apierror.From(err).Param != "name" || apierror.From(err).Status != 400 {
 			t.Errorf("name %q: err = %v", name, err)
 		}
+	}
+	// The limit counts characters, as its message says, not bytes.
+	if _, err := svc.CreateOrganization(ctx, ops, strings.Repeat("é", 200)); err != nil {
+		t.Errorf("a name of 200 two-byte characters: %v", err)
 	}
 	p, err := audit.NewLog(db).List(ctx, o.ID, audit.Filter{})
 	if err != nil || len(p.Data) != 1 || p.Data[0].Action != "organization.created" {

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -155,7 +156,7 @@ func (s *Service) Create(ctx context.Context, actor audit.Actor, org string, env
 	if err := apierror.CheckText("name", name); err != nil {
 		return Created{}, err
 	}
-	if len(name) > MaxNameLen {
+	if utf8.RuneCountInString(name) > MaxNameLen {
 		return Created{}, apierror.ParameterInvalid("name", fmt.Sprintf("The name must be at most %d characters.", MaxNameLen))
 	}
 	allow, err := normalizeAllowlist(p.IPAllowlist)

@@ -280,6 +280,10 @@ func TestCreateValidation(t *testing.T) {
 	if err := f.db.QueryRow(context.Background(), `SELECT count(*) FROM api_keys`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d keys stored after refused creates (%v)", n, err)
 	}
+	// The limit counts characters, as its message says, not bytes.
+	if k := f.create(t, f.orgA, apikey.Sandbox, keys.CreateParams{Kind: apikey.Secret, Name: strings.Repeat("é", 100)}); k.Name != strings.Repeat("é", 100) {
+		t.Errorf("name = %q", k.Name)
+	}
 }
 
 func TestListIsScopedAndNewestFirst(t *testing.T) {
