@@ -123,6 +123,7 @@ func (s *Service) Set(ctx context.Context, actor audit.Actor, o Override) (Overr
 		return Override{}, err
 	}
 	var saved Override
+	var mirrorErr error
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		if err := ownerExists(ctx, tx, o); err != nil {
 			return err
@@ -140,19 +141,31 @@ func (s *Service) Set(ctx context.Context, actor audit.Actor, o Override) (Overr
 		if err != nil {
 			return fmt.Errorf("storing limit override: %w", err)
 		}
-		return audit.Record(ctx, tx, auditEntry(actor, saved, "limit_override.set", map[string]any{
+		if err := audit.Record(ctx, tx, auditEntry(actor, saved, "limit_override.set", map[string]any{
 			"quota": saved.Quota, "window_seconds": saved.WindowSeconds, "burst": saved.Burst,
-		}))
+		})); err != nil {
+			return err
+		}
+		mirrorErr = s.mirror(ctx, saved) // under the row's lock: see mirror
+		return nil
 	})
 	if err != nil {
 		return Override{}, fmt.Errorf("setting limit override: %w", err)
 	}
-	if err := s.mirror(ctx, saved); err != nil {
-		return saved, fmt.Errorf("%w (%v)", ErrNotMirrored, err)
+	if mirrorErr != nil {
+		return saved, fmt.Errorf("%w (%v)", ErrNotMirrored, mirrorErr)
 	}
 	return saved, nil
 }
 
+// mirror writes o into Redis. Set and Delete write Redis inside their
+// transaction, while they hold the override row's lock: a concurrent Set or
+// Delete of the same override waits for that lock until this one commits,
+// so the Redis writes happen in the order of the commits and Redis ends with
+// what Postgres holds. Written after the commit, two concurrent Sets could
+// mirror in the opposite order and leave the older value applied until the
+// next Sync. A commit that fails after its write leaves Redis ahead of
+// Postgres until then, which is the rarer case.
 func (s *Service) mirror(ctx context.Context, o Override) error {
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, keyspace.Overrides(s.prefix, o.OrganizationID), o.field(), o.redisValue())
@@ -169,6 +182,7 @@ func (s *Service) Delete(ctx context.Context, actor audit.Actor, org string, liv
 		return err
 	}
 	var gone Override
+	var mirrorErr error
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, `
 			DELETE FROM limit_overrides
@@ -182,15 +196,19 @@ func (s *Service) Delete(ctx context.Context, actor audit.Actor, org string, liv
 		if err != nil {
 			return fmt.Errorf("deleting limit override: %w", err)
 		}
-		return audit.Record(ctx, tx, auditEntry(actor, gone, "limit_override.deleted", map[string]any{
+		if err := audit.Record(ctx, tx, auditEntry(actor, gone, "limit_override.deleted", map[string]any{
 			"quota": gone.Quota, "window_seconds": gone.WindowSeconds, "burst": gone.Burst,
-		}))
+		})); err != nil {
+			return err
+		}
+		mirrorErr = s.rdb.HDel(ctx, keyspace.Overrides(s.prefix, org), gone.field()).Err() // under the row's lock: see mirror
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("deleting limit override: %w", err)
 	}
-	if err := s.rdb.HDel(ctx, keyspace.Overrides(s.prefix, org), gone.field()).Err(); err != nil {
-		return fmt.Errorf("%w (%v)", ErrNotMirrored, err)
+	if mirrorErr != nil {
+		return fmt.Errorf("%w (%v)", ErrNotMirrored, mirrorErr)
 	}
 	return nil
 }

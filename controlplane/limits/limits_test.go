@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,6 +179,70 @@ func TestDelete(t *testing.T) {
 	// Another tenant cannot delete org_a's override.
 	if err := f.svc.Delete(ctx, operator, "org_b", true, "", "per-org"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("org_b deleting: %v", err)
+	}
+}
+
+// heldRedis holds the first mirroring write (a Pipelined call) until
+// release is closed, telling held when it has one.
+type heldRedis struct {
+	redis.Cmdable
+	first   atomic.Bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (h *heldRedis) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
+	if h.first.CompareAndSwap(false, true) {
+		close(h.held)
+		<-h.release
+	}
+	return h.Cmdable.Pipelined(ctx, fn)
+}
+
+// Two operators setting one override at once: Redis must end with the value
+// Postgres ends with, the one the gateway enforces until the next Sync.
+func TestConcurrentSetsLeaveRedisAsPostgres(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	h := &heldRedis{Cmdable: f.rdb, held: make(chan struct{}), release: make(chan struct{})}
+	svc := New(f.pool, h, f.prefix)
+	first := Override{OrganizationID: "org_a", Livemode: true, Policy: "per-org", Quota: 100, WindowSeconds: 1}
+	second := first
+	second.Quota = 200
+
+	firstDone, secondDone := make(chan error, 1), make(chan error, 1)
+	go func() { _, err := svc.Set(ctx, operator, first); firstDone <- err }()
+	<-h.held // the first Set is writing Redis
+	go func() { _, err := svc.Set(ctx, operator, second); secondDone <- err }()
+	// The second Set either finishes meanwhile or waits for the first's
+	// row lock; release the first once one of those has happened.
+	for waiting := false; !waiting; {
+		select {
+		case err := <-secondDone:
+			secondDone <- err
+			waiting = true
+		default:
+			if err := f.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
+				t.Fatal(err)
+			}
+			if !waiting {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	close(h.release)
+	for _, done := range []chan error{firstDone, secondDone} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var quota int64
+	if err := f.pool.QueryRow(ctx, `SELECT quota FROM limit_overrides WHERE organization_id = 'org_a'`).Scan(&quota); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.hash(t, "org_a")["live:per-org"], fmt.Sprintf("%d 1 0", quota); got != want {
+		t.Errorf("Redis holds %q while Postgres holds %q: the gateway enforces a limit the control plane no longer shows", got, want)
 	}
 }
 
