@@ -148,6 +148,8 @@ func (h hang) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Hand
 //	/v1/huge   200 with ?size= bytes
 //	/v1/block  waits until release() (or the request is cancelled), then 201
 //	/v1/abort  sends headers and half a body, then drops the connection
+//	/v1/crash  reads the request, then drops the connection without a byte
+//	           of response (a backend that died after acting on it)
 type upstream struct {
 	srv       *httptest.Server
 	count     atomic.Int64
@@ -210,6 +212,8 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.(http.Flusher).Flush()
 		conn, _, _ := http.NewResponseController(w).Hijack()
 		conn.Close()
+	case "/v1/crash":
+		panic(http.ErrAbortHandler) // net/http closes the connection, answering nothing
 	default:
 		u.writeCreated(w, r, n, body)
 	}
@@ -225,6 +229,7 @@ func (u *upstream) writeCreated(w http.ResponseWriter, r *http.Request, n int64,
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"id": id, "object": "customer", "method": r.Method, "uri": r.URL.RequestURI(),
 		"body": string(body), "content_length": r.ContentLength,
+		"idempotency_key": r.Header.Get(HeaderKey),
 	})
 }
 

@@ -405,6 +405,7 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	execCtx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.execTimeout)
 	defer cancel()
 	r = r.WithContext(execCtx)
+	r.Header = hideFromTransportRetries(r.Header)
 
 	buf := holdback.GetBuffer()
 	defer holdback.PutBuffer(buf)
@@ -453,6 +454,29 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 		writeResponse(w, resp)
 		return nil
 	}
+}
+
+// hideFromTransportRetries returns a copy of h that Go's HTTP transport
+// (reverse_proxy's) will not resend by itself. The transport takes a POST
+// carrying Idempotency-Key (or X-Idempotency-Key) for one the backend
+// deduplicates, and sends it again when a reused connection fails before
+// the response starts — after the backend may have acted on it, the case
+// this handler records as unknown instead of executing twice. The
+// transport looks the header up by its canonical name only, so the values
+// move to the lower-case name: the upstream still receives them, since
+// field names are case-insensitive (and HTTP/2 lower-cases them anyway).
+// Retries the transport knows to be safe (nothing was written) still
+// happen. The copy leaves the header the handlers in front of this one
+// see untouched.
+func hideFromTransportRetries(h http.Header) http.Header {
+	h = h.Clone()
+	for _, k := range []string{HeaderKey, "X-Idempotency-Key"} {
+		if v, ok := h[k]; ok {
+			delete(h, k)
+			h[strings.ToLower(k)] = v
+		}
+	}
+	return h
 }
 
 // refusedBeforeActing reports whether the upstream's response says, by HTTP
@@ -616,6 +640,13 @@ func neverReachedUpstream(err error) bool {
 	var he caddyhttp.HandlerError
 	if errors.As(err, &he) {
 		if he.StatusCode == http.StatusServiceUnavailable && he.Err != nil && strings.Contains(he.Err.Error(), "no upstreams available") {
+			return true
+		}
+		// The upstream had closed the pooled connection before the request
+		// was handed to it (net/http's errServerClosedIdle), so it never
+		// read it. The transport no longer resends such a request itself
+		// (hideFromTransportRetries); the client's retry with the key does.
+		if he.Err != nil && strings.Contains(he.Err.Error(), "http: server closed idle connection") {
 			return true
 		}
 		if he.StatusCode >= 400 && he.StatusCode < 500 && he.StatusCode != 499 {

@@ -83,6 +83,9 @@ func TestRetryReplaysTheRecordedResponse(t *testing.T) {
 	if first.header.Get("Idempotent-Replayed") != "" {
 		t.Fatal("the original response claims to be a replay")
 	}
+	if !strings.Contains(first.body, `"idempotency_key":"`+key+`"`) {
+		t.Fatalf("the upstream did not get the Idempotency-Key: %s", first.body)
+	}
 	second := gw.do(t, req{key: key, body: `{"email":"a@example.com"}`})
 
 	if n := up.count.Load(); n != 1 {
@@ -509,18 +512,28 @@ func TestAmbiguousFailuresAreNeverReExecuted(t *testing.T) {
 	gw := startGateway(t, up, prefix, settings{"lock_ttl": "400ms"})
 
 	cases := []struct {
-		name, path string
-		status     int
-		code       string
+		name, path, body string
+		status           int
+		code             string
 	}{
-		{"upstream too slow", "/v1/block", http.StatusGatewayTimeout, "upstream_timeout"},
-		{"connection dropped mid-response", "/v1/abort", http.StatusBadGateway, "upstream_unavailable"},
+		{"upstream too slow", "/v1/block", `{}`, http.StatusGatewayTimeout, "upstream_timeout"},
+		{"connection dropped mid-response", "/v1/abort", `{}`, http.StatusBadGateway, "upstream_unavailable"},
+		// Go's transport resends a request carrying an Idempotency-Key
+		// when a reused connection fails before the response starts,
+		// trusting the backend to deduplicate; this backend cannot.
+		{"connection dropped before the response", "/v1/crash", `{}`, http.StatusBadGateway, "upstream_unavailable"},
+		{"connection dropped before the response, no body", "/v1/crash", "", http.StatusBadGateway, "upstream_unavailable"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// A request without a key leaves a keep-alive connection to the
+			// upstream for the keyed one to reuse.
+			if r := gw.do(t, req{body: `{}`}); r.status != http.StatusCreated {
+				t.Fatalf("warm-up: %d %s", r.status, r.body)
+			}
 			before := up.count.Load()
 			key := newKey()
-			q := req{key: key, path: tc.path, body: `{}`}
+			q := req{key: key, path: tc.path, body: tc.body}
 			first := gw.do(t, q)
 			if first.status != tc.status || first.apiError(t)["code"] != tc.code {
 				t.Fatalf("first: %d %s", first.status, first.body)
