@@ -148,6 +148,7 @@ func (h hang) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Hand
 //	/v1/huge   200 with ?size= bytes
 //	/v1/block  waits until release() (or the request is cancelled), then 201
 //	/v1/abort  sends headers and half a body, then drops the connection
+//	/v1/latin1 201 with a header value that is not UTF-8 (obs-text)
 //	/v1/crash  reads the request, then drops the connection without a byte
 //	           of response (a backend that died after acting on it)
 type upstream struct {
@@ -212,6 +213,9 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.(http.Flusher).Flush()
 		conn, _, _ := http.NewResponseController(w).Hijack()
 		conn.Close()
+	case "/v1/latin1":
+		w.Header()["Content-Disposition"] = []string{"attachment; filename=\"caf\xe9.csv\""}
+		u.writeCreated(w, r, n, body)
 	case "/v1/crash":
 		panic(http.ErrAbortHandler) // net/http closes the connection, answering nothing
 	default:

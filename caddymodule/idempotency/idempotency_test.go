@@ -131,6 +131,28 @@ func TestRetryReplaysTheRecordedResponse(t *testing.T) {
 	}
 }
 
+// TestReplayKeepsHeaderBytes: HTTP lets header values carry bytes beyond
+// ASCII (obs-text, e.g. a Latin-1 file name); the replay must carry the
+// same bytes, not U+FFFD in their place.
+func TestReplayKeepsHeaderBytes(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, nil)
+	q := req{key: newKey(), path: "/v1/latin1", body: `{}`}
+	first := gw.do(t, q)
+	replay := gw.do(t, q)
+	const want = "attachment; filename=\"caf\xe9.csv\""
+	if got := first.header.Get("Content-Disposition"); got != want {
+		t.Fatalf("original Content-Disposition %q, want %q", got, want)
+	}
+	if replay.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retry: %d %s, not a replay", replay.status, replay.body)
+	}
+	if got := replay.header.Get("Content-Disposition"); got != want {
+		t.Fatalf("replayed Content-Disposition %q, original %q", got, want)
+	}
+}
+
 func TestServerErrorsAreRecordedAndReplayed(t *testing.T) {
 	_, prefix := testRedis(t)
 	up := newUpstream(t)

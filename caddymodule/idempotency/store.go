@@ -2,12 +2,15 @@ package idempotency
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -19,7 +22,7 @@ import (
 //	fp      request fingerprint (hex SHA-256 of method, path+query, body)
 //	rid     Request-Id of the request that executed
 //	status  recorded status code          (done, too_large, no_store)
-//	hdr     recorded headers, JSON         (done)
+//	hdr     recorded headers, JSON         (done; see encodeHeader)
 //	body    recorded body, raw bytes       (done)
 //
 // The hash expires lock_ttl after it is created while locked, and ttl after
@@ -167,7 +170,7 @@ func (s *store) begin(ctx context.Context, key, token, fp, requestID string, loc
 		return lookup{}, fmt.Errorf("idempotency record status: %w", err)
 	}
 	if l.state == stateDone {
-		if err := json.Unmarshal([]byte(str(v[2])), &l.resp.header); err != nil {
+		if l.resp.header, err = decodeHeader(str(v[2])); err != nil {
 			return lookup{}, fmt.Errorf("idempotency record headers: %w", err)
 		}
 		l.resp.body = []byte(str(v[3]))
@@ -177,12 +180,9 @@ func (s *store) begin(ctx context.Context, key, token, fp, requestID string, loc
 
 // complete records the outcome under the lock identified by token.
 func (s *store) complete(ctx context.Context, key, token, state string, ttl time.Duration, resp response) error {
-	hdr := []byte("{}")
-	if len(resp.header) > 0 {
-		var err error
-		if hdr, err = json.Marshal(resp.header); err != nil {
-			return fmt.Errorf("encoding recorded headers: %w", err)
-		}
+	hdr, err := encodeHeader(resp.header)
+	if err != nil {
+		return fmt.Errorf("encoding recorded headers: %w", err)
 	}
 	ok, err := completeScript.Run(ctx, s.direct, []string{key}, token, state, ttl.Milliseconds(),
 		resp.status, hdr, resp.body).Int()
@@ -193,6 +193,59 @@ func (s *store) complete(ctx context.Context, key, token, state string, ttl time
 		return errLockLost
 	}
 	return nil
+}
+
+// rawHeaderMark starts a recorded header set whose values are base64.
+// JSON only carries UTF-8, and a header value may hold other bytes
+// (obs-text, RFC 9110 §5.5, such as a Latin-1 file name): as a JSON string
+// it would be replayed with U+FFFD in their place. JSON never starts with
+// the mark, so records written as plain JSON still read.
+const rawHeaderMark = "b64:"
+
+// encodeHeader is the stored form of recorded headers: JSON, with every
+// value base64-encoded behind rawHeaderMark when one is not UTF-8.
+func encodeHeader(h http.Header) ([]byte, error) {
+	if len(h) == 0 {
+		return []byte("{}"), nil
+	}
+	utf8Only := true
+	for _, vs := range h {
+		for _, v := range vs {
+			utf8Only = utf8Only && utf8.ValidString(v)
+		}
+	}
+	if utf8Only {
+		return json.Marshal(h)
+	}
+	enc := make(http.Header, len(h))
+	for k, vs := range h {
+		e := make([]string, len(vs))
+		for i, v := range vs {
+			e[i] = base64.StdEncoding.EncodeToString([]byte(v))
+		}
+		enc[k] = e
+	}
+	b, err := json.Marshal(enc)
+	return append([]byte(rawHeaderMark), b...), err
+}
+
+// decodeHeader reads what encodeHeader wrote.
+func decodeHeader(s string) (http.Header, error) {
+	raw, marked := strings.CutPrefix(s, rawHeaderMark)
+	var h http.Header
+	if err := json.Unmarshal([]byte(raw), &h); err != nil || !marked {
+		return h, err
+	}
+	for _, vs := range h {
+		for i, v := range vs {
+			b, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				return nil, err
+			}
+			vs[i] = string(b)
+		}
+	}
+	return h, nil
 }
 
 // release drops the lock identified by token, or, when it is not held,
