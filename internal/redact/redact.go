@@ -273,14 +273,14 @@ func (r *Redactor) params(q string) string {
 		}
 		name, val, hasVal := strings.Cut(pair, "=")
 		dn := unescape(strings.ReplaceAll(name, "+", " "))
-		if r.leaks(name) {
+		if r.paramLeaks(name) {
 			b.WriteString(Mask)
 		} else {
 			b.WriteString(name)
 		}
 		if hasVal {
 			b.WriteByte('=')
-			if r.sensitiveParam(dn) || r.leaks(val) {
+			if r.sensitiveParam(dn) || r.paramLeaks(val) {
 				b.WriteString(Mask)
 			} else {
 				b.WriteString(val)
@@ -305,6 +305,13 @@ func (r *Redactor) leaks(s string) bool {
 	}
 	d := unescape(s)
 	return r.String(d) != d
+}
+
+// paramLeaks is leaks for a query or form component, where '+' is an
+// encoded space: "4242+4242+4242+4242" is the card number a user typed
+// with spaces.
+func (r *Redactor) paramLeaks(s string) bool {
+	return r.leaks(s) || strings.IndexByte(s, '+') >= 0 && r.leaks(strings.ReplaceAll(s, "+", " "))
 }
 
 // unescape decodes the valid %XX sequences of s and keeps anything else as
