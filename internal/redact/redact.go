@@ -355,8 +355,9 @@ func (r *Redactor) Form(body []byte, truncated bool) string {
 
 // Body redacts a captured body according to its media type and returns it
 // as displayable text of at most max bytes. JSON and form bodies are
-// redacted field by field, text bodies for keys and card numbers; other
-// media types are not kept. truncated says the capture holds only the start
+// redacted field by field (so is a text body holding a JSON object or
+// array), other text bodies for keys and card numbers; other media types
+// are not kept. truncated says the capture holds only the start
 // of the body.
 func (r *Redactor) Body(contentType string, body []byte, truncated bool, max int) string {
 	if len(body) == 0 {
@@ -370,6 +371,10 @@ func (r *Redactor) Body(contentType string, body []byte, truncated bool, max int
 		out = r.JSON(body, truncated)
 	case mt == "application/x-www-form-urlencoded":
 		out = r.Form(body, truncated)
+	case strings.HasPrefix(mt, "text/") && looksLikeJSON(body, truncated):
+		// A JSON document labelled as text (fetch() labels a string body
+		// text/plain) carries its fields all the same.
+		out = r.JSON(body, truncated)
 	case strings.HasPrefix(mt, "text/"), mt == "application/xml", strings.HasSuffix(mt, "+xml"):
 		s := string(body)
 		if truncated {
@@ -380,6 +385,13 @@ func (r *Redactor) Body(contentType string, body []byte, truncated bool, max int
 		return "[body of type " + Text(mt, 100) + " not captured]"
 	}
 	return cut(out, max)
+}
+
+// looksLikeJSON reports whether body is a JSON object or array (or, when
+// truncated, the start of one).
+func looksLikeJSON(body []byte, truncated bool) bool {
+	t := strings.TrimLeft(string(body), " \t\r\n")
+	return (strings.HasPrefix(t, "{") || strings.HasPrefix(t, "[")) && validPrefix(body, truncated)
 }
 
 // String replaces, anywhere in s, our API keys (sk_/rk_ test/live),

@@ -214,6 +214,10 @@ func TestBody(t *testing.T) {
 			"name=A+B&number=" + Mask},
 		{"truncated form", "application/x-www-form-urlencoded", "a=1&b=" + key[:20], true, 100, "a=1&"},
 		{"text", "text/plain", "key " + key + "\nline two", false, 100, "key " + Mask + "\nline two"},
+		// fetch() sends a string body as text/plain unless told otherwise.
+		{"json sent as text", "text/plain;charset=UTF-8", `{"email":"a@b.c","password":"hunter2"}`, false, 100,
+			`{"email":"a@b.c","password":"` + Mask + `"}`},
+		{"truncated json sent as text", "text/plain", ` [{"token":"abc"},{"pass`, true, 100, ` [{"token":"` + Mask + `"},{"`},
 		{"binary", "image/png", "\x89PNG", false, 100, "[body of type image/png not captured]"},
 		{"capped", "text/plain", strings.Repeat("a", 50), false, 10, "aaaaaaa…"},
 		{"empty", "application/json", "", false, 100, ""},
