@@ -13,6 +13,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,6 +81,13 @@ type Producer struct {
 	mem     []Message
 	wake    chan struct{}
 	stopped bool
+	// inflight is the batch drain took from mem and is sending; it is
+	// older than mem. An overflow to the spool meanwhile spools it first
+	// (inflightSpooled), so that a failed send cannot put it behind newer
+	// messages; if the send succeeds, it is sent again from the spool, a
+	// duplicate that consumers absorb (DESIGN §7).
+	inflight        []Message
+	inflightSpooled bool
 
 	enqueued, sent, spooled, dropped atomic.Uint64
 	warnedAt                         atomic.Int64
@@ -147,6 +155,10 @@ func (p *Producer) Enqueue(m Message) {
 		return
 	}
 	batch := append(p.mem, m)
+	if p.inflight != nil && !p.inflightSpooled {
+		batch = append(slices.Clip(p.inflight), batch...)
+		p.inflightSpooled = true
+	}
 	p.mem = nil
 	p.toSpool(batch) // under p.mu so nothing newer overtakes these
 	p.mu.Unlock()
@@ -285,23 +297,34 @@ func (p *Producer) drain(ctx context.Context) bool {
 			return true // Enqueue overflowed to the spool meanwhile; next round
 		}
 		n := min(len(p.mem), p.cfg.BatchSize)
+		if n == 0 {
+			p.mu.Unlock()
+			return true
+		}
 		batch := p.mem[:n:n]
 		p.mem = p.mem[n:]
 		if len(p.mem) == 0 {
 			p.mem = nil
 		}
+		p.inflight, p.inflightSpooled = batch, false
 		p.mu.Unlock()
-		if n == 0 {
-			return true
-		}
-		if err := p.send(ctx, batch); err != nil {
-			// Older than anything still in memory: spooling it first keeps order.
-			p.mu.Lock()
-			p.toSpool(append(batch, p.mem...))
+		err := p.send(ctx, batch)
+		p.mu.Lock()
+		spooled := p.inflightSpooled
+		p.inflight, p.inflightSpooled = nil, false
+		if err != nil {
+			// Older than anything still in memory: spooling it first keeps
+			// order, unless an overflow already spooled it ahead of newer ones.
+			if !spooled {
+				p.toSpool(append(batch, p.mem...))
+			} else {
+				p.toSpool(p.mem)
+			}
 			p.mem = nil
 			p.mu.Unlock()
 			return false
 		}
+		p.mu.Unlock()
 	}
 }
 

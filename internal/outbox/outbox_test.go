@@ -533,3 +533,52 @@ func TestOversizedMessageIsDroppedNotStalled(t *testing.T) {
 		t.Fatalf("stats %+v: the oversized message must be dropped and counted, the next one queued", st)
 	}
 }
+
+// stalledSender holds its first send until release, then fails it, as a
+// broker that times out would; later sends succeed.
+type stalledSender struct {
+	flakySender
+	started, release chan struct{}
+	once             sync.Once
+}
+
+func (h *stalledSender) Send(ctx context.Context, msgs []Message) error {
+	first := false
+	h.once.Do(func() { first = true })
+	if first {
+		close(h.started)
+		<-h.release
+		return errors.New("broker timed out")
+	}
+	return h.flakySender.Send(ctx, msgs)
+}
+
+// Messages enqueued while a send hangs overflow memory into the spool; the
+// batch that then fails is older than them and must still go first.
+func TestProducerKeepsOrderWhenAHungSendFails(t *testing.T) {
+	s := &stalledSender{started: make(chan struct{}), release: make(chan struct{})}
+	p, err := New(Config{Dir: t.TempDir(), MemoryLimit: 10, BatchSize: 5, RetryEvery: time.Millisecond, Linger: time.Millisecond}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	for i := range 5 {
+		p.Enqueue(msg(i))
+	}
+	<-s.started // messages 0–4 are on the wire
+	const n = 40
+	for i := 5; i < n; i++ {
+		p.Enqueue(msg(i)) // past 10 in memory: to the spool
+	}
+	close(s.release)
+	waitFor(t, func() bool { return s.count() >= n })
+	cancel()
+	<-done
+	for i, m := range s.got {
+		if string(m.Value) != strconv.Itoa(i) {
+			t.Fatalf("message %d = %s: order lost", i, m.Value)
+		}
+	}
+}
