@@ -316,6 +316,15 @@ func (s *Service) Roll(ctx context.Context, actor audit.Actor, org string, env a
 		if err != nil {
 			return fmt.Errorf("expiring rolled key: %w", err)
 		}
+		// The key's own rate limits carry over like its scopes; the
+		// control plane's limits sync mirrors them into Redis.
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO limit_overrides (organization_id, livemode, api_key_id, policy, quota, window_seconds, burst)
+			SELECT organization_id, livemode, $2, policy, quota, window_seconds, burst
+			FROM limit_overrides WHERE organization_id = $1 AND api_key_id = $3`,
+			org, out.New.ID, id); err != nil {
+			return fmt.Errorf("copying the rolled key's limit overrides: %w", err)
+		}
 		err = audit.Record(ctx, tx, auditEntry(actor, out.New.Key, "api_key.created", now, map[string]any{
 			"kind": out.New.Kind, "name": out.New.Name, "scopes": out.New.Scopes,
 			"ip_allowlist": prefixStrings(out.New.IPAllowlist), "expires_at": unixOrNil(old.ExpiresAt), "rolled_from": id,

@@ -471,6 +471,28 @@ func TestRollKeepsATemporaryKeyTemporary(t *testing.T) {
 	}
 }
 
+// A key's own limits (a per-key plan set with `controlplane limits set
+// --key`) are the key's, not its secret's: the replacement keeps them.
+func TestRollKeepsTheKeysLimitOverrides(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	k := f.create(t, f.orgA, apikey.Live, keys.CreateParams{})
+	if _, err := f.db.Exec(ctx, `INSERT INTO limit_overrides (organization_id, livemode, api_key_id, policy, quota, window_seconds, burst)
+		VALUES ($1, true, $2, 'per-key', 500, 1, 1000), ($1, true, '', 'per-org', 2000, 1, NULL)`, f.orgA, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.svc.Roll(ctx, cli, f.orgA, apikey.Live, k.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var quota, burst int64
+	err = f.db.QueryRow(ctx, `SELECT quota, burst FROM limit_overrides
+		WHERE organization_id = $1 AND livemode AND api_key_id = $2 AND policy = 'per-key'`, f.orgA, r.New.ID).Scan(&quota, &burst)
+	if err != nil || quota != 500 || burst != 1000 {
+		t.Fatalf("the replacement's per-key override: quota %d burst %d (%v), want 500 and 1000", quota, burst, err)
+	}
+}
+
 func TestRevoke(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
