@@ -139,6 +139,34 @@ func TestIngestStoresAndMetersEachRequestOnce(t *testing.T) {
 	_ = w
 }
 
+// TestIngestDoesNotMeterRateLimitedRequests: a request the gateway's rate
+// limit or quota refused consumed nothing there, so it is not usage either;
+// counted, a client retrying into its limit would show more use than the
+// quota it is held to (the dashboard's quota meter reads usage_records).
+func TestIngestDoesNotMeterRateLimitedRequests(t *testing.T) {
+	db, _ := testenv.Pool(t)
+	brokers := testenv.Kafka(t)
+	topic := testenv.KafkaTopic(t, brokers, "request-logs", 1)
+	at := time.Now().UTC()
+	var values [][]byte
+	for i, rl := range []string{"allowed", "limited:per-key", "limited:monthly", "error", "", "allowed"} {
+		l := wire.RequestLog{V: 1, RequestID: reqID(i), Time: at.UnixMicro() + int64(i), OrganizationID: "org_a",
+			Livemode: true, APIKeyID: "key_a", Method: "GET", Path: "/v1/customers", Status: 200, RateLimit: rl}
+		if strings.HasPrefix(rl, "limited:") {
+			l.Status, l.ErrorType, l.ErrorCode = 429, "rate_limit_error", "rate_limited"
+		}
+		values = append(values, encode(t, l))
+	}
+	produce(t, brokers, topic, values)
+	startWorker(t, db, brokers, topic, nil)
+	waitFor(t, 60*time.Second, "the rows", func() bool {
+		return count(t, db, `SELECT count(*) FROM request_logs`) == int64(len(values))
+	})
+	if got := count(t, db, `SELECT coalesce(sum(quantity), 0) FROM usage_records WHERE organization_id = 'org_a'`); got != 4 {
+		t.Fatalf("metered %d requests, want the 4 the rate limit let through", got)
+	}
+}
+
 // TestIngestFieldsAndCleaning checks that a message's fields land in their
 // columns, and that what Postgres could not store (NUL, invalid UTF-8) or a
 // key that slipped past a producer does not.

@@ -75,16 +75,17 @@ const createStaging = `CREATE TEMP TABLE IF NOT EXISTS request_logs_in
 // on (created_at, request_id), is not returned by RETURNING, and so is
 // neither stored twice nor counted twice: the effect of a batch is the same
 // however often it is delivered. Requests without an organisation (refused
-// before authentication) are logged but not metered. Upserts go in key
+// before authentication) and requests a rate limit or quota refused (which
+// consumed nothing of it) are logged but not metered. Upserts go in key
 // order so that concurrent ingesters cannot deadlock on usage rows.
 var insertAndMeter = `
 WITH inserted AS (
 	INSERT INTO request_logs (` + columnList + `) SELECT ` + columnList + ` FROM request_logs_in
 	ON CONFLICT DO NOTHING
-	RETURNING organization_id, livemode, api_key_id, created_at
+	RETURNING organization_id, livemode, api_key_id, created_at, rate_limit
 ), per_day AS (
 	SELECT organization_id, livemode, api_key_id, (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
-	FROM inserted WHERE organization_id <> ''
+	FROM inserted WHERE organization_id <> '' AND rate_limit NOT LIKE 'limited:%'
 	GROUP BY 1, 2, 3, 4
 ), metered AS (
 	INSERT INTO usage_records AS u (organization_id, livemode, api_key_id, metric, day, quantity)
