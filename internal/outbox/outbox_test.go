@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -580,5 +581,39 @@ func TestProducerKeepsOrderWhenAHungSendFails(t *testing.T) {
 		if string(m.Value) != strconv.Itoa(i) {
 			t.Fatalf("message %d = %s: order lost", i, m.Value)
 		}
+	}
+}
+
+// A segment that cannot be created (too many open files, a full disk) fails
+// that append only: the next one, once the cause is gone, succeeds.
+func TestSpoolRecoversFromAFailedRoll(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := openSpool(dir, 1<<20, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	val := func(s string, n int) Message {
+		return Message{Topic: "t", Key: []byte("k"), Value: []byte(s + strings.Repeat(".", n))}
+	}
+	if n, err := sp.append([]Message{val("a", 40)}); n != 1 || err != nil {
+		t.Fatalf("first append = %d, %v", n, err)
+	}
+	// The next segment's name is taken by a directory: creating it fails.
+	blocker := sp.segPath(sp.nextSeq)
+	if err := os.Mkdir(blocker, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := sp.append([]Message{val("b", 40)}); n != 0 || err == nil {
+		t.Fatalf("append needing a new segment = %d, %v; want a failure", n, err)
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := sp.append([]Message{val("c", 10)}); n != 1 || err != nil {
+		t.Fatalf("append after the failure = %d, %v", n, err)
+	}
+	got := readN(t, sp, 10)
+	if len(got) != 2 || got[0].Value[0] != 'a' || got[1].Value[0] != 'c' {
+		t.Fatalf("read %d messages, want a then c", len(got))
 	}
 }

@@ -150,7 +150,8 @@ func (s *spool) append(msgs []Message) (int, error) {
 		buf = append(buf, rec...)
 		pending++
 	}
-	return written + pending, flush()
+	err := flush() // counts what it wrote
+	return written, err
 }
 
 // flushLocked writes buf at the end of the live segment, whole or not at
@@ -184,6 +185,7 @@ func (s *spool) rollLocked() error {
 	if s.w != nil {
 		_ = s.w.Sync()
 		_ = s.w.Close()
+		s.w = nil // a failed open below leaves no closed file to write to
 	}
 	seq := s.nextSeq
 	f, err := os.OpenFile(s.segPath(seq), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
