@@ -81,7 +81,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 //
 // {client_ip} is Caddy's client address, which honours the server's
-// trusted_proxies and nothing else a client could forge.
+// trusted_proxies; set trusted_proxies_strict with them, or Caddy takes the
+// left-most X-Forwarded-For address, which a client behind the trusted
+// proxy writes itself.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
