@@ -139,11 +139,12 @@ func TestIngestStoresAndMetersEachRequestOnce(t *testing.T) {
 	_ = w
 }
 
-// TestIngestDoesNotMeterRateLimitedRequests: a request the gateway's rate
-// limit or quota refused consumed nothing there, so it is not usage either;
-// counted, a client retrying into its limit would show more use than the
-// quota it is held to (the dashboard's quota meter reads usage_records).
-func TestIngestDoesNotMeterRateLimitedRequests(t *testing.T) {
+// TestIngestMetersRateLimitedRequestsApart: a request the gateway's rate
+// limit or quota refused consumed nothing there, so it is not "requests"
+// usage; counted so, a client retrying into its limit would show more use
+// than the quota it is held to (the dashboard's quota meter reads it). It is
+// metered as rate_limited_requests instead.
+func TestIngestMetersRateLimitedRequestsApart(t *testing.T) {
 	db, _ := testenv.Pool(t)
 	brokers := testenv.Kafka(t)
 	topic := testenv.KafkaTopic(t, brokers, "request-logs", 1)
@@ -162,8 +163,11 @@ func TestIngestDoesNotMeterRateLimitedRequests(t *testing.T) {
 	waitFor(t, 60*time.Second, "the rows", func() bool {
 		return count(t, db, `SELECT count(*) FROM request_logs`) == int64(len(values))
 	})
-	if got := count(t, db, `SELECT coalesce(sum(quantity), 0) FROM usage_records WHERE organization_id = 'org_a'`); got != 4 {
-		t.Fatalf("metered %d requests, want the 4 the rate limit let through", got)
+	if got := count(t, db, `SELECT coalesce(sum(quantity), 0) FROM usage_records WHERE organization_id = 'org_a' AND metric = 'requests'`); got != 4 {
+		t.Errorf("metered %d requests, want the 4 the rate limit let through", got)
+	}
+	if got := count(t, db, `SELECT coalesce(sum(quantity), 0) FROM usage_records WHERE organization_id = 'org_a' AND metric = 'rate_limited_requests'`); got != 2 {
+		t.Errorf("metered %d rate-limited requests, want the 2 it refused", got)
 	}
 }
 
