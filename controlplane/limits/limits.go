@@ -240,8 +240,23 @@ const syncBatch = 500
 // field or hash without a row removed. Each command touches one key, so it
 // also works on a Redis Cluster; the gateway may briefly see a mix of old
 // and new fields of one organisation, each of them valid on its own.
-func (s *Service) Sync(ctx context.Context) (SyncResult, error) {
-	rows, _ := s.db.Query(ctx, `SELECT `+columns+` FROM limit_overrides ORDER BY organization_id`)
+//
+// It holds a SHARE lock on the table until Redis is written, so a Set or
+// Delete waits for it, and it for them (they mirror before they commit):
+// a change made while Sync runs is neither undone nor removed as stale.
+func (s *Service) Sync(ctx context.Context) (res SyncResult, err error) {
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		res, err = s.sync(ctx, tx)
+		return err
+	})
+	return res, err
+}
+
+func (s *Service) sync(ctx context.Context, tx pgx.Tx) (SyncResult, error) {
+	if _, err := tx.Exec(ctx, `LOCK TABLE limit_overrides IN SHARE MODE`); err != nil {
+		return SyncResult{}, fmt.Errorf("locking limit overrides: %w", err)
+	}
+	rows, _ := tx.Query(ctx, `SELECT `+columns+` FROM limit_overrides ORDER BY organization_id`)
 	all, err := pgx.CollectRows(rows, pgx.RowToStructByName[Override])
 	if err != nil {
 		return SyncResult{}, fmt.Errorf("reading limit overrides: %w", err)

@@ -199,6 +199,29 @@ func (h *heldRedis) Pipelined(ctx context.Context, fn func(redis.Pipeliner) erro
 	return h.Cmdable.Pipelined(ctx, fn)
 }
 
+// releaseWhenDoneOrWaiting releases h's held write once the operation
+// reporting to done has either finished meanwhile or is waiting for a lock
+// in Postgres.
+func (f fixture) releaseWhenDoneOrWaiting(t *testing.T, h *heldRedis, done chan error) {
+	t.Helper()
+	for waiting := false; !waiting; {
+		select {
+		case err := <-done:
+			done <- err
+			waiting = true
+		default:
+			if err := f.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
+				t.Fatal(err)
+			}
+			if !waiting {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	close(h.release)
+}
+
 // Two operators setting one override at once: Redis must end with the value
 // Postgres ends with, the one the gateway enforces until the next Sync.
 func TestConcurrentSetsLeaveRedisAsPostgres(t *testing.T) {
@@ -214,24 +237,7 @@ func TestConcurrentSetsLeaveRedisAsPostgres(t *testing.T) {
 	go func() { _, err := svc.Set(ctx, operator, first); firstDone <- err }()
 	<-h.held // the first Set is writing Redis
 	go func() { _, err := svc.Set(ctx, operator, second); secondDone <- err }()
-	// The second Set either finishes meanwhile or waits for the first's
-	// row lock; release the first once one of those has happened.
-	for waiting := false; !waiting; {
-		select {
-		case err := <-secondDone:
-			secondDone <- err
-			waiting = true
-		default:
-			if err := f.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-				WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
-				t.Fatal(err)
-			}
-			if !waiting {
-				time.Sleep(time.Millisecond)
-			}
-		}
-	}
-	close(h.release)
+	f.releaseWhenDoneOrWaiting(t, h, secondDone)
 	for _, done := range []chan error{firstDone, secondDone} {
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -243,6 +249,32 @@ func TestConcurrentSetsLeaveRedisAsPostgres(t *testing.T) {
 	}
 	if got, want := f.hash(t, "org_a")["live:per-org"], fmt.Sprintf("%d 1 0", quota); got != want {
 		t.Errorf("Redis holds %q while Postgres holds %q: the gateway enforces a limit the control plane no longer shows", got, want)
+	}
+}
+
+// A Set while Sync runs is neither undone nor removed as stale by it.
+func TestSetDuringSyncStaysMirrored(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	o := Override{OrganizationID: "org_a", Livemode: true, Policy: "per-org", Quota: 100, WindowSeconds: 1}
+	if _, err := f.svc.Set(ctx, operator, o); err != nil {
+		t.Fatal(err)
+	}
+	h := &heldRedis{Cmdable: f.rdb, held: make(chan struct{}), release: make(chan struct{})}
+	svc := New(f.pool, h, f.prefix)
+	syncDone, setDone := make(chan error, 1), make(chan error, 1)
+	go func() { _, err := svc.Sync(ctx); syncDone <- err }()
+	<-h.held // Sync has read Postgres (quota 100) and is at Redis
+	o.Quota = 300
+	go func() { _, err := svc.Set(ctx, operator, o); setDone <- err }()
+	f.releaseWhenDoneOrWaiting(t, h, setDone)
+	for _, done := range []chan error{syncDone, setDone} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.hash(t, "org_a")["live:per-org"]; got != "300 1 0" {
+		t.Errorf("after a Set during Sync, Redis holds %q, want %q: the gateway ignores the new override until the next Sync", got, "300 1 0")
 	}
 }
 
