@@ -37,8 +37,10 @@ const (
 	// refreshBackoff spaces background refreshes of one key after a failure.
 	refreshBackoff = 2 * time.Second
 	// listenIdle is how long the LISTEN connection may stay silent before
-	// it is pinged, so a half-open connection is noticed.
-	listenIdle       = 30 * time.Second
+	// it is pinged, so that a connection cut without a reset (whose
+	// notifications are lost) is noticed within about this time plus the
+	// query timeout. One ping per gateway this often costs Postgres nothing.
+	listenIdle       = 5 * time.Second
 	listenBackoffMin = 100 * time.Millisecond
 	listenBackoffMax = 5 * time.Second
 )
