@@ -26,7 +26,7 @@ func init() {
 //		topic            <name>              # default gateway.request-logs.v1
 //		spool_dir        <path>              # default {env.DATA_DIR}/spool/request-logs
 //		spool_limit      <size>              # default 1GiB
-//		memory_limit     <records>           # default 20000
+//		memory_limit     <records>           # default 20000; at most 64 MiB either way
 //		redact_query     <name...>           # added to api_key key token secret password access_token
 //		redact_fields    <name...>           # added to password secret token api_key card_number cvc ssn …
 //		headers          <name...>           # added to the allowlist (Content-Type, User-Agent, Request-Id, …)

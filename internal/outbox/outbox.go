@@ -41,6 +41,10 @@ type Config struct {
 	// MemoryLimit is how many messages wait in memory before the rest go to
 	// the spool. Default 20000.
 	MemoryLimit int
+	// MemoryBytes bounds the bytes (keys and values) waiting in memory the
+	// same way, for large messages (request logs with captured bodies).
+	// Default 64 MiB.
+	MemoryBytes int64
 	// SpoolLimit is the spool's size limit in bytes. Default 1 GiB.
 	SpoolLimit int64
 	// BatchSize is the most messages per send. Default SendBatch, which
@@ -77,10 +81,11 @@ type Producer struct {
 	spool  *spool
 	log    *zap.Logger
 
-	mu      sync.Mutex
-	mem     []Message
-	wake    chan struct{}
-	stopped bool
+	mu       sync.Mutex
+	mem      []Message
+	memBytes int64 // keys and values in mem
+	wake     chan struct{}
+	stopped  bool
 	// inflight is the batch drain took from mem and is sending; it is
 	// older than mem. An overflow to the spool meanwhile spools it first
 	// (inflightSpooled), so that a failed send cannot put it behind newer
@@ -99,6 +104,9 @@ type Producer struct {
 func New(cfg Config, sender Sender) (*Producer, error) {
 	if cfg.MemoryLimit <= 0 {
 		cfg.MemoryLimit = 20000
+	}
+	if cfg.MemoryBytes <= 0 {
+		cfg.MemoryBytes = 64 << 20
 	}
 	if cfg.SpoolLimit <= 0 {
 		cfg.SpoolLimit = 1 << 30
@@ -144,9 +152,11 @@ func (p *Producer) Enqueue(m Message) {
 		p.journal(m) // the spool orders appends itself
 		return
 	}
+	size := int64(len(m.Key) + len(m.Value))
 	p.mu.Lock()
-	if len(p.mem) < p.cfg.MemoryLimit && !p.stopped {
+	if len(p.mem) < p.cfg.MemoryLimit && p.memBytes+size <= p.cfg.MemoryBytes && !p.stopped {
 		p.mem = append(p.mem, m)
+		p.memBytes += size
 		full := len(p.mem) >= p.cfg.BatchSize
 		p.mu.Unlock()
 		if full {
@@ -154,14 +164,20 @@ func (p *Producer) Enqueue(m Message) {
 		}
 		return
 	}
-	batch := append(p.mem, m)
+	batch := append(p.takeMem(), m)
 	if p.inflight != nil && !p.inflightSpooled {
 		batch = append(slices.Clip(p.inflight), batch...)
 		p.inflightSpooled = true
 	}
-	p.mem = nil
 	p.toSpool(batch) // under p.mu so nothing newer overtakes these
 	p.mu.Unlock()
+}
+
+// takeMem empties memory and returns what it held. p.mu must be held.
+func (p *Producer) takeMem() []Message {
+	m := p.mem
+	p.mem, p.memBytes = nil, 0
+	return m
 }
 
 func (p *Producer) signal() {
@@ -235,9 +251,7 @@ func (p *Producer) Run(ctx context.Context) error {
 			// Kafka was failing: keep memory small and durable while waiting.
 			p.mu.Lock()
 			if len(p.mem) > 0 {
-				batch := p.mem
-				p.mem = nil
-				p.toSpool(batch)
+				p.toSpool(p.takeMem())
 			}
 			p.mu.Unlock()
 			p.spool.sync()
@@ -303,6 +317,9 @@ func (p *Producer) drain(ctx context.Context) bool {
 		}
 		batch := p.mem[:n:n]
 		p.mem = p.mem[n:]
+		for _, m := range batch {
+			p.memBytes -= int64(len(m.Key) + len(m.Value))
+		}
 		if len(p.mem) == 0 {
 			p.mem = nil
 		}
@@ -316,11 +333,10 @@ func (p *Producer) drain(ctx context.Context) bool {
 			// Older than anything still in memory: spooling it first keeps
 			// order, unless an overflow already spooled it ahead of newer ones.
 			if !spooled {
-				p.toSpool(append(batch, p.mem...))
+				p.toSpool(append(batch, p.takeMem()...))
 			} else {
-				p.toSpool(p.mem)
+				p.toSpool(p.takeMem())
 			}
-			p.mem = nil
 			p.mu.Unlock()
 			return false
 		}
@@ -357,8 +373,7 @@ func (p *Producer) shutdown() {
 	}
 	p.mu.Lock()
 	if len(p.mem) > 0 {
-		p.toSpool(p.mem)
-		p.mem = nil
+		p.toSpool(p.takeMem())
 	}
 	p.mu.Unlock()
 	p.spool.close()

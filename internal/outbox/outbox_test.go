@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -278,6 +279,21 @@ func TestProducerDropsOnlyPastTheSpoolLimit(t *testing.T) {
 	st := p.Stats()
 	if st.Dropped == 0 || st.Spooled == 0 || st.Spooled+st.Dropped+uint64(st.Memory) != 500 {
 		t.Fatalf("stats %+v: every message must be spooled, in memory or counted as dropped", st)
+	}
+}
+
+// Large messages (request logs with captured bodies) overflow to the spool
+// by bytes, not only by count: 20,000 of 1 MB would be 20 GB of memory.
+func TestProducerMemoryIsBoundedInBytes(t *testing.T) {
+	s := &flakySender{down: true}
+	p, _ := New(Config{Dir: t.TempDir(), MemoryLimit: 1000, MemoryBytes: 10_000}, s)
+	big := bytes.Repeat([]byte("x"), 999) // 1,000 bytes with its key
+	for i := 0; i < 25; i++ {
+		p.Enqueue(Message{Topic: "t", Key: []byte("k"), Value: big})
+	}
+	st := p.Stats()
+	if st.Memory > 10 || st.Spooled < 15 || st.Spooled+uint64(st.Memory) != 25 {
+		t.Fatalf("stats %+v: at most 10 messages of 1,000 bytes fit in 10,000 bytes; the rest go to the spool", st)
 	}
 }
 
