@@ -247,8 +247,11 @@ func (w *Worker) decide(r *result) {
 		return
 	}
 	r.status = "failed"
-	if !r.scheduled { // Retry-After, when given, replaces the schedule's wait
-		r.next, r.scheduled = r.at.Add(d), true
+	// Retry-After, when given, can only push the retry later: a receiver
+	// asking for a second or two (a maintenance page, a rate limiter) must
+	// not use up the schedule's days of attempts within seconds.
+	if next := r.at.Add(d); !r.scheduled || next.After(r.next) {
+		r.next, r.scheduled = next, true
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -620,5 +621,35 @@ func TestRetryCarriesTheSameBody(t *testing.T) {
 	}
 	if !bytes.Contains(r[0].body, ev.Data) {
 		t.Errorf("the body does not carry the event's data as given: %s", r[0].body)
+	}
+}
+
+// TestShortRetryAfterDoesNotShortenTheSchedule: a receiver in maintenance
+// answering 503 with a short Retry-After (as load balancers and rate
+// limiters do) is not retried sooner than the schedule says, so its
+// deliveries still get the schedule's days of retries instead of using up
+// every attempt within seconds.
+func TestShortRetryAfterDoesNotShortenTheSchedule(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	ep, _ := e.endpoint(rc.URL, endpointOpts{live: true})
+	e.start(e.config())
+	ev := e.event(true, "customer.created")
+	e.produce(ev)
+
+	for attempt := 1; attempt <= 2; attempt++ {
+		d := e.waitDelivery("attempt "+strconv.Itoa(attempt), ev.ID, ep, func(d deliveryRow) bool {
+			return d.Attempts == attempt && d.LockedUntil == nil
+		})
+		at := e.attempts(d.ID)[attempt-1].CreatedAt
+		base := deliverer.DefaultLiveSchedule[attempt-1]
+		if d.NextAttemptAt == nil || d.NextAttemptAt.Sub(at) < time.Duration(float64(base)*(1-deliverer.Jitter)) {
+			t.Fatalf("after attempt %d the next comes %v after it, want at least the schedule's %s (Retry-After: 1 asks for no less than 1 s)",
+				attempt, d.NextAttemptAt.Sub(at), base)
+		}
+		e.clock.Set(*d.NextAttemptAt)
 	}
 }

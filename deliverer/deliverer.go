@@ -38,7 +38,8 @@
 //     event object with webhook-id (the delivery id, stable across
 //     retries), webhook-timestamp and a signature per unexpired secret;
 //     2xx succeeds; redirects are not followed; 410 Gone disables the
-//     endpoint; Retry-After on 429/503 sets the next attempt.
+//     endpoint; Retry-After on 429/503 delays the next attempt (never
+//     sooner than the schedule).
 //   - Result writer: attempts and the deliveries' new states are written
 //     in batches, one transaction each, only where the lease id still
 //     matches; then dead letters go to webhooks.dead-letter.v1 through the
