@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/controlplane/audit"
@@ -51,8 +52,10 @@ func (w *Worker) writeResults(ctx context.Context) {
 
 // flush makes a batch durable, retrying while Postgres is unavailable, then
 // does what follows a commit (dead letters, alerts) and lets the jobs go.
-// Should a batch keep failing for a reason no retry fixes, it is split so
-// that one bad result cannot hold up the rest.
+// Should Postgres refuse a batch for a reason no retry fixes, it is split so
+// that one bad result cannot hold up the rest. An outage is waited out,
+// however long: a result given up would have its delivery sent again when
+// the lease expires, to a receiver that may already have taken it.
 func (w *Worker) flush(ctx context.Context, batch []*result) {
 	defer func() {
 		for _, r := range batch {
@@ -74,25 +77,40 @@ func (w *Worker) flush(ctx context.Context, batch []*result) {
 				zap.Int("results", len(batch)), zap.Error(err))
 			return
 		}
-		if attempt >= 2 && len(batch) > 1 {
+		if refused(err) {
+			if len(batch) == 1 {
+				w.log.Error("dropping delivery result Postgres refuses; the lease will expire and the delivery be retried",
+					zap.String("delivery_id", batch[0].j.d.ID), zap.Error(err))
+				return
+			}
 			w.log.Warn("writing delivery results failed; writing them one by one", zap.Error(err))
 			for _, r := range batch {
-				after, err := w.apply(ctx, []*result{r})
-				if err != nil {
-					w.log.Error("dropping delivery result Postgres refuses; the lease will expire and the delivery be retried",
-						zap.String("delivery_id", r.j.d.ID), zap.Error(err))
-					continue
-				}
-				w.afterCommit(after)
+				w.flush(ctx, []*result{r})
 			}
 			return
 		}
 		w.log.Warn("writing delivery results; retrying", zap.Error(err), zap.Int("results", len(batch)))
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Duration(attempt+1) * 500 * time.Millisecond):
+		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
 		}
 	}
+}
+
+// refused reports whether Postgres answered a statement with an error of
+// its own about it (a value or constraint it refuses), which no retry
+// fixes; not answering (down, restarting, unreachable) or a conflict with
+// another transaction (deadlock, serialization) a retry does fix.
+func refused(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || len(pe.Code) < 2 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "08", "40", "53", "57", "58": // connection, rollback, resources, operator intervention, system
+		return false
+	}
+	return true
 }
 
 // committed is what apply decided, to act on once it is durable.
