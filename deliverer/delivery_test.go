@@ -240,3 +240,23 @@ func TestExhaustedGoesDead(t *testing.T) {
 		t.Errorf("receiver saw %d attempts, want %d", rc.count(), max)
 	}
 }
+
+// TestUnstorableEventDoesNotStallItsPartition: an event whose created time
+// Postgres cannot store (its timestamp range ends in the year 294276) is
+// skipped as malformed, so the events behind it on the partition are still
+// delivered instead of waiting forever behind a fan-out that can never
+// commit.
+func TestUnstorableEventDoesNotStallItsPartition(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	ep, _ := e.endpoint(rc.URL, endpointOpts{})
+	cfg := e.config()
+	cfg.BatchSize = 1 // the bad event in a round of its own
+	e.start(cfg)
+
+	bad := e.event(false, "customer.created")
+	bad.Created = 10_000_000_000_000 // unix seconds, beyond Postgres's range
+	good := e.event(false, "customer.created")
+	e.produce(bad, good) // same organisation: same partition, in this order
+	e.waitDelivery("the event after the unstorable one", good.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+}

@@ -55,6 +55,10 @@ const (
 	// caps a response at 1 MB, and anything larger did not come from us.
 	maxWireDataBytes = 2 << 20
 	maxRefLen        = 128 // organisation and request ids
+	// maxCreated is the last second of the year 9999: a created time past
+	// it is no clock's reading, and past Postgres's range (year 294276) it
+	// could not be stored at all, stalling the deliverer's partition.
+	maxCreated = 253402300799
 )
 
 // typePattern is the shape of an event type: lower-case dotted words, at
@@ -149,7 +153,7 @@ func Validate(e wire.Event) error {
 		return bad("organization_id %q", e.OrganizationID)
 	case !ValidType(e.Type):
 		return bad("type %q", e.Type)
-	case e.Created <= 0:
+	case e.Created <= 0 || e.Created > maxCreated:
 		return bad("created %d", e.Created)
 	case !validRef(e.APIVersion, true):
 		return bad("api_version %q", e.APIVersion)
