@@ -92,9 +92,15 @@ func (w *Worker) flush(ctx context.Context, batch []*result) {
 		w.log.Warn("writing delivery results; retrying", zap.Error(err), zap.Int("results", len(batch)))
 		select {
 		case <-ctx.Done():
-		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
+		case <-time.After(resultsRetryWait(attempt)):
 		}
 	}
+}
+
+// resultsRetryWait is the pause before the next try at writing results:
+// 0.5 s more each time, at most 5 s. Tests shorten it.
+var resultsRetryWait = func(attempt int) time.Duration {
+	return min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)
 }
 
 // refused reports whether Postgres answered a statement with an error of

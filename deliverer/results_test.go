@@ -79,9 +79,16 @@ func TestResultsOutliveAPostgresOutage(t *testing.T) {
 	}
 
 	// Postgres goes away for a few tries, then comes back.
+	tries := 0
+	wait := resultsRetryWait
+	resultsRetryWait = func(int) time.Duration { tries++; return 0 }
+	t.Cleanup(func() { resultsRetryWait = wait })
 	pool.Reset()
 	refuse.Store(4)
 	w.flush(ctx, batch)
+	if tries < 2 {
+		t.Fatalf("the write was tried %d times; the outage was not waited out", tries+1)
+	}
 
 	for _, r := range batch {
 		var status string
