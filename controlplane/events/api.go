@@ -17,7 +17,6 @@ import (
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/outbox"
-	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
 
@@ -93,12 +92,7 @@ func (a *API) handle(scope string, h func(http.ResponseWriter, *http.Request, id
 		if errors.Is(err, errNotFound) {
 			err = apierror.NotFound("event", r.PathValue("id"))
 		}
-		e := apierror.From(err)
-		if e.Status >= http.StatusInternalServerError {
-			a.log.Error("events api request failed", zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
-				zap.String("method", r.Method), zap.String("path", redact.LogPath(r)), zap.Error(err))
-		}
-		apierror.Write(w, e)
+		router.Fail(w, r, a.log, "events", err)
 	}
 }
 

@@ -20,7 +20,6 @@ import (
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ids"
-	"github.com/gatehouse/gatehouse/internal/redact"
 )
 
 // Scope is what a restricted key needs to read request logs.
@@ -64,12 +63,7 @@ func (a *API) handle(h func(http.ResponseWriter, *http.Request, identity.Identit
 		case errors.As(err, &ce):
 			err = apierror.ParameterInvalid(ce.param, fmt.Sprintf("Invalid %s: no such request log: '%s'.", ce.param, ce.id))
 		}
-		e := apierror.From(err)
-		if e.Status >= http.StatusInternalServerError {
-			a.log.Error("request logs api request failed", zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
-				zap.String("method", r.Method), zap.String("path", redact.LogPath(r)), zap.Error(err))
-		}
-		apierror.Write(w, e)
+		router.Fail(w, r, a.log, "request logs", err)
 	}
 }
 

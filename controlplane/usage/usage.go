@@ -19,7 +19,6 @@ import (
 
 	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/apierror"
-	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ids"
 )
 
@@ -92,11 +91,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	e := apierror.From(err)
-	if e.Status >= http.StatusInternalServerError {
-		a.log.Error("usage api request failed", zap.String("request_id", w.Header().Get(identity.HeaderRequestID)), zap.Error(err))
-	}
-	apierror.Write(w, e)
+	router.Fail(w, r, a.log, "usage", err)
 }
 
 var metricRe = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)

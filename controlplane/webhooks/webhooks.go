@@ -55,7 +55,6 @@ import (
 	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/identity"
-	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/secretbox"
 	"github.com/gatehouse/gatehouse/internal/ssrf"
 )
@@ -200,12 +199,7 @@ func (a *API) handle(scope string, h func(http.ResponseWriter, *http.Request, ca
 		case errors.Is(err, ErrDeliveryNotFound):
 			err = apierror.NotFound("webhook_delivery", r.PathValue("id"))
 		}
-		e := apierror.From(err)
-		if e.Status >= http.StatusInternalServerError {
-			a.log.Error("webhooks api request failed", zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
-				zap.String("method", r.Method), zap.String("path", redact.LogPath(r)), zap.Error(err))
-		}
-		apierror.Write(w, e)
+		router.Fail(w, r, a.log, "webhooks", err)
 	}
 }
 

@@ -31,6 +31,7 @@ var Codes = []Code{
 	{"livemode_mismatch", TypeInvalidRequest, 404, "The object belongs to the other environment (sandbox vs live) than the key used."},
 	{"identity_invalid", TypeAuthentication, 401, "An upstream service received a request without a valid, fresh gateway identity signature."},
 	{"rate_limited", TypeRateLimit, 429, "Too many requests for the limit named in the message. Wait for Retry-After seconds."},
+	{"lock_timeout", TypeRateLimit, 429, "Another request was changing the same objects at the same moment (Postgres resolved the conflict by failing this one). Nothing was changed: retry the request after Retry-After seconds."},
 	{"quota_exceeded", TypeRateLimit, 429, "The organisation or key used its request quota for the period. The message gives the reset time."},
 	{"idempotency_key_invalid", TypeInvalidRequest, 400, "The Idempotency-Key header is empty, longer than 255 characters, has non-printable characters or was sent twice."},
 	{"idempotency_key_in_use", TypeIdempotency, 409, "A request with the same Idempotency-Key is still being processed. Retry after Retry-After seconds."},
