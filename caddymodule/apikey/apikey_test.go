@@ -142,3 +142,27 @@ func BenchmarkAPIKeyHandler(b *testing.B) {
 		b.Fatal("the benchmark left the cache")
 	}
 }
+
+// Requests still running after their config's store was destroyed (past
+// Caddy's grace period) start no background work: none on the closed pool,
+// and no WaitGroup Add racing Destruct's Wait.
+func TestStoreStartsNothingAfterDestruct(t *testing.T) {
+	_, dsn := testenv.Pool(t)
+	s, err := newStore(storeConfig{dsn: dsn, cacheSize: 10, queryTimeout: time.Second, flushInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.background(func() {}) {
+		t.Fatal("a live store refused background work")
+	}
+	if err := s.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	ran := false
+	if s.background(func() { ran = true }) || ran {
+		t.Fatal("a destroyed store started background work")
+	}
+	// The callers on a request's path: neither may block or panic.
+	s.startRefresh([32]byte{1}, &entry{}, time.Now())
+	s.pin(&org{id: "org_x"}, "2026-11-01")
+}

@@ -134,6 +134,7 @@ type store struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	bgMu   sync.Mutex // orders background starts before Destruct's Wait
 }
 
 func newStore(cfg storeConfig) (*store, error) {
@@ -170,7 +171,9 @@ func newStore(cfg storeConfig) (*store, error) {
 // closes the pool. Called by the usage pool when the last handler using
 // the store is cleaned up.
 func (s *store) Destruct() error {
+	s.bgMu.Lock()
 	s.cancel()
+	s.bgMu.Unlock()
 	s.wg.Wait()
 	s.pool.Close()
 	return nil
@@ -250,9 +253,7 @@ func (s *store) refresh(hash [32]byte, e *entry, now time.Time) {
 // startRefresh is apart from refresh so that only an actual refresh pays for
 // hash escaping into the goroutine.
 func (s *store) startRefresh(hash [32]byte, e *entry, now time.Time) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.background(func() {
 		gen := s.cache.generation()
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.queryTimeout)
 		defer cancel()
@@ -271,7 +272,25 @@ func (s *store) startRefresh(hash [32]byte, e *entry, now time.Time) {
 			// is still cached, the next request refreshes it again.
 			e.refreshing.Store(false)
 		}
+	})
+}
+
+// background runs f in a goroutine that Destruct waits for, unless
+// Destruct has begun: requests still running past a config's grace period
+// must not start work on a closed pool, nor add to the WaitGroup while
+// Destruct waits on it (a misuse that panics).
+func (s *store) background(f func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.ctx.Err() != nil {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
 	}()
+	return true
 }
 
 const keyQuery = `
@@ -380,9 +399,7 @@ func (s *store) pin(o *org, version string) {
 		return
 	}
 	o.setVersion(version)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.background(func() {
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.queryTimeout)
 		defer cancel()
 		var pinned string
@@ -401,7 +418,7 @@ func (s *store) pin(o *org, version string) {
 			return
 		}
 		o.setVersion(pinned)
-	}()
+	})
 }
 
 // touch notes a use of rec for last_used_at, at most once per second per
