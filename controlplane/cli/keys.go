@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse/gatehouse/controlplane/keys"
+	"github.com/gatehouse/gatehouse/controlplane/limits"
 	"github.com/gatehouse/gatehouse/internal/apikey"
 )
 
@@ -63,7 +64,11 @@ func (a *app) keys() (*keys.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return keys.New(db, nil), nil
+	svc := keys.New(db, nil)
+	if rdb, err := a.redis(); err == nil {
+		svc.WithLimits(limits.New(db, rdb, ""))
+	}
+	return svc, nil
 }
 
 func environment(cmd, s string) (apikey.Environment, error) {

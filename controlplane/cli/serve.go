@@ -112,7 +112,7 @@ func (a *app) serve(args []string) error {
 		DB:       db,
 		Logger:   log.Named("dashboard"),
 		Accounts: accounts.New(db, nil),
-		Keys:     keys.New(db, nil),
+		Keys:     keys.New(db, nil).WithLimits(limits.New(db, rdb, "")),
 		Audit:    audit.NewLog(db),
 		Webhooks: &dashboard.SQLWebhooks{DB: db, Box: box, URLPolicy: ssrf.Policy{
 			Allow: allow, RequireHTTPS: config.Bool("WEBHOOK_REQUIRE_HTTPS", false),

@@ -113,8 +113,22 @@ type DB interface {
 
 // Service manages API keys.
 type Service struct {
-	db  DB
-	now func() time.Time
+	db     DB
+	now    func() time.Time
+	limits LimitsMirror
+}
+
+// LimitsMirror writes a key's limit overrides into the Redis the gateways
+// enforce them from: *limits.Service.
+type LimitsMirror interface {
+	MirrorKey(ctx context.Context, org, keyID string) error
+}
+
+// WithLimits makes Roll mirror the limit overrides it copies to the new key
+// into Redis at once; without it they apply from the next limits Sync.
+func (s *Service) WithLimits(m LimitsMirror) *Service {
+	s.limits = m
+	return s
 }
 
 // New returns a service over db; now may be nil for time.Now.
@@ -316,8 +330,8 @@ func (s *Service) Roll(ctx context.Context, actor audit.Actor, org string, env a
 		if err != nil {
 			return fmt.Errorf("expiring rolled key: %w", err)
 		}
-		// The key's own rate limits carry over like its scopes; the
-		// control plane's limits sync mirrors them into Redis.
+		// The key's own rate limits carry over like its scopes; they
+		// reach Redis after the commit (WithLimits), or at the next Sync.
 		if _, err := tx.Exec(ctx, `
 			INSERT INTO limit_overrides (organization_id, livemode, api_key_id, policy, quota, window_seconds, burst)
 			SELECT organization_id, livemode, $2, policy, quota, window_seconds, burst
@@ -343,6 +357,13 @@ func (s *Service) Roll(ctx context.Context, actor audit.Actor, org string, env a
 	})
 	if err != nil {
 		return Rolled{}, fmt.Errorf("rolling api key: %w", err)
+	}
+	if s.limits != nil {
+		// Best effort: the roll is done and its secret must reach the
+		// caller; a failed mirror is repaired by the next limits Sync.
+		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_ = s.limits.MirrorKey(mctx, org, out.New.ID)
+		cancel()
 	}
 	return out, nil
 }

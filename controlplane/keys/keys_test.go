@@ -13,8 +13,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
 	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/controlplane/keys"
+	"github.com/gatehouse/gatehouse/controlplane/limits"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/apikey"
 	"github.com/gatehouse/gatehouse/internal/testenv"
@@ -490,6 +492,32 @@ func TestRollKeepsTheKeysLimitOverrides(t *testing.T) {
 		WHERE organization_id = $1 AND livemode AND api_key_id = $2 AND policy = 'per-key'`, f.orgA, r.New.ID).Scan(&quota, &burst)
 	if err != nil || quota != 500 || burst != 1000 {
 		t.Fatalf("the replacement's per-key override: quota %d burst %d (%v), want 500 and 1000", quota, burst, err)
+	}
+}
+
+// The gateway enforces overrides from Redis: the replacement's copied
+// overrides must be there when Roll returns, not a minute later at the next
+// Sync (meanwhile the new key ran on the default limits).
+func TestRollMirrorsTheCopiedOverridesIntoRedis(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	svc := keys.New(f.db, func() time.Time { return f.now }).WithLimits(limits.New(f.db, rdb, prefix))
+	k := f.create(t, f.orgA, apikey.Live, keys.CreateParams{})
+	if _, err := f.db.Exec(ctx, `INSERT INTO limit_overrides (organization_id, livemode, api_key_id, policy, quota, window_seconds, burst)
+		VALUES ($1, true, $2, 'per-key', 500, 1, 1000)`, f.orgA, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	r, err := svc.Roll(ctx, cli, f.orgA, apikey.Live, k.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := rdb.HGet(ctx, keyspace.Overrides(prefix, f.orgA), keyspace.Field(keyspace.Env(true), "per-key", r.New.ID)).Result()
+	if err != nil || got != "500 1 1000" {
+		t.Fatalf("the replacement's per-key override in Redis: %q (%v), want \"500 1 1000\"", got, err)
+	}
+	if ok, err := rdb.SIsMember(ctx, keyspace.Index(prefix), f.orgA).Result(); err != nil || !ok {
+		t.Fatalf("organisation not in the overrides index: %v %v", ok, err)
 	}
 }
 

@@ -175,6 +175,28 @@ func (s *Service) mirror(ctx context.Context, o Override) error {
 	return err
 }
 
+// MirrorKey writes the overrides of one API key into Redis, as Set does for
+// one override: for a key whose overrides were written by another service
+// (keys.Roll copies a rolled key's to its replacement). The rows are read
+// FOR SHARE, so a concurrent Set or Delete of one of them mirrors after
+// this and Redis ends with what Postgres holds.
+func (s *Service) MirrorKey(ctx context.Context, org, keyID string) error {
+	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `SELECT `+columns+` FROM limit_overrides
+			WHERE organization_id = $1 AND api_key_id = $2 FOR SHARE`, org, keyID)
+		all, err := pgx.CollectRows(rows, pgx.RowToStructByName[Override])
+		if err != nil {
+			return fmt.Errorf("reading the key's limit overrides: %w", err)
+		}
+		for _, o := range all {
+			if err := s.mirror(ctx, o); err != nil {
+				return fmt.Errorf("%w (%v)", ErrNotMirrored, err)
+			}
+		}
+		return nil
+	})
+}
+
 // Delete removes an override; the configured limit applies again on the
 // next request.
 func (s *Service) Delete(ctx context.Context, actor audit.Actor, org string, livemode bool, keyID, policy string) error {
