@@ -87,8 +87,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -404,7 +406,7 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	// bounded so that the lock cannot expire while this gateway still waits.
 	execCtx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.execTimeout)
 	defer cancel()
-	r = r.WithContext(execCtx)
+	r = guardTransportRetries(r.WithContext(execCtx))
 	r.Header = hideFromTransportRetries(r.Header)
 
 	buf := holdback.GetBuffer()
@@ -477,6 +479,39 @@ func hideFromTransportRetries(h http.Header) http.Header {
 		}
 	}
 	return h
+}
+
+// errNotResent stops Go's transport from resending a keyed request whose
+// first attempt was written whole: the backend may have acted on it.
+var errNotResent = errors.New("not resending a keyed request the upstream may have acted on")
+
+// guardTransportRetries makes Go's transport unable to resend r's body once
+// an attempt wrote the request whole. hideFromTransportRetries alone does
+// not last: reverse_proxy rebuilds the header with canonical names whenever
+// it has header operations (any header_up, and the Host it sets for every
+// HTTPS upstream), and the transport then takes the request for one the
+// backend deduplicates. A resend rewinds the body with GetBody, which here
+// refuses after a whole write; a retry after nothing was written (safe)
+// still gets the body. A request without a body has nothing to rewind, so
+// only the lower-case header name protects it.
+func guardTransportRetries(r *http.Request) *http.Request {
+	getBody := r.GetBody
+	if getBody == nil {
+		return r
+	}
+	var written atomic.Bool
+	r.GetBody = func() (io.ReadCloser, error) {
+		if written.Load() {
+			return nil, errNotResent
+		}
+		return getBody()
+	}
+	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil {
+			written.Store(true)
+		}
+	}}
+	return r.WithContext(httptrace.WithClientTrace(r.Context(), trace))
 }
 
 // refusedBeforeActing reports whether the upstream's response says, by HTTP

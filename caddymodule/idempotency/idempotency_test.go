@@ -1011,3 +1011,35 @@ func TestNoStoreErrorsAreStillReplayed(t *testing.T) {
 		}
 	}
 }
+
+// reverse_proxy rebuilds the request's header with canonical names whenever
+// it has header operations: any header_up, and the Host it sets itself for
+// every HTTPS upstream. The transport must still not resend a keyed request
+// the backend may have acted on. (A keyed request without a body is still
+// resent there: see guardTransportRetries.)
+func TestNoTransportResendBehindHeaderOps(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	next := proxyTo(up.addr())
+	next["headers"] = map[string]any{"request": map[string]any{"set": map[string][]string{"X-Forwarded-Env": {"test"}}}}
+	gw := startCaddy(t, serverSpec{settings: settings{"key_prefix": prefix, "ttl": "10m"}, next: next})[0]
+	cases := []struct{ name, body string }{
+		{"with a body", `{}`},
+		{"with a large body", `{"note":"` + strings.Repeat("x", 100_000) + `"}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := gw.do(t, req{body: `{}`}); r.status != http.StatusCreated {
+				t.Fatalf("warm-up: %d %s", r.status, r.body)
+			}
+			before := up.count.Load()
+			r := gw.do(t, req{key: newKey(), path: "/v1/crash", body: tc.body})
+			if r.status != http.StatusBadGateway {
+				t.Fatalf("%d %s", r.status, r.body)
+			}
+			if n := up.count.Load() - before; n != 1 {
+				t.Fatalf("the backend received the keyed request %d times, want 1", n)
+			}
+		})
+	}
+}
