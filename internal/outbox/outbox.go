@@ -89,10 +89,12 @@ type Producer struct {
 	// inflight is the batch drain took from mem and is sending; it is
 	// older than mem. An overflow to the spool meanwhile spools it first
 	// (inflightSpooled), so that a failed send cannot put it behind newer
-	// messages; if the send succeeds, it is sent again from the spool, a
-	// duplicate that consumers absorb (DESIGN §7).
+	// messages; if the send succeeds, the inflightInSpool records it left
+	// at the head of the spool (which was empty when drain took the batch)
+	// are consumed unsent, so it reaches Kafka and sent_total once.
 	inflight        []Message
 	inflightSpooled bool
+	inflightInSpool int
 
 	enqueued, sent, spooled, dropped atomic.Uint64
 	warnedAt                         atomic.Int64
@@ -165,11 +167,15 @@ func (p *Producer) Enqueue(m Message) {
 		return
 	}
 	batch := append(p.takeMem(), m)
-	if p.inflight != nil && !p.inflightSpooled {
+	inflight := p.inflight != nil && !p.inflightSpooled
+	if inflight {
 		batch = append(slices.Clip(p.inflight), batch...)
 		p.inflightSpooled = true
 	}
-	p.toSpool(batch) // under p.mu so nothing newer overtakes these
+	n := p.toSpool(batch) // under p.mu so nothing newer overtakes these
+	if inflight {
+		p.inflightInSpool = min(n, len(p.inflight))
+	}
 	p.mu.Unlock()
 }
 
@@ -201,13 +207,34 @@ func (p *Producer) journal(m Message) {
 	}
 }
 
-// toSpool appends msgs to the spool, counting what does not fit as dropped.
-func (p *Producer) toSpool(msgs []Message) {
+// toSpool appends msgs to the spool, counting what does not fit as dropped,
+// and returns how many were written.
+func (p *Producer) toSpool(msgs []Message) int {
 	n, err := p.spool.append(msgs)
 	p.spooled.Add(uint64(n))
 	if err != nil {
 		p.dropped.Add(uint64(len(msgs) - n))
 		p.warn("outbox spool full or failing; dropping messages", zap.Error(err), zap.Int("dropped", len(msgs)-n))
+	}
+	return n
+}
+
+// skipSpooled consumes the first n records of the spool without sending
+// them: an in-flight batch that an overflow spooled and its send delivered.
+func (p *Producer) skipSpooled(n int) {
+	for n > 0 {
+		msgs, pos, err := p.spool.peek(n)
+		if err == nil && len(msgs) == 0 && !pos.segDone {
+			return
+		}
+		if err == nil {
+			err = p.spool.commit(pos)
+		}
+		if err != nil {
+			p.warn("skipping sent messages in the outbox spool; they will be sent again", zap.Error(err))
+			return
+		}
+		n -= len(msgs)
 	}
 }
 
@@ -327,8 +354,8 @@ func (p *Producer) drain(ctx context.Context) bool {
 		p.mu.Unlock()
 		err := p.send(ctx, batch)
 		p.mu.Lock()
-		spooled := p.inflightSpooled
-		p.inflight, p.inflightSpooled = nil, false
+		spooled, inSpool := p.inflightSpooled, p.inflightInSpool
+		p.inflight, p.inflightSpooled, p.inflightInSpool = nil, false, 0
 		if err != nil {
 			// Older than anything still in memory: spooling it first keeps
 			// order, unless an overflow already spooled it ahead of newer ones.
@@ -339,6 +366,9 @@ func (p *Producer) drain(ctx context.Context) bool {
 			}
 			p.mu.Unlock()
 			return false
+		}
+		if spooled {
+			p.skipSpooled(inSpool)
 		}
 		p.mu.Unlock()
 	}

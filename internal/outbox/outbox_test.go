@@ -633,3 +633,57 @@ func TestSpoolRecoversFromAFailedRoll(t *testing.T) {
 		t.Fatalf("read %d messages, want a then c", len(got))
 	}
 }
+
+// slowSender holds its first send until release, then succeeds, as a
+// broker that answers late does.
+type slowSender struct {
+	flakySender
+	started, release chan struct{}
+	once             sync.Once
+}
+
+func (h *slowSender) Send(ctx context.Context, msgs []Message) error {
+	first := false
+	h.once.Do(func() { first = true })
+	if first {
+		close(h.started)
+		<-h.release
+	}
+	return h.flakySender.Send(ctx, msgs)
+}
+
+// The in-flight batch is spooled ahead of an overflow in case its send
+// fails; when the send succeeds, it must not be sent a second time from the
+// spool: sent_total would count it twice and Kafka would hold two copies.
+func TestProducerSendsASlowBatchOnceWhenMemoryOverflows(t *testing.T) {
+	s := &slowSender{started: make(chan struct{}), release: make(chan struct{})}
+	p, err := New(Config{Dir: t.TempDir(), MemoryLimit: 10, BatchSize: 5, RetryEvery: time.Millisecond, Linger: time.Millisecond}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	for i := range 5 {
+		p.Enqueue(msg(i))
+	}
+	<-s.started // messages 0–4 are on the wire
+	const n = 40
+	for i := 5; i < n; i++ {
+		p.Enqueue(msg(i)) // past 10 in memory: to the spool, behind 0–4
+	}
+	close(s.release)
+	waitFor(t, func() bool { st := p.Stats(); return st.SpoolBytes == 0 && st.Memory == 0 && s.count() >= n })
+	cancel()
+	<-done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, m := range s.got {
+		if string(m.Value) != strconv.Itoa(i) {
+			t.Fatalf("message %d = %s: sent twice or out of order (%d sent for %d enqueued)", i, m.Value, len(s.got), n)
+		}
+	}
+	if st := p.Stats(); st.Sent != n || len(s.got) != n {
+		t.Fatalf("stats %+v, %d sent: want each of the %d messages sent once", st, len(s.got), n)
+	}
+}
