@@ -274,7 +274,16 @@ func (s *Service) Sync(ctx context.Context) (res SyncResult, err error) {
 	return res, err
 }
 
+// syncLockTimeout bounds Sync's wait for its lock (a Postgres interval).
+var syncLockTimeout = "2s"
+
 func (s *Service) sync(ctx context.Context, tx pgx.Tx) (SyncResult, error) {
+	// A lock request waiting behind a long transaction would queue every
+	// Set, Delete and Roll behind it: give up instead, and try at the next
+	// tick.
+	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, syncLockTimeout); err != nil {
+		return SyncResult{}, fmt.Errorf("locking limit overrides: %w", err)
+	}
 	if _, err := tx.Exec(ctx, `LOCK TABLE limit_overrides IN SHARE MODE`); err != nil {
 		return SyncResult{}, fmt.Errorf("locking limit overrides: %w", err)
 	}

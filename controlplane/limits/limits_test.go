@@ -278,6 +278,30 @@ func TestSetDuringSyncStaysMirrored(t *testing.T) {
 	}
 }
 
+// A transaction holding limit_overrides (a psql session, a migration) makes
+// Sync give up for this round, not wait: waiting, it would queue every Set
+// behind its lock request.
+func TestSyncGivesUpBehindALongTransaction(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	old := syncLockTimeout
+	syncLockTimeout = "50ms"
+	t.Cleanup(func() { syncLockTimeout = old })
+	tx, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE limit_overrides IN ROW EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := f.svc.Sync(sctx); err == nil || sctx.Err() != nil {
+		t.Fatalf("Sync behind a long transaction: %v (context: %v), want it to give up on its lock", err, sctx.Err())
+	}
+}
+
 func TestSyncRepairsRedis(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
