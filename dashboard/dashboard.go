@@ -34,6 +34,7 @@ import (
 	"github.com/gatehouse/gatehouse/controlplane/accounts"
 	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/controlplane/keys"
+	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/redact"
@@ -365,14 +366,19 @@ func errTooMany(msg string) error {
 func (d *Dashboard) fail(w http.ResponseWriter, r *http.Request, s *Session, err error) {
 	var he *httpError
 	if !errors.As(err, &he) {
-		var ae *apierror.Error
+		ae := router.ErrorFor(err) // the API's reading of err, Postgres' failures included
 		switch {
-		case errors.As(err, &ae) && ae.Status == http.StatusNotFound:
+		case ae.Status == http.StatusNotFound:
 			he = errNotFound().(*httpError)
-		case errors.As(err, &ae) && ae.Status < 500:
+		case ae.Status < 500:
 			he = &httpError{ae.Status, "Request refused", ae.Message}
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 			he = &httpError{http.StatusServiceUnavailable, "Timed out", "The page took too long to load. Try again."}
+		case ae.Code == "dependency_unavailable":
+			d.log.Warn("dashboard request failed: postgres unreachable", zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
+				zap.String("path", redact.LogPath(r)), zap.Error(err))
+			he = &httpError{http.StatusServiceUnavailable, "Temporarily unavailable",
+				"The dashboard's database cannot be reached right now. Try again in a moment."}
 		default:
 			d.log.Error("dashboard request failed", zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
 				zap.String("method", r.Method), zap.String("path", redact.LogPath(r)), zap.Error(err))
@@ -381,8 +387,11 @@ func (d *Dashboard) fail(w http.ResponseWriter, r *http.Request, s *Session, err
 					w.Header().Get(identity.HeaderRequestID) + "."}
 		}
 	}
-	if he.status == http.StatusTooManyRequests {
+	switch he.status {
+	case http.StatusTooManyRequests:
 		w.Header().Set("Retry-After", "60")
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "1")
 	}
 	d.render(w, r, s, he.status, "error.html", he.title, "", map[string]any{
 		"Status": he.status, "Message": he.msg, "RequestID": w.Header().Get(identity.HeaderRequestID),

@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"context"
 	"html"
 	"net/http"
 	"net/http/httptest"
@@ -11,11 +12,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/gatehouse/gatehouse/controlplane/server"
+	"github.com/gatehouse/gatehouse/internal/config"
 )
 
 // browserURL is what a browser makes of a Location value: the WHATWG URL
@@ -238,5 +241,38 @@ func TestFormsActWhereTheyWereShown(t *testing.T) {
 	tab.post("/session/environment", "environment", "live", "back", "/members")
 	if p := tab.post("/members/invitations", "email", "new@example.com", "role", "developer", csrfField, members); p.status != http.StatusOK {
 		t.Errorf("inviting from a members page shown in the other environment: %d", p.status)
+	}
+}
+
+// While Postgres cannot be reached, a page says so with a 503 and
+// Retry-After, not a 500 "Something went wrong" to report to support.
+func TestPagesSayWhenTheDatabaseIsUnreachable(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("ops@example.com", "Ops")
+	if r := b.get("/keys"); r.status != 200 {
+		t.Fatalf("keys page: %d", r.status)
+	}
+	ctx := context.Background()
+	var db string
+	if err := e.pool.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, config.String("DATABASE_URL", config.DefaultDatabaseURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, `ALTER DATABASE `+db+` WITH ALLOW_CONNECTIONS false`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = $1 AND pid <> pg_backend_pid()`, db); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // a connection the server ended, then a refused one
+		r := b.get("/keys")
+		if r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "cannot be reached") || r.header.Get("Retry-After") == "" {
+			t.Fatalf("with the database unreachable: %d, Retry-After %q, body %.300q", r.status, r.header.Get("Retry-After"), r.body)
+		}
 	}
 }

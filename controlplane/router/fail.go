@@ -37,6 +37,12 @@ func ErrorFor(err error) *apierror.Error {
 	if errors.As(err, &ae) {
 		return ae
 	}
+	// Before PgError: a server refusing the connection itself (starting up,
+	// shutting down, too many clients) answers with one.
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return postgresUnavailable()
+	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch {
@@ -50,9 +56,8 @@ func ErrorFor(err error) *apierror.Error {
 		}
 		return apierror.Internal()
 	}
-	var ce *pgconn.ConnectError
 	var ne net.Error
-	if errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.Timeout(err) {
+	if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.Timeout(err) {
 		return postgresUnavailable()
 	}
 	return apierror.Internal()
