@@ -332,17 +332,30 @@ func (s *Service) Roll(ctx context.Context, actor audit.Actor, org string, env a
 		}
 		// The key's own rate limits carry over like its scopes; they
 		// reach Redis after the commit (WithLimits), or at the next Sync.
-		if _, err := tx.Exec(ctx, `
+		rows, _ = tx.Query(ctx, `
 			INSERT INTO limit_overrides (organization_id, livemode, api_key_id, policy, quota, window_seconds, burst)
 			SELECT organization_id, livemode, $2, policy, quota, window_seconds, burst
-			FROM limit_overrides WHERE organization_id = $1 AND api_key_id = $3`,
-			org, out.New.ID, id); err != nil {
+			FROM limit_overrides WHERE organization_id = $1 AND api_key_id = $3
+			RETURNING policy, quota, window_seconds, burst`,
+			org, out.New.ID, id)
+		copied, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (map[string]any, error) {
+			var policy string
+			var quota, window int64
+			var burst *int64
+			err := row.Scan(&policy, &quota, &window, &burst)
+			return map[string]any{"policy": policy, "quota": quota, "window_seconds": window, "burst": burst}, err
+		})
+		if err != nil {
 			return fmt.Errorf("copying the rolled key's limit overrides: %w", err)
 		}
-		err = audit.Record(ctx, tx, auditEntry(actor, out.New.Key, "api_key.created", now, map[string]any{
+		data := map[string]any{
 			"kind": out.New.Kind, "name": out.New.Name, "scopes": out.New.Scopes,
 			"ip_allowlist": prefixStrings(out.New.IPAllowlist), "expires_at": unixOrNil(old.ExpiresAt), "rolled_from": id,
-		}))
+		}
+		if len(copied) > 0 {
+			data["limit_overrides"] = copied // the audit trail shows the new key's limits came with it
+		}
+		err = audit.Record(ctx, tx, auditEntry(actor, out.New.Key, "api_key.created", now, data))
 		if err != nil {
 			return err
 		}

@@ -493,6 +493,20 @@ func TestRollKeepsTheKeysLimitOverrides(t *testing.T) {
 	if err != nil || quota != 500 || burst != 1000 {
 		t.Fatalf("the replacement's per-key override: quota %d burst %d (%v), want 500 and 1000", quota, burst, err)
 	}
+	// The audit trail says where the new key's limits came from.
+	var created *audit.Entry
+	for _, e := range f.auditFor(t, f.orgA, r.New.ID) {
+		if e.Action == "api_key.created" {
+			created = &e
+		}
+	}
+	if created == nil {
+		t.Fatal("no api_key.created entry for the replacement")
+	}
+	copied, _ := created.Data["limit_overrides"].([]any)
+	if len(copied) != 1 || copied[0].(map[string]any)["policy"] != "per-key" || copied[0].(map[string]any)["quota"] != float64(500) {
+		t.Errorf("api_key.created data = %v, want the copied per-key override", created.Data)
+	}
 }
 
 // The gateway enforces overrides from Redis: the replacement's copied
