@@ -551,29 +551,35 @@ func TestOversizedMessageIsDroppedNotStalled(t *testing.T) {
 	}
 }
 
-// stalledSender holds its first send until release, then fails it, as a
-// broker that times out would; later sends succeed.
-type stalledSender struct {
+// heldSender holds its first send until release, then fails it (fail, as
+// a broker that times out would) or lets it succeed (as one that answers
+// late does); later sends succeed.
+type heldSender struct {
 	flakySender
+	fail             bool
 	started, release chan struct{}
 	once             sync.Once
 }
 
-func (h *stalledSender) Send(ctx context.Context, msgs []Message) error {
+func (h *heldSender) Send(ctx context.Context, msgs []Message) error {
 	first := false
 	h.once.Do(func() { first = true })
 	if first {
 		close(h.started)
 		<-h.release
-		return errors.New("broker timed out")
+		if h.fail {
+			return errors.New("broker timed out")
+		}
 	}
 	return h.flakySender.Send(ctx, msgs)
 }
 
-// Messages enqueued while a send hangs overflow memory into the spool; the
-// batch that then fails is older than them and must still go first.
-func TestProducerKeepsOrderWhenAHungSendFails(t *testing.T) {
-	s := &stalledSender{started: make(chan struct{}), release: make(chan struct{})}
+// overflowWhileHeld runs a producer (memory for 10) on s, has messages 0–4
+// taken for s's held first send, enqueues 5 to n-1 meanwhile (past 10 in
+// memory: to the spool, behind 0–4), and releases the send. It returns the
+// producer and a stop that ends Run.
+func overflowWhileHeld(t *testing.T, s *heldSender, n int) (*Producer, func()) {
+	t.Helper()
 	p, err := New(Config{Dir: t.TempDir(), MemoryLimit: 10, BatchSize: 5, RetryEvery: time.Millisecond, Linger: time.Millisecond}, s)
 	if err != nil {
 		t.Fatal(err)
@@ -585,14 +591,21 @@ func TestProducerKeepsOrderWhenAHungSendFails(t *testing.T) {
 		p.Enqueue(msg(i))
 	}
 	<-s.started // messages 0–4 are on the wire
-	const n = 40
 	for i := 5; i < n; i++ {
-		p.Enqueue(msg(i)) // past 10 in memory: to the spool
+		p.Enqueue(msg(i))
 	}
 	close(s.release)
+	return p, func() { cancel(); <-done }
+}
+
+// Messages enqueued while a send hangs overflow memory into the spool; the
+// batch that then fails is older than them and must still go first.
+func TestProducerKeepsOrderWhenAHungSendFails(t *testing.T) {
+	s := &heldSender{fail: true, started: make(chan struct{}), release: make(chan struct{})}
+	const n = 40
+	_, stop := overflowWhileHeld(t, s, n)
 	waitFor(t, func() bool { return s.count() >= n })
-	cancel()
-	<-done
+	stop()
 	for i, m := range s.got {
 		if string(m.Value) != strconv.Itoa(i) {
 			t.Fatalf("message %d = %s: order lost", i, m.Value)
@@ -634,48 +647,15 @@ func TestSpoolRecoversFromAFailedRoll(t *testing.T) {
 	}
 }
 
-// slowSender holds its first send until release, then succeeds, as a
-// broker that answers late does.
-type slowSender struct {
-	flakySender
-	started, release chan struct{}
-	once             sync.Once
-}
-
-func (h *slowSender) Send(ctx context.Context, msgs []Message) error {
-	first := false
-	h.once.Do(func() { first = true })
-	if first {
-		close(h.started)
-		<-h.release
-	}
-	return h.flakySender.Send(ctx, msgs)
-}
-
 // The in-flight batch is spooled ahead of an overflow in case its send
 // fails; when the send succeeds, it must not be sent a second time from the
 // spool: sent_total would count it twice and Kafka would hold two copies.
 func TestProducerSendsASlowBatchOnceWhenMemoryOverflows(t *testing.T) {
-	s := &slowSender{started: make(chan struct{}), release: make(chan struct{})}
-	p, err := New(Config{Dir: t.TempDir(), MemoryLimit: 10, BatchSize: 5, RetryEvery: time.Millisecond, Linger: time.Millisecond}, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	for i := range 5 {
-		p.Enqueue(msg(i))
-	}
-	<-s.started // messages 0–4 are on the wire
+	s := &heldSender{started: make(chan struct{}), release: make(chan struct{})}
 	const n = 40
-	for i := 5; i < n; i++ {
-		p.Enqueue(msg(i)) // past 10 in memory: to the spool, behind 0–4
-	}
-	close(s.release)
+	p, stop := overflowWhileHeld(t, s, n)
 	waitFor(t, func() bool { st := p.Stats(); return st.SpoolBytes == 0 && st.Memory == 0 && s.count() >= n })
-	cancel()
-	<-done
+	stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, m := range s.got {
