@@ -8,11 +8,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/internal/outbox"
+	"github.com/gatehouse/gatehouse/internal/pgerr"
 	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
@@ -77,7 +77,7 @@ func (w *Worker) flush(ctx context.Context, batch []*result) {
 				zap.Int("results", len(batch)), zap.Error(err))
 			return
 		}
-		if refused(err) {
+		if pgerr.Refused(err) {
 			if len(batch) == 1 {
 				w.log.Error("dropping delivery result Postgres refuses; the lease will expire and the delivery be retried",
 					zap.String("delivery_id", batch[0].j.d.ID), zap.Error(err))
@@ -101,22 +101,6 @@ func (w *Worker) flush(ctx context.Context, batch []*result) {
 // 0.5 s more each time, at most 5 s. Tests shorten it.
 var resultsRetryWait = func(attempt int) time.Duration {
 	return min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)
-}
-
-// refused reports whether Postgres answered a statement with an error of
-// its own about it (a value or constraint it refuses), which no retry
-// fixes; not answering (down, restarting, unreachable) or a conflict with
-// another transaction (deadlock, serialization) a retry does fix.
-func refused(err error) bool {
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || len(pe.Code) < 2 {
-		return false
-	}
-	switch pe.Code[:2] {
-	case "08", "40", "53", "57", "58": // connection, rollback, resources, operator intervention, system
-		return false
-	}
-	return true
 }
 
 // committed is what apply decided, to act on once it is durable.

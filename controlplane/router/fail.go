@@ -2,15 +2,13 @@ package router
 
 import (
 	"errors"
-	"io"
-	"net"
 	"net/http"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/pgerr"
 	"github.com/gatehouse/gatehouse/internal/redact"
 )
 
@@ -37,34 +35,16 @@ func ErrorFor(err error) *apierror.Error {
 	if errors.As(err, &ae) {
 		return ae
 	}
-	// Before PgError: a server refusing the connection itself (starting up,
-	// shutting down, too many clients) answers with one.
-	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) {
-		return postgresUnavailable()
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		switch {
-		case pe.Code == "40P01", pe.Code == "40001", pe.Code == "55P03":
-			e := apierror.New(http.StatusTooManyRequests, apierror.TypeRateLimit, "lock_timeout",
-				"Another request is changing the same objects right now. Retry the request.")
-			e.RetryAfter = 1
-			return e
-		case len(pe.Code) >= 2 && (pe.Code[:2] == "08" || pe.Code[:2] == "53" || pe.Code[:2] == "57"):
-			return postgresUnavailable()
-		}
-		return apierror.Internal()
-	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.Timeout(err) {
-		return postgresUnavailable()
+	switch pgerr.Classify(err) {
+	case pgerr.Unavailable:
+		e := apierror.Unavailable("dependency_unavailable", "Postgres cannot be reached right now. Retry later.")
+		e.RetryAfter = 1
+		return e
+	case pgerr.Conflict:
+		e := apierror.New(http.StatusTooManyRequests, apierror.TypeRateLimit, "lock_timeout",
+			"Another request is changing the same objects right now. Retry the request.")
+		e.RetryAfter = 1
+		return e
 	}
 	return apierror.Internal()
-}
-
-func postgresUnavailable() *apierror.Error {
-	e := apierror.Unavailable("dependency_unavailable", "Postgres cannot be reached right now. Retry later.")
-	e.RetryAfter = 1
-	return e
 }

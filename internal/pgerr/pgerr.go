@@ -1,0 +1,57 @@
+// Package pgerr reads what a failed Postgres call means for its caller:
+// Postgres could not be reached or could not work (retry later), the
+// statement lost a conflict with a concurrent transaction (retry now), or
+// anything else (a refusal of the statement itself, or not Postgres at all:
+// retrying does not help). The control plane's API answers by it, and the
+// deliverer decides by it whether to keep retrying a write.
+package pgerr
+
+import (
+	"errors"
+	"io"
+	"net"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Kind is what a failure means for the caller.
+type Kind int
+
+const (
+	Other       Kind = iota // refused, or not Postgres' doing
+	Unavailable             // not reached, starting, stopping, out of resources
+	Conflict                // deadlock, serialization failure, lock timeout
+)
+
+// Classify tells err's Kind.
+func Classify(err error) Kind {
+	// Before PgError: a server refusing the connection itself (starting up,
+	// shutting down, too many clients) answers with one.
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return Unavailable
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Code == "40001" || pe.Code == "40P01" || pe.Code == "55P03": // serialization, deadlock, lock_not_available
+			return Conflict
+		case len(pe.Code) >= 2 && (pe.Code[:2] == "08" || pe.Code[:2] == "53" || pe.Code[:2] == "57" || pe.Code[:2] == "58"):
+			return Unavailable // connection, resources, operator intervention, system
+		}
+		return Other
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.Timeout(err) {
+		return Unavailable
+	}
+	return Other
+}
+
+// Refused reports whether Postgres answered a statement with an error about
+// the statement itself (a value or constraint it refuses), which no retry
+// fixes.
+func Refused(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && Classify(err) == Other
+}
