@@ -244,13 +244,18 @@ type paramDoc struct {
 
 type fixtures struct {
 	key     string
+	unknown string // a well-formed key that does not exist
 	hookURL string
 	ids     map[string]string // id prefix → an existing object
 	client  *http.Client
 }
 
 func newFixtures(t *testing.T, key string) *fixtures {
-	fx := &fixtures{key: key, hookURL: newHookReceiver(t).URL + "/hook", ids: map[string]string{},
+	unknown, err := keyformat.Generate(keyformat.Secret, keyformat.Sandbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx := &fixtures{key: key, unknown: unknown, hookURL: newHookReceiver(t).URL + "/hook", ids: map[string]string{},
 		client: &http.Client{
 			Timeout:       10 * time.Second,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -420,12 +425,10 @@ func (p probe) allow2xx(why string) probe {
 }
 
 // authProbes: a missing or malformed key is a 401 authentication_error.
+// The unknown key is the same for every operation: made-up keys from one
+// address are throttled (429) past 10 a second, which api_key's tests show.
 func authProbes(op operation, fx *fixtures) []probe {
-	unknown, err := keyformat.Generate(keyformat.Secret, keyformat.Sandbox)
-	if err != nil {
-		panic(err)
-	}
-	key := fx.key
+	unknown, key := fx.unknown, fx.key
 	otherLast := "a"
 	if strings.HasSuffix(key, "a") {
 		otherLast = "b"

@@ -133,12 +133,21 @@ type Handler struct {
 	// Default: 30s.
 	LastUsedFlushInterval caddy.Duration `json:"last_used_flush_interval,omitempty"`
 
+	// UnknownKeyLimit is how many lookups finding no such key one client
+	// address (an IPv4 address, or an IPv6 /64) may cause per second.
+	// Past it, that address's keys not in the cache get 429 rate_limited
+	// until the second ends, so made-up keys cannot fill the key store's
+	// Postgres pool; cached keys are always served. -1 turns it off.
+	// Default: 10.
+	UnknownKeyLimit int `json:"unknown_key_limit,omitempty"`
+
 	storeCfg    storeConfig
 	store       *store
 	signer      *identity.Signer
 	rules       []rule
 	ttl         time.Duration
 	negativeTTL time.Duration
+	unknown     *unknownKeys
 	now         func() time.Time
 	logger      *zap.Logger
 }
@@ -150,6 +159,7 @@ const (
 	DefaultCacheSize             = 100_000
 	DefaultQueryTimeout          = 2 * time.Second
 	DefaultLastUsedFlushInterval = 30 * time.Second
+	DefaultUnknownKeyLimit       = 10
 )
 
 // clock is the time source of new handlers; tests replace it.
@@ -182,7 +192,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.LastUsedFlushInterval == 0 {
 		h.LastUsedFlushInterval = caddy.Duration(DefaultLastUsedFlushInterval)
 	}
+	if h.UnknownKeyLimit == 0 {
+		h.UnknownKeyLimit = DefaultUnknownKeyLimit
+	}
 	h.ttl, h.negativeTTL = time.Duration(h.CacheTTL), time.Duration(h.NegativeCacheTTL)
+	h.unknown = &unknownKeys{limit: max(h.UnknownKeyLimit, 0)}
 
 	repl := caddy.NewReplacer()
 	secret := repl.ReplaceAll(h.IdentitySecret, "")
@@ -238,6 +252,9 @@ func (h *Handler) Validate() error {
 	if h.CacheSize < 0 {
 		return fmt.Errorf("api_key: cache_size must not be negative")
 	}
+	if h.UnknownKeyLimit < -1 {
+		return fmt.Errorf("api_key: unknown_key_limit must be positive, or -1 for off")
+	}
 	return nil
 }
 
@@ -265,12 +282,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(w, malformedKey(err, key), authMalformed)
 	}
 	now := h.now()
-	rec, err := h.store.lookup(r.Context(), hashKey(key), now, h.ttl, h.negativeTTL)
-	if err != nil {
-		if r.Context().Err() != nil {
-			return caddyhttp.Error(499, err)
+	hash := hashKey(key)
+	rec, found := h.store.cached(hash, now, h.ttl, h.negativeTTL)
+	if !found {
+		ip := clientAddr(r)
+		if !h.unknown.allow(ip, now) {
+			w.Header().Set("Retry-After", "1")
+			return h.refuse(w, apierror.New(http.StatusTooManyRequests, apierror.TypeRateLimit, "rate_limited",
+				fmt.Sprintf("Too many unknown API keys came from %s in the last second (the limit is %d); keys the gateway has not seen are refused from there until it ends. Check which key your client sends.",
+					addrName(ip), h.unknown.limit)), authThrottled)
 		}
-		return h.refuse(w, errAuthUnavailable, authUnavailable)
+		var err error
+		if rec, err = h.store.loadShared(r.Context(), hash, now); err != nil {
+			if r.Context().Err() != nil {
+				return caddyhttp.Error(499, err)
+			}
+			return h.refuse(w, errAuthUnavailable, authUnavailable)
+		}
+		if rec == nil {
+			h.unknown.failed(ip, now)
+		}
 	}
 	if rec == nil || rec.Kind != parsed.Kind || rec.Environment != parsed.Environment {
 		return h.refuse(w, errInvalid, authInvalid)
@@ -362,6 +393,36 @@ func expired(rec *record) *apierror.Error {
 		msg += "use the key it was rolled to, or create a new one in the dashboard."
 	}
 	return apierror.Authentication("api_key_expired", msg)
+}
+
+// clientAddr is the client address as Caddy determined it (honouring
+// trusted_proxies) for unknown-key throttling: an IPv4 address, an IPv6
+// /64 (what one subscriber usually holds), or an invalid prefix when there
+// is none.
+func clientAddr(r *http.Request) netip.Prefix {
+	s, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	ip = ip.Unmap().WithZone("")
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
+
+// addrName names a clientAddr in messages.
+func addrName(p netip.Prefix) string {
+	switch {
+	case !p.IsValid():
+		return "an unknown address"
+	case p.Addr().Is4():
+		return p.Addr().String()
+	}
+	return p.String()
 }
 
 // allowed checks the client IP (as Caddy determined it, honouring

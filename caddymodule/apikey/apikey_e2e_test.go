@@ -201,6 +201,63 @@ func TestGateway(t *testing.T) {
 		}
 	})
 
+	t.Run("made-up keys from one address are throttled, real cached keys are not", func(t *testing.T) {
+		clk.Freeze(t) // the limit counts per second
+		const attacker, other = "203.0.113.7", "203.0.113.8"
+		madeUp := func() string {
+			k, err := keyformat.Generate(keyformat.Secret, keyformat.Sandbox)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return k
+		}
+		var first string
+		for i := range DefaultUnknownKeyLimit {
+			k := madeUp()
+			if i == 0 {
+				first = k
+			}
+			if r := get(t, base, "/v1/customers", k, "X-Forwarded-For", attacker); r.Status != 401 || r.Error["code"] != "api_key_invalid" {
+				t.Fatalf("unknown key %d: %d %s", i+1, r.Status, r.Body)
+			}
+		}
+		throttled := counterValue(authThrottled)
+		misses := counterValue(cacheMiss)
+		fresh, _ := f.key(t, org, keyOpts{}) // real, but not cached yet
+		for _, k := range []string{madeUp(), fresh} {
+			r := get(t, base, "/v1/customers", k, "X-Forwarded-For", attacker)
+			if r.Status != 429 || r.Error["type"] != "rate_limit_error" || r.Error["code"] != "rate_limited" ||
+				r.Header.Get("Retry-After") != "1" || !strings.Contains(r.Error["message"], attacker) {
+				t.Fatalf("key past the limit: %d %s (Retry-After %q)", r.Status, r.Body, r.Header.Get("Retry-After"))
+			}
+		}
+		if got := counterValue(authThrottled) - throttled; got != 2 {
+			t.Fatalf("throttled counter rose by %v, want 2", got)
+		}
+		if counterValue(cacheMiss)-misses != 2 {
+			t.Fatal("throttled keys were not cache misses; the test proves nothing")
+		}
+		// What the cache can answer is still answered, from that address too.
+		if r := get(t, base, "/v1/customers", secret, "X-Forwarded-For", attacker); r.Status != 200 {
+			t.Fatalf("cached real key from the throttled address: %d %s", r.Status, r.Body)
+		}
+		if r := get(t, base, "/v1/customers", first, "X-Forwarded-For", attacker); r.Status != 401 || r.Error["code"] != "api_key_invalid" {
+			t.Fatalf("cached unknown key: %d %s", r.Status, r.Body)
+		}
+		// Other addresses are not held back, and the real key works there.
+		if r := get(t, base, "/v1/customers", madeUp(), "X-Forwarded-For", other); r.Status != 401 {
+			t.Fatalf("unknown key from another address: %d %s", r.Status, r.Body)
+		}
+		if r := get(t, base, "/v1/customers", fresh, "X-Forwarded-For", other); r.Status != 200 {
+			t.Fatalf("real key from another address: %d %s", r.Status, r.Body)
+		}
+		// The next second, the address may try again.
+		clk.Advance(time.Second)
+		if r := get(t, base, "/v1/customers", madeUp(), "X-Forwarded-For", attacker); r.Status != 401 {
+			t.Fatalf("a second later: %d %s", r.Status, r.Body)
+		}
+	})
+
 	t.Run("expiry is checked at request time", func(t *testing.T) {
 		exp := time.Now().Add(time.Hour)
 		rolled, _ := f.key(t, org, keyOpts{expiresAt: &exp, rolledTo: secretID})

@@ -30,6 +30,7 @@ func init() {
 //		cache_size               <entries>
 //		query_timeout            <duration>
 //		last_used_flush_interval <duration>
+//		unknown_key_limit        <per second>|off
 //	}
 //
 // <methods> is a comma-separated list (GET,HEAD) or * for every method;
@@ -107,6 +108,21 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 				return nil, h.Errf("cache_size must be a positive number of entries, got '%s'", v)
 			}
 			ak.CacheSize = n
+
+		case "unknown_key_limit":
+			var v string
+			if !h.AllArgs(&v) {
+				return nil, h.ArgErr()
+			}
+			if v == "off" {
+				ak.UnknownKeyLimit = -1
+				break
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return nil, h.Errf("unknown_key_limit must be a positive number of unknown keys per second from one address, or off; got '%s'", v)
+			}
+			ak.UnknownKeyLimit = n
 
 		default:
 			return nil, h.Errf("unrecognized api_key subdirective '%s'", sub)

@@ -26,5 +26,7 @@ func TestCaddyfileRejects(t *testing.T) {
 		"zero duration":        {site("query_timeout 0s"), "query_timeout must be positive"},
 		"bad cache size":       {site("cache_size -1"), "cache_size must be a positive number"},
 		"missing value":        {site("database_url"), "wrong argument count"},
+		"zero unknown limit":   {site("unknown_key_limit 0"), "unknown_key_limit must be a positive number"},
+		"word unknown limit":   {site("unknown_key_limit many"), "or off; got 'many'"},
 	})
 }

@@ -28,11 +28,34 @@ import (
 const testSecret = "test-identity-secret"
 
 // fakeClock is the handlers' clock in these tests: real time plus an offset
-// the test moves, so expiry is tested without sleeping.
-type fakeClock struct{ offset atomic.Int64 }
+// the test moves, so expiry is tested without sleeping; or, frozen, a time
+// that only Advance moves, for what counts per second.
+type fakeClock struct {
+	offset atomic.Int64
+	frozen atomic.Pointer[time.Time]
+}
 
-func (c *fakeClock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
-func (c *fakeClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+func (c *fakeClock) Now() time.Time {
+	if f := c.frozen.Load(); f != nil {
+		return *f
+	}
+	return time.Now().Add(time.Duration(c.offset.Load()))
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	if f := c.frozen.Load(); f != nil {
+		t := f.Add(d)
+		c.frozen.Store(&t)
+	}
+	c.offset.Add(int64(d))
+}
+
+// Freeze stops the clock where it is until the test ends.
+func (c *fakeClock) Freeze(t testing.TB) {
+	now := c.Now()
+	c.frozen.Store(&now)
+	t.Cleanup(func() { c.frozen.Store(nil) })
+}
 
 func useFakeClock(t *testing.T) *fakeClock {
 	c := new(fakeClock)

@@ -11,7 +11,7 @@ import (
 var (
 	authResults = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "gatehouse", Name: "auth_requests_total",
-		Help: "API key authentications by result (ok, missing, malformed, invalid, expired, ip_not_allowed, scope_missing, version_invalid, unavailable).",
+		Help: "API key authentications by result (ok, missing, malformed, invalid, expired, ip_not_allowed, scope_missing, version_invalid, unavailable, throttled: too many unknown keys from one address).",
 	}, []string{"result"})
 	cacheLookups = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "gatehouse", Name: "key_cache_lookups_total",
@@ -39,6 +39,7 @@ var (
 	authIPNotAllowed, authScopeMissing, authVersionInvalid, authUnavailable = authResults.WithLabelValues("ip_not_allowed"),
 		authResults.WithLabelValues("scope_missing"), authResults.WithLabelValues("version_invalid"),
 		authResults.WithLabelValues("unavailable")
+	authThrottled = authResults.WithLabelValues("throttled")
 
 	cacheHit, cacheStale, cacheNegativeHit, cacheMiss = cacheLookups.WithLabelValues("hit"),
 		cacheLookups.WithLabelValues("stale"), cacheLookups.WithLabelValues("negative_hit"),

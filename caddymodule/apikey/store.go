@@ -179,11 +179,12 @@ func (s *store) Destruct() error {
 	return nil
 }
 
-// lookup returns the usable key with hash, nil for an unknown or revoked
-// key, or errUnavailable when Postgres cannot say and the cache has
-// nothing. A cached key past its TTL is served while a background refresh
-// runs, which is also what keeps known keys working while Postgres is down.
-func (s *store) lookup(ctx context.Context, hash [32]byte, now time.Time, ttl, negativeTTL time.Duration) (*record, error) {
+// cached answers from the cache: the usable key with hash, or nil for a
+// key known to be unknown or revoked, with found false when the cache has
+// nothing to say and only Postgres can (loadShared). A cached key past its
+// TTL is served while a background refresh runs, which is also what keeps
+// known keys working while Postgres is down.
+func (s *store) cached(hash [32]byte, now time.Time, ttl, negativeTTL time.Duration) (rec *record, found bool) {
 	e, unknownAt, unknown := s.cache.get(hash)
 	if !s.listening.Load() && ttl > unlistenedTTL {
 		ttl = unlistenedTTL
@@ -195,19 +196,20 @@ func (s *store) lookup(ctx context.Context, hash [32]byte, now time.Time, ttl, n
 			cacheStale.Inc()
 			s.refresh(hash, e, now)
 		}
-		return e.rec, nil
+		return e.rec, true
 	}
 	if unknown && now.Sub(unknownAt) < negativeTTL {
 		cacheNegativeHit.Inc()
-		return nil, nil
+		return nil, true
 	}
 	cacheMiss.Inc()
-	return s.loadShared(ctx, hash, now)
+	return nil, false
 }
 
-// loadShared loads a key once for all concurrent requests that miss on it.
-// It is apart from lookup because the closure makes hash escape, which
-// would cost every cache hit an allocation.
+// loadShared loads a key once for all concurrent requests that miss on it,
+// returning nil for an unknown or revoked key and errUnavailable when
+// Postgres cannot say. It is apart from cached because the closure makes
+// hash escape, which would cost every cache hit an allocation.
 func (s *store) loadShared(ctx context.Context, hash [32]byte, now time.Time) (*record, error) {
 	ch := s.loads.DoChan(string(hash[:]), func() (any, error) {
 		return s.loadAndCache(hash, now)
