@@ -260,3 +260,35 @@ func TestUnstorableEventDoesNotStallItsPartition(t *testing.T) {
 	e.produce(bad, good) // same organisation: same partition, in this order
 	e.waitDelivery("the event after the unstorable one", good.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
 }
+
+// TestEventPostgresRefusesIsSkippedNotTheBatch: should Postgres refuse an
+// event's values that events.Validate let through, the round it came in is
+// fanned out one event at a time: the refused event is skipped and counted
+// as malformed, and the others in its round are stored and delivered
+// instead of the partition stalling on a fan-out that can never commit.
+func TestEventPostgresRefusesIsSkippedNotTheBatch(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	ep, _ := e.endpoint(rc.URL, endpointOpts{})
+	// A refusal no valid event meets today, standing in for one Validate
+	// does not foresee.
+	e.exec(`ALTER TABLE events ADD CONSTRAINT test_refused CHECK (idempotency_key IS DISTINCT FROM 'refuse-me')`)
+
+	before, bad, after := e.event(false, "customer.created"), e.event(false, "customer.created"), e.event(false, "customer.created")
+	bad.IdempotencyKey = "refuse-me"
+	e.produce(before, bad, after) // one write, one partition: one round
+	e.start(e.config())
+
+	for _, ev := range []wire.Event{before, after} {
+		e.waitDelivery("an event in the refused one's round", ev.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+	}
+	waitFor(t, "the refused event counted as malformed", 10*time.Second, func() bool {
+		return e.metric("gatehouse_deliverer_events_malformed_total") == 1
+	})
+	if n := e.count(`SELECT count(*) FROM events WHERE id = $1`, bad.ID); n != 0 {
+		t.Fatalf("the refused event was stored (%d rows)", n)
+	}
+	if n := e.count(`SELECT count(*) FROM webhook_deliveries WHERE event_id = $1`, bad.ID); n != 0 {
+		t.Fatalf("the refused event has %d deliveries", n)
+	}
+}

@@ -250,20 +250,26 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 // claimed wait for this, not for a guess of poll intervals.
 func (e *env) pollsAfterNow() {
 	e.t.Helper()
-	polls := func() float64 {
-		mfs, err := e.reg.Gather()
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() == "gatehouse_deliverer_polls_total" {
-				return mf.GetMetric()[0].GetCounter().GetValue()
-			}
-		}
-		return 0
+	start := e.metric("gatehouse_deliverer_polls_total")
+	waitFor(e.t, "the poller to claim twice", 10*time.Second, func() bool {
+		return e.metric("gatehouse_deliverer_polls_total") >= start+2
+	})
+}
+
+// metric is the value of the worker's unlabelled counter name, 0 before
+// it is first gathered.
+func (e *env) metric(name string) float64 {
+	e.t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
 	}
-	start := polls()
-	waitFor(e.t, "the poller to claim twice", 10*time.Second, func() bool { return polls() >= start+2 })
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 func (e *env) count(sql string, args ...any) int {

@@ -19,6 +19,7 @@ import (
 	"github.com/gatehouse/gatehouse/controlplane/events"
 	"github.com/gatehouse/gatehouse/internal/kafkabatch"
 	"github.com/gatehouse/gatehouse/internal/outbox"
+	"github.com/gatehouse/gatehouse/internal/pgerr"
 	"github.com/gatehouse/gatehouse/internal/secretbox"
 	"github.com/gatehouse/gatehouse/internal/ssrf"
 	"github.com/gatehouse/gatehouse/internal/wire"
@@ -380,18 +381,23 @@ func (w *Worker) consume(ctx context.Context) error {
 		if len(evs) > 0 {
 			for attempt := 0; ; attempt++ {
 				jobs, created, err := w.fanOut(ctx, w.now(), evs, times)
+				if err != nil && pgerr.BadValue(err) && len(evs) > 1 {
+					jobs, created, err = w.fanOutEach(ctx, evs, times)
+				}
+				// Jobs are stored and leased, also those fanOutEach stored
+				// before an error (the retry finds them stored).
+				w.m.fannedOut.Add(float64(created))
+				w.m.fastPath.Add(float64(len(jobs)))
+				var lost []*job
+				for _, j := range jobs {
+					if !w.disp.push(j) {
+						lost = append(lost, j)
+					}
+				}
+				if err := w.releaseSoon(ctx, lost); err != nil {
+					w.log.Warn("releasing leases", zap.Error(err))
+				}
 				if err == nil {
-					w.m.fannedOut.Add(float64(created))
-					w.m.fastPath.Add(float64(len(jobs)))
-					var lost []*job
-					for _, j := range jobs {
-						if !w.disp.push(j) {
-							lost = append(lost, j)
-						}
-					}
-					if err := w.releaseSoon(ctx, lost); err != nil {
-						w.log.Warn("releasing leases", zap.Error(err))
-					}
 					break
 				}
 				if ctx.Err() != nil {
@@ -415,6 +421,26 @@ func (w *Worker) consume(ctx context.Context) error {
 		}
 		w.m.kafkaLag.Set(float64(r.Lag()))
 	}
+}
+
+// fanOutEach fans out a batch Postgres refused one event at a time, so an
+// event whose values it refuses (and events.Validate let through) is
+// skipped and counted as malformed instead of stalling its partition. On
+// any other error it returns what it stored so far with the error.
+func (w *Worker) fanOutEach(ctx context.Context, evs []wire.Event, times []time.Time) (jobs []*job, created int, err error) {
+	for i := range evs {
+		j, c, err := w.fanOut(ctx, w.now(), evs[i:i+1], times[i:i+1])
+		if err != nil {
+			if !pgerr.BadValue(err) {
+				return jobs, created, err
+			}
+			w.m.malformed.Inc()
+			w.log.Warn("skipping event Postgres refused", zap.String("event_id", evs[i].ID), zap.Error(err))
+			continue
+		}
+		jobs, created = append(jobs, j...), created+c
+	}
+	return jobs, created, nil
 }
 
 // pollLoop claims due deliveries whenever the dispatcher has room: every

@@ -8,12 +8,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/internal/kafkabatch"
+	"github.com/gatehouse/gatehouse/internal/pgerr"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
 
@@ -201,14 +201,14 @@ func (w *Worker) store(ctx context.Context, batch []kafka.Message) error {
 // batch, and the partition does not stall on it.
 func (w *Worker) insert(ctx context.Context, evs []wire.Event) (int64, error) {
 	n, err := Insert(ctx, w.cfg.DB, evs...)
-	if err == nil || !refusedValue(err) {
+	if err == nil || !pgerr.BadValue(err) {
 		return n, err
 	}
 	n = 0
 	for _, e := range evs {
 		k, err := Insert(ctx, w.cfg.DB, e)
 		if err != nil {
-			if !refusedValue(err) {
+			if !pgerr.BadValue(err) {
 				return n, err
 			}
 			w.malformed.add(1)
@@ -218,13 +218,6 @@ func (w *Worker) insert(ctx context.Context, evs []wire.Event) (int64, error) {
 		n += k
 	}
 	return n, nil
-}
-
-// refusedValue reports whether Postgres refused the data itself (SQLSTATE
-// classes 22 data exception and 23 integrity violation), which no retry fixes.
-func refusedValue(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code[:2] == "22" || pe.Code[:2] == "23")
 }
 
 func (w *Worker) skip(m kafka.Message, err error) {

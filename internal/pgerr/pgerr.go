@@ -55,3 +55,12 @@ func Refused(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && Classify(err) == Other
 }
+
+// BadValue reports whether Postgres refused the data itself (SQLSTATE
+// classes 22, data exception, and 23, integrity violation): no retry of the
+// same values succeeds, so a batch writer falls back to one row at a time
+// and skips the row refused, rather than stall on it.
+func BadValue(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && len(pe.Code) >= 2 && (pe.Code[:2] == "22" || pe.Code[:2] == "23")
+}
