@@ -2,11 +2,19 @@ package sampleapi
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 )
 
@@ -52,5 +60,70 @@ func TestRunStopsWhenContextEnds(t *testing.T) {
 	cancel()
 	if err := s.Run(ctx); err != nil {
 		t.Fatalf("Run after cancel = %v, want nil", err)
+	}
+}
+
+// While Postgres cannot be reached every endpoint that needs it answers 503
+// dependency_unavailable with Retry-After, as the control plane does, so
+// clients and the gateway retry instead of reporting a bug of ours.
+func TestDatabaseUnavailable(t *testing.T) {
+	t.Parallel()
+	down, err := pgxpool.New(context.Background(), "postgres://u:p@"+testenv.FreeAddr(t)+"/none?connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(down.Close)
+	e := &env{t: t, handler: NewServer(Config{IdentitySecret: testSecret}, down, zaptest.NewLogger(t)).Handler()}
+	cus := "/v1/customers/" + ids.New(ids.Customer)
+	for _, tc := range []struct {
+		name string
+		req  request
+	}{
+		{"list", request{method: http.MethodGet, target: "/v1/customers"}},
+		{"create", request{method: http.MethodPost, target: "/v1/customers", contentType: "application/json", body: `{"name":"Ada"}`}},
+		{"get", request{method: http.MethodGet, target: cus}},
+		{"update", request{method: http.MethodPost, target: cus, contentType: "application/json", body: `{"name":"Ada"}`}},
+		{"delete", request{method: http.MethodDelete, target: cus}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.req.id = &orgA
+			res := e.do(tc.req)
+			res.assertError(t, wantError{http.StatusServiceUnavailable, "api_error", "dependency_unavailable", ""})
+			if ra := res.header.Get("Retry-After"); ra != "1" {
+				t.Errorf("Retry-After = %q, want 1", ra)
+			}
+		})
+	}
+}
+
+// A request that lost a lock conflict to a concurrent one (a deadlock, a
+// serialization failure) is a 429 to retry; other failures stay a 500.
+func TestFailReadsPostgresErrors(t *testing.T) {
+	t.Parallel()
+	s := NewServer(Config{IdentitySecret: testSecret}, nil, zaptest.NewLogger(t))
+	for _, tc := range []struct {
+		name       string
+		err        error
+		status     int
+		code       string
+		retryAfter string
+	}{
+		{"deadlock", fmt.Errorf("updating customer: %w", &pgconn.PgError{Code: "40P01"}), 429, "lock_timeout", "1"},
+		{"too many connections", fmt.Errorf("listing customers: %w", &pgconn.PgError{Code: "53300"}), 503, "dependency_unavailable", "1"},
+		{"refused statement", fmt.Errorf("inserting customer: %w", &pgconn.PgError{Code: "23505"}), 500, "internal_error", ""},
+		{"not postgres", errors.New("boom"), 500, "internal_error", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			s.fail(w, httptest.NewRequest(http.MethodGet, "/v1/customers", nil), tc.err)
+			var body struct{ Error map[string]string }
+			if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+				t.Fatalf("body %q: %v", w.Body, err)
+			}
+			if w.Code != tc.status || body.Error["code"] != tc.code || w.Header().Get("Retry-After") != tc.retryAfter {
+				t.Errorf("= %d %q Retry-After %q, want %d %q %q", w.Code, body.Error["code"],
+					w.Header().Get("Retry-After"), tc.status, tc.code, tc.retryAfter)
+			}
+		})
 	}
 }
