@@ -157,10 +157,17 @@ func (a *app) redis() (*redis.Client, error) {
 	return a.rdb, nil
 }
 
-// group dispatches "<name> <subcommand> …".
+// group dispatches "<name> <subcommand> …". "<name> -h" prints the group's
+// part of the usage, as the usage and every usage error suggest running it.
 func (a *app) group(name string, args []string, subs map[string]func([]string) error) error {
 	if len(args) == 0 {
 		return usageErrorf("controlplane "+name, "missing subcommand (one of %s)", subNames(subs))
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		fmt.Fprintf(a.stdout, "usage: controlplane %s <subcommand> [flags]\n\nSubcommands:\n%s\n"+
+			"Run 'controlplane %s <subcommand> -h' for a subcommand's flags.\n", name, groupUsage(name), name)
+		return nil
 	}
 	f, ok := subs[args[0]]
 	if !ok {
@@ -169,10 +176,36 @@ func (a *app) group(name string, args []string, subs map[string]func([]string) e
 	return f(args[1:])
 }
 
+// groupUsage is the lines of usage that describe the group's subcommands.
+func groupUsage(name string) string {
+	var b strings.Builder
+	in := false
+	for _, line := range strings.Split(usage, "\n") {
+		switch {
+		case strings.HasPrefix(line, "  "+name+" "):
+			in = true
+		case !strings.HasPrefix(line, "    "):
+			// Continuation lines are indented further than commands.
+			in = false
+		}
+		if in {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+// subNames lists a group's subcommands, the usual ones in their usual order.
 func subNames(subs map[string]func([]string) error) string {
+	order := []string{"create", "set", "list", "roll", "revoke", "update", "delete"}
 	var names []string
-	for _, n := range []string{"create", "set", "list", "roll", "revoke", "update", "delete"} {
+	for _, n := range order {
 		if _, ok := subs[n]; ok {
+			names = append(names, n)
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(subs)) {
+		if !slices.Contains(order, n) {
 			names = append(names, n)
 		}
 	}

@@ -209,6 +209,7 @@ func usageErrors(t *testing.T, org string) {
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"group without subcommand", []string{"keys"}, "missing subcommand"},
 		{"unknown subcommand", []string{"keys", "delete"}, `unknown subcommand "delete"`},
+		{"unknown subcommand names the others", []string{"master-key", "turn"}, "(one of rotate)"},
 		{"unknown flag", []string{"keys", "create", "--org", org, "--env", "live", "--colour", "red"}, "flag provided but not defined: -colour"},
 		{"missing --org", []string{"keys", "create", "--env", "live"}, "--org is required"},
 		{"missing --env", []string{"keys", "create", "--org", org}, "--env is required"},
@@ -250,6 +251,10 @@ func TestHelp(t *testing.T) {
 		{"help command", []string{"help"}, "keys create --org ORG"},
 		{"--help", []string{"--help"}, "Commands:"},
 		{"subcommand -h", []string{"keys", "roll", "-h"}, "--expires-in"},
+		// Every usage error says "Run 'controlplane keys -h' for usage.".
+		{"group -h", []string{"keys", "-h"}, "keys revoke --id KEY"},
+		{"group --help", []string{"limits", "--help"}, "limits delete --org ORG"},
+		{"group -h, continuation lines", []string{"master-key", "-h"}, "MASTER_KEY_PREVIOUS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := run(tc.args...)
