@@ -272,6 +272,8 @@ var paramFlags = map[string]string{
 	"name": "--name", "email": "--email", "password": "--password", "role": "--role",
 	"scopes": "--scopes", "kind": "--restricted", "environment": "--env",
 	"ip_allowlist": "--ip-allowlist", "expires_at": "--expires-in", "expires_in": "--expires-in",
+	"organization": "--org", "policy": "--policy", "api_key": "--key", "burst": "--burst",
+	"quota": "--rate", "window_seconds": "--rate",
 }
 
 // report prints err and picks the exit status.

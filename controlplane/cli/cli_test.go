@@ -228,6 +228,8 @@ func usageErrors(t *testing.T, org string) {
 		{"bad email", []string{"users", "create", "--org", org, "--email", "not-an-email", "--password", "long enough", "--role", "viewer"}, "--email"},
 		{"short password", []string{"users", "create", "--org", org, "--email", "a@example.com", "--password", "short", "--role", "viewer"}, "--password"},
 		{"orgs create without name", []string{"orgs", "create"}, "--name is required"},
+		{"bad policy name", []string{"limits", "set", "--org", org, "--env", "live", "--policy", "per:key", "--rate", "10/1s"}, "--policy: "},
+		{"bad limit key id", []string{"limits", "set", "--org", org, "--env", "live", "--policy", "per-key", "--rate", "10/1s", "--key", "k1"}, "--key: "},
 		{"migrate sideways", []string{"migrate", "sideways"}, "unknown direction"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
