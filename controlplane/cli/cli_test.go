@@ -188,6 +188,8 @@ func TestEndToEnd(t *testing.T) {
 		{"key of another org", []string{"keys", "revoke", "--id", rk.ID, "--org", "org_other"}, "No such api_key"},
 		{"unknown org", []string{"keys", "create", "--org", "org_nope", "--env", "live"}, "No such organization"},
 		{"list unknown org", []string{"keys", "list", "--org", "org_nope"}, "No such organization"},
+		{"limits list unknown org", []string{"limits", "list", "--org", "org_nope", "--env", "live"}, "No such organization"},
+		{"limits list unknown org, json", []string{"limits", "list", "--org", "org_nope", "--env", "live", "--json"}, "No such organization"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := run(tc.args...)

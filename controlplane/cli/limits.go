@@ -80,6 +80,13 @@ func (a *app) limitsList(args []string) error {
 	if err != nil {
 		return c.fail(err)
 	}
+	if len(all) == 0 {
+		// A mistyped id fails, as keys list does, rather than report that
+		// the Caddyfile's limits apply to an organisation that does not exist.
+		if _, err := a.accountsOrg(*org); err != nil {
+			return c.fail(err)
+		}
+	}
 	if *asJSON {
 		return c.fail(writeJSON(a.stdout, list(all)))
 	}
