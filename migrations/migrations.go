@@ -24,6 +24,11 @@ func open(dsn string) (*migrate.Migrate, error) {
 	}
 	u, err := url.Parse(dsn)
 	if err != nil {
+		// url.Error quotes the whole URL, password included, and this
+		// error ends up on the operator's terminal and in logs.
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err
+		}
 		return nil, fmt.Errorf("parsing database url: %w", err)
 	}
 	u.Scheme = "pgx5"

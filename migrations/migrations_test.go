@@ -36,6 +36,21 @@ func TestUpDownUp(t *testing.T) {
 	}
 }
 
+// A malformed DATABASE_URL is reported without the password in it.
+func TestBadURLKeepsThePasswordOut(t *testing.T) {
+	for _, dsn := range []string{
+		"postgres://gatehouse:s3cr3t-pw@127.0.0.1:notaport/gatehouse",
+		"postgres://gatehouse:s3cr3t-pw@127.0.0.1:5432/gate%zzhouse",
+	} {
+		for name, f := range map[string]func(string) error{"up": migrations.Up, "down": migrations.Down} {
+			err := f(dsn)
+			if err == nil || strings.Contains(err.Error(), "s3cr3t-pw") {
+				t.Errorf("%s(%q) = %v, want an error without the password", name, dsn, err)
+			}
+		}
+	}
+}
+
 // Queries that read a time window of a large table must reach it through an
 // index on the window's column, not by reading the tenant's (or every
 // tenant's) whole history and filtering. Each is the statement as the code
