@@ -17,7 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse/gatehouse/internal/apierror"
+	"github.com/gatehouse/gatehouse/internal/config"
 )
+
+// The gateway's error objects point their doc_url at DOCS_URL, as the other
+// processes' do (they set it in main; a gateway built by xcaddy has no main
+// of ours, so it is read when the modules load).
+func init() { apierror.SetDocsBase(config.String("DOCS_URL", apierror.DefaultDocsBase)) }
 
 // Placeholders set on the request's replacer when an error object is written.
 const (
