@@ -64,7 +64,8 @@ Every command that reads or writes data takes --json to print one JSON object.
 Run 'controlplane <command> [<subcommand>] -h' for a command's flags.
 Configuration comes from the environment: DATABASE_URL, REDIS_URL, KAFKA_BROKERS,
 CONTROLPLANE_ADDR, IDENTITY_SECRET, MASTER_KEY, MASTER_KEY_PREVIOUS, LOG_LEVEL, DOCS_URL,
-REQUEST_LOG_RETENTION.
+REQUEST_LOG_RETENTION, WEBHOOK_ALLOW_CIDRS, WEBHOOK_REQUIRE_HTTPS, TRUSTED_PROXIES,
+GATEWAY_PUBLIC_URL, DATA_DIR, KAFKA_TOPIC_REQUEST_LOGS, KAFKA_TOPIC_EVENTS.
 `
 
 // Run executes the command line args (without the program name) and returns
