@@ -67,6 +67,11 @@ func TestOpenAPIDocumentIsValid(t *testing.T) {
 			if op.Responses.Codes.GetOrZero("400") == nil {
 				t.Errorf("%s %s: no 400 error response", method, p)
 			}
+			// The gateway answers 502, 503 and 504 too (upstream down, a
+			// store down), so server errors are described as a range.
+			if op.Responses.Codes.GetOrZero("5XX") == nil || op.Responses.Codes.GetOrZero("500") != nil {
+				t.Errorf("%s %s: server errors must be one 5XX response, not 500 alone", method, p)
+			}
 		}
 	}
 }
