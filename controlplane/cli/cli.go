@@ -358,7 +358,9 @@ func (c *command) printUsage() {
 		if arg != "" {
 			line += " " + arg
 		}
-		if f.DefValue != "" && f.DefValue != "false" {
+		// As flag.PrintDefaults: a zero default says nothing (--burst
+		// names its real default in its text).
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
 			help += " (default " + f.DefValue + ")"
 		}
 		fmt.Fprintf(c.out, "%s\n      %s\n", line, help)

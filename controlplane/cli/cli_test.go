@@ -267,6 +267,11 @@ func TestHelp(t *testing.T) {
 			}
 		})
 	}
+	// --burst defaults to the rate's count, which its text says; the help
+	// must not also claim a default of 0.
+	if r := run("limits", "set", "-h"); strings.Contains(r.stdout, "(default 0)") {
+		t.Fatalf("limits set -h claims a zero default: %q", r.stdout)
+	}
 }
 
 func TestDatabaseUnreachable(t *testing.T) {
