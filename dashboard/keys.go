@@ -70,7 +70,9 @@ func (d *Dashboard) createKey(w http.ResponseWriter, r *http.Request, s *Session
 	kind := apikey.Kind(r.PostFormValue("kind"))
 	name := strings.TrimSpace(r.PostFormValue("name"))
 	scopes := r.PostForm["scopes"]
-	form := map[string]any{"Name": name, "Kind": string(kind), "Selected": scopes, "Expiry": r.PostFormValue("expires_in")}
+	allow := strings.TrimSpace(r.PostFormValue("ip_allowlist"))
+	form := map[string]any{"Name": name, "Kind": string(kind), "Selected": scopes, "Expiry": r.PostFormValue("expires_in"),
+		"Allowlist": allow}
 	if kind != apikey.Secret && kind != apikey.Restricted {
 		form["Error"] = "Choose a secret or a restricted key."
 		return d.renderKeys(w, r, s, http.StatusBadRequest, form)
@@ -88,12 +90,11 @@ func (d *Dashboard) createKey(w http.ResponseWriter, r *http.Request, s *Session
 		at := d.cfg.Keys.Now().Add(expiry)
 		p.ExpiresAt = &at
 	}
-	if allow := strings.TrimSpace(r.PostFormValue("ip_allowlist")); allow != "" {
+	if allow != "" {
 		nets, err := keys.ParseIPAllowlist(allow)
 		if err != nil {
 			msg, _ := userMessage(err)
 			form["Error"] = msg
-			form["Allowlist"] = allow
 			return d.renderKeys(w, r, s, http.StatusBadRequest, form)
 		}
 		p.IPAllowlist = nets
