@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -247,6 +248,11 @@ func (d *Dashboard) renderMembers(w http.ResponseWriter, r *http.Request, s *Ses
 	data["Members"] = ms
 	data["Invitations"] = invs
 	data["Roles"] = d.assignableRoles(s)
+	// The invitation form shows the role chosen before a refusal, so that
+	// fixing the email does not quietly invite a developer instead.
+	if role, _ := data["Role"].(accounts.Role); !slices.Contains(d.assignableRoles(s), role) {
+		data["Role"] = accounts.RoleDeveloper
+	}
 	d.render(w, r, s, status, "members.html", "Members", "members", data)
 	return nil
 }

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -28,6 +29,46 @@ func TestKeyFormKeepsTheAllowlistOnError(t *testing.T) {
 			}
 			if !strings.Contains(p.body, `name="ip_allowlist" value="203.0.113.0/24, 198.51.100.0/24"`) {
 				t.Fatal("the re-shown form lost the IP allowlist")
+			}
+		})
+	}
+}
+
+// A refused invitation comes back with the role that was chosen: the form
+// used to fall back to developer, so fixing a typo in the email and
+// submitting again invited the person with another role than intended.
+func TestInvitationFormKeepsTheRoleOnError(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("inviteform@example.com", "InviteForm")
+	selected := func(body string) string {
+		m := regexp.MustCompile(`<option value="([a-z]+)" selected>`).FindAllStringSubmatch(
+			body[strings.Index(body, `id="inv-role"`):], -1)
+		if len(m) == 0 {
+			return ""
+		}
+		return m[0][1]
+	}
+	if got := selected(b.get("/members").body); got != "developer" {
+		t.Fatalf("a fresh form selects %q, want developer", got)
+	}
+	for _, tc := range []struct {
+		name, email, role string
+		status            int
+		want              string
+	}{
+		{"bad email keeps viewer", "not an email", "viewer", http.StatusBadRequest, "viewer"},
+		{"bad email keeps admin", "nobody", "admin", http.StatusBadRequest, "admin"},
+		{"unknown role falls back to developer", "x@example.com", "root", http.StatusBadRequest, "developer"},
+		{"after an invitation, developer again", "new@example.com", "viewer", http.StatusOK, "developer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b.get("/members")
+			p := b.post("/members/invitations", "email", tc.email, "role", tc.role)
+			if p.status != tc.status {
+				t.Fatalf("status %d, want %d", p.status, tc.status)
+			}
+			if got := selected(p.body); got != tc.want {
+				t.Fatalf("the form selects %q, want %q", got, tc.want)
 			}
 		})
 	}
