@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/gatehouse/gatehouse/internal/apiversion"
 )
 
 // A key form refused for any reason comes back with everything typed in
@@ -71,5 +73,23 @@ func TestInvitationFormKeepsTheRoleOnError(t *testing.T) {
 				t.Fatalf("the form selects %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// A refused new webhook endpoint comes back with the payload API version
+// that was chosen: the select fell back to "the organisation's version",
+// so fixing the URL and submitting again created an endpoint that receives
+// payloads in another shape, and the version cannot be changed afterwards.
+func TestEndpointFormKeepsTheAPIVersionOnError(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("endpointform@example.com", "EndpointForm")
+	b.get("/webhooks/new")
+	version := apiversion.Supported[0]
+	p := b.post("/webhooks", "url", "http://10.0.0.1/hook", "events", "*", "api_version", version)
+	if p.status != http.StatusBadRequest {
+		t.Fatalf("status %d, want 400", p.status)
+	}
+	if !strings.Contains(p.body, `<option value="`+version+`" selected>`) {
+		t.Fatalf("the re-shown form lost the API version %s", version)
 	}
 }

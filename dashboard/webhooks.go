@@ -85,8 +85,14 @@ func (d *Dashboard) endpointForm(w http.ResponseWriter, r *http.Request, s *Sess
 	if !isNew {
 		title = "Edit " + e.URL
 	}
+	// A refused new endpoint is shown again with the version chosen, so
+	// that fixing its URL does not quietly pin the organisation's version.
+	var version string
+	if e.APIVersion != nil {
+		version = *e.APIVersion
+	}
 	d.render(w, r, s, status, "endpoint_form.html", title, "webhooks", map[string]any{
-		"E": e, "New": isNew, "Error": errMsg, "Common": commonEvents, "Versions": apiversion.Supported,
+		"E": e, "New": isNew, "Error": errMsg, "Common": commonEvents, "Versions": apiversion.Supported, "Version": version,
 		"Other": strings.Join(slices.DeleteFunc(slices.Clone(e.EnabledEvents), func(x string) bool {
 			return slices.Contains(commonEvents, x)
 		}), ", "),
