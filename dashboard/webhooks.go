@@ -297,7 +297,11 @@ func (d *Dashboard) recoverEndpoint(w http.ResponseWriter, r *http.Request, s *S
 		if !ok || win == 0 {
 			return errBadRequest("Choose how far back to recover.")
 		}
-		since = d.now().Add(-win)
+		// Rounded up to the minute: the service reads its own clock a
+		// moment later and refuses a since older than its window, which
+		// "Last 7 days" computed to the nanosecond would be whenever a
+		// second ticked over in between.
+		since = d.now().Add(-win).Truncate(time.Minute).Add(time.Minute)
 	}
 	n, more, err := d.cfg.Webhooks.Recover(r.Context(), s.Actor(), tenant(s), e.ID, since)
 	if err != nil {
