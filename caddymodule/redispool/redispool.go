@@ -10,6 +10,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/gatehouse/gatehouse/internal/redact"
 )
 
 var pool = caddy.NewUsagePool()
@@ -53,7 +55,7 @@ func Get(url string) (Client, error) {
 	v, _, err := pool.LoadOrNew(url, func() (caddy.Destructor, error) {
 		opts, err := redis.ParseURL(url)
 		if err != nil {
-			return nil, fmt.Errorf("parsing redis url: %w", err)
+			return nil, fmt.Errorf("parsing redis url: %w", redact.URLError(err))
 		}
 		if opts.DialTimeout == 5*time.Second || opts.DialTimeout == 0 {
 			opts.DialTimeout = DialTimeout

@@ -25,6 +25,7 @@ import (
 	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/redact"
 )
 
 // Exit statuses.
@@ -152,7 +153,7 @@ func (a *app) redis() (*redis.Client, error) {
 	}
 	opts, err := redis.ParseURL(a.cfg.RedisURL)
 	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
+		return nil, fmt.Errorf("REDIS_URL: %w", redact.URLError(err))
 	}
 	a.rdb = redis.NewClient(opts)
 	return a.rdb, nil

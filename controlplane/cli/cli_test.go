@@ -282,6 +282,19 @@ func TestDatabaseUnreachable(t *testing.T) {
 	}
 }
 
+// A REDIS_URL with a password that does not parse (here an unencoded '/'
+// in it) is reported without the password: net/url's error would quote the
+// URL, and part of the password as its port.
+func TestRedisURLErrorHidesThePassword(t *testing.T) {
+	_, dsn := testenv.Pool(t)
+	t.Setenv("DATABASE_URL", dsn)
+	t.Setenv("REDIS_URL", "redis://:hunter2secret/x@127.0.0.1:6379/0")
+	r := run("limits", "list", "--org", "org_none", "--env", "live")
+	if r.code != 1 || !strings.Contains(r.stderr, "REDIS_URL") || strings.Contains(r.stderr, "hunter2") {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
 // The control plane's /v1 trusts identities signed with IDENTITY_SECRET and
 // shares its listener with the dashboard: on the published development
 // value anyone could sign for any organisation, so serve refuses to start.

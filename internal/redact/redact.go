@@ -11,6 +11,7 @@
 package redact
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -204,6 +205,19 @@ func EndpointURL(raw string) string {
 		return ""
 	}
 	return u.Scheme + "://" + u.Host + u.Path
+}
+
+// errBadURL replaces a URL parse error in URLError.
+var errBadURL = errors.New("not a valid URL (percent-encode special characters in the user name and password)")
+
+// URLError is err, from parsing a URL that may hold a password (REDIS_URL),
+// fit for a log or a terminal: net/url's errors quote the whole URL, and an
+// unencoded '/' in a password makes them quote part of it as the port.
+func URLError(err error) error {
+	if _, ok := errors.AsType[*url.Error](err); ok {
+		return errBadURL
+	}
+	return err
 }
 
 // logDefault redacts with the defaults and the platform's secret path
