@@ -710,6 +710,13 @@ func (s *Service) RotateSecret(ctx context.Context, actor audit.Actor, org strin
 			return apierror.ParameterInvalid("expires_in", fmt.Sprintf(
 				"This endpoint already has %d signing secrets in use; rotate with expires_in=0 to expire them now, or wait until they expire.", active))
 		}
+		// Expired secrets sign nothing, but the deliverer reads every row
+		// of an endpoint: without this, rotating in a loop would grow them
+		// without bound.
+		if _, err := tx.Exec(ctx, `DELETE FROM webhook_endpoint_secrets
+			WHERE endpoint_id = $1 AND expires_at <= $2`, e.ID, now); err != nil {
+			return fmt.Errorf("removing expired signing secrets: %w", err)
+		}
 		// Secrets already due to expire sooner keep their earlier expiry.
 		if _, err := tx.Exec(ctx, `UPDATE webhook_endpoint_secrets
 			SET expires_at = LEAST(COALESCE(expires_at, 'infinity'), $3)

@@ -276,6 +276,24 @@ func TestListAndDeleteEndpoints(t *testing.T) {
 	}
 }
 
+// Rotating with expires_in=0 in a loop must not pile up signing secrets:
+// expired ones sign nothing, yet the deliverer reads and decrypts every
+// stored row of an endpoint and hashes them all at each fan-out. A rotation
+// removes the secrets that have already expired.
+func TestRotateSecretRemovesExpiredSecrets(t *testing.T) {
+	e := newEnv(t)
+	ep := e.mustCreateDefault(orgA)
+	path := "/v1/webhook-endpoints/" + ep.ID + "/rotate-secret"
+	for i := 0; i < 10; i++ {
+		e.clock.now = e.clock.now.Add(time.Second)
+		e.post(orgA, path, `{"expires_in":0}`).decode(t, 200, &Endpoint{})
+	}
+	// The new secret, and the one this rotation expired.
+	if n := e.count(`SELECT count(*) FROM webhook_endpoint_secrets WHERE endpoint_id = $1`, ep.ID); n != 2 {
+		t.Fatalf("%d signing secrets stored after 10 rotations, want 2", n)
+	}
+}
+
 func TestRotateSecret(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
