@@ -275,10 +275,15 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// describeErr is err without the "Post \"url\":" wrapper the client adds.
+// describeErr is err without the "Post \"url\":" wrapper the client adds,
+// and a failed lookup without the DNS server net.DNSError names (the
+// platform's internal resolver): the text is shown to the endpoint's owner.
 func describeErr(err error, timeout time.Duration) string {
 	if isTimeout(err) {
 		return fmt.Sprintf("timed out after %s", timeout)
+	}
+	if de, ok := errors.AsType[*net.DNSError](err); ok {
+		return cleanText([]byte("lookup " + de.Name + ": " + de.Err))
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -246,5 +249,20 @@ func TestEndpointReadFailuresAreNotRepeated(t *testing.T) {
 	}
 	if snap, _, err := c.current(context.Background(), j); err != nil || snap.Status != "disabled" || reads != 2 {
 		t.Fatalf("after the ttl: %+v, %v, %d reads", snap, err, reads)
+	}
+}
+
+// A failed attempt's error is stored and shown to the endpoint's owner: a
+// name that does not resolve is said so, without the platform's internal
+// DNS server that net.DNSError names.
+func TestAttemptErrorKeepsTheResolverAddressOut(t *testing.T) {
+	err := &url.Error{Op: "Post", URL: "https://missing.example.com/hooks", Err: &net.OpError{Op: "dial", Net: "tcp",
+		Err: &net.DNSError{Err: "no such host", Name: "missing.example.com", Server: "10.9.8.7:53", IsNotFound: true}}}
+	class, text := classifyErr(err, 10*time.Second)
+	if class != "network_error" || !strings.Contains(text, "missing.example.com") || !strings.Contains(text, "no such host") {
+		t.Fatalf("classifyErr = %q, %q", class, text)
+	}
+	if strings.Contains(text, "10.9.8.7") {
+		t.Fatalf("attempt error %q names the internal resolver", text)
 	}
 }

@@ -92,7 +92,7 @@ func CheckURL(ctx context.Context, raw string, p Policy) error {
 	}
 	addrs, err := r.LookupNetIP(ctx, "ip", host)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrResolve, host, err)
+		return fmt.Errorf("%w: %s: %s", ErrResolve, host, lookupFailure(err))
 	}
 	if len(addrs) == 0 {
 		return fmt.Errorf("%w: %s: no addresses", ErrResolve, host)
@@ -103,6 +103,16 @@ func CheckURL(ctx context.Context, raw string, p Policy) error {
 		}
 	}
 	return nil
+}
+
+// lookupFailure says why a lookup failed without net.DNSError's "lookup
+// <name> on <server>": the refusal goes back to the API caller, and the
+// server is the platform's internal resolver.
+func lookupFailure(err error) string {
+	if de, ok := errors.AsType[*net.DNSError](err); ok {
+		return de.Err
+	}
+	return err.Error()
 }
 
 // Dialer returns a dialer whose Control hook refuses any connection to an

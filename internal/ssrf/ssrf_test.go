@@ -211,6 +211,26 @@ func TestCheckURLPolicy(t *testing.T) {
 	}
 }
 
+// internalResolver fails as the platform's own resolver does: Go's
+// DNSError names the DNS server it asked.
+type internalResolver struct{}
+
+func (internalResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	return nil, &net.DNSError{Err: "no such host", Name: host, Server: "10.9.8.7:53", IsNotFound: true}
+}
+
+// The refusal goes back to the API caller (a 400 url_invalid); it says the
+// name does not resolve without naming the platform's internal DNS server.
+func TestCheckURLKeepsTheResolverAddressOut(t *testing.T) {
+	err := ssrf.CheckURL(context.Background(), "https://missing.example.com/", ssrf.Policy{Resolver: internalResolver{}})
+	if !errors.Is(err, ssrf.ErrResolve) || !strings.Contains(err.Error(), "no such host") {
+		t.Fatalf("CheckURL = %v, want a resolve error saying no such host", err)
+	}
+	if strings.Contains(err.Error(), "10.9.8.7") {
+		t.Fatalf("CheckURL = %v: names the internal resolver", err)
+	}
+}
+
 func TestCheckURLHonoursContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
