@@ -34,9 +34,9 @@ import (
 	"github.com/gatehouse/gatehouse/controlplane/accounts"
 	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/controlplane/keys"
-	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/pgerr"
 	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/secretbox"
 )
@@ -366,7 +366,7 @@ func errTooMany(msg string) error {
 func (d *Dashboard) fail(w http.ResponseWriter, r *http.Request, s *Session, err error) {
 	var he *httpError
 	if !errors.As(err, &he) {
-		ae := router.ErrorFor(err) // the API's reading of err, Postgres' failures included
+		ae := pgerr.ErrorObject(err) // the API's reading of err, Postgres' failures included
 		switch {
 		case ae.Status == http.StatusNotFound:
 			he = errNotFound().(*httpError)

@@ -300,28 +300,16 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // fail is the one place where an endpoint's error becomes the public error
-// object. Postgres failing the request rather than refusing it tells the
-// caller to retry, as the control plane's API does: 503
-// dependency_unavailable while it cannot be reached, 429 lock_timeout when
-// the request lost a lock conflict. Other errors that are not already an
-// *apierror.Error are ours: they are logged with the request id and answered
-// with a generic 500.
+// object, read as the control plane's API reads it (pgerr.ErrorObject):
+// Postgres failing the request rather than refusing it tells the caller to
+// retry (503 dependency_unavailable, 429 lock_timeout). Other errors that
+// are not already an *apierror.Error are ours: they are logged with the
+// request id and answered with a generic 500.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, errNotFound) {
 		err = apierror.NotFound("customer", r.PathValue("id"))
 	}
-	e := apierror.From(err)
-	if _, ok := errors.AsType[*apierror.Error](err); !ok {
-		switch pgerr.Classify(err) {
-		case pgerr.Unavailable:
-			e = apierror.Unavailable("dependency_unavailable", "The customers database cannot be reached right now. Retry later.")
-			e.RetryAfter = 1
-		case pgerr.Conflict:
-			e = apierror.New(http.StatusTooManyRequests, apierror.TypeRateLimit, "lock_timeout",
-				"Another request is changing the same customer right now. Retry the request.")
-			e.RetryAfter = 1
-		}
-	}
+	e := pgerr.ErrorObject(err)
 	if e.Status >= http.StatusInternalServerError {
 		s.log.Error("request failed",
 			zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),

@@ -2,16 +2,20 @@
 // Postgres could not be reached or could not work (retry later), the
 // statement lost a conflict with a concurrent transaction (retry now), or
 // anything else (a refusal of the statement itself, or not Postgres at all:
-// retrying does not help). The control plane's API answers by it, and the
-// deliverer decides by it whether to keep retrying a write.
+// retrying does not help). The control plane's API and the sample API
+// answer by it (ErrorObject), and the deliverer decides by it whether to
+// keep retrying a write.
 package pgerr
 
 import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gatehouse/gatehouse/internal/apierror"
 )
 
 // Kind is what a failure means for the caller.
@@ -63,4 +67,29 @@ func Refused(err error) bool {
 func BadValue(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && len(pe.Code) >= 2 && (pe.Code[:2] == "22" || pe.Code[:2] == "23")
+}
+
+// ErrorObject is the public error object for err: its own when it carries
+// one; for Postgres failing the request rather than refusing it, the one
+// that tells the caller to retry — 503 dependency_unavailable while
+// Postgres cannot be reached, 429 lock_timeout when the request lost a lock
+// conflict with a concurrent one (a deadlock, a serialization failure), as
+// Stripe answers; otherwise a 500.
+func ErrorObject(err error) *apierror.Error {
+	var ae *apierror.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	switch Classify(err) {
+	case Unavailable:
+		e := apierror.Unavailable("dependency_unavailable", "Postgres cannot be reached right now. Retry later.")
+		e.RetryAfter = 1
+		return e
+	case Conflict:
+		e := apierror.New(http.StatusTooManyRequests, apierror.TypeRateLimit, "lock_timeout",
+			"Another request is changing the same objects right now. Retry the request.")
+		e.RetryAfter = 1
+		return e
+	}
+	return apierror.Internal()
 }
