@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -98,6 +99,27 @@ func TestRepoCaddyfileServes(t *testing.T) {
 	}
 
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	metrics := func() string {
+		t.Helper()
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", admin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	logged := func() int { // request_log's count of requests it saw
+		n := 0
+		for line := range strings.Lines(metrics()) {
+			if strings.HasPrefix(line, "caddy_gatehouse_requests_total{") {
+				f := strings.Fields(line)
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				n += int(v)
+			}
+		}
+		return n
+	}
 	for _, tc := range []struct {
 		name, method, path, key string
 		status                  int
@@ -138,15 +160,31 @@ func TestRepoCaddyfileServes(t *testing.T) {
 	}
 
 	// Caddy's metrics and ours on the admin endpoint.
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", admin))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, m := range []string{"caddy_gatehouse_auth_requests_total", "caddy_gatehouse_key_cache_lookups_total", "caddy_http_requests_total"} {
-		if !strings.Contains(string(b), m) {
-			t.Errorf("/metrics lacks %s", m)
+	m := metrics()
+	for _, name := range []string{"caddy_gatehouse_auth_requests_total", "caddy_gatehouse_key_cache_lookups_total", "caddy_http_requests_total"} {
+		if !strings.Contains(m, name) {
+			t.Errorf("/metrics lacks %s", name)
 		}
+	}
+
+	// API requests are logged; load balancers' health probes are not.
+	before := logged()
+	if r, err := http.Get(base + "/v1/customers"); err != nil {
+		t.Fatal(err)
+	} else {
+		r.Body.Close()
+	}
+	if logged() != before+1 {
+		t.Fatalf("an API request was not counted by request_log (%d → %d)", before, logged())
+	}
+	for range 3 {
+		r, err := http.Get(base + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+	}
+	if n := logged(); n != before+1 {
+		t.Fatalf("health probes reached request_log: %d entries, want %d", n, before+1)
 	}
 }
