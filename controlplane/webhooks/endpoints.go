@@ -421,6 +421,12 @@ func disabledReason(actor audit.Actor) string {
 	return reasonUserDisabled
 }
 
+// MaxEndpoints is how many webhook endpoints an organisation may have in
+// each environment, as Stripe allows. Every event is fanned out to every
+// matching endpoint in the deliverer's shared rounds, so an unbounded list
+// would let one tenant slow everyone's deliveries.
+const MaxEndpoints = 16
+
 // CreateEndpoint creates an endpoint in org's environment; the returned
 // object carries the signing secret, the only time it is shown.
 func (s *Service) CreateEndpoint(ctx context.Context, actor audit.Actor, org string, livemode bool, p EndpointParams) (Endpoint, error) {
@@ -444,6 +450,23 @@ func (s *Service) CreateEndpoint(ctx context.Context, actor audit.Actor, org str
 	}
 	var secret string
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		// The organisation's row lock orders concurrent creates, so two
+		// cannot both take the last place.
+		var n int
+		if err := tx.QueryRow(ctx, `
+			SELECT (SELECT count(*) FROM webhook_endpoints WHERE organization_id = o.id AND livemode = $2)
+			FROM organizations o WHERE o.id = $1 FOR NO KEY UPDATE`, org, livemode).Scan(&n); err != nil {
+			return fmt.Errorf("counting webhook endpoints: %w", err)
+		}
+		if n >= MaxEndpoints {
+			env := "sandbox"
+			if livemode {
+				env = "live"
+			}
+			return apierror.InvalidRequest("limit_reached", "", fmt.Sprintf(
+				"This organisation already has %d webhook endpoints in %s, the most it may have. Delete one it no longer uses, or have one receiver route events further.",
+				n, env))
+		}
 		if _, err := tx.Exec(ctx, `
 			INSERT INTO webhook_endpoints (id, organization_id, livemode, url, description, enabled_events,
 			                               status, api_version, metadata, created_at, updated_at)

@@ -276,6 +276,36 @@ func TestListAndDeleteEndpoints(t *testing.T) {
 	}
 }
 
+// An organisation has at most MaxEndpoints endpoints per environment; the
+// other environment and a freed place are unaffected, and two creates
+// racing for the last place cannot both take it.
+func TestEndpointLimitPerEnvironment(t *testing.T) {
+	e := newEnv(t)
+	var made []string
+	for range MaxEndpoints - 1 {
+		made = append(made, e.mustCreateDefault(orgA).ID)
+	}
+	body := `{"url":"` + publicURL + `","enabled_events":["*"]}`
+	statuses := make(chan int, 2)
+	for range 2 {
+		go func() { statuses <- e.post(orgA, "/v1/webhook-endpoints", body).status }()
+	}
+	if got := []int{<-statuses, <-statuses}; !slices.Contains(got, 200) || !slices.Contains(got, 400) {
+		t.Fatalf("two creates for the last place answered %v, want one 200 and one 400", got)
+	}
+	msg := e.post(orgA, "/v1/webhook-endpoints", body).assertError(t, wantError{400, "limit_reached", ""})
+	if !strings.Contains(msg, "16 webhook endpoints in sandbox") {
+		t.Fatalf("message %q", msg)
+	}
+	if n := e.count(`SELECT count(*) FROM webhook_endpoints WHERE organization_id = 'org_A' AND NOT livemode`); n != MaxEndpoints {
+		t.Fatalf("%d sandbox endpoints stored, want %d", n, MaxEndpoints)
+	}
+	e.mustCreateDefault(orgALive) // live has its own places
+	var del map[string]any
+	e.do(orgA, http.MethodDelete, "/v1/webhook-endpoints/"+made[0], "", "").decode(t, 200, &del)
+	e.mustCreateDefault(orgA)
+}
+
 // Rotating with expires_in=0 in a loop must not pile up signing secrets:
 // expired ones sign nothing, yet the deliverer reads and decrypts every
 // stored row of an endpoint and hashes them all at each fan-out. A rotation

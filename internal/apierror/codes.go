@@ -46,5 +46,6 @@ var Codes = []Code{
 	{"dependency_unavailable", TypeAPI, 503, "A dependency (Postgres, Redis, Kafka) is unreachable; /readyz says which. Retry later."},
 	{"rate_limit_unavailable", TypeAPI, 503, "Rate limits cannot be checked right now and the gateway refuses requests rather than let them through unchecked. Retry later."},
 	{"internal_error", TypeAPI, 500, "An unexpected error on our side. Retry later; contact support with the request id if it persists."},
+	{"limit_reached", TypeInvalidRequest, 400, "The organisation has as many of these objects as it may have in this environment (16 webhook endpoints, as Stripe allows). Delete one to make room."},
 	{"url_invalid", TypeInvalidRequest, 400, "The webhook URL is not a valid http(s) URL, or resolves to an address that is not allowed."},
 }
