@@ -1007,8 +1007,23 @@ func (fx *fixtures) send(p probe) probeResult {
 	if p.method == "DELETE" && strings.Contains(p.target+p.raw, "{id}") && refused {
 		still := fx.sendHTTP(probe{method: "GET", header: http.Header{}}, strings.Replace(p.op.path, "{id}", id, 1))
 		r.deletedAnyway = still.status == http.StatusNotFound
+		if !r.deletedAnyway {
+			fx.remove(p.op.path, id)
+		}
+	}
+	if p.op.method == "POST" && p.op.path == "/v1/webhook-endpoints" && r.err == nil && r.status == http.StatusOK {
+		var o struct{ ID string }
+		if json.Unmarshal(r.body, &o) == nil && o.ID != "" {
+			fx.remove("/v1/webhook-endpoints/{id}", o.ID)
+		}
 	}
 	return r
+}
+
+// remove deletes what a probe left behind, so that fixtures and successful
+// creates do not add up to the organisation's 16 webhook endpoints.
+func (fx *fixtures) remove(path, id string) {
+	fx.sendHTTP(probe{method: "DELETE", header: http.Header{}}, strings.Replace(path, "{id}", id, 1))
 }
 
 func (fx *fixtures) sendHTTP(p probe, target string) probeResult {

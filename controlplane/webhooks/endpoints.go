@@ -451,11 +451,16 @@ func (s *Service) CreateEndpoint(ctx context.Context, actor audit.Actor, org str
 	var secret string
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		// The organisation's row lock orders concurrent creates, so two
-		// cannot both take the last place.
+		// cannot both take the last place. The count is a statement of its
+		// own: one that waited for the lock must count what the creates it
+		// waited for committed, which a subquery of the locking statement,
+		// reading its snapshot from before the wait, would not see.
+		if _, err := tx.Exec(ctx, `SELECT FROM organizations WHERE id = $1 FOR NO KEY UPDATE`, org); err != nil {
+			return fmt.Errorf("locking the organisation: %w", err)
+		}
 		var n int
-		if err := tx.QueryRow(ctx, `
-			SELECT (SELECT count(*) FROM webhook_endpoints WHERE organization_id = o.id AND livemode = $2)
-			FROM organizations o WHERE o.id = $1 FOR NO KEY UPDATE`, org, livemode).Scan(&n); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM webhook_endpoints WHERE organization_id = $1 AND livemode = $2`,
+			org, livemode).Scan(&n); err != nil {
 			return fmt.Errorf("counting webhook endpoints: %w", err)
 		}
 		if n >= MaxEndpoints {

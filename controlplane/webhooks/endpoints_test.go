@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -285,10 +286,26 @@ func TestEndpointLimitPerEnvironment(t *testing.T) {
 	for range MaxEndpoints - 1 {
 		made = append(made, e.mustCreateDefault(orgA).ID)
 	}
+	// Two creates for the last place, both held at the organisation's lock
+	// until it is released, so that one counts after the other committed.
 	body := `{"url":"` + publicURL + `","enabled_events":["*"]}`
+	ctx := context.Background()
+	hold, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hold.Exec(ctx, `SELECT FROM organizations WHERE id = 'org_A' FOR NO KEY UPDATE`); err != nil {
+		t.Fatal(err)
+	}
 	statuses := make(chan int, 2)
 	for range 2 {
 		go func() { statuses <- e.post(orgA, "/v1/webhook-endpoints", body).status }()
+	}
+	for e.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) < 2 {
+		runtime.Gosched() // until both wait for the lock
+	}
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if got := []int{<-statuses, <-statuses}; !slices.Contains(got, 200) || !slices.Contains(got, 400) {
 		t.Fatalf("two creates for the last place answered %v, want one 200 and one 400", got)
