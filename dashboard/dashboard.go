@@ -286,6 +286,17 @@ func (d *Dashboard) wrap(rt Route) http.Handler {
 				http.Redirect(w, r, "/login?next="+urlQueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 				return
 			}
+			if rt.Pattern == "/logout" && sameSite(r) {
+				// The session already ended (it expired, or another tab
+				// signed out): signing out changes nothing here, so it needs
+				// no CSRF token, only the cookie cleared.
+				if err := d.endSession(w, r, nil); err != nil {
+					d.fail(w, r, nil, err)
+					return
+				}
+				redirect(w, r, "/login", "You are signed out.")
+				return
+			}
 			d.fail(w, r, nil, errForbidden("Your session has ended. Sign in again."))
 			return
 		}

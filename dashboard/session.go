@@ -229,14 +229,8 @@ func (s *Session) showedIn(context string, access Access) bool {
 // the session's current organisation and environment.
 func (d *Dashboard) checkCSRF(w http.ResponseWriter, r *http.Request, s *Session, access Access) error {
 	refused := errForbidden("This form has expired or did not come from this dashboard. Go back, reload the page and try again.")
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+	if !sameSite(r) {
 		return refused
-	}
-	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" {
-		u, err := url.Parse(origin)
-		if err != nil || !strings.EqualFold(u.Host, r.Host) {
-			return refused
-		}
 	}
 	got, shown, _ := strings.Cut(r.PostFormValue(csrfField), ".")
 	var want string
@@ -254,6 +248,21 @@ func (d *Dashboard) checkCSRF(w http.ResponseWriter, r *http.Request, s *Session
 				"(in another tab?), so nothing was changed. Reload the page and try again."}
 	}
 	return nil
+}
+
+// sameSite reports whether the browser says a request came from this site
+// (or says nothing: an old browser or a client that is not one).
+func sameSite(r *http.Request) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return false
+	}
+	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" {
+		u, err := url.Parse(origin)
+		if err != nil || !strings.EqualFold(u.Host, r.Host) {
+			return false
+		}
+	}
+	return true
 }
 
 // clientIP is the address the request came from: the connection's peer,
