@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,5 +39,42 @@ func TestRecoverLastSevenDaysAcrossASecond(t *testing.T) {
 		if p := b.post("/webhooks/"+we+"/recover", "window", window); p.status != http.StatusSeeOther {
 			t.Fatalf("recover the last %s: %d %s", window, p.status, regexp.MustCompile(`<p class="lead">[^<]*`).FindString(p.body))
 		}
+	}
+}
+
+// A disabled endpoint's page offers no "Recover" form (the service would
+// refuse it) but says why; a form shown before the endpoint was disabled
+// is refused in the dashboard's words, not the API's.
+func TestRecoverOnADisabledEndpoint(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("recover-disabled@example.com", "Recover disabled")
+	b.get("/webhooks/new")
+	p := b.post("/webhooks", "url", "http://127.0.0.1:9/hook", "events", "*")
+	we := regexp.MustCompile(`we_[0-9A-Za-z]{22}`).FindString(p.body)
+	if p.status != http.StatusOK || we == "" {
+		t.Fatalf("create endpoint: %d", p.status)
+	}
+	form := `action="/webhooks/` + we + `/recover"`
+	const why = "Enable the endpoint to recover its deliveries"
+	if page := b.get("/webhooks/" + we); !strings.Contains(page.body, form) || strings.Contains(page.body, why) {
+		t.Fatalf("enabled endpoint: recover form shown %v, explanation shown %v",
+			strings.Contains(page.body, form), strings.Contains(page.body, why))
+	}
+
+	if p := b.post("/webhooks/" + we + "/disable"); p.status != http.StatusSeeOther {
+		t.Fatalf("disable: %d", p.status)
+	}
+	page := b.get("/webhooks/" + we)
+	if strings.Contains(page.body, form) {
+		t.Error("disabled endpoint's page shows the recover form")
+	}
+	if !strings.Contains(page.body, why) {
+		t.Errorf("disabled endpoint's page does not say %q", why)
+	}
+
+	p = b.post("/webhooks/"+we+"/recover", "window", "24h")
+	if p.status != http.StatusBadRequest || !strings.Contains(p.body, why) || strings.Contains(p.body, "disabled=false") {
+		t.Errorf("recover a disabled endpoint: %d %s, want 400 saying %q", p.status,
+			regexp.MustCompile(`<p class="lead">[^<]*`).FindString(p.body), why)
 	}
 }

@@ -285,6 +285,12 @@ func (d *Dashboard) recoverEndpoint(w http.ResponseWriter, r *http.Request, s *S
 	if err != nil {
 		return err
 	}
+	if e.Status != webhooks.StatusEnabled {
+		// The page hides the form then; this is a form shown before the
+		// endpoint was disabled (in another tab?). The service's refusal
+		// is worded for the API.
+		return errBadRequest("This endpoint is disabled. Enable the endpoint to recover its deliveries.")
+	}
 	var since time.Time
 	if v := r.PostFormValue("since_time"); v != "" {
 		t, err := time.Parse("2006-01-02T15:04", v)
