@@ -181,6 +181,28 @@ func (b *dashBrowser) get(what string, a chromedp.Action[string]) string {
 	return v
 }
 
+// fakeTimers replaces the page's setTimeout and clearTimeout with a clock
+// that runs its timers only when told (fakeTimers.runAll), counting the
+// timers set (fakeTimers.set).
+const fakeTimers = `window.fakeTimers = (function () {
+	var pending = new Map(), next = 0, clock = {set: 0};
+	window.setTimeout = function (f) { clock.set++; pending.set(++next, f); return next; };
+	window.clearTimeout = function (id) { pending.delete(id); };
+	clock.runAll = function () {
+		var due = Array.from(pending.values());
+		pending.clear();
+		due.forEach(function (f) { f(); });
+	};
+	return clock;
+})()`
+
+// copyShown waits until the page has set n timers, that is until n copy
+// clicks have shown "Copied" (the clipboard answers asynchronously). The
+// poll has no timeout of its own, which would set a timer of the page.
+func copyShown(n int) chromedp.Action[chromedp.Void] {
+	return chromedp.Poll[chromedp.Void](fmt.Sprintf("window.fakeTimers.set >= %d", n), chromedp.WithPollingTimeout(0))
+}
+
 // receiver is a local webhook endpoint whose answer can be changed.
 type receiver struct {
 	srv    *httptest.Server
@@ -240,14 +262,19 @@ func TestDashboardInBrowser(t *testing.T) {
 	)
 	b.shot("key-created")
 	key := b.text("#secret")
-	b.run("copy key", chromedp.Click(chromedp.CSS("button[data-copy=secret]")))
-	copied := ""
-	for i := 0; i < 20 && copied != "Copied"; i++ {
-		time.Sleep(50 * time.Millisecond)
-		copied = b.text("button[data-copy=secret]")
-	}
-	if copied != "Copied" {
+	// The page's timers are faked, so the 1.5 s the button reads "Copied"
+	// pass when the test says. A second click while it reads "Copied"
+	// must still end with its label: it once kept "Copied" for good.
+	const copyBtn = "button[data-copy=secret]"
+	b.run("fake the page's timers", chromedp.Evaluate[chromedp.Void](fakeTimers))
+	b.run("copy key", chromedp.Click(chromedp.CSS(copyBtn)), copyShown(1))
+	if copied := b.text(copyBtn); copied != "Copied" {
 		t.Errorf("the copy button says %q after a click", copied)
+	}
+	b.run("copy key again", chromedp.Click(chromedp.CSS(copyBtn)), copyShown(2))
+	b.run("let 1.5 s pass", chromedp.Evaluate[chromedp.Void](`window.fakeTimers.runAll()`))
+	if label := b.text(copyBtn); label != "Copy" {
+		t.Errorf("the copy button says %q once 1.5 s have passed after two clicks, want Copy", label)
 	}
 	if !strings.HasPrefix(key, "sk_test_") {
 		t.Fatalf("shown key %q", key)

@@ -4,17 +4,24 @@
   "use strict";
   document.documentElement.classList.add("js");
 
+  // A button's own label and its pending restore, kept from its first
+  // click: a second click within 1.5 s would otherwise take "Copied" for
+  // the label and leave it for good.
+  var labels = new WeakMap();
+  var restores = new WeakMap();
+
   document.addEventListener("click", function (ev) {
     var btn = ev.target.closest("button[data-copy]");
     if (!btn) return;
     var el = document.getElementById(btn.getAttribute("data-copy"));
     if (!el) return;
+    if (!labels.has(btn)) labels.set(btn, btn.textContent);
     var text = el.textContent.trim();
     var done = function () {
-      var old = btn.textContent;
       btn.textContent = "Copied";
       btn.setAttribute("aria-live", "polite");
-      setTimeout(function () { btn.textContent = old; }, 1500);
+      clearTimeout(restores.get(btn));
+      restores.set(btn, setTimeout(function () { btn.textContent = labels.get(btn); }, 1500));
     };
     var fallback = function () {
       select(el);
