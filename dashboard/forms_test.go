@@ -3,6 +3,7 @@ package dashboard
 import (
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -91,5 +92,49 @@ func TestEndpointFormKeepsTheAPIVersionOnError(t *testing.T) {
 	}
 	if !strings.Contains(p.body, `<option value="`+version+`" selected>`) {
 		t.Fatalf("the re-shown form lost the API version %s", version)
+	}
+}
+
+// The logs page's method filter keeps the current method selected, so that
+// submitting the form again (another status, the next page of a search)
+// keeps filtering by it: opening /logs?method=HEAD showed "Any", and the
+// next submission dropped the filter.
+func TestLogsMethodFilterKeepsTheMethod(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("logsmethod@example.com", "LogsMethod")
+	selected := func(body string) []string {
+		sel := body[strings.Index(body, `id="f-method"`):]
+		sel = sel[:strings.Index(sel, "</select>")]
+		var out []string
+		for _, m := range regexp.MustCompile(`<option( value="")?( selected)?>([^<]*)</option>`).FindAllStringSubmatch(sel, -1) {
+			if m[2] != "" {
+				out = append(out, m[3])
+			}
+		}
+		if out == nil {
+			return []string{"Any"} // the first option, as the browser shows it
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name, query string
+		want        []string
+	}{
+		{"any", "", []string{"Any"}},
+		{"GET", "GET", []string{"GET"}},
+		{"HEAD", "HEAD", []string{"HEAD"}},
+		{"OPTIONS, lowercase", "options", []string{"OPTIONS"}},
+		{"another valid method", "PROPFIND", []string{"PROPFIND"}},
+		{"not a method", "get%2F1", []string{"Any"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := b.get("/logs?method=" + tc.query)
+			if p.status != http.StatusOK {
+				t.Fatalf("status %d", p.status)
+			}
+			if got := selected(p.body); !slices.Equal(got, tc.want) {
+				t.Fatalf("the method select has %q selected, want %q", got, tc.want)
+			}
+		})
 	}
 }

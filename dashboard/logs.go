@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -113,10 +114,20 @@ func (d *Dashboard) logQuery(r *http.Request) (logFilter, requestlogs.Query, []s
 	return f, q, problems
 }
 
+// methodChoices are the method filter's options: the common methods, and
+// the current filter's when it is another, so that submitting the form
+// again keeps it.
+func methodChoices(current string) []string {
+	methods := []string{"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"}
+	if methodFilterRe.MatchString(current) && !slices.Contains(methods, current) {
+		methods = append(methods, current)
+	}
+	return methods
+}
+
 func (d *Dashboard) logsPage(w http.ResponseWriter, r *http.Request, s *Session) error {
 	f, q, problems := d.logQuery(r)
-	data := map[string]any{"F": f, "Problems": problems, "SinceChoices": sinceChoices,
-		"Methods": []string{"GET", "POST", "DELETE", "PUT", "PATCH"}}
+	data := map[string]any{"F": f, "Problems": problems, "SinceChoices": sinceChoices, "Methods": methodChoices(f.Method)}
 	if len(problems) == 0 {
 		list, more, err := requestlogs.List(r.Context(), d.cfg.DB, s.OrgID, s.Livemode, q)
 		if err != nil && !strings.Contains(err.Error(), "no such request log") {
