@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gatehouse/gatehouse/internal/apierror"
+	"github.com/gatehouse/gatehouse/internal/strictjson"
 )
 
 // Limits on customer input. They are Stripe's published maximums for the
@@ -195,6 +196,12 @@ func (p *customerParams) parseJSON(body []byte, nameField string) error {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return apierror.InvalidRequest("body_invalid", "", "The request body has data after the JSON object.")
+	}
+	if err := strictjson.RefuseDuplicateKeys(body); err != nil {
+		return err
+	}
+	if err := strictjson.RefuseUnpairedSurrogates(raw); err != nil {
+		return err
 	}
 	fields := p.fields(nameField)
 	for _, key := range slices.Sorted(maps.Keys(raw)) {

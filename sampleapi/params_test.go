@@ -86,6 +86,9 @@ func TestBadInput(t *testing.T) {
 		{"json metadata number value", "POST", "/v1/customers", ctJSON, `{"metadata":{"seats":5}}`, invalid("metadata[seats]")},
 		{"form metadata scalar", "POST", "/v1/customers", ctForm, `metadata=plan`, invalid("metadata")},
 		{"form repeated param", "POST", "/v1/customers", ctForm, `email=a%40example.com&email=b%40example.com`, invalid("email")},
+		{"json repeated param", "POST", "/v1/customers", ctJSON, `{"email":"a@example.com","email":"b@example.com"}`, invalid("email")},
+		{"json repeated metadata key", "POST", "/v1/customers", ctJSON, `{"metadata":{"k":"a","k":"b"}}`, invalid("metadata")},
+		{"json repeated param on update", "POST", one, ctJSON, `{"name":"A","name":"B"}`, invalid("name")},
 
 		// Email.
 		{"bad email", "POST", "/v1/customers", ctJSON, `{"email":"not-an-email"}`, invalid("email")},
@@ -114,6 +117,10 @@ func TestBadInput(t *testing.T) {
 		{"form non-utf8 metadata value", "POST", "/v1/customers", ctForm, `metadata[k]=%FF`, invalid("metadata[k]")},
 		{"json non-utf8 metadata", "POST", "/v1/customers", ctJSON, "{\"metadata\":{\"k\":\"\xff\"}}", invalid("metadata")},
 		{"json NUL in name", "POST", "/v1/customers", ctJSON, `{"name":"a\u0000b"}`, invalid("name")},
+		{"json lone surrogate in name", "POST", "/v1/customers", ctJSON, `{"name":"a\ud800b"}`, invalid("name")},
+		{"json lone low surrogate in email", "POST", "/v1/customers", ctJSON, `{"email":"\udc00@example.com"}`, invalid("email")},
+		{"json lone surrogate in metadata key", "POST", "/v1/customers", ctJSON, `{"metadata":{"\ud800":"v"}}`, invalid("metadata")},
+		{"json lone surrogate in metadata value", "POST", one, ctJSON, `{"metadata":{"k":"\uD83D"}}`, invalid("metadata")},
 		{"form NUL in description", "POST", "/v1/customers", ctForm, `description=a%00b`, invalid("description")},
 		{"NUL in metadata key", "POST", "/v1/customers", ctJSON, `{"metadata":{"a\u0000":"v"}}`, invalid("metadata")},
 		{"NUL in email filter", "GET", "/v1/customers?email=a%00%40example.com", "", "", invalid("email")},

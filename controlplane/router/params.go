@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gatehouse/gatehouse/internal/apierror"
+	"github.com/gatehouse/gatehouse/internal/strictjson"
 )
 
 // Params are a request's body parameters as JSON values, whether the body
@@ -94,107 +95,13 @@ func parseJSON(raw []byte) (Params, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, apierror.InvalidRequest("body_invalid", "", "The request body has data after the JSON object.")
 	}
-	if err := refuseDuplicateKeys(raw); err != nil {
+	if err := strictjson.RefuseDuplicateKeys(raw); err != nil {
 		return nil, err
 	}
-	for _, k := range slices.Sorted(maps.Keys(p)) {
-		if unpairedSurrogate(p[k]) {
-			// Decoding would put U+FFFD in its place silently, as it would
-			// for invalid UTF-8, which is refused above.
-			return nil, apierror.ParameterInvalid(Printable(k), fmt.Sprintf(
-				"Invalid %s: a string contains an unpaired UTF-16 surrogate escape (such as \\ud800), which is not a character.", Printable(k)))
-		}
+	if err := strictjson.RefuseUnpairedSurrogates(p); err != nil {
+		return nil, err
 	}
 	return p, nil
-}
-
-// unpairedSurrogate reports whether the valid JSON raw has a \u escape of
-// a UTF-16 surrogate that is not half of a pair.
-func unpairedSurrogate(raw []byte) bool {
-	hex4 := func(i int) rune {
-		if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
-			return -1
-		}
-		n, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
-		if err != nil {
-			return -1
-		}
-		return rune(n)
-	}
-	// In valid JSON a backslash only ever starts an escape in a string.
-	for i := 0; i < len(raw); i++ {
-		if raw[i] != '\\' {
-			continue
-		}
-		switch r := hex4(i); {
-		case r >= 0xD800 && r <= 0xDBFF:
-			if low := hex4(i + 6); low < 0xDC00 || low > 0xDFFF {
-				return true
-			}
-			i += 11 // both escapes
-		case r >= 0xDC00 && r <= 0xDFFF:
-			return true
-		default:
-			i++ // the escaped character
-		}
-	}
-	return false
-}
-
-// refuseDuplicateKeys refuses a key sent twice in one object of a valid
-// JSON object body: decoding keeps the last value and drops the others
-// silently, where a form or query parameter sent twice is refused. The
-// error names the top-level parameter the object is in.
-func refuseDuplicateKeys(raw []byte) error {
-	type frame struct {
-		keys    map[string]bool // nil for an array
-		wantKey bool            // an object's next token is a key
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber() // a number beyond float64 is the parameter's to refuse
-	var (
-		stack []frame
-		param string // the top-level key being read
-	)
-	for {
-		tok, err := dec.Token()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return apierror.InvalidRequest("body_invalid", "", "The request body is not valid JSON: "+err.Error()+".")
-		}
-		if key, ok := tok.(string); ok && len(stack) > 0 && stack[len(stack)-1].wantKey {
-			n := len(stack)
-			if n == 1 {
-				param = key
-			}
-			if stack[n-1].keys[key] {
-				if n == 1 {
-					return apierror.ParameterInvalid(Printable(key), fmt.Sprintf("Parameter %s was sent more than once.", Printable(key)))
-				}
-				return apierror.ParameterInvalid(Printable(param),
-					fmt.Sprintf("Parameter %s has the key %q more than once.", Printable(param), Printable(key)))
-			}
-			stack[n-1].keys[key] = true
-			stack[n-1].wantKey = false
-			continue
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, frame{keys: map[string]bool{}, wantKey: true})
-			continue
-		case json.Delim('['):
-			stack = append(stack, frame{})
-			continue
-		case json.Delim('}'), json.Delim(']'):
-			stack = stack[:len(stack)-1]
-		}
-		// A value ended: the enclosing object's next token is a key.
-		if n := len(stack); n > 0 && stack[n-1].keys != nil {
-			stack[n-1].wantKey = true
-		}
-	}
 }
 
 // parseForm turns form values into the same shape as a JSON body.
