@@ -103,8 +103,13 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("key %q: %v", sk.Key, err)
 	}
 	if sk.Object != "api_key" || sk.Kind != "secret" || sk.Environment != "sandbox" || sk.Prefix != apikey.DisplayPrefix(sk.Key) ||
-		sk.Last4 != apikey.Last4(sk.Key) || sk.ExpiresAt != nil || len(sk.Scopes) != 0 || !ids.Valid(sk.ID, ids.Key) {
+		sk.Last4 != apikey.Last4(sk.Key) || sk.ExpiresAt != nil || !ids.Valid(sk.ID, ids.Key) {
 		t.Fatalf("created key = %+v", sk)
+	}
+	// A secret key has every scope, as the gateway tells upstreams: not
+	// an empty list, which reads as none.
+	if strings.Join(sk.Scopes, ",") != "*" {
+		t.Fatalf("secret key scopes = %q, want [\"*\"]", sk.Scopes)
 	}
 	var rk keyOut
 	before := time.Now().Unix()

@@ -13,6 +13,7 @@ import (
 	"github.com/gatehouse/gatehouse/controlplane/keys"
 	"github.com/gatehouse/gatehouse/controlplane/limits"
 	"github.com/gatehouse/gatehouse/internal/apikey"
+	"github.com/gatehouse/gatehouse/internal/identity"
 )
 
 // keyJSON is an API key as --json prints it. Key is set only when the key
@@ -44,7 +45,12 @@ func toKeyJSON(k keys.Key, secret string, now time.Time) keyJSON {
 		allow[i] = p.String()
 	}
 	scopes := k.Scopes
-	if scopes == nil {
+	switch {
+	case k.Kind == apikey.Secret:
+		// A secret key has every scope: shown as the gateway hands it to
+		// upstreams (X-Scopes), not as an empty list, which reads as none.
+		scopes = []string{identity.AllScopes}
+	case scopes == nil:
 		scopes = []string{}
 	}
 	return keyJSON{
