@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -29,6 +30,11 @@ func run(args ...string) result {
 	code := cli.Run(args, &out, &errOut)
 	return result{code, out.String(), errOut.String()}
 }
+
+// failingWriter is standard output that cannot be written.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
 
 // mustJSON runs a --json command that must succeed and decodes its output.
 func mustJSON(t *testing.T, v any, args ...string) {
@@ -355,6 +361,13 @@ func TestMasterKeyRotate(t *testing.T) {
 	mustJSON(t, &again, "master-key", "rotate", "--json")
 	if again.Resealed != 0 || again.Secrets != 3 {
 		t.Fatalf("second run = %+v, want nothing left to re-seal", again)
+	}
+	// A --json output that cannot be written is the command's failure, as
+	// for every other command.
+	var errOut bytes.Buffer
+	if code := cli.Run([]string{"master-key", "rotate", "--json"}, failingWriter{}, &errOut); code != cli.ExitFailure ||
+		!strings.HasPrefix(errOut.String(), "controlplane master-key rotate: ") || !strings.Contains(errOut.String(), "disk full") {
+		t.Fatalf("unwritable --json output: exit %d, stderr %q", code, errOut.String())
 	}
 	fresh, _ := secretbox.New(newKey)
 	for id, secret := range want {

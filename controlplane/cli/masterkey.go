@@ -38,7 +38,7 @@ func (a *app) masterKeyRotate(args []string) error {
 		return c.fail(fmt.Errorf("after re-encrypting %d of the %d secrets read: %w", changed, total, err))
 	}
 	if *asJSON {
-		return writeJSON(a.stdout, map[string]int{"resealed": changed, "secrets": total})
+		return c.fail(writeJSON(a.stdout, map[string]int{"resealed": changed, "secrets": total}))
 	}
 	fmt.Fprintf(a.stdout, "re-encrypted %d of %d webhook signing secrets under MASTER_KEY; MASTER_KEY_PREVIOUS can be removed once every process runs with the new MASTER_KEY\n", changed, total)
 	return nil
