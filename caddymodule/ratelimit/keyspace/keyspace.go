@@ -73,12 +73,20 @@ func Counter(prefix, tag, env, quota, value string) string {
 	return prefix + "q:{" + tag + "}:" + env + ":" + quota + ":" + compact(value)
 }
 
+// hashedPrefix starts a hashed partition value.
+const hashedPrefix = "sha256:"
+
+// compact keeps a short value verbatim and hashes a long one. A short value
+// that starts like a hashed one is hashed too: verbatim, a client could send
+// the hashed form of another partition's value and share its bucket. Adding
+// a marker to hashed values instead would move every long value's key on
+// upgrade; this way only values nobody sends by chance change key.
 func compact(v string) string {
-	if len(v) <= maxValueLen {
+	if len(v) <= maxValueLen && !strings.HasPrefix(v, hashedPrefix) {
 		return v
 	}
 	sum := sha256.Sum256([]byte(v))
-	return "sha256:" + hex.EncodeToString(sum[:16])
+	return hashedPrefix + hex.EncodeToString(sum[:16])
 }
 
 // Overrides is the key of an organisation's overrides hash. Its hash tag is

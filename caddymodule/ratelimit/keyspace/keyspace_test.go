@@ -50,3 +50,42 @@ func TestKeysShareTheRequestsHashTag(t *testing.T) {
 		t.Errorf("a long partition value is kept verbatim: %s", k)
 	}
 }
+
+// A short value is kept verbatim, so keys stay as they were, but it can
+// never name the bucket of a long value by being its hashed form.
+func TestPartitionValues(t *testing.T) {
+	tag := Tag("org_1", "192.0.2.1")
+	long := strings.Repeat("/v1/customers/cus_", 20)
+	hashed := strings.TrimPrefix(Bucket(DefaultPrefix, tag, Live, "route", long), "gatehouse:rl:{org_1}:live:route:")
+	if !strings.HasPrefix(hashed, "sha256:") {
+		t.Fatalf("long value not hashed: %s", hashed)
+	}
+	for _, tc := range []struct{ name, a, b string }{
+		{"long value and its hashed form", long, hashed},
+		{"64 characters and 65", strings.Repeat("a", 64), strings.Repeat("a", 65)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if a, b := Bucket(DefaultPrefix, tag, Live, "route", tc.a), Bucket(DefaultPrefix, tag, Live, "route", tc.b); a == b {
+				t.Errorf("%q and %q share the key %s", tc.a, tc.b, a)
+			}
+			if a, b := Counter(DefaultPrefix, tag, Live, "monthly", tc.a), Counter(DefaultPrefix, tag, Live, "monthly", tc.b); a == b {
+				t.Errorf("%q and %q share the counter %s", tc.a, tc.b, a)
+			}
+		})
+	}
+	for _, tc := range []struct{ value, want string }{
+		{"192.0.2.1", "gatehouse:rl:{org_1}:live:per-ip:192.0.2.1"},
+		{"key_0000000000000000000000", "gatehouse:rl:{org_1}:live:per-ip:key_0000000000000000000000"},
+		{strings.Repeat("a", 64), "gatehouse:rl:{org_1}:live:per-ip:" + strings.Repeat("a", 64)},
+		{"sha256", "gatehouse:rl:{org_1}:live:per-ip:sha256"},
+		{"", "gatehouse:rl:{org_1}:live:per-ip:"},
+	} {
+		if got := Bucket(DefaultPrefix, tag, Live, "per-ip", tc.value); got != tc.want {
+			t.Errorf("Bucket(%q) = %s, want %s", tc.value, got, tc.want)
+		}
+	}
+	// The request path allocates only the key itself for a short value.
+	if n := testing.AllocsPerRun(100, func() { _ = Bucket(DefaultPrefix, tag, Live, "per-ip", "192.0.2.1") }); n > 1 {
+		t.Errorf("Bucket allocates %v times for a short value, want 1", n)
+	}
+}
