@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 )
 
 // listJSON is the list envelope of DESIGN §5. The CLI prints everything it
@@ -75,9 +74,11 @@ func parseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// isDigits reports whether s is ASCII digits, all strconv.Atoi reads:
+// another script's digits are no number, not an out-of-range one.
 func isDigits(s string) bool {
-	for _, r := range s {
-		if !unicode.IsDigit(r) {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
 			return false
 		}
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -10,6 +11,7 @@ func TestParseDuration(t *testing.T) {
 		in   string
 		want time.Duration
 		bad  bool
+		msg  string // in the error of a bad one
 	}{
 		{in: "30d", want: 30 * 24 * time.Hour},
 		{in: "1d12h", want: 36 * time.Hour},
@@ -19,13 +21,18 @@ func TestParseDuration(t *testing.T) {
 		{in: "d", bad: true},
 		{in: "3x", bad: true},
 		{in: "1d-2h", bad: true},
-		{in: "99999999d", bad: true},
+		{in: "99999999d", bad: true, msg: "out of range"},
+		{in: "١d", bad: true, msg: "not a duration"}, // an Arabic-Indic 1
+		{in: "١٢d3h", bad: true, msg: "not a duration"},
 		{in: "", bad: true},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := parseDuration(tc.in)
 			if tc.bad != (err != nil) || got != tc.want {
 				t.Fatalf("parseDuration(%q) = %v, %v", tc.in, got, err)
+			}
+			if tc.msg != "" && !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("parseDuration(%q): %v, want %q", tc.in, err, tc.msg)
 			}
 		})
 	}
