@@ -1,15 +1,12 @@
 package dashboard
 
 import (
-	"context"
-	"fmt"
 	"net/http"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/internal/apiversion"
 )
 
@@ -139,46 +136,5 @@ func TestLogsMethodFilterKeepsTheMethod(t *testing.T) {
 				t.Fatalf("the method select has %q selected, want %q", got, tc.want)
 			}
 		})
-	}
-}
-
-// The deliveries page's endpoint select lists the newest 200 endpoints; an
-// older endpoint being filtered on is listed too, selected, so that
-// submitting the form again keeps the filter.
-func TestDeliveriesEndpointFilterKeepsAnEndpointBeyondTheList(t *testing.T) {
-	e := newEnv(t)
-	b := e.signup("manyendpoints@example.com", "ManyEndpoints")
-	ctx := context.Background()
-	tenant := Tenant{OrganizationID: e.orgOf(b)}
-	for i := range 201 {
-		u := fmt.Sprintf("http://127.0.0.1:9/hook-%d", i)
-		if _, _, err := e.hooks.CreateEndpoint(ctx, audit.Actor{Type: audit.ActorCLI, ID: "test"}, tenant,
-			EndpointParams{URL: &u, EnabledEvents: []string{"*"}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var oldest, newest string
-	if err := e.pool.QueryRow(ctx, `SELECT min(id), max(id) FROM webhook_endpoints WHERE organization_id = $1`,
-		tenant.OrganizationID).Scan(&oldest, &newest); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct{ name, endpoint string }{
-		{"beyond the first 200", oldest},
-		{"among the first 200", newest},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := b.get("/deliveries?endpoint=" + tc.endpoint)
-			if p.status != http.StatusOK {
-				t.Fatalf("status %d", p.status)
-			}
-			if n := strings.Count(p.body, `<option value="`+tc.endpoint+`" selected>`); n != 1 {
-				t.Fatalf("the endpoint select has %s selected %d times, want once", tc.endpoint, n)
-			}
-		})
-	}
-	// Another organisation's endpoint is not listed.
-	other := e.signup("other@example.com", "Other")
-	if p := other.get("/deliveries?endpoint=" + oldest); p.status != http.StatusOK || strings.Contains(p.body, oldest+`"`) {
-		t.Fatalf("another organisation's filter: %d, endpoint listed %v", p.status, strings.Contains(p.body, oldest+`"`))
 	}
 }

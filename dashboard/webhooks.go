@@ -2,7 +2,6 @@ package dashboard
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -381,18 +380,6 @@ func (d *Dashboard) deliveriesPage(w http.ResponseWriter, r *http.Request, s *Se
 	eps, err := d.listEndpoints(r.Context(), s)
 	if err != nil {
 		return err
-	}
-	// The list stops at 200 endpoints: the filtered one is added when it
-	// is beyond, or submitting the form again would drop the filter.
-	if f.Endpoint != "" && len(problems) == 0 && !slices.ContainsFunc(eps, func(e Endpoint) bool { return e.ID == f.Endpoint }) {
-		e, err := d.getEndpoint(r.Context(), s, f.Endpoint)
-		var he *httpError
-		switch {
-		case err == nil:
-			eps = append(eps, e)
-		case !errors.As(err, &he) || he.status != http.StatusNotFound:
-			return err
-		}
 	}
 	data["Endpoints"] = eps
 	d.render(w, r, s, http.StatusOK, "deliveries.html", "Webhook deliveries", "deliveries", data)
