@@ -286,21 +286,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	rec, found := h.store.cached(hash, now, h.ttl, h.negativeTTL)
 	if !found {
 		ip := clientAddr(r)
-		if !h.unknown.allow(ip, now) {
+		if !h.unknown.begin(ip, hash, now) {
 			w.Header().Set("Retry-After", "1")
 			return h.refuse(w, apierror.New(http.StatusTooManyRequests, apierror.TypeRateLimit, "rate_limited",
 				fmt.Sprintf("Too many unknown API keys came from %s in the last second (the limit is %d); keys the gateway has not seen are refused from there until it ends. Check which key your client sends.",
 					addrName(ip), h.unknown.limit)), authThrottled)
 		}
 		var err error
-		if rec, err = h.store.loadShared(r.Context(), hash, now); err != nil {
+		rec, err = h.store.loadShared(r.Context(), hash, now)
+		// A client that hung up keeps its place: the load goes on.
+		h.unknown.end(hash, rec != nil || (err != nil && r.Context().Err() == nil))
+		if err != nil {
 			if r.Context().Err() != nil {
 				return caddyhttp.Error(499, err)
 			}
 			return h.refuse(w, errAuthUnavailable, authUnavailable)
-		}
-		if rec == nil {
-			h.unknown.failed(ip, now)
 		}
 	}
 	if rec == nil || rec.Kind != parsed.Kind || rec.Environment != parsed.Environment {

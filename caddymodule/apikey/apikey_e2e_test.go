@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -513,4 +514,99 @@ func onlyStore(t *testing.T) *store {
 		t.Fatalf("%d key stores, want 1", len(all))
 	}
 	return all[0]
+}
+
+// TestUnknownKeysInFlightAreThrottled holds the key table locked, so that
+// lookups stay in flight: made-up keys from one address cannot each start
+// a lookup before the first failure counted, and a client that hangs up
+// while its lookup waits is counted all the same (the load goes on
+// without it, holding a connection of the pool).
+func TestUnknownKeysInFlightAreThrottled(t *testing.T) {
+	pool, dsn := testenv.Pool(t)
+	clk := useFakeClock(t)
+	clk.Freeze(t) // the limit counts per second
+	up := newUpstream(t)
+	port := testenv.FreePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	runCaddy(t, globalOptions+site(port, dsn, up, testenv.FreePort(t), "query_timeout 1m\n\t\tunknown_key_limit 2"))
+
+	const attacker = "203.0.113.7"
+	madeUp := func() string {
+		k, err := keyformat.Generate(keyformat.Secret, keyformat.Sandbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	ctx := context.Background()
+	lock, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, `LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	waiting := func() int {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%k.key_hash%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	send := func(ctx context.Context, key string) <-chan response {
+		out := make(chan response, 1)
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/customers", nil)
+			req.Header.Set("Authorization", "Bearer "+key)
+			req.Header.Set("X-Forwarded-For", attacker)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				out <- response{}
+				return
+			}
+			defer resp.Body.Close()
+			out <- response{Status: resp.StatusCode}
+		}()
+		return out
+	}
+
+	// One client hangs up while its lookup waits; another waits.
+	hangUp, cancel := context.WithCancel(ctx)
+	gone := send(hangUp, madeUp())
+	eventually(t, 10*time.Second, "the first lookup waiting for the lock", func() bool { return waiting() == 1 })
+	cancel()
+	<-gone
+	inFlight := send(ctx, madeUp())
+	eventually(t, 10*time.Second, "the second lookup waiting for the lock", func() bool { return waiting() == 2 })
+
+	third := send(ctx, madeUp())
+	for {
+		select {
+		case r := <-third:
+			if r.Status != 429 {
+				t.Fatalf("a third made-up key while two lookups were in flight: %d, want 429", r.Status)
+			}
+		default:
+			if waiting() > 2 {
+				t.Fatal("a third made-up key reached Postgres while two lookups were in flight")
+			}
+			runtime.Gosched()
+			continue
+		}
+		break
+	}
+
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-inFlight; r.Status != 401 {
+		t.Fatalf("the lookup in flight: %d, want 401", r.Status)
+	}
+	// Both lookups found nothing, the hung-up one included: the limit is
+	// reached for this second.
+	if r := get(t, base, "/v1/customers", madeUp(), "X-Forwarded-For", attacker); r.Status != 429 {
+		t.Fatalf("a made-up key after two failures, one hung up: %d %s", r.Status, r.Body)
+	}
 }
