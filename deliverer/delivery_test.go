@@ -292,3 +292,26 @@ func TestEventPostgresRefusesIsSkippedNotTheBatch(t *testing.T) {
 		t.Fatalf("the refused event has %d deliveries", n)
 	}
 }
+
+// TestLoneEventPostgresRefusesIsSkipped: a refused event alone in its
+// round is skipped too, not retried for ever with its partition behind it.
+func TestLoneEventPostgresRefusesIsSkipped(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	ep, _ := e.endpoint(rc.URL, endpointOpts{})
+	e.exec(`ALTER TABLE events ADD CONSTRAINT test_refused CHECK (idempotency_key IS DISTINCT FROM 'refuse-me')`)
+
+	bad := e.event(false, "customer.created")
+	bad.IdempotencyKey = "refuse-me"
+	e.produce(bad) // alone on the topic: a round of one
+	e.start(e.config())
+	waitFor(t, "the refused event counted as malformed", 10*time.Second, func() bool {
+		return e.metric("gatehouse_deliverer_events_malformed_total") == 1
+	})
+	good := e.event(false, "customer.created")
+	e.produce(good) // same organisation: same partition
+	e.waitDelivery("the event after the refused one", good.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+	if n := e.count(`SELECT count(*) FROM events WHERE id = $1`, bad.ID); n != 0 {
+		t.Fatalf("the refused event was stored (%d rows)", n)
+	}
+}

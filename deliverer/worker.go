@@ -381,7 +381,7 @@ func (w *Worker) consume(ctx context.Context) error {
 		if len(evs) > 0 {
 			for attempt := 0; ; attempt++ {
 				jobs, created, err := w.fanOut(ctx, w.now(), evs, times)
-				if err != nil && pgerr.BadValue(err) && len(evs) > 1 {
+				if err != nil && pgerr.BadValue(err) {
 					jobs, created, err = w.fanOutEach(ctx, evs, times)
 				}
 				// Jobs are stored and leased, also those fanOutEach stored
