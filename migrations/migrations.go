@@ -12,6 +12,8 @@ import (
 	"github.com/golang-migrate/migrate/v4"
 	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // the pgx5:// driver
 	"github.com/golang-migrate/migrate/v4/source/iofs"
+
+	"github.com/gatehouse/gatehouse/internal/redact"
 )
 
 //go:embed *.sql
@@ -25,11 +27,9 @@ func open(dsn string) (*migrate.Migrate, error) {
 	u, err := url.Parse(dsn)
 	if err != nil {
 		// url.Error quotes the whole URL, password included, and this
-		// error ends up on the operator's terminal and in logs.
-		if ue, ok := errors.AsType[*url.Error](err); ok {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("parsing database url: %w", err)
+		// error ends up on the operator's terminal and in logs; the error
+		// it wraps can quote part of the password too, as the port.
+		return nil, fmt.Errorf("parsing database url: %w", redact.URLError(err))
 	}
 	u.Scheme = "pgx5"
 	m, err := migrate.NewWithSourceInstance("iofs", src, u.String())

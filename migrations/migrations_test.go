@@ -41,6 +41,7 @@ func TestBadURLKeepsThePasswordOut(t *testing.T) {
 	for _, dsn := range []string{
 		"postgres://gatehouse:s3cr3t-pw@127.0.0.1:notaport/gatehouse",
 		"postgres://gatehouse:s3cr3t-pw@127.0.0.1:5432/gate%zzhouse",
+		"postgres://gatehouse:s3cr3t-pw/more@127.0.0.1:5432/gatehouse", // an unencoded '/': the password's start reads as the port
 	} {
 		for name, f := range map[string]func(string) error{"up": migrations.Up, "down": migrations.Down} {
 			err := f(dsn)
