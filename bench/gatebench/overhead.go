@@ -149,6 +149,9 @@ type overheadResult struct {
 	ThroughputRatioVsPlainCaddyPOST float64 `json:"throughput_ratio_vs_plain_caddy_post"`
 	// p99 added by (c) over (b) at 50 % of (b)'s maximum, GET, µs.
 	P99AddedAtHalfLoadUS float64 `json:"p99_added_at_half_load_us"`
+	// RedisRoundTrip is a bare Redis round trip at the light GET rate, in
+	// the light rounds: the floor of what rate_limit and idempotency add.
+	RedisRoundTrip *roundTripFloor `json:"redis_round_trip_at_light_rate,omitempty"`
 }
 
 type overheadConfig struct {
@@ -357,7 +360,21 @@ func runOverhead(ctx context.Context, e *env, cfg overheadConfig, upstreamName, 
 				logf("  %-10s %-5s round %d  %-28s %8.0f rps  p50 %7.0fµs  p99 %7.0fµs  err %d non2xx %d  cpu %.3f cores",
 					upstreamName, phase.mode, round+1, tg.Name, m.RPS, m.P50us, m.P99us, m.Errors, m.Non2xx, m.GatewayCores)
 			}
+			if phase.mode == "light" {
+				if res.RedisRoundTrip == nil {
+					res.RedisRoundTrip = &roundTripFloor{What: "PING from go-redis, paced at the light GET rate", Rate: phase.rates["GET"]}
+				}
+				if err := res.RedisRoundTrip.pingAtRate(ctx, e.rdb, phase.rates["GET"], cfg.seconds); err != nil {
+					return nil, fmt.Errorf("redis round trip: %w", err)
+				}
+				f := res.RedisRoundTrip
+				logf("  %-10s light round %d  bare Redis round trip (PING) at %d/s: p99 %.0fµs",
+					upstreamName, round+1, f.Rate, f.P99EachUS[len(f.P99EachUS)-1])
+			}
 		}
+	}
+	if f := res.RedisRoundTrip; f != nil {
+		f.summarise()
 	}
 
 	res.Counters = map[string]map[string]float64{}
