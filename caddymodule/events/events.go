@@ -47,6 +47,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -355,7 +356,7 @@ func (h *Handler) candidates(r *http.Request) []*rule {
 			continue
 		}
 		if segs == nil {
-			segs = strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
+			segs = pathSegments(r.URL)
 		}
 		if cr.matchPath(segs) {
 			out = append(out, cr)
@@ -548,6 +549,23 @@ func compileRule(r Rule) (rule, error) {
 		return cr, fmt.Errorf("event type %q: use lower-case dotted words such as customer.created (letters and _, at least one '.', at most %d characters)", r.Type, maxTypeLen)
 	}
 	return cr, nil
+}
+
+// pathSegments splits u's path into its segments, each unescaped on its
+// own as Go's ServeMux and most routers match them: /v1/%63ustomers reaches
+// the backend's /v1/customers route and must match its rule, while an
+// escaped slash (cus%2F1) stays within its segment.
+func pathSegments(u *url.URL) []string {
+	segs := strings.Split(strings.TrimPrefix(u.EscapedPath(), "/"), "/")
+	for i, s := range segs {
+		if strings.IndexByte(s, '%') < 0 {
+			continue
+		}
+		if un, err := url.PathUnescape(s); err == nil {
+			segs[i] = un
+		}
+	}
+	return segs
 }
 
 func (cr *rule) matchPath(segs []string) bool {
