@@ -34,6 +34,7 @@ import (
 func init() {
 	caddy.RegisterModule(identity{})
 	caddy.RegisterModule(hang{})
+	caddy.RegisterModule(panicking{})
 	// go-redis logs every failed dial of the Redis-down test on stderr; the
 	// handler's own logs and the tests' assertions say what matters.
 	redis.SetLogger(quietRedis{})
@@ -138,6 +139,18 @@ func (h hang) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Hand
 	w.WriteHeader(http.StatusCreated)
 	_, _ = io.WriteString(w, `{"from":"dead gateway"}`)
 	return nil
+}
+
+// panicking is a handler behind idempotency with a bug: it panics before
+// writing anything.
+type panicking struct{}
+
+func (panicking) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.idempotency_test_panic", New: func() caddy.Module { return new(panicking) }}
+}
+
+func (panicking) ServeHTTP(http.ResponseWriter, *http.Request, caddyhttp.Handler) error {
+	panic("bug behind the idempotency handler")
 }
 
 // upstream is the backend: it knows nothing of idempotency and counts how

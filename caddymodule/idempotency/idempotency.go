@@ -88,6 +88,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -413,7 +414,7 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	defer holdback.PutBuffer(buf)
 	rb := holdback.New(w, buf, h.MaxResponseSize, nil)
 
-	panicked, err := serveNext(next, rb, r)
+	panicked, stack, err := serveNext(next, rb, r)
 	if panicked != nil && err == nil {
 		err = fmt.Errorf("panic behind the idempotency handler: %v", panicked)
 	}
@@ -438,8 +439,12 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 			c.Write(zap.Int("status", resp.status), zap.Error(err))
 		}
 		writeResponse(w, resp)
-		if panicked != nil && panicked != http.ErrAbortHandler {
-			panic(panicked)
+		if stack != nil {
+			// Not re-panicked: net/http would drop the connection under
+			// the 502 just written, and the first client would get nothing
+			// where every retry gets this answer.
+			h.logger.Error("panic behind the idempotency handler; answered with the recorded error",
+				zap.String("request_id", ex.requestID), zap.Any("panic", panicked), zap.ByteString("stack", stack))
 		}
 		return nil
 
@@ -544,10 +549,15 @@ func noStore(resp response) bool {
 }
 
 // serveNext calls next and turns a panic into a value, so the outcome can be
-// recorded before the panic goes on.
-func serveNext(next caddyhttp.Handler, w http.ResponseWriter, r *http.Request) (panicked any, err error) {
-	defer func() { panicked = recover() }()
-	return nil, next.ServeHTTP(w, r)
+// recorded before the panic goes on; stack is where it happened, unless it
+// was http.ErrAbortHandler (a deliberate abort, not a bug).
+func serveNext(next caddyhttp.Handler, w http.ResponseWriter, r *http.Request) (panicked any, stack []byte, err error) {
+	defer func() {
+		if panicked = recover(); panicked != nil && panicked != http.ErrAbortHandler {
+			stack = debug.Stack()
+		}
+	}()
+	return nil, nil, next.ServeHTTP(w, r)
 }
 
 // complete records the outcome. Failure is logged and counted; the client

@@ -579,6 +579,31 @@ func TestAmbiguousFailuresAreNeverReExecuted(t *testing.T) {
 	}
 }
 
+// TestPanicBehindTheHandlerIsAnsweredAsReplayed: a panic behind the
+// handler is recorded as a 502, and the first client must get that 502
+// too, not a connection dropped under it (it used to be re-panicked after
+// writing, and net/http discarded the buffered answer).
+func TestPanicBehindTheHandlerIsAnsweredAsReplayed(t *testing.T) {
+	_, prefix := testRedis(t)
+	gw := startCaddy(t, serverSpec{
+		settings: settings{"key_prefix": prefix, "ttl": "10m"},
+		next:     map[string]any{"handler": "idempotency_test_panic"},
+	})[0]
+	q := req{key: newKey(), body: `{}`}
+	first, err := gw.send(q)
+	if err != nil {
+		t.Fatalf("first: %v; want the recorded 502", err)
+	}
+	if first.status != http.StatusBadGateway || first.apiError(t)["code"] != "upstream_unavailable" {
+		t.Fatalf("first: %d %s", first.status, first.body)
+	}
+	retry := gw.do(t, q)
+	if retry.status != first.status || retry.body != first.body || retry.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retry: %d %s replayed=%q; first was %d %s", retry.status, retry.body,
+			retry.header.Get("Idempotent-Replayed"), first.status, first.body)
+	}
+}
+
 // TestLockAnsweredTooLateIsReleased: Redis takes the lock but its answer
 // comes after the deadline. The client is told the request did not execute
 // and to retry with the same key, so the lock must not outlive that answer
