@@ -1,6 +1,8 @@
 package idempotency
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -164,6 +166,7 @@ func (panicking) ServeHTTP(http.ResponseWriter, *http.Request, caddyhttp.Handler
 //	/v1/latin1 201 with a header value that is not UTF-8 (obs-text)
 //	/v1/crash  reads the request, then drops the connection without a byte
 //	           of response (a backend that died after acting on it)
+//	/v1/gzip   201, gzip-encoded when the request accepts gzip
 type upstream struct {
 	srv       *httptest.Server
 	count     atomic.Int64
@@ -231,6 +234,19 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u.writeCreated(w, r, n, body)
 	case "/v1/crash":
 		panic(http.ErrAbortHandler) // net/http closes the connection, answering nothing
+	case "/v1/gzip":
+		if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			u.writeCreated(w, r, n, body)
+			return
+		}
+		var plain bytes.Buffer
+		_ = json.NewEncoder(&plain).Encode(map[string]any{"id": fmt.Sprintf("cus_%d", n), "object": "customer"})
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", "gzip")
+		w.WriteHeader(http.StatusCreated)
+		zw := gzip.NewWriter(w)
+		_, _ = zw.Write(plain.Bytes())
+		_ = zw.Close()
 	default:
 		u.writeCreated(w, r, n, body)
 	}
@@ -359,6 +375,9 @@ type req struct {
 	live   string
 	// chunked sends the body without a Content-Length.
 	chunked bool
+	// accept is the Accept-Encoding sent, when not "" (the client then
+	// does not decode a compressed answer itself).
+	accept string
 }
 
 // resp is what the client got.
@@ -435,6 +454,9 @@ func (g gateway) send(q req) (resp, error) {
 		hr.Header.Set("X-Test-Livemode", q.live)
 	}
 	hr.Header.Set("Content-Type", "application/json")
+	if q.accept != "" {
+		hr.Header.Set("Accept-Encoding", q.accept)
+	}
 	res, err := client.Do(hr)
 	if err != nil {
 		return resp{}, err

@@ -409,6 +409,12 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	defer cancel()
 	r = guardTransportRetries(r.WithContext(execCtx))
 	r.Header = hideFromTransportRetries(r.Header)
+	// A replay goes to whichever client retries, with whatever
+	// Accept-Encoding it sends: the record must be in no content coding.
+	// Without the client's Accept-Encoding, reverse_proxy's transport asks
+	// for gzip itself and decodes the answer (an `encode` directive in
+	// front compresses again for each client).
+	delete(r.Header, "Accept-Encoding")
 
 	buf := holdback.GetBuffer()
 	defer holdback.PutBuffer(buf)

@@ -153,6 +153,30 @@ func TestReplayKeepsHeaderBytes(t *testing.T) {
 	}
 }
 
+// A replay goes to whichever client retries, with whatever Accept-Encoding
+// it sends, so the record is kept in no content coding: a backend's gzip
+// for the first client must not reach a retry that cannot decode it.
+func TestReplayIsNotInTheFirstClientsEncoding(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, nil)
+	key := newKey()
+	first := gw.do(t, req{key: key, path: "/v1/gzip", body: `{}`, accept: "gzip"})
+	replay := gw.do(t, req{key: key, path: "/v1/gzip", body: `{}`, accept: "identity"})
+	if replay.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retry: %d %s, not a replay", replay.status, replay.body)
+	}
+	for name, r := range map[string]resp{"first answer": first, "replay": replay} {
+		var o struct{ ID string }
+		if ce := r.header.Get("Content-Encoding"); ce != "" || json.Unmarshal([]byte(r.body), &o) != nil || o.ID != "cus_1" {
+			t.Fatalf("%s: Content-Encoding %q, body %q; want the plain JSON of cus_1", name, ce, r.body)
+		}
+	}
+	if replay.body != first.body {
+		t.Fatalf("replay %q, first answer %q", replay.body, first.body)
+	}
+}
+
 func TestServerErrorsAreRecordedAndReplayed(t *testing.T) {
 	_, prefix := testRedis(t)
 	up := newUpstream(t)
