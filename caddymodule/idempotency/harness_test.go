@@ -167,6 +167,7 @@ func (panicking) ServeHTTP(http.ResponseWriter, *http.Request, caddyhttp.Handler
 //	/v1/crash  reads the request, then drops the connection without a byte
 //	           of response (a backend that died after acting on it)
 //	/v1/gzip   201, gzip-encoded when the request accepts gzip
+//	/v1/busy   503 with Retry-After and ?size= bytes of body
 type upstream struct {
 	srv       *httptest.Server
 	count     atomic.Int64
@@ -214,6 +215,11 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte(strings.Repeat("x", size)))
+	case "/v1/busy":
+		size, _ := strconv.Atoi(r.URL.Query().Get("size"))
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(strings.Repeat("b", size)))
 	case "/v1/block":
 		u.started <- struct{}{}
 		select {

@@ -430,6 +430,11 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 		h.release(ctx, ex, recordReleased)
 		return err
 
+	case rb.Streamed && err == nil && refusedBeforeActing(response{status: rb.Status, header: w.Header()}):
+		// Passed on as it came, too large to hold; the retry executes.
+		h.release(ctx, ex, recordRefused)
+		return nil
+
 	case rb.Streamed:
 		h.complete(ctx, ex, stateTooLarge, response{status: rb.Status}, recordTooLarge)
 		if panicked != nil {

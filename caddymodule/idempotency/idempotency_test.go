@@ -412,6 +412,23 @@ func TestDeadGatewayLockExpires(t *testing.T) {
 	}
 }
 
+// A 503 with Retry-After says the backend did not act, whatever its size:
+// one too large to hold is passed on, and the retry executes, rather than
+// getting 422 for a request that never ran.
+func TestTooLargeRefusalIsNotKept(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, settings{"max_response_size": 1000})
+	q := req{key: newKey(), path: "/v1/busy?size=5000"}
+	if r := gw.do(t, q); r.status != http.StatusServiceUnavailable || len(r.body) != 5000 {
+		t.Fatalf("first: %d, %d bytes", r.status, len(r.body))
+	}
+	if r := gw.do(t, q); r.status != http.StatusServiceUnavailable || up.count.Load() != 2 {
+		t.Fatalf("retry after a large 503 with Retry-After: %d %.200s, upstream ran %d times; want it executed again",
+			r.status, r.body, up.count.Load())
+	}
+}
+
 func TestTooLargeResponseIsStreamedButNotStored(t *testing.T) {
 	_, prefix := testRedis(t)
 	up := newUpstream(t)
