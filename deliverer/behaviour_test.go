@@ -351,7 +351,14 @@ func TestFailingEndpointAlertsAndDisables(t *testing.T) {
 	now := e.clock.Now()
 	e.exec(`UPDATE webhook_endpoints SET failing_since = $2 WHERE id = $1`, epDay, now.Add(-25*time.Hour))
 	e.exec(`UPDATE webhook_endpoints SET failing_since = $2 WHERE id = $1`, epFive, now.Add(-5*24*time.Hour-time.Minute))
-	e.start(e.config())
+	w, err := deliverer.NewWorker(e.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
 	ev := e.event(false, "customer.created")
 	e.produce(ev)
 	e.waitDelivery("day", ev.ID, epDay, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
@@ -376,6 +383,17 @@ func TestFailingEndpointAlertsAndDisables(t *testing.T) {
 	ev2 := e.event(false, "customer.created")
 	e.produce(ev2)
 	e.waitDelivery("day again", ev2.ID, epDay, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	// Alerts are sent off the delivery path; Run returns once every alert
+	// raised has reached the notifier, so a repeated one would be seen.
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not stop")
+	}
 	if k := e.alerts.kinds(); len(k) != 2 {
 		t.Fatalf("alerts %v", k)
 	}
