@@ -430,6 +430,20 @@ func (d *Dashboard) pendingInvitation(ctx context.Context, token string) (Invita
 		return inv, "", "", &httpError{http.StatusGone, "Invitation no longer valid",
 			"This invitation was already used, revoked or has expired. Ask an admin for a new one."}
 	}
+	// The link carries its inviter's authority: an admin removed or demoted
+	// since must not still add members through the links they kept.
+	if strings.HasPrefix(inv.InvitedBy, ids.User+"_") {
+		var role accounts.Role
+		err := d.cfg.DB.QueryRow(ctx, `SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2`,
+			orgID, inv.InvitedBy).Scan(&role)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return inv, "", "", fmt.Errorf("loading the inviter's membership: %w", err)
+		}
+		if role != accounts.RoleOwner && (role != accounts.RoleAdmin || inv.Role == accounts.RoleOwner) {
+			return inv, "", "", &httpError{http.StatusGone, "Invitation no longer valid",
+				"The person who sent this invitation can no longer invite members. Ask an admin for a new one."}
+		}
+	}
 	return inv, orgID, orgName, nil
 }
 

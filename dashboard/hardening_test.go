@@ -17,6 +17,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/gatehouse/gatehouse/controlplane/accounts"
+	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/controlplane/server"
 	"github.com/gatehouse/gatehouse/internal/config"
 )
@@ -274,5 +276,75 @@ func TestPagesSayWhenTheDatabaseIsUnreachable(t *testing.T) {
 		if r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "cannot be reached") || r.header.Get("Retry-After") == "" {
 			t.Fatalf("with the database unreachable: %d, Retry-After %q, body %.300q", r.status, r.header.Get("Retry-After"), r.body)
 		}
+	}
+}
+
+// An invitation carries its inviter's authority: once the admin who made it
+// is removed, or demoted below what the role needs, the link they kept
+// (it is shown to them once) no longer lets anyone join with that role.
+func TestInvitationDiesWithItsInvitersAuthority(t *testing.T) {
+	e := newEnv(t)
+	owner := e.signup("owner@example.com", "Org")
+	org := e.orgOf(owner)
+	admin := e.member(org, "admin@example.com", accounts.RoleAdmin)
+	adminID := ""
+	ms, err := e.accts.ListMembers(context.Background(), org)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.Email == "admin@example.com" {
+			adminID = m.ID
+		}
+	}
+	invite := func(email string) string {
+		admin.get("/members")
+		p := admin.post("/members/invitations", "email", email, "role", "admin")
+		m := regexp.MustCompile(`(/invitations/[A-Za-z0-9_-]{43})<`).FindStringSubmatch(p.body)
+		if p.status != 200 || m == nil {
+			t.Fatalf("invite %s: %d, no link", email, p.status)
+		}
+		return m[1]
+	}
+	demoted, removed := invite("alt1@example.com"), invite("alt2@example.com")
+	cli := audit.Actor{Type: audit.ActorCLI, ID: "test"}
+
+	// Demoted to viewer: the invitations made as an admin no longer work.
+	if _, err := e.accts.ChangeRole(context.Background(), cli, org, adminID, accounts.RoleViewer); err != nil {
+		t.Fatal(err)
+	}
+	guest := e.browser()
+	if p := guest.get(demoted); p.status != http.StatusGone {
+		t.Errorf("invitation page after the inviter's demotion: %d, want 410", p.status)
+	}
+	guest.get("/login") // a form's token, whatever the invitation page showed
+	if p := guest.post(demoted, "password", "a fine new password"); p.status != http.StatusGone {
+		t.Errorf("accepting after the inviter's demotion: %d, want 410", p.status)
+	}
+
+	// Removed: nor do theirs.
+	if err := e.accts.RemoveMember(context.Background(), cli, org, adminID); err != nil {
+		t.Fatal(err)
+	}
+	guest = e.browser()
+	guest.get("/login")
+	if p := guest.post(removed, "password", "a fine new password"); p.status != http.StatusGone {
+		t.Errorf("accepting after the inviter's removal: %d, want 410", p.status)
+	}
+	ms, _ = e.accts.ListMembers(context.Background(), org)
+	for _, m := range ms {
+		if strings.HasPrefix(m.Email, "alt") {
+			t.Errorf("%s joined as %s through a former admin's invitation", m.Email, m.Role)
+		}
+	}
+
+	// An owner's invitation still works (the check is not a blanket refusal).
+	owner.get("/members")
+	p := owner.post("/members/invitations", "email", "fine@example.com", "role", "admin")
+	link := regexp.MustCompile(`(/invitations/[A-Za-z0-9_-]{43})<`).FindStringSubmatch(p.body)[1]
+	guest = e.browser()
+	guest.get(link)
+	if p := guest.post(link, "password", "a fine new password"); p.status != http.StatusSeeOther {
+		t.Fatalf("owner's invitation: %d %s", p.status, p.body)
 	}
 }
