@@ -71,12 +71,15 @@ func (d *Dashboard) signup(w http.ResponseWriter, r *http.Request, _ *Session) e
 		return err
 	}
 	m, err := d.cfg.Accounts.AddMember(ctx, signupActor, accounts.AddMemberParams{
-		OrganizationID: org.ID, Email: email, Password: password, Role: accounts.RoleOwner,
+		OrganizationID: org.ID, Email: email, Password: password, Role: accounts.RoleOwner, OwnPasswordOnly: true,
 	})
 	if err != nil {
 		// The organisation has no member and is useless: remove it so the
 		// person can simply try again.
 		_, _ = d.cfg.DB.Exec(context.WithoutCancel(ctx), `DELETE FROM organizations WHERE id = $1`, org.ID)
+		if errors.Is(err, accounts.ErrInvalidCredentials) { // the email was taken a moment ago
+			return again("An account with this email already exists. Sign in instead; an admin of another organisation can invite you.")
+		}
 		if msg, ok := userMessage(err); ok {
 			return again(msg)
 		}
@@ -520,10 +523,14 @@ func (d *Dashboard) acceptInvitation(w http.ResponseWriter, r *http.Request, _ *
 		actor = audit.Actor{Type: audit.ActorSystem, ID: "dashboard-invitations"}
 	}
 	m, err := d.cfg.Accounts.AddMember(ctx, actor, accounts.AddMemberParams{
-		OrganizationID: orgID, Email: inv.Email, Password: password, Role: inv.Role, KeepRole: true,
+		OrganizationID: orgID, Email: inv.Email, Password: password, Role: inv.Role, KeepRole: true, OwnPasswordOnly: true,
 	})
 	if err != nil {
 		_, _ = d.cfg.DB.Exec(context.WithoutCancel(ctx), `UPDATE invitations SET accepted_at = NULL WHERE id = $1`, inv.ID)
+		if errors.Is(err, accounts.ErrInvalidCredentials) { // an account with the email was created a moment ago
+			exists = true
+			return again(http.StatusUnauthorized, "An account with "+inv.Email+" exists now: enter its password to join.")
+		}
 		if msg, ok := userMessage(err); ok {
 			return again(http.StatusBadRequest, msg)
 		}

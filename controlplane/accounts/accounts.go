@@ -177,6 +177,12 @@ type AddMemberParams struct {
 	// KeepRole leaves an existing member's role as it is (joining through
 	// an invitation never changes a role; roles change with ChangeRole).
 	KeepRole bool
+	// OwnPasswordOnly is for people joining by themselves (sign-up, an
+	// invitation link), who checked beforehand that no user has the email:
+	// if one was created since, AddMember changes nothing and fails with
+	// ErrInvalidCredentials unless Password is that user's, so the person
+	// is never signed in as an account they do not hold.
+	OwnPasswordOnly bool
 }
 
 // AddMemberResult says what AddMember did.
@@ -240,6 +246,12 @@ func (s *Service) AddMember(ctx context.Context, actor audit.Actor, p AddMemberP
 			email).Scan(&res.ID, &res.Email, &res.Name, &res.User.CreatedAt, &storedHash)
 		if err != nil {
 			return fmt.Errorf("loading user: %w", err)
+		}
+		if !res.NewUser && p.OwnPasswordOnly {
+			// Before any lock is taken: argon2id is deliberately slow.
+			if ok, _ := VerifyPassword(p.Password, storedHash); !ok {
+				return ErrInvalidCredentials
+			}
 		}
 
 		owners, err := lockOwners(ctx, tx, p.OrganizationID)

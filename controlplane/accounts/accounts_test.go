@@ -138,6 +138,26 @@ func TestAddMember(t *testing.T) {
 		t.Fatalf("acme membership audit = %+v, %v", p.Data, err)
 	}
 
+	// Someone joining by themselves (sign-up, an invitation link) who
+	// found no user with the email is never made, and so never signed in
+	// as, a user created since: without that user's password nothing changes.
+	gamma, err := svc.CreateOrganization(ctx, ops, "Gamma")
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := accounts.AddMemberParams{OrganizationID: gamma.ID, Email: "dev@example.com", Password: "not their password",
+		Role: accounts.RoleOwner, OwnPasswordOnly: true}
+	if res, err := svc.AddMember(ctx, ops, join); !errors.Is(err, accounts.ErrInvalidCredentials) {
+		t.Fatalf("joining as an existing user without their password: %+v, %v", res, err)
+	}
+	if ms, err := svc.ListMembers(ctx, gamma.ID); err != nil || len(ms) != 0 {
+		t.Fatalf("gamma members after a refused join = %+v, %v", ms, err)
+	}
+	join.Password = "correct horse"
+	if res, err := svc.AddMember(ctx, ops, join); err != nil || res.ID != firstID || res.Role != accounts.RoleOwner {
+		t.Fatalf("joining with the user's own password: %+v, %v", res, err)
+	}
+
 	// An organisation never loses its last owner, through AddMember either;
 	// KeepRole (invitations) leaves an existing member's role alone.
 	solo, err := svc.CreateOrganization(ctx, ops, "Solo")
