@@ -30,7 +30,8 @@ import (
 //	DATA_DIR                       local state; the dead-letter spool lives in DATA_DIR/deliverer-spool (.data)
 //	DELIVERER_TOPIC, DELIVERER_GROUP, DELIVERER_DEAD_LETTER_TOPIC
 //	                               override platform.events.v1, group "deliverer" and webhooks.dead-letter.v1
-//	                               (several environments on one Kafka cluster; the chaos test)
+//	                               (several environments on one Kafka cluster; the chaos test);
+//	                               without them, KAFKA_TOPIC_EVENTS and KAFKA_TOPIC_DEAD_LETTER name the topics
 type Env struct {
 	Addr   string
 	Worker WorkerConfig // without DB, Brokers, Box, Logger
