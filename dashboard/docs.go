@@ -209,7 +209,10 @@ func typeName(s schema) string {
 		return strings.TrimPrefix(s.Ref, "#/components/schemas/")
 	}
 	if s.Const != nil {
-		return fmt.Sprintf("%q", fmt.Sprint(s.Const))
+		// As JSON, so the constant reads as the response carries it:
+		// "customer" is a string, true a boolean.
+		b, _ := json.Marshal(s.Const)
+		return string(b)
 	}
 	var t string
 	switch v := s.Type.(type) {

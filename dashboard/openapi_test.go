@@ -186,3 +186,31 @@ func TestOpenAPIErrorTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestReferenceShowsConstantsAsJSON: the reference page writes a constant
+// as the response carries it, so DeletedObject's deleted reads true, a
+// boolean, not "true", a string.
+func TestReferenceShowsConstantsAsJSON(t *testing.T) {
+	if err := loadOpenAPI(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"object": `"customer"`, "deleted": "true"}
+	got := map[string]string{}
+	for _, tag := range apiRef {
+		for _, op := range tag.Ops {
+			if op.ID != "deleteCustomer" && op.ID != "getCustomer" {
+				continue
+			}
+			for _, f := range op.ResultFields {
+				if _, ok := want[f.Name]; ok && (f.Name == "deleted") == (op.ID == "deleteCustomer") {
+					got[f.Name] = f.Type
+				}
+			}
+		}
+	}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("%s is shown as %s, want %s", name, got[name], w)
+		}
+	}
+}
