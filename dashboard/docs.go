@@ -81,6 +81,10 @@ type refOp struct {
 	Result                                 string
 	ResultFields                           []field
 	Errors                                 []string
+	// Example is the curl example's -d arguments: one per required body
+	// parameter, form-encoded, so that the example is a request the API
+	// takes once the … are filled in.
+	Example []string
 }
 
 type field struct {
@@ -138,6 +142,7 @@ func loadOpenAPI() error {
 					if c, ok := o.RequestBody.Content[ct]; ok {
 						name, fs := fields(doc, c.Schema)
 						ro.BodyName, ro.Body = name, fs
+						ro.Example = formExample(fs)
 						break
 					}
 				}
@@ -202,6 +207,24 @@ func fields(doc apiDoc, s schema) (string, []field) {
 		out = append(out, field{Name: k, Type: typeName(p), Description: p.Description, Required: slices.Contains(s.Required, k)})
 	}
 	return name, out
+}
+
+// formExample is a curl -d argument for each required field, in form
+// encoding: a list as name[]=…, an object as name[key]=….
+func formExample(fs []field) []string {
+	var out []string
+	for _, f := range fs {
+		switch {
+		case !f.Required:
+		case strings.HasPrefix(f.Type, "array"):
+			out = append(out, "'"+f.Name+"[]=…'")
+		case f.Type == "object":
+			out = append(out, "'"+f.Name+"[key]=…'")
+		default:
+			out = append(out, f.Name+"=…")
+		}
+	}
+	return out
 }
 
 func typeName(s schema) string {

@@ -214,3 +214,36 @@ func TestReferenceShowsConstantsAsJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestReferenceExamplesSendTheRequiredParameters: each operation's curl
+// example sends its required body parameters, so that copying it does not
+// end in parameter_missing.
+func TestReferenceExamplesSendTheRequiredParameters(t *testing.T) {
+	if err := loadOpenAPI(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"createEvent":                 {"type=…", "'data[key]=…'"},
+		"createWebhookEndpoint":       {"'enabled_events[]=…'", "url=…"},
+		"recoverWebhookEndpoint":      {"since=…"},
+		"createCustomer":              nil,
+		"rotateWebhookEndpointSecret": nil,
+	}
+	for _, tag := range apiRef {
+		for _, op := range tag.Ops {
+			w, ok := want[op.ID]
+			if !ok {
+				continue
+			}
+			delete(want, op.ID)
+			slices.Sort(w)
+			got := slices.Sorted(slices.Values(op.Example))
+			if !slices.Equal(got, w) {
+				t.Errorf("%s: example sends %q, want %q", op.ID, got, w)
+			}
+		}
+	}
+	for id := range want {
+		t.Errorf("operation %s not in the reference", id)
+	}
+}
