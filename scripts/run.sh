@@ -119,6 +119,7 @@ Gatehouse is running ($(( $(date +%s) - started ))s).
   Credentials     $DEV_ENV
   Logs            $LOGS/
 
+  source $DEV_ENV
   curl -s http://localhost:$(port_of "$GATEWAY_ADDR")/v1/customers -u "\$DEV_SANDBOX_KEY:" -d email=ada@example.com
 
 Ctrl-C stops the processes; \`make services-stop\` stops Postgres, Redis and Kafka.
