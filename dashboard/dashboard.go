@@ -223,6 +223,7 @@ func (d *Dashboard) table() []Route {
 		// Request logs.
 		{Method: "GET", Pattern: "/logs", Access: Member, h: d.logsPage},
 		{Method: "GET", Pattern: "/logs/{id}", Access: Member, Object: "request_log", h: d.logPage},
+		{Method: "POST", Pattern: "/logs/body-capture", Access: Writer, h: d.setBodyCapture},
 
 		// Webhooks and events.
 		{Method: "GET", Pattern: "/webhooks", Access: Member, h: d.endpointsPage},

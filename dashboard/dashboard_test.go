@@ -265,6 +265,67 @@ func TestDeveloperCannotManageLiveKeys(t *testing.T) {
 	}
 }
 
+// TestBodyCaptureSetting: the request log page shows whether bodies are
+// kept in the current environment; admins switch it in test mode, only
+// owners in live mode, and every change is in the audit trail.
+func TestBodyCaptureSetting(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	owner := e.signup("owner@example.com", "Org")
+	org := e.orgOf(owner)
+	admin := e.member(org, "admin@example.com", accounts.RoleAdmin)
+	dev := e.member(org, "dev@example.com", accounts.RoleDeveloper)
+	capture := func(env apikey.Environment) bool {
+		t.Helper()
+		on, err := e.keys.BodyCapture(ctx, org, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return on
+	}
+
+	if p := dev.get("/logs"); !strings.Contains(p.body, "Request logs keep no bodies") || strings.Contains(p.body, `action="/logs/body-capture"`) {
+		t.Fatalf("developer's log page: %d, shows the form or not the state", p.status)
+	}
+	if p := dev.post("/logs/body-capture", "capture", "on"); p.status != http.StatusForbidden || capture(apikey.Sandbox) {
+		t.Fatalf("developer turning capture on: %d", p.status)
+	}
+	if p := admin.get("/logs"); !strings.Contains(p.body, `action="/logs/body-capture"`) {
+		t.Fatal("admin's sandbox log page has no body capture form")
+	}
+	if p := admin.post("/logs/body-capture", "capture", "on"); p.status != http.StatusSeeOther || !capture(apikey.Sandbox) || capture(apikey.Live) {
+		t.Fatalf("admin turning sandbox capture on: %d", p.status)
+	}
+	if p := admin.get("/logs"); !strings.Contains(p.body, "New request logs keep the request and response bodies") {
+		t.Fatal("the log page does not say capture is on")
+	}
+	if p := admin.post("/logs/body-capture", "capture", "maybe"); p.status != http.StatusBadRequest {
+		t.Fatalf("capture=maybe: %d", p.status)
+	}
+
+	// Live mode: bodies hold customers' data, so owners only.
+	admin.post("/session/environment", "environment", "live")
+	if p := admin.get("/logs"); strings.Contains(p.body, `action="/logs/body-capture"`) || !strings.Contains(p.body, "Only owners") {
+		t.Fatal("admin's live log page offers the form")
+	}
+	if p := admin.post("/logs/body-capture", "capture", "on"); p.status != http.StatusForbidden || capture(apikey.Live) {
+		t.Fatalf("admin turning live capture on: %d", p.status)
+	}
+	owner.post("/session/environment", "environment", "live")
+	owner.get("/logs")
+	if p := owner.post("/logs/body-capture", "capture", "on"); p.status != http.StatusSeeOther || !capture(apikey.Live) {
+		t.Fatalf("owner turning live capture on: %d", p.status)
+	}
+	if p := owner.post("/logs/body-capture", "capture", "off"); p.status != http.StatusSeeOther || capture(apikey.Live) || !capture(apikey.Sandbox) {
+		t.Fatalf("owner turning live capture off: %d", p.status)
+	}
+
+	entries, err := audit.NewLog(e.pool).List(ctx, org, audit.Filter{Action: "organization.updated", Limit: 10})
+	if err != nil || len(entries.Data) != 3 {
+		t.Fatalf("audit entries = %+v, %v; want 3 (sandbox on, live on, live off)", entries.Data, err)
+	}
+}
+
 func TestInvitationFlow(t *testing.T) {
 	e := newEnv(t)
 	owner := e.signup("owner@example.com", "Inviting Org")

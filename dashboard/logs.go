@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse/gatehouse/controlplane/accounts"
 	"github.com/gatehouse/gatehouse/controlplane/requestlogs"
+	"github.com/gatehouse/gatehouse/internal/apikey"
 	"github.com/gatehouse/gatehouse/internal/ids"
 )
 
@@ -145,7 +147,47 @@ func (d *Dashboard) logsPage(w http.ResponseWriter, r *http.Request, s *Session)
 		}
 		data["Pager"] = pageLinks(r, p)
 	}
+	capture, err := d.cfg.Keys.BodyCapture(r.Context(), s.OrgID, apikey.Environment(s.Env()))
+	if err != nil {
+		return err
+	}
+	data["BodyCapture"], data["MayChangeBodyCapture"] = capture, mayChangeBodyCapture(s) == nil
 	d.render(w, r, s, http.StatusOK, "logs.html", "Request logs", "logs", data)
+	return nil
+}
+
+// mayChangeBodyCapture is who may turn body capture on or off: admins in
+// sandbox, only owners in live, where bodies hold customers' data.
+func mayChangeBodyCapture(s *Session) error {
+	if s.Livemode && s.Role != accounts.RoleOwner {
+		return errForbidden("Only owners can turn body capture on or off in live mode.")
+	}
+	if !s.CanAdmin() {
+		return errForbidden("Only admins and owners can turn body capture on or off.")
+	}
+	return nil
+}
+
+func (d *Dashboard) setBodyCapture(w http.ResponseWriter, r *http.Request, s *Session) error {
+	if err := mayChangeBodyCapture(s); err != nil {
+		return err
+	}
+	var on bool
+	switch r.PostFormValue("capture") {
+	case "on":
+		on = true
+	case "off":
+	default:
+		return errBadRequest("Choose on or off.")
+	}
+	if _, err := d.cfg.Keys.SetBodyCapture(r.Context(), s.Actor(), s.OrgID, apikey.Environment(s.Env()), on); err != nil {
+		return err
+	}
+	msg := "Body capture is off in " + s.modeName() + ": new request logs keep no bodies."
+	if on {
+		msg = "Body capture is on in " + s.modeName() + ": new request logs keep redacted request and response bodies."
+	}
+	redirect(w, r, "/logs", msg)
 	return nil
 }
 

@@ -59,6 +59,14 @@ func (s *Session) Env() string {
 	return "sandbox"
 }
 
+// modeName is the environment as the dashboard names it to people.
+func (s *Session) modeName() string {
+	if s.Livemode {
+		return "live mode"
+	}
+	return "test mode"
+}
+
 // Actor is the session's user as the audit trail records them.
 func (s *Session) Actor() audit.Actor { return audit.Actor{Type: audit.ActorUser, ID: s.UserID} }
 

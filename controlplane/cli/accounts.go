@@ -5,6 +5,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/gatehouse/gatehouse/controlplane/accounts"
+	"github.com/gatehouse/gatehouse/internal/apikey"
 )
 
 // orgJSON is an organisation as --json prints it.
@@ -163,4 +164,53 @@ func (a *app) usersList(args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.ID, m.Email, m.Role, timeText(&m.JoinedAt, ""))
 	}
 	return c.fail(tw.Flush())
+}
+
+// bodyCaptureJSON is an environment's body capture setting as --json prints it.
+type bodyCaptureJSON struct {
+	Object       string `json:"object"`
+	Organization string `json:"organization"`
+	Livemode     bool   `json:"livemode"`
+	Enabled      bool   `json:"enabled"`
+}
+
+func (a *app) orgsBodyCapture(args []string) error {
+	c := a.command("controlplane orgs body-capture", "--org ORG --env sandbox|live [--set on|off] [--json]")
+	org := c.fs.String("org", "", "organisation `id` (required)")
+	env := c.fs.String("env", "", "`environment`: sandbox or live (required)")
+	set := c.fs.String("set", "", "turn capture `on` or off (default: only show it)")
+	asJSON := c.fs.Bool("json", false, "print the setting as a JSON object")
+	if err := c.parse(args, map[string]*string{"org": org, "env": env}); err != nil {
+		return err
+	}
+	live, err := parseEnv(c.name, *env)
+	if err != nil {
+		return err
+	}
+	if *set != "" && *set != "on" && *set != "off" {
+		return usageErrorf(c.name, "--set must be on or off, not %q", *set)
+	}
+	svc, err := a.keys()
+	if err != nil {
+		return c.fail(err)
+	}
+	e := apikey.Environment(*env)
+	if *set != "" {
+		if _, err := svc.SetBodyCapture(a.ctx, a.actor(), *org, e, *set == "on"); err != nil {
+			return c.fail(err)
+		}
+	}
+	on, err := svc.BodyCapture(a.ctx, *org, e)
+	if err != nil {
+		return c.fail(err)
+	}
+	if *asJSON {
+		return c.fail(writeJSON(a.stdout, bodyCaptureJSON{Object: "body_capture", Organization: *org, Livemode: live, Enabled: on}))
+	}
+	state := "off"
+	if on {
+		state = "on"
+	}
+	fmt.Fprintf(a.stdout, "body capture %s for %s (%s)\n", state, *org, *env)
+	return nil
 }

@@ -42,6 +42,8 @@ Commands:
   migrate [up|down]          apply (or, for development, revert) database migrations
   orgs create --name N       create an organisation and print its id
   orgs list                  list organisations
+  orgs body-capture --org ORG --env ENV [--set on|off]
+                             show or change whether request logs keep (redacted) bodies
   users create --org ORG --email E --password P --role owner|admin|developer|viewer
                              create a user (or add an existing one) as a member of ORG
   users list --org ORG       list an organisation's members
@@ -103,7 +105,7 @@ func RunContext(ctx context.Context, args []string, stdout, stderr io.Writer) (c
 		err = a.migrate(rest)
 	case "orgs":
 		err = a.group("orgs", rest, map[string]func([]string) error{
-			"create": a.orgsCreate, "list": a.orgsList,
+			"create": a.orgsCreate, "list": a.orgsList, "body-capture": a.orgsBodyCapture,
 		})
 	case "users":
 		err = a.group("users", rest, map[string]func([]string) error{

@@ -244,6 +244,8 @@ func usageErrors(t *testing.T, org string) {
 		{"bad policy name", []string{"limits", "set", "--org", org, "--env", "live", "--policy", "per:key", "--rate", "10/1s"}, "--policy: "},
 		{"bad limit key id", []string{"limits", "set", "--org", org, "--env", "live", "--policy", "per-key", "--rate", "10/1s", "--key", "k1"}, "--key: "},
 		{"migrate sideways", []string{"migrate", "sideways"}, "unknown direction"},
+		{"body capture without --env", []string{"orgs", "body-capture", "--org", org}, "--env is required"},
+		{"body capture set to maybe", []string{"orgs", "body-capture", "--org", org, "--env", "live", "--set", "maybe"}, "--set must be on or off"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := run(tc.args...)

@@ -492,9 +492,13 @@ func orgExists(ctx context.Context, tx pgx.Tx, org string) error {
 		return fmt.Errorf("checking organization: %w", err)
 	}
 	if !ok {
-		return &Error{sentinel: ErrOrgNotFound, api: apierror.NotFound("organization", org)}
+		return orgNotFound(org)
 	}
 	return nil
+}
+
+func orgNotFound(org string) error {
+	return &Error{sentinel: ErrOrgNotFound, api: apierror.NotFound("organization", org)}
 }
 
 func auditEntry(actor audit.Actor, k Key, action string, now time.Time, data map[string]any) audit.Entry {
