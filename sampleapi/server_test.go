@@ -1,12 +1,16 @@
 package sampleapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,4 +130,108 @@ func TestFailReadsPostgresErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A connection to Postgres lost after the INSERT was sent may have lost
+// only the answer: the customer can exist. That is no 503 with
+// Retry-After, which tells the gateway's idempotency (and any client) that
+// nothing was done, so that a retry with the same Idempotency-Key would
+// create the customer a second time.
+func TestLostAnswerIsNoRetryLater(t *testing.T) {
+	t.Parallel()
+	pool, dsn := testenv.Pool(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := cutAfterInsert(t, u.Host)
+	u.Host = proxy
+	cut, err := pgxpool.New(context.Background(), u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cut.Close)
+	e := &env{t: t, handler: NewServer(Config{IdentitySecret: testSecret}, cut, zaptest.NewLogger(t)).Handler()}
+
+	res := e.do(request{id: &orgA, method: http.MethodPost, target: "/v1/customers",
+		contentType: "application/json", body: `{"name":"Ada"}`})
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM customers WHERE name = 'Ada'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("%d customers stored, want the 1 whose answer was lost (response %d %s)", n, res.status, res.raw)
+	}
+	if res.status == http.StatusServiceUnavailable && res.header.Get("Retry-After") != "" {
+		t.Fatalf("the customer was created, but the answer is %d with Retry-After %q: %s",
+			res.status, res.header.Get("Retry-After"), res.raw)
+	}
+	if res.status < 500 {
+		t.Fatalf("status %d, want a 5xx: %s", res.status, res.raw)
+	}
+}
+
+// cutAfterInsert is a TCP proxy to the Postgres at addr that passes
+// everything on but closes the connection, instead of passing on Postgres'
+// answer, once an INSERT INTO customers has completed.
+func cutAfterInsert(t *testing.T, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", addr)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			var inserting atomic.Bool
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := client.Read(buf)
+					if n > 0 {
+						if bytes.Contains(buf[:n], []byte("INSERT INTO customers")) {
+							inserting.Store(true)
+						}
+						if _, err := server.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						server.Close()
+						return
+					}
+				}
+			}()
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := server.Read(buf)
+					if n > 0 && inserting.Load() && bytes.Contains(buf[:n], []byte("INSERT 0 1")) {
+						client.Close()
+						server.Close()
+						return
+					}
+					if n > 0 {
+						if _, err := client.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						client.Close()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

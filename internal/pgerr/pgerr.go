@@ -74,7 +74,10 @@ func BadValue(err error) bool {
 // that tells the caller to retry — 503 dependency_unavailable while
 // Postgres cannot be reached, 429 lock_timeout when the request lost a lock
 // conflict with a concurrent one (a deadlock, a serialization failure), as
-// Stripe answers; otherwise a 500.
+// Stripe answers; otherwise a 500. A connection lost after a statement was
+// sent is a 500 too: the statement may have run, and a 503 with
+// Retry-After says it did not (the gateway's idempotency then lets a retry
+// with the same key run it again).
 func ErrorObject(err error) *apierror.Error {
 	var ae *apierror.Error
 	if errors.As(err, &ae) {
@@ -82,6 +85,9 @@ func ErrorObject(err error) *apierror.Error {
 	}
 	switch Classify(err) {
 	case Unavailable:
+		if !notRun(err) {
+			return apierror.Internal()
+		}
 		e := apierror.Unavailable("dependency_unavailable", "Postgres cannot be reached right now. Retry later.")
 		e.RetryAfter = 1
 		return e
@@ -92,4 +98,13 @@ func ErrorObject(err error) *apierror.Error {
 		return e
 	}
 	return apierror.Internal()
+}
+
+// notRun reports whether an Unavailable err says the statement did not run:
+// no connection was made, Postgres answered with an error, or pgx knows
+// nothing was sent. Otherwise the answer was lost, not necessarily the work.
+func notRun(err error) bool {
+	var ce *pgconn.ConnectError
+	var pe *pgconn.PgError
+	return errors.As(err, &ce) || errors.As(err, &pe) || pgconn.SafeToRetry(err)
 }

@@ -39,3 +39,27 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+// Only a failure that says the statement did not run tells the caller to
+// retry later; a lost answer may hide work done, and a retry would do it
+// again.
+func TestErrorObject(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		err    error
+		status int
+		code   string
+	}{
+		{"server shutting down", &pgconn.PgError{Code: "57P01"}, 503, "dependency_unavailable"},
+		{"too many connections", fmt.Errorf("listing: %w", &pgconn.PgError{Code: "53300"}), 503, "dependency_unavailable"},
+		{"deadlock", &pgconn.PgError{Code: "40P01"}, 429, "lock_timeout"},
+		{"answer lost", fmt.Errorf("inserting customer: %w", io.ErrUnexpectedEOF), 500, "internal_error"},
+		{"refused value", &pgconn.PgError{Code: "23505"}, 500, "internal_error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if e := ErrorObject(tc.err); e.Status != tc.status || e.Code != tc.code {
+				t.Errorf("ErrorObject(%v) = %d %s, want %d %s", tc.err, e.Status, e.Code, tc.status, tc.code)
+			}
+		})
+	}
+}
