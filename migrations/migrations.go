@@ -29,12 +29,14 @@ func open(dsn string) (*migrate.Migrate, error) {
 		// url.Error quotes the whole URL, password included, and this
 		// error ends up on the operator's terminal and in logs; the error
 		// it wraps can quote part of the password too, as the port.
-		return nil, fmt.Errorf("parsing database url: %w", redact.URLError(err))
+		return nil, fmt.Errorf("parsing database url: %w", redact.URLError(dsn, err))
 	}
 	u.Scheme = "pgx5"
 	m, err := migrate.NewWithSourceInstance("iofs", src, u.String())
 	if err != nil {
-		return nil, fmt.Errorf("connecting for migrations: %w", err)
+		// A password whose '/' follows a valid port (digits, or nothing)
+		// parses, its rest read as the database, which pgx's error names.
+		return nil, fmt.Errorf("connecting for migrations: %w", redact.URLError(dsn, err))
 	}
 	return m, nil
 }

@@ -42,6 +42,8 @@ func TestBadURLKeepsThePasswordOut(t *testing.T) {
 		"postgres://gatehouse:s3cr3t-pw@127.0.0.1:notaport/gatehouse",
 		"postgres://gatehouse:s3cr3t-pw@127.0.0.1:5432/gate%zzhouse",
 		"postgres://gatehouse:s3cr3t-pw/more@127.0.0.1:5432/gatehouse", // an unencoded '/': the password's start reads as the port
+		"postgres://gatehouse:1234/s3cr3t-pw@127.0.0.1:5432/gatehouse", // a valid port before the '/': the rest reads as the database
+		"postgres://gatehouse:/s3cr3t-pw@127.0.0.1:5432/gatehouse",     // an empty one
 	} {
 		for name, f := range map[string]func(string) error{"up": migrations.Up, "down": migrations.Down} {
 			err := f(dsn)

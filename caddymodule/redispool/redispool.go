@@ -55,7 +55,7 @@ func Get(url string) (Client, error) {
 	v, _, err := pool.LoadOrNew(url, func() (caddy.Destructor, error) {
 		opts, err := redis.ParseURL(url)
 		if err != nil {
-			return nil, fmt.Errorf("parsing redis url: %w", redact.URLError(err))
+			return nil, fmt.Errorf("parsing redis url: %w", redact.URLError(url, err))
 		}
 		if opts.DialTimeout == 5*time.Second || opts.DialTimeout == 0 {
 			opts.DialTimeout = DialTimeout

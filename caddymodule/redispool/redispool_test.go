@@ -16,6 +16,9 @@ func TestGetKeepsThePasswordOutOfParseErrors(t *testing.T) {
 		{"bad port", "redis://:hunter2secret@127.0.0.1:63x79/0"},
 		{"bad escape", "redis://user:hunter2secret%zz@127.0.0.1:6379/0"},
 		{"unencoded slash in the password", "redis://:hunter2secret/x@127.0.0.1:6379/0"},
+		{"password starting with a slash", "redis://:/hunter2secret@127.0.0.1:6379/0"},
+		{"digits before a slash in the password", "redis://:1234/hunter2secret@127.0.0.1:6379"},
+		{"question mark in the password", "redis://:12?hunter2secret@127.0.0.1:6379"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Get(tc.url)

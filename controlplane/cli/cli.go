@@ -155,7 +155,7 @@ func (a *app) redis() (*redis.Client, error) {
 	}
 	opts, err := redis.ParseURL(a.cfg.RedisURL)
 	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", redact.URLError(err))
+		return nil, fmt.Errorf("REDIS_URL: %w", redact.URLError(a.cfg.RedisURL, err))
 	}
 	a.rdb = redis.NewClient(opts)
 	return a.rdb, nil

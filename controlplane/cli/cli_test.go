@@ -301,10 +301,15 @@ func TestDatabaseUnreachable(t *testing.T) {
 func TestRedisURLErrorHidesThePassword(t *testing.T) {
 	_, dsn := testenv.Pool(t)
 	t.Setenv("DATABASE_URL", dsn)
-	t.Setenv("REDIS_URL", "redis://:hunter2secret/x@127.0.0.1:6379/0")
-	r := run("limits", "list", "--org", "org_none", "--env", "live")
-	if r.code != 1 || !strings.Contains(r.stderr, "REDIS_URL") || strings.Contains(r.stderr, "hunter2") {
-		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	for _, u := range []string{
+		"redis://:hunter2secret/x@127.0.0.1:6379/0",
+		"redis://:1234/hunter2secret@127.0.0.1:6379", // the '/' after a valid port: the rest reads as the database
+	} {
+		t.Setenv("REDIS_URL", u)
+		r := run("limits", "list", "--org", "org_none", "--env", "live")
+		if r.code != 1 || !strings.Contains(r.stderr, "REDIS_URL") || strings.Contains(r.stderr, "hunter2") {
+			t.Fatalf("%s: exit %d, stderr %q", u, r.code, r.stderr)
+		}
 	}
 }
 

@@ -210,14 +210,29 @@ func EndpointURL(raw string) string {
 // errBadURL replaces a URL parse error in URLError.
 var errBadURL = errors.New("not a valid URL (percent-encode special characters in the user name and password)")
 
-// URLError is err, from parsing a URL that may hold a password (REDIS_URL),
-// fit for a log or a terminal: net/url's errors quote the whole URL, and an
-// unencoded '/' in a password makes them quote part of it as the port.
-func URLError(err error) error {
-	if _, ok := errors.AsType[*url.Error](err); ok {
+// URLError is err, from parsing raw, a URL that may hold a password
+// (REDIS_URL), fit for a log or a terminal: net/url's errors quote the whole
+// URL, and an unencoded '/' in a password makes them quote part of it as the
+// port. When that part is a valid port (empty, or digits), net/url accepts
+// the URL and the rest of the password is read as its path (or, after '?',
+// its query), which the caller's own errors quote (go-redis: "invalid
+// database number", "unexpected option").
+func URLError(raw string, err error) error {
+	if _, ok := errors.AsType[*url.Error](err); ok || userinfoMisread(raw) {
 		return errBadURL
 	}
 	return err
+}
+
+// userinfoMisread reports whether raw has an '@' after where its authority
+// ends: the user information held a '/', '?' or '#' and was cut there.
+func userinfoMisread(raw string) bool {
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return false
+	}
+	end := strings.IndexAny(rest, "/?#")
+	return end >= 0 && strings.Contains(rest[end:], "@")
 }
 
 // logDefault redacts with the defaults and the platform's secret path
