@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	keyformat "github.com/gatehouse/gatehouse/internal/apikey"
+	"github.com/gatehouse/gatehouse/internal/redact"
 )
 
 // Channel is the Postgres notification channel on which the control plane
@@ -138,9 +139,12 @@ type store struct {
 }
 
 func newStore(cfg storeConfig) (*store, error) {
+	if err := redact.CheckURL(cfg.dsn); err != nil {
+		return nil, fmt.Errorf("database_url: %w", err)
+	}
 	pcfg, err := pgxpool.ParseConfig(cfg.dsn)
 	if err != nil {
-		return nil, fmt.Errorf("parsing database_url: %w", err)
+		return nil, fmt.Errorf("parsing database_url: %w", redact.URLError(cfg.dsn, err))
 	}
 	pcfg.ConnConfig.ConnectTimeout = cfg.queryTimeout
 	// The pool connects lazily: the gateway starts, and serves everything

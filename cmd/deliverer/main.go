@@ -18,6 +18,7 @@ import (
 	"github.com/gatehouse/gatehouse/deliverer"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/secretbox"
 )
 
@@ -65,9 +66,12 @@ func run(ctx context.Context) error {
 			zap.Int("previous_keys", n))
 	}
 
+	if err := redact.CheckURL(cfg.DatabaseURL); err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
 	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
-		return fmt.Errorf("DATABASE_URL: %w", err)
+		return fmt.Errorf("DATABASE_URL: %w", redact.URLError(cfg.DatabaseURL, err))
 	}
 	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
 		// Consumer, poller, result writer, lease renewer and secret loads

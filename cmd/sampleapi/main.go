@@ -17,6 +17,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/sampleapi"
 )
 
@@ -50,9 +51,12 @@ func run() error {
 	}
 	defer func() { _ = log.Sync() }()
 
+	if err := redact.CheckURL(cfg.DatabaseURL); err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
 	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return fmt.Errorf("configuring database pool: %w", err)
+		return fmt.Errorf("configuring database pool: %w", redact.URLError(cfg.DatabaseURL, err))
 	}
 	defer pool.Close()
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -221,9 +221,12 @@ func (a *app) pool() (*pgxpool.Pool, error) {
 	if a.db != nil {
 		return a.db, nil
 	}
+	if err := redact.CheckURL(a.cfg.DatabaseURL); err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
 	db, err := pgxpool.New(a.ctx, a.cfg.DatabaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to postgres: %w", err)
+		return nil, fmt.Errorf("connecting to postgres: %w", redact.URLError(a.cfg.DatabaseURL, err))
 	}
 	ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
 	defer cancel()

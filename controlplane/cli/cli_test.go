@@ -298,6 +298,16 @@ func TestDatabaseUnreachable(t *testing.T) {
 // A REDIS_URL with a password that does not parse (here an unencoded '/'
 // in it) is reported without the password: net/url's error would quote the
 // URL, and part of the password as its port.
+func TestDatabaseURLErrorHidesThePassword(t *testing.T) {
+	// The '/' after a valid port: pgx reads the rest of the password as the
+	// database and names it in its connect error.
+	t.Setenv("DATABASE_URL", "postgres://gatehouse:1234/hunter2secret@127.0.0.1:1/gatehouse")
+	r := run("orgs", "list")
+	if r.code != 1 || !strings.Contains(r.stderr, "DATABASE_URL") || strings.Contains(r.stderr, "hunter2") {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
 func TestRedisURLErrorHidesThePassword(t *testing.T) {
 	_, dsn := testenv.Pool(t)
 	t.Setenv("DATABASE_URL", dsn)

@@ -224,6 +224,13 @@ func URLError(raw string, err error) error {
 	return err
 }
 
+// CheckURL refuses raw, a URL that may hold a password, when its user
+// information was cut short by an unencoded '/', '?' or '#' (URLError's
+// second case). Check it before connecting with a URL that parses: the
+// driver's errors, logged for as long as it retries, quote the misread
+// parts (pgx names the rest of the password as the database).
+func CheckURL(raw string) error { return URLError(raw, nil) }
+
 // userinfoMisread reports whether raw has an '@' after where its authority
 // ends: the user information held a '/', '?' or '#' and was cut there.
 func userinfoMisread(raw string) bool {
