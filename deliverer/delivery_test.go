@@ -315,3 +315,32 @@ func TestLoneEventPostgresRefusesIsSkipped(t *testing.T) {
 		t.Fatalf("the refused event was stored (%d rows)", n)
 	}
 }
+
+// TestEndpointDeletedDuringFanOutIsRetried: a foreign-key violation in a
+// fan-out is an endpoint deleted between the round's reading of the
+// endpoints and its insert of their deliveries, not a bad event: the round
+// is retried, not the event skipped as malformed for every other endpoint.
+func TestEndpointDeletedDuringFanOutIsRetried(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	ep, _ := e.endpoint(rc.URL, endpointOpts{})
+	// The race, twice (the whole round, then the event alone): a sequence
+	// counts across the rolled-back attempts.
+	e.exec(`CREATE SEQUENCE test_fk_race`)
+	e.exec(`CREATE FUNCTION test_fk_race() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF nextval('test_fk_race') <= 2 THEN
+				RAISE EXCEPTION 'endpoint deleted meanwhile' USING ERRCODE = 'foreign_key_violation';
+			END IF;
+			RETURN NEW;
+		END $$`)
+	e.exec(`CREATE TRIGGER test_fk_race BEFORE INSERT ON webhook_deliveries FOR EACH ROW EXECUTE FUNCTION test_fk_race()`)
+
+	ev := e.event(false, "customer.created")
+	e.produce(ev)
+	e.start(e.config())
+	e.waitDelivery("the event whose fan-out met a deleted endpoint", ev.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+	if n := e.metric("gatehouse_deliverer_events_malformed_total"); n != 0 {
+		t.Fatalf("%v events counted as malformed", n)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
@@ -381,7 +382,7 @@ func (w *Worker) consume(ctx context.Context) error {
 		if len(evs) > 0 {
 			for attempt := 0; ; attempt++ {
 				jobs, created, err := w.fanOut(ctx, w.now(), evs, times)
-				if err != nil && pgerr.BadValue(err) {
+				if err != nil && badEvent(err) {
 					jobs, created, err = w.fanOutEach(ctx, evs, times)
 				}
 				// Jobs are stored and leased, also those fanOutEach stored
@@ -431,7 +432,7 @@ func (w *Worker) fanOutEach(ctx context.Context, evs []wire.Event, times []time.
 	for i := range evs {
 		j, c, err := w.fanOut(ctx, w.now(), evs[i:i+1], times[i:i+1])
 		if err != nil {
-			if !pgerr.BadValue(err) {
+			if !badEvent(err) {
 				return jobs, created, err
 			}
 			w.m.malformed.Inc()
@@ -441,6 +442,15 @@ func (w *Worker) fanOutEach(ctx context.Context, evs []wire.Event, times []time.
 		jobs, created = append(jobs, j...), created+c
 	}
 	return jobs, created, nil
+}
+
+// badEvent reports whether Postgres refused an event's values
+// (pgerr.BadValue) rather than the round's timing: a foreign-key violation
+// is an endpoint deleted between the round's reading of the endpoints and
+// its insert of their deliveries, and the retried round reads them again.
+func badEvent(err error) bool {
+	var pe *pgconn.PgError
+	return pgerr.BadValue(err) && !(errors.As(err, &pe) && pe.Code == "23503") // foreign_key_violation
 }
 
 // pollLoop claims due deliveries whenever the dispatcher has room: every
