@@ -659,7 +659,8 @@ func killControlPlane(ctx context.Context, e *env, rep *report) error {
 // writes the event to its spool before it releases the response. Requests
 // in flight at the kill have an unknown outcome (their customers and
 // events may or may not exist), and the request logs of requests answered
-// just before it may be lost: they wait in memory for ~10 ms.
+// just before it may be lost: they wait in memory for up to
+// requestlog.Linger (100 ms).
 func killGateway(ctx context.Context, e *env, rep *report) error {
 	l, tn, path, stop, err := e.begin(ctx, rep, 8*time.Second)
 	if err != nil {
@@ -689,7 +690,9 @@ func killGateway(ctx context.Context, e *env, rep *report) error {
 		}
 		return false
 	}
-	const logLinger = 250 * time.Millisecond // the outbox sends every 10 ms; margin for a busy machine
+	// requestlog.Linger (100 ms, not imported: it would build Caddy into
+	// this driver), then the send, and margin for a busy machine.
+	const logLinger = 100*time.Millisecond + 250*time.Millisecond
 	answeredJustBefore := func(r result) bool {
 		done := r.Sent.Add(r.Latency)
 		for _, w := range windows {

@@ -69,7 +69,7 @@ type flowOpts struct {
 	extraCustomers int
 	// logMayBeLost says which answered requests may lack a request log:
 	// those answered just before the gateway was killed (its request logs
-	// wait in memory for up to ~10 ms before they reach Kafka).
+	// wait in memory for up to requestlog.Linger before they reach Kafka).
 	logMayBeLost func(result) bool
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -39,6 +40,16 @@ func producerKey(brokers []string, dir string) string {
 	return strings.Join(brokers, ",") + "|" + dir
 }
 
+// Linger is how long request logs wait in memory to fill a batch (a full
+// batch leaves at once). Each send costs the Kafka broker about the same
+// CPU whatever its size, and wakes the ingester's fetch: at a light 850
+// requests/s, sending every 100 ms rather than every 10 ms (the outbox's
+// default, kept for events) halved the broker's CPU per request (207 →
+// 107 µs, four interleaved profile runs each) on a machine where it shares
+// the cores with the gateway. A log shows up to 0.1 s later, and a kill -9
+// loses up to 0.1 s of them (README, known gaps).
+const Linger = 100 * time.Millisecond
+
 // spoolPath is the directory of one broker set's spool inside dir, so that
 // pointing a config at other brokers never mixes their queues.
 func spoolPath(brokers []string, dir string) string {
@@ -55,7 +66,7 @@ func acquireProducer(brokers []string, dir string, memoryLimit int, spoolLimit i
 		sender := outbox.NewKafkaSender(brokers)
 		p, err := outbox.New(outbox.Config{
 			Dir: spoolPath(brokers, dir), MemoryLimit: memoryLimit, SpoolLimit: spoolLimit,
-			Logger: log.Named("outbox"),
+			Linger: Linger, Logger: log.Named("outbox"),
 		}, sender)
 		if err != nil {
 			_ = sender.Close()
