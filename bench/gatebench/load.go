@@ -52,15 +52,24 @@ type Load struct {
 	GeneratorCPU float64 `json:"generator_cpu_seconds"`
 	// Status counts responses by code (vegeta only; wrk counts non-2xx only).
 	Status map[int]int64 `json:"status,omitempty"`
-	// Saturated: the generator could not hold the target rate (achieved
-	// below 97 %), so latencies include queueing in front of a saturated
-	// system (vegeta only).
+	// AchievedRPS is responses per second from the first request sent to
+	// the last response received (vegeta's "throughput", counting every
+	// response): below the target rate, the system completed less than it
+	// was offered and requests queued (vegeta only).
+	AchievedRPS float64 `json:"achieved_rps,omitempty"`
+	// Saturated: the rate was not held (sent or achieved below 97 % of the
+	// target), so latencies include queueing in front of a saturated system
+	// (vegeta only). vegeta keeps sending on time while it has idle workers
+	// (up to 512 in flight), so the sent count alone flags a run only once
+	// 512 requests queue; a queue of a few hundred shows in AchievedRPS.
 	Saturated bool `json:"saturated,omitempty"`
 	// ErrorSamples are the first distinct non-2xx answers (vegeta only).
 	ErrorSamples []string `json:"error_samples,omitempty"`
-	// First and Last are when the first and last request were sent (vegeta).
+	// First and Last are when the first and last request were sent, End
+	// when the last response arrived (vegeta).
 	First time.Time `json:"-"`
 	Last  time.Time `json:"-"`
+	End   time.Time `json:"-"`
 	// latencies are every request's latency, µs, sorted (vegeta), for
 	// percentiles pooled over rounds.
 	latencies []float64
@@ -234,8 +243,18 @@ func vegetaRate(ctx context.Context, vegeta, dir, base string, req Request, rate
 	l.GeneratorCPU = round3(genCPU)
 	l.Seconds = round2(d.Seconds())
 	l.RPS = round1(float64(l.Requests) / d.Seconds())
-	l.Saturated = float64(l.Requests) < 0.97*float64(rate)*d.Seconds()
+	l.AchievedRPS, l.Saturated = saturation(l, rate, d)
 	return l, nil
+}
+
+// saturation tells whether a fixed-rate run held rate for d: enough
+// requests sent, and as many answered per second as were offered.
+func saturation(l Load, rate int, d time.Duration) (achieved float64, saturated bool) {
+	if span := l.End.Sub(l.First).Seconds(); span > 0 {
+		achieved = float64(l.Requests) / span
+	}
+	want := float64(rate)
+	return round1(achieved), float64(l.Requests) < 0.97*want*d.Seconds() || achieved < 0.97*want
 }
 
 func parseVegeta(r io.Reader) (Load, error) {
@@ -273,6 +292,9 @@ func parseVegeta(r io.Reader) (Load, error) {
 		}
 		if v.Timestamp.After(l.Last) {
 			l.Last = v.Timestamp
+		}
+		if end := v.Timestamp.Add(time.Duration(v.Latency)); end.After(l.End) {
+			l.End = end
 		}
 	}
 	if err := sc.Err(); err != nil {
