@@ -11,7 +11,7 @@
 #   BENCH_SUITES        overhead,accuracy,ipmem,ingest,deliverer (default: all)
 #   BENCH_UPSTREAMS     sampleapi,static (default: both)
 #   BENCH_DURATION      length of each overhead run (default 3s)
-#   BENCH_ROUNDS        interleaved overhead rounds (default 5)
+#   BENCH_ROUNDS        interleaved overhead rounds (default 6; even, so each pair runs in each order as often)
 #   BENCH_CONNS         wrk connections (default 32)
 #   BENCH_ACCURACY_DURATION  rate-limit accuracy run (default 20s)
 #   BENCH_IP_REQUESTS   requests from distinct IPs (default 1000000)
