@@ -392,13 +392,22 @@ func (d *Dashboard) revokeInvitation(w http.ResponseWriter, r *http.Request, s *
 	now := d.now()
 	err := pgx.BeginFunc(ctx, d.cfg.DB, func(tx pgx.Tx) error {
 		var email string
-		err := tx.QueryRow(ctx, `UPDATE invitations SET revoked_at = $3
+		var role accounts.Role
+		err := tx.QueryRow(ctx, `SELECT email, role FROM invitations
 			WHERE id = $1 AND organization_id = $2 AND accepted_at IS NULL AND revoked_at IS NULL
-			RETURNING email`, id, s.OrgID, now).Scan(&email)
+			FOR UPDATE`, id, s.OrgID).Scan(&email, &role)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errNotFound()
 		}
 		if err != nil {
+			return fmt.Errorf("revoking invitation: %w", err)
+		}
+		// As with inviting, changing or removing owners: an owner's
+		// decision stands unless another owner undoes it.
+		if role == accounts.RoleOwner && s.Role != accounts.RoleOwner {
+			return errForbidden("Only owners can revoke an invitation to become an owner.")
+		}
+		if _, err := tx.Exec(ctx, `UPDATE invitations SET revoked_at = $2 WHERE id = $1`, id, now); err != nil {
 			return fmt.Errorf("revoking invitation: %w", err)
 		}
 		return audit.Record(ctx, tx, audit.Entry{OrganizationID: s.OrgID, Actor: s.Actor(), Action: "invitation.revoked",

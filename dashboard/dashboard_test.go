@@ -378,6 +378,36 @@ func TestInvitationFlow(t *testing.T) {
 	if p := admin.post("/members/invitations", "email", "x@example.com", "role", "owner"); p.status != http.StatusForbidden {
 		t.Fatalf("admin invites owner: %d", p.status)
 	}
+	// Nor undo an owner's invitation of an owner: no Revoke button, and
+	// the form posted anyway is refused and leaves the link working.
+	p = owner.post("/members/invitations", "email", "co-owner@example.com", "role", "owner")
+	ownerLink := regexp.MustCompile(`(/invitations/[A-Za-z0-9_-]{43})<`).FindStringSubmatch(p.body)
+	if ownerLink == nil {
+		t.Fatalf("owner invites owner: %d", p.status)
+	}
+	var invID string
+	if err := e.pool.QueryRow(context.Background(), `SELECT id FROM invitations WHERE email = 'co-owner@example.com'`).Scan(&invID); err != nil {
+		t.Fatal(err)
+	}
+	revoke := "/members/invitations/" + invID + "/revoke"
+	if p := admin.get("/members"); p.status != 200 || strings.Contains(p.body, revoke) {
+		t.Fatalf("admin's members page offers to revoke an owner's invitation (%d)", p.status)
+	}
+	if p := admin.post(revoke); p.status != http.StatusForbidden {
+		t.Fatalf("admin revokes an owner invitation: %d", p.status)
+	}
+	if p := e.browser().get(ownerLink[1]); p.status != 200 {
+		t.Fatalf("owner invitation after the admin's refused revoke: %d", p.status)
+	}
+	if p := owner.get("/members"); !strings.Contains(p.body, revoke) {
+		t.Fatal("owner's members page has no Revoke for the owner invitation")
+	}
+	if p := owner.post(revoke); p.status != http.StatusSeeOther {
+		t.Fatalf("owner revokes an owner invitation: %d %s", p.status, p.body)
+	}
+	if p := e.browser().get(ownerLink[1]); p.status != http.StatusGone {
+		t.Fatalf("revoked invitation: %d, want 410", p.status)
+	}
 }
 
 // Admins and owners change roles and remove members; only owners touch
