@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -208,15 +209,20 @@ func findServices(ctx context.Context, e *env) services {
 			}
 		}
 	}
-	root := filepath.Dir(e.bin)
-	if b, err := os.ReadFile(filepath.Join(root, ".data", "kafka", "kafka.pid")); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pidAlive(pid) {
+	// Kafka and Postgres by the port they listen on: scripts/services.sh
+	// reuses servers that another checkout started, whose pid files are in
+	// that checkout's .data, not this one's.
+	if len(e.brokers) > 0 {
+		if pid := listenerPID(portOf(e.brokers[0])); pid > 0 {
 			s["kafka"] = pid
 		}
 	}
-	if b, err := os.ReadFile(filepath.Join(root, ".data", "postgres", "postmaster.pid")); err == nil {
-		first, _, _ := strings.Cut(string(b), "\n")
-		if pid, err := strconv.Atoi(strings.TrimSpace(first)); err == nil && pidAlive(pid) {
+	if u, err := url.Parse(envValue(e.stack.Env, "DATABASE_URL")); err == nil {
+		port := u.Port()
+		if port == "" {
+			port = "5432"
+		}
+		if pid := listenerPID(port); pid > 0 {
 			s["postgres"] = pid
 		}
 	}
@@ -234,9 +240,58 @@ func findServices(ctx context.Context, e *env) services {
 	return s
 }
 
-func pidAlive(pid int) bool {
-	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
-	return err == nil
+// portOf is the port of a host:port address, or "".
+func portOf(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return port
+}
+
+// listenerPID is the process with a TCP socket listening on port (IPv4 or
+// IPv6), found through /proc/net/tcp* and the processes' open files; 0 if
+// none is visible. Where a process and its children share the socket
+// (Postgres' backends inherit it), the lowest pid, the parent, wins.
+func listenerPID(port string) int {
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return 0
+	}
+	want := fmt.Sprintf(":%04X", p)
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			fs := strings.Fields(line)
+			if len(fs) > 9 && strings.HasSuffix(fs[1], want) && fs[3] == "0A" {
+				inodes["socket:["+fs[9]+"]"] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return 0
+	}
+	entries, _ := os.ReadDir("/proc")
+	best := 0
+	for _, d := range entries {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil || (best > 0 && pid > best) {
+			continue
+		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && inodes[target] {
+				best = pid
+				break
+			}
+		}
+	}
+	return best
 }
 
 // statFields returns the fields of /proc/<pid>/stat after the command name
