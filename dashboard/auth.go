@@ -404,7 +404,7 @@ func (d *Dashboard) revokeInvitation(w http.ResponseWriter, r *http.Request, s *
 		}
 		// As with inviting, changing or removing owners: an owner's
 		// decision stands unless another owner undoes it.
-		if role == accounts.RoleOwner && s.Role != accounts.RoleOwner {
+		if !s.CanManage(role) {
 			return errForbidden("Only owners can revoke an invitation to become an owner.")
 		}
 		if _, err := tx.Exec(ctx, `UPDATE invitations SET revoked_at = $2 WHERE id = $1`, id, now); err != nil {

@@ -78,6 +78,13 @@ func (s *Session) CanAdmin() bool {
 	return s != nil && (s.Role == accounts.RoleOwner || s.Role == accounts.RoleAdmin)
 }
 
+// CanManage reports whether the role may change, remove or revoke what
+// carries role (a member, an invitation): admins and owners may, and only
+// owners when it is an owner.
+func (s *Session) CanManage(role accounts.Role) bool {
+	return s.CanAdmin() && (role != accounts.RoleOwner || s.Role == accounts.RoleOwner)
+}
+
 // CanManageLiveKeys reports whether the role may create, roll or revoke
 // live keys: developers work in sandbox only.
 func (s *Session) CanManageLiveKeys() bool { return s.CanAdmin() }
