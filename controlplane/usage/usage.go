@@ -167,20 +167,22 @@ func day(t time.Time) time.Time {
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
 
-// List returns org's environment's usage, newest day first.
+// List returns org's environment's usage, newest day first. Days are
+// formatted by to_char, not a cast, so a server or role whose DateStyle is not
+// ISO still answers YYYY-MM-DD.
 func List(ctx context.Context, db DB, org string, livemode bool, q Query) ([]Record, error) {
 	where := `organization_id = $1 AND livemode = $2 AND day >= $3 AND day <= $4
 		AND ($5 = '' OR api_key_id = $5) AND ($6 = '' OR metric = $6)`
 	var sql string
 	switch q.GroupBy {
 	case "day":
-		sql = `SELECT metric, NULL::text AS api_key_id, day::text, sum(quantity)::bigint FROM usage_records WHERE ` + where + `
+		sql = `SELECT metric, NULL::text AS api_key_id, to_char(day, 'YYYY-MM-DD'), sum(quantity)::bigint FROM usage_records WHERE ` + where + `
 			GROUP BY metric, day ORDER BY day DESC, metric`
 	case "key":
 		sql = `SELECT metric, api_key_id, NULL::text AS day, sum(quantity)::bigint FROM usage_records WHERE ` + where + `
 			GROUP BY metric, api_key_id ORDER BY metric, api_key_id`
 	default:
-		sql = `SELECT metric, api_key_id, day::text, quantity FROM usage_records WHERE ` + where + `
+		sql = `SELECT metric, api_key_id, to_char(day, 'YYYY-MM-DD'), quantity FROM usage_records WHERE ` + where + `
 			ORDER BY day DESC, metric, api_key_id`
 	}
 	rows, err := db.Query(ctx, sql, org, livemode, q.Start, q.End, q.APIKey, q.Metric)

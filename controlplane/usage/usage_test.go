@@ -113,6 +113,25 @@ func TestUsage(t *testing.T) {
 			}
 		})
 	}
+	t.Run("dates are ISO whatever the DateStyle", func(t *testing.T) {
+		conn, err := db.Acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Release()
+		if _, err := conn.Exec(context.Background(), "SET DateStyle = 'German, DMY'"); err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Exec(context.Background(), "RESET DateStyle")
+		q, err := ParseQuery(map[string][]string{"group_by": {"day"}}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, err := List(context.Background(), conn, "org_A", false, q)
+		if err != nil || len(recs) == 0 || recs[0].Date == nil || *recs[0].Date != "2026-11-27" {
+			t.Fatalf("got %+v, %v", recs, err)
+		}
+	})
 	for _, tc := range []struct {
 		name, query string
 		status      int
