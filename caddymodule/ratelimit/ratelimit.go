@@ -414,6 +414,12 @@ func (r Rate) validate(policy, what string) error {
 	if r.Burst < 0 {
 		return fmt.Errorf("policy %s: %s burst must be positive, got %d", policy, what, r.Burst)
 	}
+	l := r.Limit()
+	if err := keyspace.CheckBounds(int64(l.Rate), int64(l.Period/time.Second), int64(l.Burst)); err != nil {
+		be := err.(*keyspace.BoundError)
+		part := map[string]string{"quota": what + " requests", "window": what + " period", "burst": what + " burst"}[be.Field]
+		return fmt.Errorf("policy %s: %s: %s", policy, part, be.Reason)
+	}
 	return nil
 }
 
@@ -437,6 +443,10 @@ func (q *Quota) validate() error {
 	}
 	if q.Limit <= 0 {
 		return fmt.Errorf("quota %s: limit must be a positive number of requests, got %d", q.Name, q.Limit)
+	}
+	if q.Limit > keyspace.MaxCount || q.SandboxLimit > keyspace.MaxCount {
+		return fmt.Errorf("quota %s: %d is over the most a limit can count, %d",
+			q.Name, max(q.Limit, q.SandboxLimit), int64(keyspace.MaxCount))
 	}
 	if q.SandboxLimit < 0 {
 		return fmt.Errorf("quota %s: sandbox_limit must be positive, got %d", q.Name, q.SandboxLimit)

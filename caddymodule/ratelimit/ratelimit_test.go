@@ -280,6 +280,36 @@ func TestOverridesApplyOnTheNextRequest(t *testing.T) {
 	}
 }
 
+// An override out of keyspace.CheckBounds — which the control plane refuses,
+// so only a hand-written or foreign value — is ignored: the configured limit
+// applies, where a quota of 2^63-1 used to come back as a negative
+// RateLimit-Policy.
+func TestOverridesOutOfBoundsAreIgnored(t *testing.T) {
+	for _, o := range []keyspace.Override{
+		{Quota: 1<<63 - 1, Window: 1},
+		{Quota: keyspace.MaxCount + 1, Window: 1},
+		{Quota: 1, Window: 1<<63 - 1},
+		{Quota: 1, Window: 1, Burst: 1<<63 - 1},
+		{Quota: 1, Window: keyspace.MaxWindow, Burst: 2},
+	} {
+		clock := newClock(t0)
+		g := startGateway(t, &Handler{
+			Policies: []*Policy{perKey(Rate{Requests: 100})},
+			Quotas:   []*Quota{{Name: "monthly", Key: "{http.auth.api_key.org_id}", Limit: 1000}},
+		}, clock)
+		hash := keyspace.Overrides(g.prefix, "org_a")
+		for _, f := range []string{keyspace.Field("live", "per-key", ""), keyspace.Field("live", "monthly", "")} {
+			if err := g.rdb.HSet(context.Background(), hash, f, keyspace.Encode(o)).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := g.get(t, liveKey, "/")
+		if got, want := r.header.Get("RateLimit-Policy"), `"per-key";q=100;w=1, "monthly";q=1000;w=2678400`; r.status != 200 || got != want {
+			t.Errorf("override %q: %d RateLimit-Policy = %s, want %s", keyspace.Encode(o), r.status, got, want)
+		}
+	}
+}
+
 func TestQuotaResetsAtThePeriodBoundary(t *testing.T) {
 	tests := []struct {
 		period    string

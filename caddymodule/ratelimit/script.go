@@ -1,6 +1,12 @@
 package ratelimit
 
-import "github.com/redis/go-redis/v9"
+import (
+	"strconv"
+	"strings"
+
+	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
+	"github.com/redis/go-redis/v9"
+)
 
 // Why one script of our own rather than redis_rate's Limiter.Allow per
 // policy: a request here is subject to several limits at once (per key, per
@@ -46,7 +52,9 @@ import "github.com/redis/go-redis/v9"
 // until the limit is fully available again; for quotas the end of the
 // window), retry (µs until a refused request may succeed; 0 when allowed),
 // and the effective quota, window (s) and burst after overrides.
-var limitsScript = redis.NewScript(calendarLua + limitsLua)
+var limitsScript = redis.NewScript(calendarLua + strings.NewReplacer(
+	"MAX_COUNT", strconv.FormatInt(keyspace.MaxCount, 10),
+	"MAX_WINDOW", strconv.FormatInt(keyspace.MaxWindow, 10)).Replace(limitsLua))
 
 // calendarLua computes the quota windows. Redis' Lua has no os.date, so the
 // calendar month is derived with Howard Hinnant's days/civil algorithms.
@@ -120,7 +128,11 @@ if prefix ~= '' and L > 0 then
     if v then
       local q, w, b = string.match(v, '^(%d+) (%d+) (%d+)$')
       q, w, b = tonumber(q), tonumber(w), tonumber(b)
-      if q and q > 0 and w > 0 then ov[i] = {q, w, b} end
+      -- keyspace.CheckBounds: a value no control plane writes is ignored.
+      if q and q > 0 and q <= MAX_COUNT and w > 0 and w <= MAX_WINDOW
+          and b <= MAX_COUNT and b * w <= q * MAX_WINDOW then
+        ov[i] = {q, w, b}
+      end
     end
   end
 end

@@ -428,6 +428,15 @@ func validate(o *Override) error {
 	if o.Burst != nil && *o.Burst == 0 {
 		o.Burst = nil
 	}
+	var burst int64
+	if o.Burst != nil {
+		burst = *o.Burst
+	}
+	if err := keyspace.CheckBounds(o.Quota, o.WindowSeconds, burst); err != nil {
+		be := err.(*keyspace.BoundError)
+		param := map[string]string{"quota": "quota", "window": "window_seconds", "burst": "burst"}[be.Field]
+		return apierror.ParameterInvalid(param, fmt.Sprintf("The %s is out of bounds: %s.", param, be.Reason))
+	}
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math/bits"
 	"regexp"
 	"strconv"
 	"strings"
@@ -119,6 +120,50 @@ type Override struct {
 	Burst int64
 }
 
+// Bounds of every limit, configured in the Caddyfile or overridden by the
+// control plane. The script works in doubles, which hold integers exactly up
+// to 2^53, and what it returns becomes a Redis integer (at most 2^63-1): within
+// these bounds every count, window and theoretical arrival time it computes
+// stays exact, where a quota of 2^63-1 came back as a negative RateLimit-Policy.
+const (
+	// MaxCount bounds a rate's requests, a burst and a quota: 10^12.
+	MaxCount = 1_000_000_000_000
+	// MaxWindow bounds a rate's window, and the time a full burst takes to
+	// refill at that rate, in seconds: 366 days.
+	MaxWindow = 366 * 24 * 60 * 60
+)
+
+// BoundError names the part of a limit that is out of bounds: "quota",
+// "window" or "burst".
+type BoundError struct {
+	Field  string
+	Reason string
+}
+
+func (e *BoundError) Error() string { return e.Field + ": " + e.Reason }
+
+// CheckBounds checks a limit of quota requests per window seconds with the
+// given burst (0: quota), all positive or zero, against MaxCount and
+// MaxWindow.
+func CheckBounds(quota, window, burst int64) error {
+	switch {
+	case quota > MaxCount:
+		return &BoundError{"quota", fmt.Sprintf("%d is over the most a limit can count, %d", quota, int64(MaxCount))}
+	case window > MaxWindow:
+		return &BoundError{"window", fmt.Sprintf("%d seconds is longer than the longest window, %d seconds (366 days)", window, MaxWindow)}
+	case burst > MaxCount:
+		return &BoundError{"burst", fmt.Sprintf("%d is over the most a limit can count, %d", burst, int64(MaxCount))}
+	}
+	// A full burst refills in burst × window ÷ quota seconds; compare the
+	// products in 128 bits.
+	bh, bl := bits.Mul64(uint64(burst), uint64(window))
+	qh, ql := bits.Mul64(uint64(quota), MaxWindow)
+	if bh > qh || bh == qh && bl > ql {
+		return &BoundError{"burst", fmt.Sprintf("a burst of %d at %d requests per %d seconds takes longer than 366 days to refill", burst, quota, window)}
+	}
+	return nil
+}
+
 // Encode renders o as the hash value the Lua script parses: "q w b".
 func Encode(o Override) string {
 	return strconv.FormatInt(o.Quota, 10) + " " + strconv.FormatInt(o.Window, 10) + " " + strconv.FormatInt(o.Burst, 10)
@@ -140,6 +185,9 @@ func Decode(s string) (Override, error) {
 	}
 	if n[0] == 0 || n[1] == 0 {
 		return Override{}, fmt.Errorf("override %q: quota and window must be positive", s)
+	}
+	if err := CheckBounds(n[0], n[1], n[2]); err != nil {
+		return Override{}, fmt.Errorf("override %q: %w", s, err)
 	}
 	return Override{Quota: n[0], Window: n[1], Burst: n[2]}, nil
 }

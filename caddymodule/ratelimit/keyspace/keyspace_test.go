@@ -1,6 +1,7 @@
 package keyspace
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -24,9 +25,38 @@ func TestOverrideEncoding(t *testing.T) {
 			t.Errorf("%s: Decode(%q) = %+v, %v", tt.name, got, back, err)
 		}
 	}
-	for _, bad := range []string{"", "5", "5 1", "0 1 0", "5 0 0", "-1 1 0", "a b c", "5 1 0 9"} {
+	for _, bad := range []string{"", "5", "5 1", "0 1 0", "5 0 0", "-1 1 0", "a b c", "5 1 0 9", "9223372036854775807 1 0", "1 31622401 0", "1 1 1000000000001"} {
 		if _, err := Decode(bad); err == nil {
 			t.Errorf("Decode(%q) accepted", bad)
+		}
+	}
+}
+
+func TestCheckBounds(t *testing.T) {
+	tests := []struct {
+		quota, window, burst int64
+		field                string // "" when within bounds
+	}{
+		{MaxCount, MaxWindow, MaxCount, ""},
+		{1, MaxWindow, 1, ""},
+		{100, 1, 100 * MaxWindow, ""},        // a burst that refills in exactly 366 days
+		{100, 1, 100*MaxWindow + 1, "burst"}, // a moment longer
+		{1, MaxWindow, 2, "burst"},
+		{MaxCount + 1, 1, 0, "quota"},
+		{1<<63 - 1, 1, 0, "quota"},
+		{1, MaxWindow + 1, 0, "window"},
+		{1, 1<<63 - 1, 0, "window"},
+		{MaxCount, 1, MaxCount + 1, "burst"},
+		{MaxCount, 1, 1<<63 - 1, "burst"},
+	}
+	for _, tt := range tests {
+		err := CheckBounds(tt.quota, tt.window, tt.burst)
+		var be *BoundError
+		switch {
+		case tt.field == "" && err != nil:
+			t.Errorf("CheckBounds(%d, %d, %d) = %v, want nil", tt.quota, tt.window, tt.burst, err)
+		case tt.field != "" && (!errors.As(err, &be) || be.Field != tt.field):
+			t.Errorf("CheckBounds(%d, %d, %d) = %v, want a %s error", tt.quota, tt.window, tt.burst, err, tt.field)
 		}
 	}
 }
