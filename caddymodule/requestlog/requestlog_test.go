@@ -56,6 +56,17 @@ func upstream(t *testing.T) *httptest.Server {
 			w.Header().Set("Content-Encoding", "gzip")
 			w.WriteHeader(409)
 			_, _ = w.Write(buf.Bytes())
+		case r.URL.Path == "/v1/upgrade" && r.Header.Get("Upgrade") == "echo":
+			// A protocol switch (a WebSocket, say): 101, then the raw
+			// connection says hello and closes.
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				t.Errorf("hijack: %v", err)
+				return
+			}
+			defer conn.Close()
+			_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhello")
+			_ = brw.Flush()
 		default:
 			w.Header().Set("Set-Cookie", "session="+secretCookie+"; HttpOnly")
 			w.Header().Set("X-Upstream-Token", secretUpstream)
@@ -127,6 +138,7 @@ func TestRequestLogEndToEnd(t *testing.T) {
 		{name: "upstream error", req: newReq("GET", "/v1/missing/cus_9Xk2Ab77QQzz", "")},
 		{name: "gzipped error", req: newReq("GET", "/v1/gzipped", "", "Accept-Encoding", "gzip")},
 		{name: "upstream down", req: newReq("GET", "/v1/down", "")},
+		{name: "protocol switch", req: newReq("GET", "/v1/upgrade", "", "Connection", "Upgrade", "Upgrade", "echo")},
 	}
 	for _, s := range reqs {
 		resp, body := do(t, s.req)
@@ -277,6 +289,12 @@ func TestRequestLogEndToEnd(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a protocol switch", func(t *testing.T) {
+		l, s := rec("protocol switch")
+		if s.status != 101 || s.body != "hello" || l.Status != 101 || l.ErrorCode != "" {
+			t.Fatalf("response %d %q, logged %d %q", s.status, s.body, l.Status, l.ErrorCode)
+		}
+	})
 	if l, _ := rec("upstream error"); l.Route != "/v1/missing/{id}" {
 		t.Errorf("derived route %q", l.Route)
 	}
