@@ -235,6 +235,12 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.(http.Flusher).Flush()
 		conn, _, _ := http.NewResponseController(w).Hijack()
 		conn.Close()
+	case "/v1/stall":
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte("half"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the rest never comes
 	case "/v1/latin1":
 		w.Header()["Content-Disposition"] = []string{"attachment; filename=\"caf\xe9.csv\""}
 		u.writeCreated(w, r, n, body)

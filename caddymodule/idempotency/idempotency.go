@@ -714,9 +714,9 @@ func neverReachedUpstream(err error) bool {
 }
 
 // gatewayError is the recorded answer when the upstream may have executed
-// but gave no complete response. It is rendered here rather than returned
-// as an error because the bytes the first client gets must be the bytes
-// every retry gets.
+// but gave no complete response; r carries the execution's context. It is
+// rendered here rather than returned as an error because the bytes the
+// first client gets must be the bytes every retry gets.
 func gatewayError(r *http.Request, err error, requestID string) response {
 	e := apierror.New(http.StatusBadGateway, apierror.TypeAPI, "upstream_unavailable",
 		"The service behind the gateway may have received this request, but no complete response came back. Its outcome is unknown, so this Idempotency-Key will keep returning this error instead of executing the request again. Check whether the operation took effect before retrying with a new key.")
@@ -725,7 +725,10 @@ func gatewayError(r *http.Request, err error, requestID string) response {
 	switch {
 	case errors.As(err, &ae) && ae.Status >= 500:
 		e = ae
-	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &he) && he.StatusCode == http.StatusGatewayTimeout):
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &he) && he.StatusCode == http.StatusGatewayTimeout) ||
+		// The execution's own bound, hit while the body came: reverse_proxy
+		// then aborts with a panic that does not say why.
+		errors.Is(r.Context().Err(), context.DeadlineExceeded):
 		e.Status, e.Code = http.StatusGatewayTimeout, "upstream_timeout"
 		e.Message = "The service behind the gateway received this request but did not answer in time. Its outcome is unknown, so this Idempotency-Key will keep returning this error instead of executing the request again. Check whether the operation took effect before retrying with a new key."
 	}

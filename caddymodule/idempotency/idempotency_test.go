@@ -580,6 +580,7 @@ func TestAmbiguousFailuresAreNeverReExecuted(t *testing.T) {
 		code             string
 	}{
 		{"upstream too slow", "/v1/block", `{}`, http.StatusGatewayTimeout, "upstream_timeout"},
+		{"upstream too slow with the body", "/v1/stall", `{}`, http.StatusGatewayTimeout, "upstream_timeout"},
 		{"connection dropped mid-response", "/v1/abort", `{}`, http.StatusBadGateway, "upstream_unavailable"},
 		// Go's transport resends a request carrying an Idempotency-Key
 		// when a reused connection fails before the response starts,
