@@ -99,6 +99,22 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// A ttl under the default lock_ttl, with lock_ttl left out, is a valid
+// configuration: the lock defaults to the ttl (it used to be refused for a
+// lock_ttl of 1m0s nobody had set).
+func TestShortTTLWithoutLockTTL(t *testing.T) {
+	h := Handler{TTL: dur(30 * time.Second)}
+	h.setDefaults()
+	if err := h.Validate(); err != nil || h.LockTTL != dur(30*time.Second) {
+		t.Fatalf("Validate() = %v with lock_ttl %s", err, time.Duration(h.LockTTL))
+	}
+	h = Handler{}
+	h.setDefaults()
+	if h.LockTTL != dur(DefaultLockTTL) || h.TTL != dur(DefaultTTL) {
+		t.Fatalf("defaults: ttl %s, lock_ttl %s", time.Duration(h.TTL), time.Duration(h.LockTTL))
+	}
+}
+
 func TestExecTimeoutLeavesTimeToRecord(t *testing.T) {
 	for lock, want := range map[time.Duration]time.Duration{
 		60 * time.Second:       54 * time.Second,

@@ -55,8 +55,10 @@
 //     finds the real outcome (409 until then). The upstream call is bounded
 //     instead, so that the lock cannot expire while this gateway still
 //     waits: it is cancelled a margin before lock_ttl (10% of it, at least
-//     1s), which is the timeout case above. lock_ttl therefore caps how long
-//     the upstream may take for a keyed request.
+//     1s, at most half), counted from before the lock call (Redis starts
+//     the lock's clock somewhere between sending and answering), which is
+//     the timeout case above. lock_ttl therefore caps how long the upstream
+//     may take for a keyed request.
 //   - A response larger than max_response_size, or a stream, is passed
 //     through to the first client as it comes and not stored; the key is
 //     marked too_large and retries get 422 idempotency_response_unavailable.
@@ -158,7 +160,7 @@ type Handler struct {
 	// the outcome; also the upper bound of a keyed request's upstream call,
 	// which is cancelled a margin before it (10%, at least 1s; see the
 	// package documentation), so set it well above the slowest legitimate
-	// upstream response. Default 60s.
+	// upstream response. Default 60s, or ttl when that is shorter.
 	LockTTL caddy.Duration `json:"lock_ttl,omitempty"`
 
 	// Largest response body, in bytes, that is recorded. Larger responses are
@@ -206,11 +208,34 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets defaults and takes the shared Redis client.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.setDefaults()
+
+	h.redisURL = caddy.NewReplacer().ReplaceAll(h.Redis, "")
+	if h.redisURL == "" {
+		h.redisURL = config.String("REDIS_URL", config.DefaultRedisURL)
+	}
+	client, err := redispool.Get(h.redisURL)
+	if err != nil {
+		h.redisURL = ""
+		return fmt.Errorf("idempotency: %w", err)
+	}
+	h.store = &store{client: client.Scripts, direct: client.Scripts.Always(), prefix: h.KeyPrefix}
+
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("idempotency: registering metrics: %w", err)
+	}
+	return nil
+}
+
+// setDefaults fills what the configuration left out. An unset lock_ttl is
+// the default or ttl when that is shorter: a lock must not outlive its
+// record.
+func (h *Handler) setDefaults() {
 	if h.TTL == 0 {
 		h.TTL = caddy.Duration(DefaultTTL)
 	}
 	if h.LockTTL == 0 {
-		h.LockTTL = caddy.Duration(DefaultLockTTL)
+		h.LockTTL = min(caddy.Duration(DefaultLockTTL), h.TTL)
 	}
 	if h.MaxResponseSize == 0 {
 		h.MaxResponseSize = DefaultMaxResponseSize
@@ -229,22 +254,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.methods[i] = strings.ToUpper(m)
 	}
 	h.execTimeout = execTimeout(time.Duration(h.LockTTL))
-
-	h.redisURL = caddy.NewReplacer().ReplaceAll(h.Redis, "")
-	if h.redisURL == "" {
-		h.redisURL = config.String("REDIS_URL", config.DefaultRedisURL)
-	}
-	client, err := redispool.Get(h.redisURL)
-	if err != nil {
-		h.redisURL = ""
-		return fmt.Errorf("idempotency: %w", err)
-	}
-	h.store = &store{client: client.Scripts, direct: client.Scripts.Always(), prefix: h.KeyPrefix}
-
-	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return fmt.Errorf("idempotency: registering metrics: %w", err)
-	}
-	return nil
 }
 
 // Validate checks the configuration.
@@ -340,6 +349,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		requestID: requestID(w, repl),
 		body:      body,
 	}
+	// The lock's lifetime starts in Redis, after this moment: an execution
+	// bounded from here ends before the lock expires, however long the lock
+	// call's answer took to come back.
+	ex.deadline = time.Now().Add(h.execTimeout)
 	found, err := h.store.begin(beginCtx, ex.rkey, ex.token, fingerprint(r.Method, r.URL.RequestURI(), body), ex.requestID, time.Duration(h.LockTTL))
 	if err != nil {
 		countOutcome(outcomeUnavailable)
@@ -358,6 +371,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	switch found.state {
 	case stateAcquired:
+		if !time.Now().Before(ex.deadline) {
+			// The lock call's answer took up the time the lock leaves for
+			// an execution (only with a lock_ttl near lookup times).
+			countOutcome(outcomeUnavailable)
+			h.release(ctx, ex, recordReleased)
+			return refuse(apierror.Unavailable("idempotency_unavailable",
+				"The idempotency store answered too slowly to run this request safely, so it was not executed. Retry later with the same Idempotency-Key."))
+		}
 		countOutcome(outcomeExecuted)
 		return h.execute(ctx, w, r, next, ex)
 	case stateDone:
@@ -398,6 +419,7 @@ type execution struct {
 	token     string // owner token of the lock
 	requestID string
 	body      []byte
+	deadline  time.Time // of the upstream call: lock_ttl less a margin, from before the lock call
 }
 
 // execute runs the request upstream under the lock and records its outcome.
@@ -405,7 +427,7 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	restoreBody(r, ex.body)
 	// Detached from the client (a retry must find the real outcome) but
 	// bounded so that the lock cannot expire while this gateway still waits.
-	execCtx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.execTimeout)
+	execCtx, cancel := context.WithDeadline(context.WithoutCancel(r.Context()), ex.deadline)
 	defer cancel()
 	r = guardTransportRetries(r.WithContext(execCtx))
 	r.Header = hideFromTransportRetries(r.Header)

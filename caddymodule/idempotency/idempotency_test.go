@@ -682,6 +682,40 @@ func TestLockAnsweredTooLateIsReleased(t *testing.T) {
 	}
 }
 
+// TestExecutionNeverOutlivesTheLock: the upstream call's deadline counts
+// from before the lock call, since Redis may have started the lock's clock
+// as soon as the call arrived. A lock whose answer took up the time it
+// leaves for the execution runs nothing: the request is refused and the
+// lock released, so the retry executes — once.
+func TestExecutionNeverOutlivesTheLock(t *testing.T) {
+	_, prefix := testRedis(t)
+	via := redisURL(t)
+	px := newSlowProxy(t, via.Host, 300*time.Millisecond) // under lookupTimeout
+	via.Host = px.addr
+	up := newUpstream(t)
+	// lock_ttl 400ms leaves an execution 200ms: less than the answer takes.
+	gw := startGateway(t, up, prefix, settings{"redis": via.String(), "lock_ttl": "400ms"})
+	if r := gw.do(t, req{key: newKey(), body: `{}`}); r.status != http.StatusCreated {
+		t.Fatalf("warm-up: %d %s", r.status, r.body)
+	}
+	before := up.count.Load()
+	q := req{key: newKey(), body: `{"a":1}`}
+
+	px.slow.Store(true)
+	first := gw.do(t, q)
+	px.slow.Store(false)
+	if first.status != http.StatusServiceUnavailable || first.apiError(t)["code"] != "idempotency_unavailable" {
+		t.Fatalf("lock answered after the execution's deadline: %d %s", first.status, first.body)
+	}
+	if n := up.count.Load() - before; n != 0 {
+		t.Fatalf("upstream executed %d times, want 0", n)
+	}
+	gw.do(t, q).mustBeExecuted(t, "retry")
+	if n := up.count.Load() - before; n != 1 {
+		t.Fatalf("upstream executed %d times, want 1", n)
+	}
+}
+
 // TestReleaseAndLockCallInEitherOrder: a lock call that got no answer may
 // run in Redis after its request released the lock. Whichever runs first,
 // no lock of that request's token is left, and no one else's lock is
