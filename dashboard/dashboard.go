@@ -31,6 +31,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
+	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
 	"github.com/gatehouse/gatehouse/controlplane/accounts"
 	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/controlplane/keys"
@@ -52,19 +53,12 @@ type DB interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// Quota is a request quota of the gateway's rate_limit configuration, for
-// the usage page's consumption bars. The gateway's Caddyfile is the source
-// of truth; DefaultQuotas mirrors the demo one.
-type Quota struct {
-	Name         string // the quota's name (an override's policy)
-	Live         int64  // requests per month in live mode
-	Sandbox      int64  // requests per month in sandbox
-	PerAPIKey    bool   // counted per key rather than per organisation
-	PeriodMonths int    // 1: calendar month
+// QuotaMeter reads the quotas the gateways enforce and their counters
+// (controlplane/limits.Service).
+type QuotaMeter interface {
+	Quotas(ctx context.Context, now time.Time) ([]keyspace.QuotaSpec, error)
+	QuotaUsed(ctx context.Context, org string, livemode bool, q keyspace.QuotaSpec, values []string, now time.Time) ([]int64, error)
 }
-
-// DefaultQuotas is the demo Caddyfile's "monthly" quota.
-var DefaultQuotas = []Quota{{Name: "monthly", Live: 10_000_000, Sandbox: 1_000_000, PeriodMonths: 1}}
 
 // Config wires the dashboard.
 type Config struct {
@@ -79,8 +73,8 @@ type Config struct {
 	// Box opens webhook signing secrets for "reveal" (MASTER_KEY); nil
 	// disables revealing.
 	Box *secretbox.Box
-	// Quotas are the gateway's configured quotas; DefaultQuotas when nil.
-	Quotas []Quota
+	// Quotas feeds the usage page's quota meters; nil leaves them out.
+	Quotas QuotaMeter
 	// GatewayURL is the public API's base URL shown in the docs and
 	// quickstart; http://localhost:8080 when empty.
 	GatewayURL string
@@ -114,9 +108,6 @@ func New(cfg Config) (*Dashboard, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.Quotas == nil {
-		cfg.Quotas = DefaultQuotas
 	}
 	if cfg.GatewayURL == "" {
 		cfg.GatewayURL = "http://localhost:8080"

@@ -2,16 +2,18 @@ package dashboard
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
 
+	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
 	"github.com/gatehouse/gatehouse/controlplane/keys"
 	"github.com/gatehouse/gatehouse/controlplane/requestlogs"
 	"github.com/gatehouse/gatehouse/internal/apikey"
@@ -166,12 +168,25 @@ var usageRanges = []choice{{"7", "Last 7 days"}, {"30", "Last 30 days"}, {"90", 
 // quotaUse is one quota's consumption this period.
 type quotaUse struct {
 	Name         string
+	Per          string // what the meter counts: the organisation, or its busiest API key
+	PeriodLabel  string
+	Matched      bool // the quota counts only matching requests
 	Used, Limit  int64
 	Overridden   bool
-	PeriodStart  time.Time
 	PeriodEnd    time.Time
 	Meter        template.HTML
 	PercentLabel string
+}
+
+// quotaSection is the usage page's quota meters, and a note when some or
+// all of them cannot be shown.
+type quotaSection struct {
+	Meters []quotaUse
+	Note   string
+}
+
+var periodLabels = map[string]string{
+	keyspace.PeriodMonth: "calendar month", keyspace.PeriodDay: "UTC day", keyspace.PeriodHour: "hour",
 }
 
 func (d *Dashboard) usagePage(w http.ResponseWriter, r *http.Request, s *Session) error {
@@ -328,36 +343,138 @@ func (d *Dashboard) usagePage(w http.ResponseWriter, r *http.Request, s *Session
 	return nil
 }
 
-// quotaUse reads each configured quota's use this calendar month from the
-// metered usage, with the organisation's override when it has one.
-func (d *Dashboard) quotaUse(ctx context.Context, s *Session, now time.Time) ([]quotaUse, error) {
-	ps := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-	pe := ps.AddDate(0, 1, 0)
-	var used int64
-	if err := d.cfg.DB.QueryRow(ctx, `SELECT coalesce(sum(quantity), 0)::bigint FROM usage_records
-		WHERE organization_id = $1 AND livemode = $2 AND metric = 'requests' AND day >= $3 AND day < $4`,
-		s.OrgID, s.Livemode, ps, pe).Scan(&used); err != nil {
-		return nil, fmt.Errorf("reading quota use: %w", err)
+// quotaUse reads, for each quota the gateways publish, the organisation's
+// use of it this period from the gateway's own counters, against the limit
+// in force (the organisation's or the key's override when it has one). A
+// quota counted per API key shows the key closest to its limit. Quotas
+// counted per something else (a client IP) are named but not metered.
+func (d *Dashboard) quotaUse(ctx context.Context, s *Session, now time.Time) (quotaSection, error) {
+	if d.cfg.Quotas == nil {
+		return quotaSection{}, nil
 	}
-	var out []quotaUse
-	for _, q := range d.cfg.Quotas {
+	unavailable := quotaSection{Note: "Quota use cannot be read right now: Redis, which holds the gateway's counters, did not answer."}
+	specs, err := d.cfg.Quotas.Quotas(ctx, now)
+	if err != nil {
+		d.log.Warn("dashboard: reading quotas", zap.Error(err))
+		return unavailable, nil
+	}
+	if len(specs) == 0 {
+		return quotaSection{Note: "The gateway enforces no request quota (none was published in the last " +
+			keyspace.StaleAfter.String() + ")."}, nil
+	}
+	overrides, err := d.quotaOverrides(ctx, s)
+	if err != nil {
+		return quotaSection{}, err
+	}
+	var keys []keyRef
+	var out quotaSection
+	var other []string
+	for _, q := range specs {
 		limit := q.Sandbox
 		if s.Livemode {
 			limit = q.Live
 		}
-		qu := quotaUse{Name: q.Name, Used: used, Limit: limit, PeriodStart: ps, PeriodEnd: pe}
-		var override int64
-		err := d.cfg.DB.QueryRow(ctx, `SELECT quota FROM limit_overrides
-			WHERE organization_id = $1 AND livemode = $2 AND api_key_id = '' AND policy = $3`,
-			s.OrgID, s.Livemode, q.Name).Scan(&override)
-		if err == nil {
-			qu.Limit, qu.Overridden = override, true
-		} else if !errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("reading quota override: %w", err)
+		o, overridden := overrides[[2]string{"", q.Name}]
+		if overridden {
+			limit = o
 		}
-		qu.PercentLabel = rate(qu.Used, qu.Limit)
-		qu.Meter = meter(fmt.Sprintf("%s quota: %s of %s requests used", q.Name, comma(qu.Used), comma(qu.Limit)), qu.Used, qu.Limit)
-		out = append(out, qu)
+		u := quotaUse{Name: q.Name, PeriodLabel: periodLabels[q.Period], Matched: q.Matched, Limit: limit, Overridden: overridden}
+		_, u.PeriodEnd = q.Window(now)
+		switch q.Per {
+		case keyspace.PerOrganization:
+			used, err := d.cfg.Quotas.QuotaUsed(ctx, s.OrgID, s.Livemode, q, []string{s.OrgID}, now)
+			if err != nil {
+				d.log.Warn("dashboard: reading quota counters", zap.Error(err))
+				return unavailable, nil
+			}
+			u.Per, u.Used = "per organisation", used[0]
+		case keyspace.PerAPIKey:
+			if keys == nil {
+				if keys, err = d.quotaKeys(ctx, s, now); err != nil {
+					return quotaSection{}, err
+				}
+			}
+			if len(keys) == 0 {
+				continue
+			}
+			ids := make([]string, len(keys))
+			for i, k := range keys {
+				ids[i] = k.ID
+			}
+			used, err := d.cfg.Quotas.QuotaUsed(ctx, s.OrgID, s.Livemode, q, ids, now)
+			if err != nil {
+				d.log.Warn("dashboard: reading quota counters", zap.Error(err))
+				return unavailable, nil
+			}
+			// The busiest key: the largest share of its own limit.
+			best, bestLimit, bestOverridden := -1, limit, u.Overridden
+			for i, k := range keys {
+				l, o := limit, u.Overridden
+				if kl, ok := overrides[[2]string{k.ID, q.Name}]; ok {
+					l, o = kl, true
+				}
+				if best < 0 || float64(used[i])/float64(l) > float64(used[best])/float64(bestLimit) {
+					best, bestLimit, bestOverridden = i, l, o
+				}
+			}
+			u.Per = "busiest API key: " + keys[best].Label
+			u.Used, u.Limit, u.Overridden = used[best], bestLimit, bestOverridden
+		default:
+			other = append(other, q.Name)
+			continue
+		}
+		u.PercentLabel = rate(u.Used, u.Limit)
+		u.Meter = meter(fmt.Sprintf("%s quota: %s of %s requests used", q.Name, comma(u.Used), comma(u.Limit)), u.Used, u.Limit)
+		out.Meters = append(out.Meters, u)
+	}
+	if len(other) > 0 {
+		out.Note = "Also enforced, counted per client rather than per organisation or API key: " + strings.Join(other, ", ") + "."
+	}
+	return out, nil
+}
+
+// quotaOverrides are the organisation's overrides in this environment,
+// by (API key id or "" for the organisation's own, policy).
+func (d *Dashboard) quotaOverrides(ctx context.Context, s *Session) (map[[2]string]int64, error) {
+	rows, err := d.cfg.DB.Query(ctx, `SELECT api_key_id, policy, quota FROM limit_overrides
+		WHERE organization_id = $1 AND livemode = $2`, s.OrgID, s.Livemode)
+	if err != nil {
+		return nil, fmt.Errorf("reading quota overrides: %w", err)
+	}
+	out := map[[2]string]int64{}
+	var key, policy string
+	var quota int64
+	_, err = pgx.ForEachRow(rows, []any{&key, &policy, &quota}, func() error {
+		out[[2]string{key, policy}] = quota
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading quota overrides: %w", err)
+	}
+	return out, nil
+}
+
+// keyRef is an API key as a quota meter names it.
+type keyRef struct{ ID, Label string }
+
+// quotaKeys are the organisation's keys in this environment that can have
+// counted requests this month: not revoked before it began.
+func (d *Dashboard) quotaKeys(ctx context.Context, s *Session, now time.Time) ([]keyRef, error) {
+	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	list, err := d.cfg.Keys.List(ctx, s.OrgID, apikey.Environment(s.Env()))
+	if err != nil {
+		return nil, err
+	}
+	out := []keyRef{}
+	for _, k := range list {
+		if k.RevokedAt != nil && k.RevokedAt.Before(start) {
+			continue
+		}
+		label := k.ID
+		if k.Name != "" {
+			label = k.Name + " (" + k.ID + ")"
+		}
+		out = append(out, keyRef{ID: k.ID, Label: label})
 	}
 	return out, nil
 }

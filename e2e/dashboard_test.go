@@ -418,6 +418,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.until("/", "/logs/req_", 30*time.Second)
 	b.shot("overview")
 	b.open("/usage", "usage")
+	// The quota meter is the gateway's own counter of the Caddyfile's
+	// monthly quota, which the requests above went through.
+	if got := b.text("#quotas"); !regexp.MustCompile(`monthly \(per organisation, per calendar month\)\s*: [1-9][0-9,]* of 1,000,000 requests`).MatchString(got) {
+		t.Errorf("usage page quotas: %q", got)
+	}
 	b.open("/audit", "audit")
 	b.open("/members", "members")
 	b.run("invite",

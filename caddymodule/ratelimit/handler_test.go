@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -194,6 +195,44 @@ func TestClosestPolicy(t *testing.T) {
 	for _, tt := range tests {
 		if got := tt.ds[closest(tt.ds)].limit.name; got != tt.want {
 			t.Errorf("%s: closest = %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestQuotasArePublishedForTheDashboard: a handler publishes the quotas it
+// enforces, with what they are counted per, so the dashboard's meters show
+// the configuration that runs rather than one of their own.
+func TestQuotasArePublishedForTheDashboard(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	provision(t, &Handler{Quotas: []*Quota{
+		{Name: "monthly", Key: "{http.auth.api_key.org_id}", Limit: 1000, SandboxLimit: 100},
+		{Name: "daily-per-key", Key: "{http.auth.api_key.key_id}", Limit: 50, Period: PeriodDay,
+			MatchRaw: caddyhttp.RawMatcherSets{{"path": []byte(`["/v1/customers*"]`)}}},
+		{Name: "hourly-per-ip", Key: "{client_ip}", Limit: 10, Period: PeriodHour},
+	}}, prefix)
+	want := map[string]keyspace.QuotaSpec{
+		"monthly":       {Name: "monthly", Live: 1000, Sandbox: 100, Period: "month", Per: keyspace.PerOrganization},
+		"daily-per-key": {Name: "daily-per-key", Live: 50, Sandbox: 50, Period: "day", Per: keyspace.PerAPIKey, Matched: true},
+		"hourly-per-ip": {Name: "hourly-per-ip", Live: 10, Sandbox: 10, Period: "hour", Per: keyspace.PerOther},
+	}
+	var got map[string]string
+	for deadline := time.Now().Add(10 * time.Second); len(got) < len(want); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("published %v, want %d quotas", got, len(want))
+		}
+		got = rdb.HGetAll(context.Background(), keyspace.Published(prefix)).Val()
+	}
+	for name, w := range want {
+		var spec keyspace.QuotaSpec
+		if err := json.Unmarshal([]byte(got[name]), &spec); err != nil {
+			t.Fatalf("%s: %q: %v", name, got[name], err)
+		}
+		if age := time.Since(spec.PublishedAt); age < 0 || age > time.Minute {
+			t.Errorf("%s published %s ago", name, age)
+		}
+		spec.PublishedAt = time.Time{}
+		if spec != w {
+			t.Errorf("%s: published %+v, want %+v", name, spec, w)
 		}
 	}
 }

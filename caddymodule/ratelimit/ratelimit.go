@@ -16,6 +16,7 @@ package ratelimit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -72,9 +73,9 @@ const (
 
 // Quota periods.
 const (
-	PeriodMonth = "month"
-	PeriodDay   = "day"
-	PeriodHour  = "hour"
+	PeriodMonth = keyspace.PeriodMonth
+	PeriodDay   = keyspace.PeriodDay
+	PeriodHour  = keyspace.PeriodHour
 )
 
 // Defaults.
@@ -309,7 +310,66 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.rdb = rdb
+	if specs := h.quotaSpecs(); len(specs) > 0 {
+		go h.publish(ctx, specs)
+	}
 	return nil
+}
+
+// quotaSpecs describes the configured quotas for the dashboard.
+func (h *Handler) quotaSpecs() []keyspace.QuotaSpec {
+	var specs []keyspace.QuotaSpec
+	for _, q := range h.Quotas {
+		spec := keyspace.QuotaSpec{Name: q.Name, Live: q.Limit, Sandbox: q.SandboxLimit, Period: q.Period,
+			Per: keyspace.PerOther, Matched: len(q.match) > 0}
+		if spec.Sandbox == 0 {
+			spec.Sandbox = q.Limit
+		}
+		switch q.Key {
+		case "{" + phOrg + "}":
+			spec.Per = keyspace.PerOrganization
+		case "{" + phKeyID + "}":
+			spec.Per = keyspace.PerAPIKey
+		}
+		specs = append(specs, spec)
+	}
+	return specs
+}
+
+// publish keeps specs in keyspace.Published until the configuration is
+// unloaded, republishing every keyspace.PublishEvery; the hash expires when
+// no gateway has published for keyspace.StaleAfter. A failure waits for the
+// next turn; the request path already reports an unreachable Redis.
+func (h *Handler) publish(ctx context.Context, specs []keyspace.QuotaSpec) {
+	t := time.NewTicker(keyspace.PublishEvery)
+	defer t.Stop()
+	for {
+		args := make([]any, 0, 2*len(specs))
+		now := time.Now()
+		for _, q := range specs {
+			q.PublishedAt = now
+			b, err := json.Marshal(q)
+			if err != nil {
+				panic(err) // plain strings, numbers and a time
+			}
+			args = append(args, q.Name, b)
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
+		_, err := h.rdb.TxPipelined(pctx, func(p redis.Pipeliner) error {
+			p.HSet(pctx, keyspace.Published(h.KeyPrefix), args...)
+			p.Expire(pctx, keyspace.Published(h.KeyPrefix), keyspace.StaleAfter)
+			return nil
+		})
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			h.logger.Debug("publishing quotas for the dashboard failed; retrying later", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Limit is r with its defaults, as redis_rate describes a GCRA limit.

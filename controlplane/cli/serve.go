@@ -70,7 +70,8 @@ func (a *app) serve(args []string) error {
 	if err != nil {
 		return c.fail(err)
 	}
-	limitsSync := &limits.Syncer{Service: limits.New(db, rdb, ""), Logger: log.Named("limits")}
+	lim := limits.New(db, rdb, "")
+	limitsSync := &limits.Syncer{Service: lim, Logger: log.Named("limits")}
 	// Topic names are binding (DESIGN §7); the variables exist so that
 	// several stacks can share one Kafka cluster, as the tests do.
 	eventsTopic := config.String("KAFKA_TOPIC_EVENTS", wire.TopicEvents)
@@ -112,7 +113,8 @@ func (a *app) serve(args []string) error {
 		DB:       db,
 		Logger:   log.Named("dashboard"),
 		Accounts: accounts.New(db, nil),
-		Keys:     keys.New(db, nil).WithLimits(limits.New(db, rdb, "")),
+		Keys:     keys.New(db, nil).WithLimits(lim),
+		Quotas:   lim,
 		Audit:    audit.NewLog(db),
 		Webhooks: &dashboard.SQLWebhooks{DB: db, Box: box, URLPolicy: ssrf.Policy{
 			Allow: allow, RequireHTTPS: config.Bool("WEBHOOK_REQUIRE_HTTPS", false),

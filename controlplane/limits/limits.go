@@ -20,6 +20,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -246,6 +248,57 @@ func (s *Service) List(ctx context.Context, org string, livemode bool) ([]Overri
 		return nil, fmt.Errorf("listing limit overrides: %w", err)
 	}
 	return out, nil
+}
+
+// Quotas returns the quotas the gateways enforce, as they publish them
+// (keyspace.Published), by name; a spec not republished within
+// keyspace.StaleAfter of now belongs to a configuration no longer running
+// and is left out.
+func (s *Service) Quotas(ctx context.Context, now time.Time) ([]keyspace.QuotaSpec, error) {
+	all, err := s.rdb.HGetAll(ctx, keyspace.Published(s.prefix)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading published quotas: %w", err)
+	}
+	var out []keyspace.QuotaSpec
+	for name, v := range all {
+		var q keyspace.QuotaSpec
+		if json.Unmarshal([]byte(v), &q) != nil || q.Name != name || now.Sub(q.PublishedAt) > keyspace.StaleAfter {
+			continue
+		}
+		out = append(out, q)
+	}
+	slices.SortFunc(out, func(a, b keyspace.QuotaSpec) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// QuotaUsed returns how many requests each of values — the organisation
+// for a quota counted per organisation, API key ids for one counted per
+// key — has used of q in org's environment, in the window containing now:
+// the gateway's own counters, one round trip.
+func (s *Service) QuotaUsed(ctx context.Context, org string, livemode bool, q keyspace.QuotaSpec,
+	values []string, now time.Time) ([]int64, error) {
+	start, _ := q.Window(now)
+	cmds := make([]*redis.SliceCmd, len(values))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, v := range values {
+			cmds[i] = p.HMGet(ctx, keyspace.Counter(s.prefix, keyspace.Tag(org, ""), keyspace.Env(livemode), q.Name, v),
+				keyspace.CounterWindow, keyspace.CounterUsed)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading quota counters: %w", err)
+	}
+	used := make([]int64, len(values))
+	for i, c := range cmds {
+		// A counter of an earlier window is what the next request resets.
+		vals := c.Val()
+		if w, _ := vals[0].(string); w == strconv.FormatInt(start.Unix(), 10) {
+			n, _ := vals[1].(string)
+			used[i], _ = strconv.ParseInt(n, 10, 64)
+		}
+	}
+	return used, nil
 }
 
 // SyncResult says what a Sync changed.

@@ -14,6 +14,7 @@
 //	<prefix>q:{<tag>}:<env>:<quota>:<value>     quota counter: hash {w: window start (unix s), n: used}, expiring at window end
 //	<prefix>limits:{<org>}                      overrides: hash, see Field and Encode
 //	<prefix>limits:index                        set of organisations that have an overrides hash (for Sync)
+//	<prefix>limits:quotas                       the quotas gateways enforce, for the dashboard: see Published
 package keyspace
 
 import (
@@ -24,6 +25,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // DefaultPrefix starts every key unless a deployment configures another.
@@ -191,3 +193,69 @@ func Decode(s string) (Override, error) {
 	}
 	return Override{Quota: n[0], Window: n[1], Burst: n[2]}, nil
 }
+
+// Published is the hash in which every gateway's rate_limit handler
+// publishes the quotas it enforces, field the quota's name, value a
+// QuotaSpec as JSON, so that the dashboard can show each organisation how
+// much of them it has used. Handlers republish every PublishEvery; a spec
+// not republished for StaleAfter belongs to a configuration no longer
+// running (a quota renamed or removed) and is ignored; the hash itself
+// expires StaleAfter after the last publication.
+func Published(prefix string) string { return prefix + "limits:quotas" }
+
+// How often quotas are republished, and when a spec is stale.
+const (
+	PublishEvery = time.Minute
+	StaleAfter   = 5 * PublishEvery
+)
+
+// What a quota is counted per, from its key template.
+const (
+	PerOrganization = "organization" // {http.auth.api_key.org_id}
+	PerAPIKey       = "api_key"      // {http.auth.api_key.key_id}
+	PerOther        = "other"        // anything else: a client IP, a header…
+)
+
+// Quota periods: calendar months, days and hours, UTC.
+const (
+	PeriodMonth = "month"
+	PeriodDay   = "day"
+	PeriodHour  = "hour"
+)
+
+// QuotaSpec is one quota as a gateway publishes it.
+type QuotaSpec struct {
+	Name    string `json:"name"`
+	Live    int64  `json:"live"`    // requests per period, live keys (and unauthenticated requests)
+	Sandbox int64  `json:"sandbox"` // requests per period, sandbox keys
+	Period  string `json:"period"`  // PeriodMonth, PeriodDay or PeriodHour
+	Per     string `json:"per"`     // PerOrganization, PerAPIKey or PerOther
+	// Matched is set when the quota counts only the requests its matchers
+	// select (a route, a method).
+	Matched     bool      `json:"matched,omitempty"`
+	PublishedAt time.Time `json:"published_at"`
+}
+
+// Window is the calendar period of q that contains t: [start, end).
+func (q QuotaSpec) Window(t time.Time) (start, end time.Time) {
+	t = t.UTC()
+	switch q.Period {
+	case PeriodHour:
+		start = t.Truncate(time.Hour)
+		return start, start.Add(time.Hour)
+	case PeriodDay:
+		start = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+		return start, start.AddDate(0, 0, 1)
+	default:
+		start = time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+		return start, start.AddDate(0, 1, 0)
+	}
+}
+
+// CounterWindow is the field of a quota counter (see Counter) holding the
+// start of the window it counts, in Unix seconds; CounterUsed holds the
+// requests counted in it.
+const (
+	CounterWindow = "w"
+	CounterUsed   = "n"
+)

@@ -1,0 +1,145 @@
+package dashboard
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
+	"github.com/gatehouse/gatehouse/controlplane/audit"
+	"github.com/gatehouse/gatehouse/controlplane/keys"
+	"github.com/gatehouse/gatehouse/controlplane/limits"
+	"github.com/gatehouse/gatehouse/internal/apikey"
+	"github.com/gatehouse/gatehouse/internal/testenv"
+)
+
+// TestQuotaMeters: the usage page meters the quotas the gateway publishes,
+// from the gateway's own counters, against the limit in force — not a
+// configuration of its own.
+func TestQuotaMeters(t *testing.T) {
+	e := newEnv(t)
+	rdb, prefix := testenv.Redis(t)
+	now := time.Date(2026, 11, 29, 10, 30, 0, 0, time.UTC)
+	// dash serves a dashboard over q at the same address, so that the
+	// browser's session carries over.
+	var current atomic.Pointer[Dashboard]
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { current.Load().ServeHTTP(w, r) }))
+	t.Cleanup(e.srv.Close)
+	dash := func(q QuotaMeter) {
+		d, err := New(Config{DB: e.pool, Accounts: e.accts, Keys: e.keys, Audit: audit.NewLog(e.pool), Webhooks: e.hooks,
+			Quotas: q, Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		current.Store(d)
+	}
+	lim := limits.New(e.pool, rdb, prefix)
+	dash(lim)
+	b := e.signup("quotas@example.com", "Quotas")
+	org := e.orgOf(b)
+	ctx := context.Background()
+	actor := audit.Actor{Type: audit.ActorCLI, ID: "test"}
+
+	// quotas renders the quota card as text.
+	quotas := func() string {
+		t.Helper()
+		p := b.get("/usage")
+		if p.status != http.StatusOK {
+			t.Fatalf("usage: %d", p.status)
+		}
+		card := regexp.MustCompile(`(?s)<section class="card" id="quotas">.*?</section>`).FindString(p.body)
+		text := strings.Join(strings.Fields(regexp.MustCompile(`<[^>]+>`).ReplaceAllString(card, " ")), " ")
+		return strings.ReplaceAll(text, " :", ":")
+	}
+	if got := quotas(); !strings.Contains(got, "The gateway enforces no request quota") {
+		t.Fatalf("nothing published: %q", got)
+	}
+
+	publish := func(specs ...keyspace.QuotaSpec) {
+		for _, q := range specs {
+			if q.PublishedAt.IsZero() {
+				q.PublishedAt = now.Add(-time.Minute)
+			}
+			b, _ := json.Marshal(q)
+			if err := rdb.HSet(ctx, keyspace.Published(prefix), q.Name, b).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(
+		keyspace.QuotaSpec{Name: "monthly", Live: 1000, Sandbox: 100, Period: keyspace.PeriodMonth, Per: keyspace.PerOrganization},
+		keyspace.QuotaSpec{Name: "daily-per-key", Live: 50, Sandbox: 50, Period: keyspace.PeriodDay, Per: keyspace.PerAPIKey, Matched: true},
+		keyspace.QuotaSpec{Name: "hourly-per-ip", Live: 10, Sandbox: 10, Period: keyspace.PeriodHour, Per: keyspace.PerOther},
+		// A quota of a configuration that stopped running ten minutes ago.
+		keyspace.QuotaSpec{Name: "retired", Live: 5, Sandbox: 5, Period: keyspace.PeriodMonth, Per: keyspace.PerOrganization,
+			PublishedAt: now.Add(-10 * time.Minute)},
+	)
+	count := func(quota, value string, window time.Time, n int) {
+		err := rdb.HSet(ctx, keyspace.Counter(prefix, org, keyspace.Sandbox, quota, value),
+			keyspace.CounterWindow, window.Unix(), keyspace.CounterUsed, n).Err()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	newKey := func(name string) string {
+		k, err := e.keys.Create(ctx, actor, org, apikey.Sandbox, keys.CreateParams{Kind: apikey.Secret, Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.Key.ID
+	}
+	today := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
+	quiet, busy, stale := newKey("quiet"), newKey("busy"), newKey("yesterday")
+	count("monthly", org, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), 37)
+	count("daily-per-key", quiet, today, 5)
+	count("daily-per-key", busy, today, 20)
+	count("daily-per-key", stale, today.AddDate(0, 0, -1), 49) // yesterday's: reset by the next request
+
+	got := quotas()
+	for _, want := range []string{
+		"monthly (per organisation, per calendar month): 37 of 100 requests (37.0%) · resets 2026-12-01",
+		"daily-per-key (busiest API key: busy (" + busy + "), per UTC day, matching requests only): 20 of 50 requests (40.0%) · resets 2026-11-30",
+		"counted per client rather than per organisation or API key: hourly-per-ip.",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("quotas card lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "retired") {
+		t.Errorf("a quota no gateway publishes any more is shown:\n%s", got)
+	}
+
+	// The organisation's plan lowers its monthly quota; a key's own
+	// override makes the quiet key the busiest relative to its limit.
+	for _, o := range []limits.Override{
+		{OrganizationID: org, Policy: "monthly", Quota: 40, WindowSeconds: 1},
+		{OrganizationID: org, APIKeyID: quiet, Policy: "daily-per-key", Quota: 6, WindowSeconds: 1},
+	} {
+		if _, err := lim.Set(ctx, actor, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got = quotas()
+	for _, want := range []string{
+		"monthly (per organisation, per calendar month): 37 of 40 requests (92.5%) plan override",
+		"daily-per-key (busiest API key: quiet (" + quiet + "), per UTC day, matching requests only): 5 of 6 requests (83.3%) plan override",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("with overrides, quotas card lacks %q:\n%s", want, got)
+		}
+	}
+
+	// Redis down: the page still renders, and says why there are no meters.
+	dash(limits.New(e.pool, redis.NewClient(&redis.Options{Addr: testenv.FreeAddr(t), MaxRetries: -1}), prefix))
+	if got := quotas(); !strings.Contains(got, "Quota use cannot be read right now") {
+		t.Errorf("redis down: %q", got)
+	}
+}
