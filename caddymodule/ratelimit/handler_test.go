@@ -199,12 +199,13 @@ func TestClosestPolicy(t *testing.T) {
 	}
 }
 
-// TestQuotasArePublishedForTheDashboard: a handler publishes the quotas it
-// enforces, with what they are counted per, so the dashboard's meters show
-// the configuration that runs rather than one of their own.
+// TestQuotasArePublishedForTheDashboard: a handler that serves publishes
+// the quotas it enforces, with what they are counted per, so the
+// dashboard's meters show the configuration that runs rather than one of
+// their own.
 func TestQuotasArePublishedForTheDashboard(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
-	provision(t, &Handler{Quotas: []*Quota{
+	h := provision(t, &Handler{Quotas: []*Quota{
 		{Name: "monthly", Key: "{http.auth.api_key.org_id}", Limit: 1000, SandboxLimit: 100},
 		{Name: "daily-per-key", Key: "{http.auth.api_key.key_id}", Limit: 50, Period: PeriodDay,
 			MatchRaw: caddyhttp.RawMatcherSets{{"path": []byte(`["/v1/customers*"]`)}}},
@@ -215,6 +216,10 @@ func TestQuotasArePublishedForTheDashboard(t *testing.T) {
 		"daily-per-key": {Name: "daily-per-key", Live: 50, Sandbox: 50, Period: "day", Per: keyspace.PerAPIKey, Matched: true},
 		"hourly-per-ip": {Name: "hourly-per-ip", Live: 10, Sandbox: 10, Period: "hour", Per: keyspace.PerOther},
 	}
+	if n := rdb.Exists(context.Background(), keyspace.Published(prefix)).Val(); n != 0 {
+		t.Fatal("quotas published before the handler served a request")
+	}
+	serve(t, h, newRequest(liveKey, "192.0.2.1"))
 	var got map[string]string
 	for deadline := time.Now().Add(10 * time.Second); len(got) < len(want); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {

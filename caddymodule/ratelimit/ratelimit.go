@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -127,6 +128,11 @@ type Handler struct {
 	// instance shares one clock. Tests inject a clock (see testClock).
 	now  func() time.Time
 	warn *warner
+	// publishQuotas starts publishing the quotas for the dashboard on the
+	// first request: a configuration only validated, or loaded by a test
+	// that serves nothing, does not announce quotas that do not run.
+	publishQuotas *sync.Once
+	ctx           context.Context // the configuration's; done when it is unloaded
 }
 
 // warner rate-limits the warning about Redis failures.
@@ -310,9 +316,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.rdb = rdb
-	if specs := h.quotaSpecs(); len(specs) > 0 {
-		go h.publish(ctx, specs)
-	}
+	h.ctx, h.publishQuotas = ctx, new(sync.Once)
 	return nil
 }
 
@@ -336,8 +340,8 @@ func (h *Handler) quotaSpecs() []keyspace.QuotaSpec {
 	return specs
 }
 
-// publish keeps specs in keyspace.Published until the configuration is
-// unloaded, republishing every keyspace.PublishEvery; the hash expires when
+// publish keeps specs in keyspace.Published from the handler's first
+// request until the configuration is unloaded, republishing every keyspace.PublishEvery; the hash expires when
 // no gateway has published for keyspace.StaleAfter. A failure waits for the
 // next turn; the request path already reports an unreachable Redis.
 func (h *Handler) publish(ctx context.Context, specs []keyspace.QuotaSpec) {
@@ -554,6 +558,11 @@ type outcome struct {
 // ServeHTTP decides every applicable limit in one round trip, adds the
 // RateLimit fields and either passes the request on or refuses it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	h.publishQuotas.Do(func() {
+		if specs := h.quotaSpecs(); len(specs) > 0 {
+			go h.publish(h.ctx, specs)
+		}
+	})
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	req, err := h.prepare(r, repl)
 	if err != nil {
