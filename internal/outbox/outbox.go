@@ -13,6 +13,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -47,9 +48,15 @@ type Config struct {
 	MemoryBytes int64
 	// SpoolLimit is the spool's size limit in bytes. Default 1 GiB.
 	SpoolLimit int64
-	// BatchSize is the most messages per send. Default SendBatch, which
-	// keeps each partition's share of a send in one Kafka record batch.
+	// BatchSize is the most messages per send. Default SendBatch. Give the
+	// Kafka sender the same (NewKafkaSenderBatch), so that each partition's
+	// share of a send is one Kafka record batch.
 	BatchSize int
+	// BatchBytes is the most bytes (keys and values) per send, one message
+	// at least: with the writer's record overhead it stays under the
+	// writer's BatchBytes, so a send is never split by size either.
+	// Default SendBytes.
+	BatchBytes int
 	// Linger is how long the sender waits to fill a batch. Default 10 ms.
 	Linger time.Duration
 	// RetryEvery is the pause between attempts while Kafka is down. Default 1 s.
@@ -116,6 +123,10 @@ func New(cfg Config, sender Sender) (*Producer, error) {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = SendBatch
 	}
+	cfg.BatchSize = min(cfg.BatchSize, MaxSendBatch)
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = SendBytes
+	}
 	if cfg.Linger <= 0 {
 		cfg.Linger = 10 * time.Millisecond
 	}
@@ -159,7 +170,7 @@ func (p *Producer) Enqueue(m Message) {
 	if len(p.mem) < p.cfg.MemoryLimit && p.memBytes+size <= p.cfg.MemoryBytes && !p.stopped {
 		p.mem = append(p.mem, m)
 		p.memBytes += size
-		full := len(p.mem) >= p.cfg.BatchSize
+		full := len(p.mem) >= p.cfg.BatchSize || p.memBytes >= int64(p.cfg.BatchBytes)
 		p.mu.Unlock()
 		if full {
 			p.signal()
@@ -223,7 +234,7 @@ func (p *Producer) toSpool(msgs []Message) int {
 // them: an in-flight batch that an overflow spooled and its send delivered.
 func (p *Producer) skipSpooled(n int) {
 	for n > 0 {
-		msgs, pos, err := p.spool.peek(n)
+		msgs, pos, err := p.spool.peek(n, math.MaxInt)
 		if err == nil && len(msgs) == 0 && !pos.segDone {
 			return
 		}
@@ -311,7 +322,7 @@ func (p *Producer) drain(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return true // stopped, not failed: what is left stays in the spool
 		}
-		msgs, pos, err := p.spool.peek(p.cfg.BatchSize)
+		msgs, pos, err := p.spool.peek(p.cfg.BatchSize, p.cfg.BatchBytes)
 		if err != nil {
 			p.warn("reading outbox spool", zap.Error(err))
 			return false
@@ -337,7 +348,7 @@ func (p *Producer) drain(ctx context.Context) bool {
 			p.mu.Unlock()
 			return true // Enqueue overflowed to the spool meanwhile; next round
 		}
-		n := min(len(p.mem), p.cfg.BatchSize)
+		n := sendable(p.mem, p.cfg.BatchSize, p.cfg.BatchBytes)
 		if n == 0 {
 			p.mu.Unlock()
 			return true
@@ -415,13 +426,41 @@ func (p *Producer) shutdown() {
 // could half succeed, and resending it would put its tail after copies.
 const SendBatch = 128
 
+// SendBytes is the outbox's default bound on the bytes of one send; see
+// Config.BatchBytes. The writer's BatchBytes leaves room for the record
+// overhead of MaxSendBatch messages above it.
+const SendBytes = 900_000
+
+// MaxSendBatch bounds BatchSize: past it, kafka-go's per-partition
+// allocation for every send (room for BatchSize messages) costs more than
+// the broker saves.
+const MaxSendBatch = 1024
+
+// sendable is how many of msgs, from the first, make one send: at most n
+// messages and maxBytes bytes, and one message at least.
+func sendable(msgs []Message, n, maxBytes int) int {
+	size := 0
+	for i, m := range msgs[:min(n, len(msgs))] {
+		size += len(m.Key) + len(m.Value)
+		if size > maxBytes && i > 0 {
+			return i
+		}
+	}
+	return min(n, len(msgs))
+}
+
 // KafkaSender sends with a kafka-go Writer configured for durability:
 // acks from all in-sync replicas, hashing on the key so one organisation's
 // messages stay in one partition and in order.
 type KafkaSender struct{ W *kafka.Writer }
 
-// NewKafkaSender returns a sender for brokers.
-func NewKafkaSender(brokers []string) *KafkaSender {
+// NewKafkaSender returns a sender for brokers, for sends of at most
+// SendBatch messages.
+func NewKafkaSender(brokers []string) *KafkaSender { return NewKafkaSenderBatch(brokers, SendBatch) }
+
+// NewKafkaSenderBatch returns a sender for brokers for sends of at most
+// batch messages (at most MaxSendBatch), the producer's Config.BatchSize.
+func NewKafkaSenderBatch(brokers []string, batch int) *KafkaSender {
 	return &KafkaSender{W: &kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
 		Balancer:     &kafka.Hash{},
@@ -430,7 +469,7 @@ func NewKafkaSender(brokers []string) *KafkaSender {
 		// kafka-go allocates room for BatchSize messages for every partition
 		// of every send, however few it carries: at 10,000 that was 1.5 MB a
 		// partition, gigabytes a second of garbage under load.
-		BatchSize: SendBatch,
+		BatchSize: min(batch, MaxSendBatch),
 		// The broker refuses a record batch over message.max.bytes (1 MiB by
 		// default) as a whole; the outbox would resend it forever.
 		BatchBytes:   1_040_000,

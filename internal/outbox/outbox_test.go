@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -123,7 +124,7 @@ func TestSpoolPeekStopsAtTheLastWholeAppend(t *testing.T) {
 	f, _ := os.OpenFile(sp.segPath(1), os.O_APPEND|os.O_WRONLY, 0)
 	f.Write(encode(msg(2))) // as if an append were mid-way
 	f.Close()
-	msgs, _, err := sp.peek(10)
+	msgs, _, err := sp.peek(10, math.MaxInt)
 	if err != nil || len(msgs) != 1 || string(msgs[0].Value) != "1" {
 		t.Fatalf("peek = %v, %v; want only message 1", msgs, err)
 	}
@@ -199,7 +200,7 @@ func readN(t *testing.T, sp *spool, n int) []Message {
 	t.Helper()
 	var out []Message
 	for len(out) < n && !sp.empty() {
-		msgs, pos, err := sp.peek(n - len(out))
+		msgs, pos, err := sp.peek(n-len(out), math.MaxInt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -505,28 +506,35 @@ func TestKafkaRoundTrip(t *testing.T) {
 	}
 	t.Cleanup(func() { cc.DeleteTopics(topic) })
 
-	ks := NewKafkaSender(brokers)
+	// The largest sends the outbox makes: MaxSendBatch messages, SendBytes
+	// bytes, one partition. Kafka must take each as it is.
+	ks := NewKafkaSenderBatch(brokers, MaxSendBatch)
 	defer ks.Close()
-	p, _ := New(Config{Dir: t.TempDir()}, ks)
+	p, _ := New(Config{Dir: t.TempDir(), BatchSize: MaxSendBatch, Linger: time.Hour}, ks)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go p.Run(ctx)
-	for i := 0; i < 100; i++ {
-		p.Enqueue(Message{Topic: topic, Key: []byte("org_1"), Value: []byte(strconv.Itoa(i))})
+	const n = 3 * MaxSendBatch
+	value := func(i int) string { return fmt.Sprintf("%-*d", SendBytes/MaxSendBatch-len("org_1"), i) }
+	for i := 0; i < n; i++ {
+		p.Enqueue(Message{Topic: topic, Key: []byte("org_1"), Value: []byte(value(i))})
 	}
 
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer rcancel()
-	for i := 0; i < 100; i++ {
+	for i := 0; i < n; i++ {
 		m, err := r.ReadMessage(rctx)
 		if err != nil {
 			t.Fatalf("reading message %d: %v", i, err)
 		}
-		if string(m.Value) != strconv.Itoa(i) {
+		if string(m.Value) != value(i) {
 			t.Fatalf("message %d = %s", i, m.Value)
 		}
+	}
+	if st := p.Stats(); st.Sent != n || st.Spooled != 0 {
+		t.Fatalf("stats %+v: every send must have been taken whole", st)
 	}
 }
 
@@ -665,5 +673,82 @@ func TestProducerSendsASlowBatchOnceWhenMemoryOverflows(t *testing.T) {
 	}
 	if st := p.Stats(); st.Sent != n || len(s.got) != n {
 		t.Fatalf("stats %+v, %d sent: want each of the %d messages sent once", st, len(s.got), n)
+	}
+}
+
+// sizeSender records the message count and bytes of every send.
+type sizeSender struct {
+	flakySender
+	sends [][2]int // messages, bytes
+}
+
+func (s *sizeSender) Send(ctx context.Context, msgs []Message) error {
+	if err := s.flakySender.Send(ctx, msgs); err != nil {
+		return err
+	}
+	n := 0
+	for _, m := range msgs {
+		n += len(m.Key) + len(m.Value)
+	}
+	s.mu.Lock()
+	s.sends = append(s.sends, [2]int{len(msgs), n})
+	s.mu.Unlock()
+	return nil
+}
+
+// A send carries at most BatchBytes bytes (one message at least), from
+// memory and from the spool alike, so the Kafka writer never splits it.
+func TestSendsAreBoundedInBytes(t *testing.T) {
+	s := &sizeSender{flakySender: flakySender{down: true}}
+	p, err := New(Config{Dir: t.TempDir(), MemoryLimit: 40, BatchSize: 1000, BatchBytes: 1000,
+		RetryEvery: time.Millisecond, Linger: time.Millisecond}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	value := func(i int) []byte { return []byte(fmt.Sprintf("%-99d", i)) } // 99 bytes + a 1-byte key
+	for i := 0; i < 100; i++ {                                             // 40 in memory, the rest spooled while down
+		p.Enqueue(Message{Topic: "t", Key: []byte("k"), Value: value(i)})
+	}
+	p.Enqueue(Message{Topic: "t", Key: []byte("k"), Value: make([]byte, 5000)}) // alone over the bound
+	s.setDown(false)
+	waitFor(t, func() bool { return s.count() >= 101 })
+	cancel()
+	<-done
+	for i, m := range s.got[:100] {
+		if !bytes.Equal(m.Value, value(i)) {
+			t.Fatalf("message %d = %q: order lost", i, m.Value)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, send := range s.sends {
+		if send[1] > 1000 && send[0] > 1 {
+			t.Fatalf("a send of %d messages carried %d bytes, over the bound of 1000", send[0], send[1])
+		}
+	}
+	if len(s.sends) < 10 {
+		t.Fatalf("%d sends for 10,000 bytes in a bound of 1,000", len(s.sends))
+	}
+}
+
+func TestSendable(t *testing.T) {
+	m := func(n int) Message { return Message{Value: make([]byte, n)} }
+	for _, tt := range []struct {
+		msgs     []Message
+		n, bytes int
+		want     int
+	}{
+		{nil, 10, 100, 0},
+		{[]Message{m(40), m(40), m(40)}, 10, 100, 2},
+		{[]Message{m(40), m(40), m(20)}, 10, 100, 3},
+		{[]Message{m(500), m(1)}, 10, 100, 1}, // one message at least
+		{[]Message{m(1), m(1), m(1)}, 2, 100, 2},
+	} {
+		if got := sendable(tt.msgs, tt.n, tt.bytes); got != tt.want {
+			t.Errorf("sendable(%d messages, %d, %d) = %d, want %d", len(tt.msgs), tt.n, tt.bytes, got, tt.want)
+		}
 	}
 }

@@ -222,7 +222,7 @@ func (s *spool) liveLocked(seq int64) bool {
 }
 
 // peek reads up to n records from the head without consuming them.
-func (s *spool) peek(n int) ([]Message, position, error) {
+func (s *spool) peek(n, maxBytes int) ([]Message, position, error) {
 	s.mu.Lock()
 	if len(s.segs) == 0 {
 		s.mu.Unlock()
@@ -247,10 +247,14 @@ func (s *spool) peek(n int) ([]Message, position, error) {
 	}
 	r := bufio.NewReaderSize(src, 64<<10)
 	var msgs []Message
+	bytes := 0
 	for len(msgs) < n {
 		m, size, err := decode(r)
 		if err != nil {
 			return msgs, position{seq: seq, off: off, segDone: !live}, nil
+		}
+		if bytes += len(m.Key) + len(m.Value); bytes > maxBytes && len(msgs) > 0 {
+			break // the next send starts with it
 		}
 		msgs = append(msgs, m)
 		off += size
