@@ -20,6 +20,7 @@
 #   REDIS_PORT           Redis port (6379)
 #   KAFKA_PORT           Kafka broker port (9092)      KAFKA_CONTROLLER_PORT  (9093)
 #   KAFKA_HEAP_OPTS      JVM heap ("-Xms256m -Xmx512m")
+#   KAFKA_JVM_OPTS       other JVM flags of the broker (G1, 20 ms pause goal)
 #   JAVA_HOME            Java 17+ to run Kafka (else `java` on PATH)
 #   MVN_FLAGS            extra flags for the one-off `mvn dependency:copy-dependencies`
 #   SERVICES_TIMEOUT     readiness timeout per service in seconds (Postgres/Redis 60, Kafka 120)
@@ -40,6 +41,7 @@ REDIS_PORT=${REDIS_PORT:-6379}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
+KAFKA_JVM_OPTS=${KAFKA_JVM_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent}
 
 PG_ROLE=gatehouse
 PG_PASSWORD=gatehouse
@@ -740,12 +742,10 @@ kafka_launch() {
   say "kafka: starting on $HOST:$KAFKA_PORT (data $KAFKA_HOME/data, log $KAFKA_LOG)"
   local -a launcher=()
   command -v setsid >/dev/null 2>&1 && launcher=(setsid)
-  # shellcheck disable=SC2086 # KAFKA_HEAP_OPTS is a list of flags
+  # shellcheck disable=SC2086 # KAFKA_HEAP_OPTS and KAFKA_JVM_OPTS are lists of flags
   (
     cd "$KAFKA_HOME"
-    exec "${launcher[@]}" nohup "$JAVA" $KAFKA_HEAP_OPTS \
-      -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
-      -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+    exec "${launcher[@]}" nohup "$JAVA" $KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS -Djava.awt.headless=true \
       -Dlog4j2.configurationFile="$KAFKA_HOME/log4j2.properties" -Dkafka.logs.dir="$KAFKA_HOME" \
       -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_HOME/server.properties"
   ) >"$KAFKA_OUT" 2>&1 </dev/null 9>&- &

@@ -107,7 +107,7 @@ func main() {
 	flag.StringVar(&c.Upstreams, "upstreams", "sampleapi,static", "upstreams of the overhead suite")
 	flag.DurationVar(&c.Duration, "duration", 3*time.Second, "length of each overhead run")
 	flag.DurationVar(&c.Warmup, "warmup", 2*time.Second, "warm-up per overhead target")
-	flag.DurationVar(&c.StackWarmup, "stack-warmup", 45*time.Second, "warm-up of the whole stack before the first overhead round (the Kafka broker's JIT)")
+	flag.DurationVar(&c.StackWarmup, "stack-warmup", 90*time.Second, "warm-up of the whole stack before the first overhead round (the Kafka broker's JIT)")
 	flag.IntVar(&c.Rounds, "rounds", 6, "interleaved rounds of the overhead suite (even: each pair runs in each order as often)")
 	flag.IntVar(&c.Threads, "threads", 2, "wrk threads")
 	flag.IntVar(&c.Conns, "conns", 32, "wrk connections")

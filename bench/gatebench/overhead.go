@@ -162,8 +162,11 @@ type overheadConfig struct {
 	// Kafka broker started for the run compiles its hot paths for the first
 	// minute or so of load: C2 took ~0.6 of a core, and the broker's CPU per
 	// logged request fell from 84–91 µs to ~30 µs once it was done (profile
-	// suite, three runs right after a fresh start). Without it, the first
-	// round's variants with request_log pay the compiler.
+	// suite, three runs right after a fresh start; in session 12, six
+	// 10 s runs after a fresh start: 91, 63, 54, 29, 19, 33 µs, so it takes
+	// more than 45 s of load). Without it, the first rounds' variants with
+	// request_log pay the compiler. (C1 only, -XX:TieredStopAtLevel=1,
+	// warms up sooner but settles higher: 52 … 30–39 µs.)
 	stackWarmup time.Duration
 	rounds      int
 	threads     int
