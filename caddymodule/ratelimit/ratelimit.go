@@ -341,9 +341,10 @@ func (h *Handler) quotaSpecs() []keyspace.QuotaSpec {
 }
 
 // publish keeps specs in keyspace.Published from the handler's first
-// request until the configuration is unloaded, republishing every keyspace.PublishEvery; the hash expires when
-// no gateway has published for keyspace.StaleAfter. A failure waits for the
-// next turn; the request path already reports an unreachable Redis.
+// request until the configuration is unloaded, republishing every
+// keyspace.PublishEvery; the hash expires when no gateway has published for
+// keyspace.StaleAfter. A failure waits for the next turn; the request path
+// already reports an unreachable Redis.
 func (h *Handler) publish(ctx context.Context, specs []keyspace.QuotaSpec) {
 	t := time.NewTicker(keyspace.PublishEvery)
 	defer t.Stop()
