@@ -55,7 +55,7 @@ type Config struct {
 	// BatchBytes is the most bytes (keys and values) per send, one message
 	// at least: with the writer's record overhead it stays under the
 	// writer's BatchBytes, so a send is never split by size either.
-	// Default SendBytes.
+	// Default SendBytes, at most MaxSendBytes.
 	BatchBytes int
 	// Linger is how long the sender waits to fill a batch. Default 10 ms.
 	Linger time.Duration
@@ -92,6 +92,7 @@ type Producer struct {
 	mem      []Message
 	memBytes int64 // keys and values in mem
 	wake     chan struct{}
+	wakeAt   int // messages in memory that wake the sender before Linger ends
 	stopped  bool
 	// inflight is the batch drain took from mem and is sending; it is
 	// older than mem. An overflow to the spool meanwhile spools it first
@@ -127,6 +128,7 @@ func New(cfg Config, sender Sender) (*Producer, error) {
 	if cfg.BatchBytes <= 0 {
 		cfg.BatchBytes = SendBytes
 	}
+	cfg.BatchBytes = min(cfg.BatchBytes, MaxSendBytes)
 	if cfg.Linger <= 0 {
 		cfg.Linger = 10 * time.Millisecond
 	}
@@ -143,7 +145,10 @@ func New(cfg Config, sender Sender) (*Producer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Producer{cfg: cfg, sender: sender, spool: sp, log: cfg.Logger, wake: make(chan struct{}, 1)}, nil
+	return &Producer{cfg: cfg, sender: sender, spool: sp, log: cfg.Logger, wake: make(chan struct{}, 1),
+		// A memory limit under the batch size would overflow to the spool
+		// before a full batch woke the sender: wake it half-way instead.
+		wakeAt: min(cfg.BatchSize, max(cfg.MemoryLimit/2, 1))}, nil
 }
 
 // MaxMessageBytes is the largest key plus value Enqueue accepts: larger
@@ -170,7 +175,7 @@ func (p *Producer) Enqueue(m Message) {
 	if len(p.mem) < p.cfg.MemoryLimit && p.memBytes+size <= p.cfg.MemoryBytes && !p.stopped {
 		p.mem = append(p.mem, m)
 		p.memBytes += size
-		full := len(p.mem) >= p.cfg.BatchSize || p.memBytes >= int64(p.cfg.BatchBytes)
+		full := len(p.mem) >= p.wakeAt || p.memBytes >= int64(p.cfg.BatchBytes)
 		p.mu.Unlock()
 		if full {
 			p.signal()
@@ -427,9 +432,17 @@ func (p *Producer) shutdown() {
 const SendBatch = 128
 
 // SendBytes is the outbox's default bound on the bytes of one send; see
-// Config.BatchBytes. The writer's BatchBytes leaves room for the record
-// overhead of MaxSendBatch messages above it.
+// Config.BatchBytes.
 const SendBytes = 900_000
+
+// writerBatchBytes is the Kafka writer's bound on a record batch: the
+// broker refuses one over message.max.bytes (1 MiB by default) as a whole.
+const writerBatchBytes = 1_040_000
+
+// MaxSendBytes bounds Config.BatchBytes: kafka-go counts 22 bytes of
+// record overhead per message besides its key and value, so MaxSendBatch
+// messages of MaxSendBytes stay within the writer's bound.
+const MaxSendBytes = writerBatchBytes - 32*MaxSendBatch
 
 // MaxSendBatch bounds BatchSize: past it, kafka-go's per-partition
 // allocation for every send (room for BatchSize messages) costs more than
@@ -472,7 +485,7 @@ func NewKafkaSenderBatch(brokers []string, batch int) *KafkaSender {
 		BatchSize: min(batch, MaxSendBatch),
 		// The broker refuses a record batch over message.max.bytes (1 MiB by
 		// default) as a whole; the outbox would resend it forever.
-		BatchBytes:   1_040_000,
+		BatchBytes:   writerBatchBytes,
 		MaxAttempts:  1, // we retry ourselves, spooling in between
 		Compression:  kafka.Snappy,
 		WriteTimeout: 5 * time.Second,

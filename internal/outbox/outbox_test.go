@@ -752,3 +752,29 @@ func TestSendable(t *testing.T) {
 		}
 	}
 }
+
+// A memory limit under the batch size still wakes the sender before memory
+// overflows to the spool: with a healthy Kafka nothing goes to disk.
+// (Found in review: at BatchSize 1,024 and MemoryLimit 500 every message
+// past the 500th of each Linger was spooled.)
+func TestSmallMemoryLimitWakesTheSender(t *testing.T) {
+	s := &flakySender{}
+	p, err := New(Config{Dir: t.TempDir(), MemoryLimit: 500, BatchSize: MaxSendBatch, Linger: time.Hour}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for i := 0; i < 2000; i++ {
+		p.Enqueue(msg(i))
+		if i%100 == 99 {
+			// Let the woken sender take what waits: a send is quick here.
+			waitFor(t, func() bool { return p.Stats().Memory < 250 })
+		}
+	}
+	if st := p.Stats(); st.Spooled != 0 {
+		t.Fatalf("Kafka healthy, yet %d messages went through the spool (stats %+v)", st.Spooled, st)
+	}
+}
