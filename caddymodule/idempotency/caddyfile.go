@@ -35,7 +35,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	idempotency [<matcher>] {
 //	    redis             <url>            # default {env.REDIS_URL}, else redis://127.0.0.1:6379/0
 //	    ttl               <duration>       # record lifetime, default 24h
-//	    lock_ttl          <duration>       # in-flight lock lifetime and upstream bound, default 60s (or ttl if shorter)
+//	    lock_ttl          <duration>       # in-flight lock lifetime and upstream bound, default 60s (or ttl if shorter), at least 100ms
 //	    max_response_size <size>           # largest stored response body, default 1MB
 //	    max_request_size  <size>           # largest request body with a key, default 1MB
 //	    methods           <method...>      # default POST

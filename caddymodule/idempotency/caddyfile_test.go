@@ -89,6 +89,8 @@ func TestValidate(t *testing.T) {
 		{"negative ttl", Handler{TTL: -1, LockTTL: dur(time.Minute), methods: []string{"POST"}}, false},
 		{"GET", Handler{TTL: dur(time.Hour), LockTTL: dur(time.Minute), methods: []string{"GET"}}, false},
 		{"negative size", Handler{TTL: dur(time.Hour), LockTTL: dur(time.Minute), MaxResponseSize: -1, methods: []string{"POST"}}, false},
+		{"lock_ttl under the minimum", Handler{TTL: dur(time.Hour), LockTTL: dur(MinLockTTL - 1), methods: []string{"POST"}}, false},
+		{"lock_ttl at the minimum", Handler{TTL: dur(time.Hour), LockTTL: dur(MinLockTTL), methods: []string{"POST"}}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,6 +109,13 @@ func TestShortTTLWithoutLockTTL(t *testing.T) {
 	h.setDefaults()
 	if err := h.Validate(); err != nil || h.LockTTL != dur(30*time.Second) {
 		t.Fatalf("Validate() = %v with lock_ttl %s", err, time.Duration(h.LockTTL))
+	}
+	// A ttl under MinLockTTL makes the defaulted lock_ttl too short to run
+	// anything (500µs became PEXPIRE 0): refused.
+	h = Handler{TTL: dur(500 * time.Microsecond)}
+	h.setDefaults()
+	if err := h.Validate(); err == nil {
+		t.Fatal("ttl 500µs without lock_ttl: accepted")
 	}
 	h = Handler{}
 	h.setDefaults()

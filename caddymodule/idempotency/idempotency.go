@@ -58,7 +58,9 @@
 //     1s, at most half), counted from before the lock call (Redis starts
 //     the lock's clock somewhere between sending and answering), which is
 //     the timeout case above. lock_ttl therefore caps how long the upstream
-//     may take for a keyed request.
+//     may take for a keyed request. A lock whose answer took half or more
+//     of that time runs nothing: the request gets 503
+//     idempotency_unavailable and the lock is released.
 //   - A response larger than max_response_size, or a stream, is passed
 //     through to the first client as it comes and not stored; the key is
 //     marked too_large and retries get 422 idempotency_response_unavailable.
@@ -129,6 +131,9 @@ const (
 const (
 	lookupTimeout = 500 * time.Millisecond
 	recordTimeout = 2 * time.Second
+
+	// MinLockTTL is the shortest lock_ttl accepted.
+	MinLockTTL = 100 * time.Millisecond
 )
 
 // Response headers the handler sets.
@@ -264,6 +269,10 @@ func (h *Handler) Validate() error {
 	if h.LockTTL < 0 {
 		return fmt.Errorf("idempotency: lock_ttl must be positive, got %s", time.Duration(h.LockTTL))
 	}
+	if time.Duration(h.LockTTL) < MinLockTTL {
+		return fmt.Errorf("idempotency: lock_ttl (%s) must be at least %s (ttl too, when lock_ttl is not set): a keyed request's upstream call gets half of lock_ttl or more, which must leave room for the lock call itself",
+			time.Duration(h.LockTTL), MinLockTTL)
+	}
 	if h.LockTTL > h.TTL {
 		return fmt.Errorf("idempotency: lock_ttl (%s) must not exceed ttl (%s)", time.Duration(h.LockTTL), time.Duration(h.TTL))
 	}
@@ -371,11 +380,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	switch found.state {
 	case stateAcquired:
-		if !time.Now().Before(ex.deadline) {
-			// The lock call's answer took up the time the lock leaves for
-			// an execution (only with a lock_ttl near lookup times).
+		if time.Until(ex.deadline) < h.execTimeout/2 {
+			// The lock call's answer took half or more of the time the lock
+			// leaves for an execution (only with a lock_ttl near lookup
+			// times): too little may be left to even send the request, and a
+			// timeout then would be recorded as an outcome nobody knows.
 			countOutcome(outcomeUnavailable)
-			h.release(ctx, ex, recordReleased)
+			h.release(ctx, ex, "") // nothing executed: no record to count
 			return refuse(apierror.Unavailable("idempotency_unavailable",
 				"The idempotency store answered too slowly to run this request safely, so it was not executed. Retry later with the same Idempotency-Key."))
 		}
@@ -627,7 +638,9 @@ func (h *Handler) release(ctx context.Context, ex *execution, result string) {
 		h.releaseLater(ex, result)
 		return
 	}
-	countRecord(result)
+	if result != "" {
+		countRecord(result)
+	}
 }
 
 // Releases in the background: at most maxPendingReleases at a time, tried

@@ -684,35 +684,52 @@ func TestLockAnsweredTooLateIsReleased(t *testing.T) {
 
 // TestExecutionNeverOutlivesTheLock: the upstream call's deadline counts
 // from before the lock call, since Redis may have started the lock's clock
-// as soon as the call arrived. A lock whose answer took up the time it
-// leaves for the execution runs nothing: the request is refused and the
-// lock released, so the retry executes — once.
+// as soon as the call arrived. A lock whose answer took half or more of the
+// time it leaves for the execution runs nothing — with too little time
+// left the request might time out before it is even sent, and that would
+// be recorded as an unknown outcome for ttl — so the request is refused,
+// the lock released, no record counted, and the retry executes, once.
 func TestExecutionNeverOutlivesTheLock(t *testing.T) {
-	_, prefix := testRedis(t)
-	via := redisURL(t)
-	px := newSlowProxy(t, via.Host, 300*time.Millisecond) // under lookupTimeout
-	via.Host = px.addr
-	up := newUpstream(t)
-	// lock_ttl 400ms leaves an execution 200ms: less than the answer takes.
-	gw := startGateway(t, up, prefix, settings{"redis": via.String(), "lock_ttl": "400ms"})
-	if r := gw.do(t, req{key: newKey(), body: `{}`}); r.status != http.StatusCreated {
-		t.Fatalf("warm-up: %d %s", r.status, r.body)
-	}
-	before := up.count.Load()
-	q := req{key: newKey(), body: `{"a":1}`}
+	for _, delay := range []time.Duration{300 * time.Millisecond, 150 * time.Millisecond} { // both under lookupTimeout
+		t.Run(delay.String(), func(t *testing.T) {
+			_, prefix := testRedis(t)
+			via := redisURL(t)
+			px := newSlowProxy(t, via.Host, delay)
+			via.Host = px.addr
+			up := newUpstream(t)
+			// lock_ttl 400ms leaves an execution 200ms.
+			gw := startGateway(t, up, prefix, settings{"redis": via.String(), "lock_ttl": "400ms"})
+			if r := gw.do(t, req{key: newKey(), body: `{}`}); r.status != http.StatusCreated {
+				t.Fatalf("warm-up: %d %s", r.status, r.body)
+			}
+			before := up.count.Load()
+			records := func() (n float64) {
+				for _, r := range []string{recordStored, recordTooLarge, recordNoStore, recordGatewayError, recordReleased,
+					recordRefused, recordLockLost, recordRedisError} {
+					n += counterValue(metrics.records.WithLabelValues(r))
+				}
+				return n
+			}
+			recordsBefore := records()
+			q := req{key: newKey(), body: `{"a":1}`}
 
-	px.slow.Store(true)
-	first := gw.do(t, q)
-	px.slow.Store(false)
-	if first.status != http.StatusServiceUnavailable || first.apiError(t)["code"] != "idempotency_unavailable" {
-		t.Fatalf("lock answered after the execution's deadline: %d %s", first.status, first.body)
-	}
-	if n := up.count.Load() - before; n != 0 {
-		t.Fatalf("upstream executed %d times, want 0", n)
-	}
-	gw.do(t, q).mustBeExecuted(t, "retry")
-	if n := up.count.Load() - before; n != 1 {
-		t.Fatalf("upstream executed %d times, want 1", n)
+			px.slow.Store(true)
+			first := gw.do(t, q)
+			px.slow.Store(false)
+			if first.status != http.StatusServiceUnavailable || first.apiError(t)["code"] != "idempotency_unavailable" {
+				t.Fatalf("lock answered with too little of the execution's time left: %d %s", first.status, first.body)
+			}
+			if n := up.count.Load() - before; n != 0 {
+				t.Fatalf("upstream executed %d times, want 0", n)
+			}
+			if n := records() - recordsBefore; n != 0 {
+				t.Fatalf("%v records counted for a request that never executed", n)
+			}
+			gw.do(t, q).mustBeExecuted(t, "retry")
+			if n := up.count.Load() - before; n != 1 {
+				t.Fatalf("upstream executed %d times, want 1", n)
+			}
+		})
 	}
 }
 
