@@ -122,6 +122,9 @@ func TestQuotaMeters(t *testing.T) {
 	for _, o := range []limits.Override{
 		{OrganizationID: org, Policy: "monthly", Quota: 40, WindowSeconds: 1},
 		{OrganizationID: org, APIKeyID: quiet, Policy: "daily-per-key", Quota: 6, WindowSeconds: 1},
+		// The script checks this key's requests against its own limit on
+		// the organisation's counter: the meter says so.
+		{OrganizationID: org, APIKeyID: busy, Policy: "monthly", Quota: 1000, WindowSeconds: 1},
 	} {
 		if _, err := lim.Set(ctx, actor, o); err != nil {
 			t.Fatal(err)
@@ -131,6 +134,7 @@ func TestQuotaMeters(t *testing.T) {
 	for _, want := range []string{
 		"monthly (per organisation, per calendar month): 37 of 40 requests (92.5%) plan override",
 		"daily-per-key (busiest API key: quiet (" + quiet + "), per UTC day, matching requests only): 5 of 6 requests (83.3%) plan override",
+		"Requests with these keys are held to their own limit instead, on the same count: " + busy + " (1,000).",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("with overrides, quotas card lacks %q:\n%s", want, got)

@@ -167,12 +167,16 @@ var usageRanges = []choice{{"7", "Last 7 days"}, {"30", "Last 30 days"}, {"90", 
 
 // quotaUse is one quota's consumption this period.
 type quotaUse struct {
-	Name         string
-	Per          string // what the meter counts: the organisation, or its busiest API key
-	PeriodLabel  string
-	Matched      bool // the quota counts only matching requests
-	Used, Limit  int64
-	Overridden   bool
+	Name        string
+	Per         string // what the meter counts: the organisation, or its busiest API key
+	PeriodLabel string
+	Matched     bool // the quota counts only matching requests
+	Used, Limit int64
+	Overridden  bool
+	// KeyLimits names the API keys whose own override replaces the
+	// organisation's limit of a quota counted per organisation: the
+	// gateway checks their requests against it, on the same counter.
+	KeyLimits    string
 	PeriodEnd    time.Time
 	Meter        template.HTML
 	PercentLabel string
@@ -184,6 +188,9 @@ type quotaSection struct {
 	Meters []quotaUse
 	Note   string
 }
+
+// quotaReadTimeout bounds the usage page's wait for Redis.
+const quotaReadTimeout = 2 * time.Second
 
 var periodLabels = map[string]string{
 	keyspace.PeriodMonth: "calendar month", keyspace.PeriodDay: "UTC day", keyspace.PeriodHour: "hour",
@@ -353,7 +360,10 @@ func (d *Dashboard) quotaUse(ctx context.Context, s *Session, now time.Time) (qu
 		return quotaSection{}, nil
 	}
 	unavailable := quotaSection{Note: "Quota use cannot be read right now: Redis, which holds the gateway's counters, did not answer."}
-	specs, err := d.cfg.Quotas.Quotas(ctx, now)
+	// The page waits this long for Redis at most, not the client's retries.
+	rctx, cancel := context.WithTimeout(ctx, quotaReadTimeout)
+	defer cancel()
+	specs, err := d.cfg.Quotas.Quotas(rctx, now)
 	if err != nil {
 		d.log.Warn("dashboard: reading quotas", zap.Error(err))
 		return unavailable, nil
@@ -382,12 +392,20 @@ func (d *Dashboard) quotaUse(ctx context.Context, s *Session, now time.Time) (qu
 		_, u.PeriodEnd = q.Window(now)
 		switch q.Per {
 		case keyspace.PerOrganization:
-			used, err := d.cfg.Quotas.QuotaUsed(ctx, s.OrgID, s.Livemode, q, []string{s.OrgID}, now)
+			used, err := d.cfg.Quotas.QuotaUsed(rctx, s.OrgID, s.Livemode, q, []string{s.OrgID}, now)
 			if err != nil {
 				d.log.Warn("dashboard: reading quota counters", zap.Error(err))
 				return unavailable, nil
 			}
 			u.Per, u.Used = "per organisation", used[0]
+			var own []string
+			for k, l := range overrides {
+				if k[0] != "" && k[1] == q.Name {
+					own = append(own, fmt.Sprintf("%s (%s)", k[0], comma(l)))
+				}
+			}
+			sort.Strings(own)
+			u.KeyLimits = strings.Join(own, ", ")
 		case keyspace.PerAPIKey:
 			if keys == nil {
 				if keys, err = d.quotaKeys(ctx, s, now); err != nil {
@@ -401,7 +419,7 @@ func (d *Dashboard) quotaUse(ctx context.Context, s *Session, now time.Time) (qu
 			for i, k := range keys {
 				ids[i] = k.ID
 			}
-			used, err := d.cfg.Quotas.QuotaUsed(ctx, s.OrgID, s.Livemode, q, ids, now)
+			used, err := d.cfg.Quotas.QuotaUsed(rctx, s.OrgID, s.Livemode, q, ids, now)
 			if err != nil {
 				d.log.Warn("dashboard: reading quota counters", zap.Error(err))
 				return unavailable, nil
