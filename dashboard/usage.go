@@ -478,7 +478,7 @@ type keyRef struct{ ID, Label string }
 // quotaKeys are the organisation's keys in this environment that can have
 // counted requests this month: not revoked before it began.
 func (d *Dashboard) quotaKeys(ctx context.Context, s *Session, now time.Time) ([]keyRef, error) {
-	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	start, _ := keyspace.QuotaSpec{Period: keyspace.PeriodMonth}.Window(now)
 	list, err := d.cfg.Keys.List(ctx, s.OrgID, apikey.Environment(s.Env()))
 	if err != nil {
 		return nil, err

@@ -704,8 +704,7 @@ func TestExecutionNeverOutlivesTheLock(t *testing.T) {
 			}
 			before := up.count.Load()
 			records := func() (n float64) {
-				for _, r := range []string{recordStored, recordTooLarge, recordNoStore, recordGatewayError, recordReleased,
-					recordRefused, recordLockLost, recordRedisError} {
+				for _, r := range recordResults {
 					n += counterValue(metrics.records.WithLabelValues(r))
 				}
 				return n

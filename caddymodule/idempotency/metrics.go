@@ -32,6 +32,10 @@ const (
 	recordRedisError   = "redis_error"   // Redis failed; the lock will expire
 )
 
+// recordResults are every result of records_total.
+var recordResults = []string{recordStored, recordTooLarge, recordNoStore, recordGatewayError, recordReleased,
+	recordRefused, recordLockLost, recordRedisError}
+
 // The collectors live for the process and are registered into each config's
 // registry, so counts survive config reloads (the reverse proxy's pattern).
 var metrics = struct {
@@ -56,8 +60,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 			outcomeTooLarge, outcomeNoStore, outcomeUnavailable, outcomeInvalid} {
 			metrics.requests.WithLabelValues(o)
 		}
-		for _, r := range []string{recordStored, recordTooLarge, recordNoStore, recordGatewayError, recordReleased,
-			recordRefused, recordLockLost, recordRedisError} {
+		for _, r := range recordResults {
 			metrics.records.WithLabelValues(r)
 		}
 	})

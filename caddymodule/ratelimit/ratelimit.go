@@ -289,13 +289,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if q.Period == "" {
 			q.Period = PeriodMonth
 		}
-		sandboxLimit := q.SandboxLimit
-		if sandboxLimit == 0 {
-			sandboxLimit = q.Limit
-		}
 		l := &limit{name: q.Name, quota: true, key: q.Key, period: q.Period, match: q.match}
 		l.args[live] = quotaArgs(q.Name, q.Limit, q.Period)
-		l.args[sandbox] = quotaArgs(q.Name, sandboxLimit, q.Period)
+		l.args[sandbox] = quotaArgs(q.Name, q.sandboxLimit(), q.Period)
 		h.limits = append(h.limits, l)
 	}
 	for _, l := range h.limits {
@@ -320,15 +316,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// sandboxLimit is the quota's limit for sandbox keys.
+func (q *Quota) sandboxLimit() int64 {
+	if q.SandboxLimit == 0 {
+		return q.Limit
+	}
+	return q.SandboxLimit
+}
+
 // quotaSpecs describes the configured quotas for the dashboard.
 func (h *Handler) quotaSpecs() []keyspace.QuotaSpec {
 	var specs []keyspace.QuotaSpec
 	for _, q := range h.Quotas {
-		spec := keyspace.QuotaSpec{Name: q.Name, Live: q.Limit, Sandbox: q.SandboxLimit, Period: q.Period,
+		spec := keyspace.QuotaSpec{Name: q.Name, Live: q.Limit, Sandbox: q.sandboxLimit(), Period: q.Period,
 			Per: keyspace.PerOther, Matched: len(q.match) > 0}
-		if spec.Sandbox == 0 {
-			spec.Sandbox = q.Limit
-		}
 		switch q.Key {
 		case "{" + phOrg + "}":
 			spec.Per = keyspace.PerOrganization
