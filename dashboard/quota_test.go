@@ -141,6 +141,16 @@ func TestQuotaMeters(t *testing.T) {
 		}
 	}
 
+	// An override saved before the control plane checked bounds is ignored
+	// by the gateway, and so by the meter.
+	if _, err := e.pool.Exec(ctx, `UPDATE limit_overrides SET quota = $1
+		WHERE organization_id = $2 AND api_key_id = '' AND policy = 'monthly'`, int64(keyspace.MaxCount)+1, org); err != nil {
+		t.Fatal(err)
+	}
+	if got := quotas(); !strings.Contains(got, "monthly (per organisation, per calendar month): 37 of 100 requests (37.0%) · resets") {
+		t.Errorf("an override out of bounds is metered against:\n%s", got)
+	}
+
 	// Redis down: the page still renders, and says why there are no meters.
 	dash(limits.New(e.pool, redis.NewClient(&redis.Options{Addr: testenv.FreeAddr(t), MaxRetries: -1}), prefix))
 	if got := quotas(); !strings.Contains(got, "Quota use cannot be read right now") {

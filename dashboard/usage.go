@@ -451,19 +451,23 @@ func (d *Dashboard) quotaUse(ctx context.Context, s *Session, now time.Time) (qu
 	return out, nil
 }
 
-// quotaOverrides are the organisation's overrides in this environment,
-// by (API key id or "" for the organisation's own, policy).
+// quotaOverrides are the organisation's overrides in this environment that
+// the gateway applies (one out of keyspace.CheckBounds's bounds, saved
+// before the control plane checked them, it ignores), by (API key id or ""
+// for the organisation's own, policy).
 func (d *Dashboard) quotaOverrides(ctx context.Context, s *Session) (map[[2]string]int64, error) {
-	rows, err := d.cfg.DB.Query(ctx, `SELECT api_key_id, policy, quota FROM limit_overrides
-		WHERE organization_id = $1 AND livemode = $2`, s.OrgID, s.Livemode)
+	rows, err := d.cfg.DB.Query(ctx, `SELECT api_key_id, policy, quota, window_seconds, coalesce(burst, 0)
+		FROM limit_overrides WHERE organization_id = $1 AND livemode = $2`, s.OrgID, s.Livemode)
 	if err != nil {
 		return nil, fmt.Errorf("reading quota overrides: %w", err)
 	}
 	out := map[[2]string]int64{}
 	var key, policy string
-	var quota int64
-	_, err = pgx.ForEachRow(rows, []any{&key, &policy, &quota}, func() error {
-		out[[2]string{key, policy}] = quota
+	var quota, window, burst int64
+	_, err = pgx.ForEachRow(rows, []any{&key, &policy, &quota, &window, &burst}, func() error {
+		if keyspace.CheckBounds(quota, window, burst) == nil {
+			out[[2]string{key, policy}] = quota
+		}
 		return nil
 	})
 	if err != nil {

@@ -28,7 +28,8 @@ import (
 // injects a clock. Doubles hold these integers exactly until the year 2255.
 //
 // KEYS[1]   the organisation's overrides hash (read only; absent is fine)
-// KEYS[1+i] the state of limit i: a GCRA TAT string or a quota hash {w, n}
+// KEYS[1+i] the state of limit i: a GCRA TAT string or a quota hash (fields
+// keyspace.CounterWindow and CounterUsed)
 // ARGV[1]   now (µs) or "" for Redis TIME
 // ARGV[2]   cost of one request
 // ARGV[3]   override field prefix "<env>:", or "" when overrides do not apply
@@ -54,7 +55,9 @@ import (
 // and the effective quota, window (s) and burst after overrides.
 var limitsScript = redis.NewScript(calendarLua + strings.NewReplacer(
 	"MAX_COUNT", strconv.FormatInt(keyspace.MaxCount, 10),
-	"MAX_WINDOW", strconv.FormatInt(keyspace.MaxWindow, 10)).Replace(limitsLua))
+	"MAX_WINDOW", strconv.FormatInt(keyspace.MaxWindow, 10),
+	"FIELD_WINDOW", strconv.Quote(keyspace.CounterWindow),
+	"FIELD_USED", strconv.Quote(keyspace.CounterUsed)).Replace(limitsLua))
 
 // calendarLua computes the quota windows. Redis' Lua has no os.date, so the
 // calendar month is derived with Howard Hinnant's days/civil algorithms.
@@ -199,7 +202,7 @@ for i = 1, L do
   else
     if o then amount = o[1] end
     local start, length = window(now, ARGV[a + 4])
-    local st = redis.call('HMGET', KEYS[i + 1], 'w', 'n')
+    local st = redis.call('HMGET', KEYS[i + 1], FIELD_WINDOW, FIELD_USED)
     local used = 0
     if tonumber(st[1]) == start then used = tonumber(st[2]) or 0 end
     s = {quota = true, amount = amount, length = length, start = start, used = used,
@@ -254,10 +257,10 @@ else
     local key = KEYS[i + 1]
     if s.quota then
       if s.used == 0 then
-        redis.call('HSET', key, 'w', s.start, 'n', cost * m)
+        redis.call('HSET', key, FIELD_WINDOW, s.start, FIELD_USED, cost * m)
         redis.call('PEXPIRE', key, math.max(1, math.ceil(s.reset / 1000)))
       else
-        redis.call('HINCRBY', key, 'n', cost * m)
+        redis.call('HINCRBY', key, FIELD_USED, cost * m)
       end
     else
       local tat = s.tat + s.interval * cost * m

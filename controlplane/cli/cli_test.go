@@ -425,3 +425,35 @@ func TestLimitsDeleteJSON(t *testing.T) {
 		t.Fatalf("limits delete --json = %+v", gone)
 	}
 }
+
+// An override saved before the control plane checked bounds is listed as
+// not applied, with the reason, in text and JSON.
+func TestLimitsListNamesOverridesNotApplied(t *testing.T) {
+	pool, dsn := testenv.Pool(t)
+	t.Setenv("DATABASE_URL", dsn)
+	t.Setenv("REDIS_URL", testenv.RedisURL(t))
+	var org struct{ ID string }
+	mustJSON(t, &org, "orgs", "create", "--name", "Acme", "--json")
+	if _, err := pool.Exec(context.Background(), `INSERT INTO limit_overrides
+		(organization_id, livemode, policy, quota, window_seconds) VALUES
+		($1, true, 'monthly', 9223372036854775807, 1), ($1, true, 'per-org', 100, 1)`, org.ID); err != nil {
+		t.Fatal(err)
+	}
+	r := run("limits", "list", "--org", org.ID, "--env", "live")
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != 0 || len(lines) != 2 || !strings.Contains(lines[0], "monthly") ||
+		!strings.Contains(lines[0], "NOT APPLIED (quota: 9223372036854775807 is over the most a limit can count") ||
+		strings.Contains(lines[1], "NOT APPLIED") {
+		t.Fatalf("limits list = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	var list struct {
+		Data []struct {
+			Policy  string
+			Applied bool
+		}
+	}
+	mustJSON(t, &list, "limits", "list", "--org", org.ID, "--env", "live", "--json")
+	if len(list.Data) != 2 || list.Data[0].Policy != "monthly" || list.Data[0].Applied || !list.Data[1].Applied {
+		t.Fatalf("limits list --json = %+v", list)
+	}
+}

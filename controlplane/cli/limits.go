@@ -94,7 +94,11 @@ func (a *app) limitsList(args []string) error {
 		fmt.Fprintln(a.stdout, "no overrides: the Caddyfile's limits apply")
 	}
 	for _, o := range all {
-		fmt.Fprintf(a.stdout, "%-16s %d per %ds  %s\n", o.Policy, o.Quota, o.WindowSeconds, target(o))
+		fmt.Fprintf(a.stdout, "%-16s %d per %ds  %s", o.Policy, o.Quota, o.WindowSeconds, target(o))
+		if err := o.CheckBounds(); err != nil {
+			fmt.Fprintf(a.stdout, "  NOT APPLIED (%v): set it again or delete it", err)
+		}
+		fmt.Fprintln(a.stdout)
 	}
 	return nil
 }

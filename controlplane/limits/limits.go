@@ -72,9 +72,21 @@ func (o Override) MarshalJSON() ([]byte, error) {
 		Quota          int64  `json:"quota"`
 		WindowSeconds  int64  `json:"window_seconds"`
 		Burst          *int64 `json:"burst"`
+		Applied        bool   `json:"applied"`
 		Updated        int64  `json:"updated"`
 	}{"limit_override", o.OrganizationID, o.Livemode, o.APIKeyID, o.Policy, o.Quota, o.WindowSeconds, o.Burst,
-		o.UpdatedAt.Unix()})
+		o.CheckBounds() == nil, o.UpdatedAt.Unix()})
+}
+
+// CheckBounds is keyspace.CheckBounds for o. The gateway ignores an
+// override out of bounds: one saved before the control plane checked them
+// (Set refuses one now).
+func (o Override) CheckBounds() error {
+	var burst int64
+	if o.Burst != nil {
+		burst = *o.Burst
+	}
+	return keyspace.CheckBounds(o.Quota, o.WindowSeconds, burst)
 }
 
 // redisValue is the override as the gateway's script reads it.
@@ -191,6 +203,9 @@ func (s *Service) MirrorKey(ctx context.Context, org, keyID string) error {
 			return fmt.Errorf("reading the key's limit overrides: %w", err)
 		}
 		for _, o := range all {
+			if o.CheckBounds() != nil {
+				continue // not applied; see SyncResult.Ignored
+			}
 			if err := s.mirror(ctx, o); err != nil {
 				return fmt.Errorf("%w (%v)", ErrNotMirrored, err)
 			}
@@ -306,6 +321,10 @@ type SyncResult struct {
 	Organizations int `json:"organizations"` // with overrides
 	Overrides     int `json:"overrides"`
 	Removed       int `json:"removed"` // stale fields and hashes deleted
+	// Ignored are rows out of keyspace.CheckBounds's bounds, saved before
+	// the control plane checked them: the gateway ignores such a value, so
+	// it is not mirrored; delete or set the override again.
+	Ignored []string `json:"ignored,omitempty"`
 }
 
 // syncBatch bounds the organisations handled per Redis pipeline.
@@ -340,13 +359,18 @@ func (s *Service) sync(ctx context.Context, tx pgx.Tx) (SyncResult, error) {
 	if _, err := tx.Exec(ctx, `LOCK TABLE limit_overrides IN SHARE MODE`); err != nil {
 		return SyncResult{}, fmt.Errorf("locking limit overrides: %w", err)
 	}
-	rows, _ := tx.Query(ctx, `SELECT `+columns+` FROM limit_overrides ORDER BY organization_id`)
+	rows, _ := tx.Query(ctx, `SELECT `+columns+` FROM limit_overrides ORDER BY organization_id, livemode, api_key_id, policy`)
 	all, err := pgx.CollectRows(rows, pgx.RowToStructByName[Override])
 	if err != nil {
 		return SyncResult{}, fmt.Errorf("reading limit overrides: %w", err)
 	}
 	want := map[string]map[string]string{}
+	var ignored []string
 	for _, o := range all {
+		if o.CheckBounds() != nil {
+			ignored = append(ignored, o.OrganizationID+" "+o.field())
+			continue
+		}
 		if want[o.OrganizationID] == nil {
 			want[o.OrganizationID] = map[string]string{}
 		}
@@ -366,7 +390,7 @@ func (s *Service) sync(ctx context.Context, tx pgx.Tx) (SyncResult, error) {
 		}
 	}
 
-	res := SyncResult{Organizations: len(want), Overrides: len(all)}
+	res := SyncResult{Organizations: len(want), Overrides: len(all) - len(ignored), Ignored: ignored}
 	for start := 0; start < len(orgs); start += syncBatch {
 		batch := orgs[start:min(start+syncBatch, len(orgs))]
 		removed, err := s.syncBatch(ctx, batch, want)
@@ -449,6 +473,9 @@ func (w *Syncer) Run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			logger.Warn("syncing limit overrides into redis", zap.Error(err))
+		case len(res.Ignored) > 0:
+			logger.Warn("limit overrides out of bounds are not applied; delete or set them again",
+				zap.Strings("overrides", res.Ignored), zap.Int("removed", res.Removed))
 		case res.Removed > 0:
 			logger.Info("synced limit overrides into redis", zap.Int("organizations", res.Organizations),
 				zap.Int("overrides", res.Overrides), zap.Int("removed", res.Removed))
@@ -481,11 +508,7 @@ func validate(o *Override) error {
 	if o.Burst != nil && *o.Burst == 0 {
 		o.Burst = nil
 	}
-	var burst int64
-	if o.Burst != nil {
-		burst = *o.Burst
-	}
-	if err := keyspace.CheckBounds(o.Quota, o.WindowSeconds, burst); err != nil {
+	if err := o.CheckBounds(); err != nil {
 		be := err.(*keyspace.BoundError)
 		param := map[string]string{"quota": "quota", "window": "window_seconds", "burst": "burst"}[be.Field]
 		return apierror.ParameterInvalid(param, fmt.Sprintf("The %s is out of bounds: %s.", param, be.Reason))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -330,7 +331,7 @@ func TestSyncRepairsRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res != (SyncResult{Organizations: 2, Overrides: 3, Removed: 2}) {
+	if !reflect.DeepEqual(res, SyncResult{Organizations: 2, Overrides: 3, Removed: 2}) {
 		t.Errorf("result = %+v", res)
 	}
 	want := map[string]map[string]string{
@@ -351,6 +352,78 @@ func TestSyncRepairsRedis(t *testing.T) {
 	}
 	if members := f.rdb.SMembers(ctx, keyspace.Index(f.prefix)).Val(); len(members) != 2 {
 		t.Errorf("index = %v, want org_a and org_b", members)
+	}
+}
+
+// Rows saved before the control plane checked bounds (keyspace.CheckBounds)
+// are not mirrored, and a value mirrored back then is removed: the gateway
+// ignores it, and Redis should say what applies.
+func TestSyncLeavesOutOverridesOutOfBounds(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	if _, err := f.svc.Set(ctx, operator, Override{OrganizationID: "org_a", Livemode: true, Policy: "per-org",
+		Quota: 100, WindowSeconds: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range []struct {
+		org, key, policy     string
+		quota, window, burst int64
+	}{
+		{"org_a", "", "monthly", 1<<63 - 1, 1, 0},
+		{"org_a", "key_live_a", "per-key", 10, keyspace.MaxWindow + 1, 0},
+		{"org_b", "", "per-org", 1, 1, keyspace.MaxCount},
+	} {
+		var burst *int64
+		if row.burst > 0 {
+			burst = &row.burst
+		}
+		if _, err := f.pool.Exec(ctx, `INSERT INTO limit_overrides
+			(organization_id, livemode, api_key_id, policy, quota, window_seconds, burst)
+			VALUES ($1, true, $2, $3, $4, $5, $6)`, row.org, row.key, row.policy, row.quota, row.window, burst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What an older control plane mirrored.
+	f.rdb.HSet(ctx, keyspace.Overrides(f.prefix, "org_b"), "live:per-org", fmt.Sprintf("1 1 %d", int64(keyspace.MaxCount)))
+	f.rdb.SAdd(ctx, keyspace.Index(f.prefix), "org_b")
+
+	res, err := f.svc.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := SyncResult{Organizations: 1, Overrides: 1, Removed: 1, Ignored: []string{
+		"org_a live:monthly", "org_a live:per-key:key_live_a", "org_b live:per-org"}}
+	if !reflect.DeepEqual(res, want) {
+		t.Errorf("result = %+v, want %+v", res, want)
+	}
+	if got := f.hash(t, "org_a"); !reflect.DeepEqual(got, map[string]string{"live:per-org": "100 1 0"}) {
+		t.Errorf("org_a's hash = %v", got)
+	}
+	if got := f.hash(t, "org_b"); len(got) != 0 {
+		t.Errorf("org_b's hash = %v, want none", got)
+	}
+}
+
+// MirrorKey writes what Postgres holds for one key (keys.Roll copies the
+// rows), bar a value out of bounds.
+func TestMirrorKey(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	for _, row := range []struct {
+		policy        string
+		quota, window int64
+	}{{"per-key", 7, 1}, {"monthly", keyspace.MaxCount + 1, 1}} {
+		if _, err := f.pool.Exec(ctx, `INSERT INTO limit_overrides
+			(organization_id, livemode, api_key_id, policy, quota, window_seconds)
+			VALUES ('org_a', true, 'key_live_a', $1, $2, $3)`, row.policy, row.quota, row.window); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.svc.MirrorKey(ctx, "org_a", "key_live_a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.hash(t, "org_a"); !reflect.DeepEqual(got, map[string]string{"live:per-key:key_live_a": "7 1 0"}) {
+		t.Errorf("org_a's hash = %v", got)
 	}
 }
 
