@@ -153,7 +153,15 @@ func parseForm(vals url.Values) (Params, error) {
 	}
 	p := make(Params, len(root))
 	for k, v := range root {
-		b, err := json.Marshal(indexedToLists(v))
+		// Inside a parameter, name[a][0]=x&name[a][1]=y is a list; the
+		// parameter itself stays an object until its reader asks for a list
+		// (Params.Strings): metadata[0]=x is metadata with the key "0".
+		if m, ok := v.(map[string]any); ok {
+			for k, c := range m {
+				m[k] = indexedToLists(c)
+			}
+		}
+		b, err := json.Marshal(v)
 		if err != nil {
 			return nil, fmt.Errorf("encoding form parameter: %w", err)
 		}
@@ -204,6 +212,23 @@ func indexedToLists(v any) any {
 		list[i] = c
 	}
 	return list
+}
+
+// indexedList is a parameter sent in a form as a list with indexes
+// (name[0]=a&name[1]=b): an object keyed 0, 1, …, n-1, in order.
+func indexedList(m map[string]string) ([]string, bool) {
+	if len(m) == 0 {
+		return nil, false
+	}
+	list := make([]string, len(m))
+	for k, v := range m {
+		i, err := strconv.Atoi(k)
+		if err != nil || i < 0 || i >= len(m) || strconv.Itoa(i) != k {
+			return nil, false
+		}
+		list[i] = v
+	}
+	return list, true
 }
 
 // splitFormKey splits "a[b][c]" into a, b, c and "a[]" into a, "".
@@ -325,11 +350,17 @@ func (p Params) Strings(name string) (v []string, present bool, err error) {
 	if !ok {
 		return nil, false, nil
 	}
-	if err := json.Unmarshal(raw, &v); err != nil || v == nil {
-		return nil, true, apierror.ParameterInvalid(name,
-			fmt.Sprintf("Invalid %s: expected a list of strings (JSON array, or %s[]=… in a form).", name, name))
+	if err := json.Unmarshal(raw, &v); err == nil && v != nil {
+		return v, true, nil
 	}
-	return v, true, nil
+	var m map[string]string
+	if json.Unmarshal(raw, &m) == nil {
+		if v, ok := indexedList(m); ok {
+			return v, true, nil
+		}
+	}
+	return nil, true, apierror.ParameterInvalid(name,
+		fmt.Sprintf("Invalid %s: expected a list of strings (JSON array, or %s[]=… in a form).", name, name))
 }
 
 // WriteJSON writes v as the JSON response with status.

@@ -77,3 +77,38 @@ func TestReadParamsRefusesUnpairedSurrogates(t *testing.T) {
 		}
 	}
 }
+
+// readForm reads body as a form request body.
+func readForm(body string) (Params, error) {
+	r := httptest.NewRequest("POST", "/v1/widgets", strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return ReadParams(httptest.NewRecorder(), r)
+}
+
+// A parameter sent in a form as an object keyed 0, 1, … stays an object
+// (metadata[0]=a is the key "0", as in JSON) until its reader asks for a
+// list.
+func TestFormIndexesAreListsOnlyWhereAListIsExpected(t *testing.T) {
+	p, err := readForm("metadata[0]=a&metadata[1]=b&data[tags][0]=x&data[tags][1]=y&events[1]=b.c&events[0]=a.b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(p["metadata"]); got != `{"0":"a","1":"b"}` {
+		t.Errorf("metadata = %s", got)
+	}
+	if got := string(p["data"]); got != `{"tags":["x","y"]}` { // inside a parameter, indexes make a list
+		t.Errorf("data = %s", got)
+	}
+	if v, _, err := p.Strings("events"); err != nil || strings.Join(v, ",") != "a.b,b.c" {
+		t.Errorf("events = %q, %v", v, err)
+	}
+	for _, body := range []string{"events[0]=a&events[2]=b", "events[x]=a", "events[01]=a", "events[0][x]=a"} {
+		p, err := readForm(body)
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		if _, _, err := p.Strings("events"); apierror.From(err).Param != "events" {
+			t.Errorf("%s: %v, want a list refused", body, err)
+		}
+	}
+}

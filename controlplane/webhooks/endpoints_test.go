@@ -96,6 +96,11 @@ func TestCreateEndpointFormEncoded(t *testing.T) {
 	if !slices.Equal(ep.EnabledEvents, []string{"a.b", "c.d"}) {
 		t.Fatalf("indexed list = %v", ep.EnabledEvents)
 	}
+	// A metadata key that is a number is a key, as in JSON.
+	e.form(orgA, "/v1/webhook-endpoints/"+ep.ID, "metadata[0]=first").decode(t, 200, &ep)
+	if ep.Metadata["0"] != "first" {
+		t.Fatalf("metadata[0]=first: %v", ep.Metadata)
+	}
 }
 
 func TestCreateEndpointRefusals(t *testing.T) {
