@@ -407,6 +407,24 @@ func TestIdentityRequired(t *testing.T) {
 	}
 }
 
+// A request that bypassed the gateway cannot put what it likes into the
+// response's Request-Id, its error object or the access log.
+func TestImplausibleRequestIDIsNotEchoed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, bad := range []string{"evil id <b>", strings.Repeat("x", 5000), "req_1\r\nX-Injected: 1"} {
+		r, _ := http.NewRequest(http.MethodGet, "/v1/customers", nil)
+		r.Header["Request-Id"] = []string{bad}
+		res := e.serve(r, "")
+		if got := res.header.Get("Request-Id"); !strings.HasPrefix(got, "req_") || len(got) > 64 {
+			t.Errorf("Request-Id = %.80q for %.40q", got, bad)
+		}
+		if strings.Contains(string(res.raw), "evil") || strings.Contains(string(res.raw), "xxxx") {
+			t.Errorf("the error object carries the client's id: %.200s", res.raw)
+		}
+	}
+}
+
 func withRID(id identity.Identity) identity.Identity {
 	id.RequestID = ids.New(ids.Request)
 	return id

@@ -243,12 +243,13 @@ func (p *probeWriter) Write(b []byte) (int, error) {
 
 // withRequestID makes sure every response carries a Request-Id. Behind the
 // gateway the request already has one (and the identity middleware echoes
-// it); a request that bypassed the gateway gets a fresh one so that even its
-// 401 can be quoted to support.
+// it); a request that bypassed the gateway, or whose id is not plausible
+// (identity.PlausibleRequestID), gets a fresh one so that even its 401 can
+// be quoted to support.
 func (s *Server) withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rid := r.Header.Get(identity.HeaderRequestID)
-		if rid == "" {
+		if !identity.PlausibleRequestID(rid) {
 			rid = ids.New(ids.Request)
 		}
 		w.Header().Set(identity.HeaderRequestID, rid)

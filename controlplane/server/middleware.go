@@ -19,7 +19,7 @@ import (
 func requestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rid := r.Header.Get(identity.HeaderRequestID)
-		if !plausibleID(rid) {
+		if !identity.PlausibleRequestID(rid) {
 			// The request header is left alone: the gateway's signature
 			// covers it.
 			rid = ids.New(ids.Request)
@@ -27,21 +27,6 @@ func requestID(next http.Handler) http.Handler {
 		w.Header().Set(identity.HeaderRequestID, rid)
 		next.ServeHTTP(w, r)
 	})
-}
-
-// plausibleID accepts short ids of letters, digits, '_' and '-', which is
-// every id we mint and nothing that could mangle a log line.
-func plausibleID(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // statusWriter remembers the status and size of a response for the log.

@@ -91,6 +91,22 @@ func TestHandlers(t *testing.T) {
 
 // TestServeShutsDownOnContext runs the real server on a loopback port and
 // checks it answers, then returns cleanly once its context ends.
+// An unsigned request cannot put what it likes into the response's
+// Request-Id, its error object or the logs.
+func TestImplausibleRequestIDIsNotEchoed(t *testing.T) {
+	h := server.New(server.Config{IdentitySecret: secret}).Handler()
+	for _, bad := range []string{"evil id \"quoted\" <b>", strings.Repeat("x", 5000)} {
+		r := httptest.NewRequest("GET", "/v1/events", nil)
+		r.Header.Set("Request-Id", bad)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if got := w.Header().Get("Request-Id"); w.Code != 401 || !strings.HasPrefix(got, "req_") ||
+			strings.Contains(w.Body.String(), "evil") || strings.Contains(w.Body.String(), "xxxx") {
+			t.Errorf("%d, Request-Id %.40q, body %.200s", w.Code, got, w.Body)
+		}
+	}
+}
+
 func TestServeShutsDownOnContext(t *testing.T) {
 	db, _ := testenv.Pool(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

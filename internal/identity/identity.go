@@ -207,12 +207,30 @@ func FromContext(ctx context.Context) (Identity, bool) {
 	return id, ok
 }
 
+// PlausibleRequestID accepts short ids of letters, digits, '_' and '-',
+// which is every id the gateway mints and nothing that could mangle a log
+// line or a response header. A service echoes a request's Request-Id only
+// when it is plausible, and mints its own otherwise.
+func PlausibleRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // Middleware refuses requests without a valid identity (401 error object)
-// and puts the identity in the request context for next. It echoes the
-// request id so upstream errors carry the same one as the gateway's.
+// and puts the identity in the request context for next. It echoes a
+// plausible request id (PlausibleRequestID) so upstream errors carry the
+// same one as the gateway's.
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if rid := r.Header.Get(HeaderRequestID); rid != "" {
+		if rid := r.Header.Get(HeaderRequestID); PlausibleRequestID(rid) {
 			w.Header().Set(HeaderRequestID, rid)
 		}
 		id, err := v.Verify(r.Header)
