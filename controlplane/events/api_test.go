@@ -71,7 +71,7 @@ func TestCreateEventFormEncodedWithIdempotencyKey(t *testing.T) {
 	}
 	if ev.Request.IdempotencyKey == nil || *ev.Request.IdempotencyKey != "k-123" {
 		t.Fatalf("idempotency_key = %v", ev.Request.IdempotencyKey)
-	}	// Keys that are numbers at the top of data are keys, as in JSON.
+	} // Keys that are numbers at the top of data are keys, as in JSON.
 	e.do(orgALive, http.MethodPost, "/v1/events", "application/x-www-form-urlencoded", "type=a.b&data[0]=x").
 		decode(t, http.StatusOK, &ev)
 	if string(ev.Data) != `{"object":{"0":"x"}}` {
