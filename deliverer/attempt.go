@@ -241,7 +241,14 @@ func (w *Worker) decide(r *result) {
 	if j.d.Livemode {
 		sched = w.cfg.LiveSchedule
 	}
-	d, ok := sched.Next(j.d.Attempts + 1)
+	// The schedule counts only its own attempts: a failed manual one
+	// neither uses up a retry nor moves the wait along the schedule (one
+	// before any scheduled attempt waits as the first retry does).
+	made := j.d.Attempts - j.d.ManualAttempts
+	if !j.d.Manual {
+		made++
+	}
+	d, ok := sched.Next(max(made, 1))
 	if !ok {
 		r.status, r.scheduled = "dead", false
 		return

@@ -292,6 +292,37 @@ func TestManualRetry(t *testing.T) {
 	}
 }
 
+// TestManualRetriesKeepTheSchedule: someone pressing "Retry now" while
+// their endpoint still fails does not use up the automatic retries, nor move
+// them along the schedule. The worker's clock stands still throughout.
+func TestManualRetriesKeepTheSchedule(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	ep, _ := e.endpoint(rc.URL, endpointOpts{live: true})
+	cfg := e.config()
+	e.start(cfg)
+	ev := e.event(true, "customer.created")
+	e.produce(ev)
+	d := e.waitDelivery("the first attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	first := deliverer.DefaultLiveSchedule[0]
+	for i := 1; i <= deliverer.DefaultLiveSchedule.MaxAttempts(); i++ {
+		e.exec(`UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $2, manual_pending = true WHERE id = $1`,
+			d.ID, e.clock.Now())
+		d = e.waitDelivery("a manual attempt", ev.ID, ep, func(d deliveryRow) bool {
+			return d.Attempts == 1+i && d.LockedUntil == nil && !d.Manual
+		})
+		wait := d.NextAttemptAt.Sub(e.clock.Now())
+		if d.Status != "failed" || wait < time.Duration(float64(first)*(1-deliverer.Jitter))-time.Millisecond ||
+			wait > time.Duration(float64(first)*(1+deliverer.Jitter))+time.Millisecond {
+			t.Fatalf("after %d failed manual retries: %s, next attempt in %s; want failed, next in %s ± %.0f%%",
+				i, d.Status, wait, first, deliverer.Jitter*100)
+		}
+	}
+	if rc.count() != 1+deliverer.DefaultLiveSchedule.MaxAttempts() {
+		t.Fatalf("receiver got %d requests", rc.count())
+	}
+}
+
 // TestSSRFGuardAtDelivery: without the loopback allowlist the delivery
 // client refuses to connect, after DNS, and records why.
 func TestSSRFGuardAtDelivery(t *testing.T) {

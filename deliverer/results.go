@@ -197,13 +197,14 @@ func (w *Worker) applyReleases(ctx context.Context, tx pgx.Tx, batch []*result) 
 const applyDeliveriesSQL = `
 UPDATE webhook_deliveries d SET
 	attempts = d.attempts + CASE WHEN u.attempted THEN 1 ELSE 0 END,
+	manual_attempts = d.manual_attempts + CASE WHEN u.attempted AND u.manual THEN 1 ELSE 0 END,
 	last_status_code = CASE WHEN u.attempted THEN u.code ELSE d.last_status_code END,
 	status = CASE WHEN d.manual_pending OR u.status = '' THEN d.status ELSE u.status END,
 	next_attempt_at = CASE WHEN d.manual_pending THEN d.next_attempt_at ELSE u.next END,
 	manual_claimed = d.manual_claimed AND NOT u.attempted,
 	locked_until = NULL, lease_id = NULL, updated_at = $1
-FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::boolean[])
-     AS u(id, lease, status, next, code, attempted)
+FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::boolean[], $8::boolean[])
+     AS u(id, lease, status, next, code, attempted, manual)
 WHERE d.id = u.id AND d.lease_id = u.lease
 RETURNING d.id, d.status`
 
@@ -222,7 +223,7 @@ func (w *Worker) applyDeliveries(ctx context.Context, tx pgx.Tx, now time.Time, 
 		idsA, leases, statuses = make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
 		next                   = make([]*time.Time, 0, n)
 		codes                  = make([]*int32, 0, n)
-		attempted              = make([]bool, 0, n)
+		attempted, manual      = make([]bool, 0, n), make([]bool, 0, n)
 	)
 	for _, r := range batch {
 		if r.kind == resRelease {
@@ -240,9 +241,9 @@ func (w *Worker) applyDeliveries(ctx context.Context, tx pgx.Tx, now time.Time, 
 			code = &c
 		}
 		next, codes = append(next, nx), append(codes, code)
-		attempted = append(attempted, r.kind == resAttempted)
+		attempted, manual = append(attempted, r.kind == resAttempted), append(manual, r.j.d.Manual)
 	}
-	rows, err := tx.Query(ctx, applyDeliveriesSQL, now, idsA, leases, statuses, next, codes, attempted)
+	rows, err := tx.Query(ctx, applyDeliveriesSQL, now, idsA, leases, statuses, next, codes, attempted, manual)
 	if err != nil {
 		return nil, fmt.Errorf("updating deliveries: %w", err)
 	}

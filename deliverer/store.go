@@ -25,6 +25,7 @@ type delivery struct {
 	EventID        string
 	EndpointID     string
 	Attempts       int  // attempts made before this one
+	ManualAttempts int  // of which manual ones, which the schedule does not count
 	Manual         bool // this attempt is a manual one (manual_pending or manual_claimed at the claim)
 	LeaseID        string
 }
@@ -286,9 +287,9 @@ WITH room AS (
 	UPDATE webhook_deliveries d SET locked_until = $2, lease_id = $9, updated_at = $1,
 	       manual_pending = false, manual_claimed = due.manual
 	FROM due WHERE d.id = due.id
-	RETURNING d.id, d.organization_id, d.livemode, d.event_id, d.endpoint_id, d.attempts, due.manual
+	RETURNING d.id, d.organization_id, d.livemode, d.event_id, d.endpoint_id, d.attempts, d.manual_attempts, due.manual
 )
-SELECT c.id, c.organization_id, c.livemode, c.event_id, c.endpoint_id, c.attempts, c.manual,
+SELECT c.id, c.organization_id, c.livemode, c.event_id, c.endpoint_id, c.attempts, c.manual_attempts, c.manual,
        e.url, e.status, COALESCE(e.api_version, ''), e.failing_since, e.failing_alert_level,
        ` + secretsVersionSQL("e.id") + `,
        ev.id IS NOT NULL, COALESCE(ev.type, ''), COALESCE(ev.api_version, ''), ev.data,
@@ -329,7 +330,7 @@ func scanClaimed(rows pgx.Rows, leaseID string, readAt time.Time, out *[]*job) e
 			data     []byte
 			created  *time.Time
 		)
-		if err := rows.Scan(&j.d.ID, &j.d.OrganizationID, &j.d.Livemode, &j.d.EventID, &j.d.EndpointID, &j.d.Attempts, &j.d.Manual,
+		if err := rows.Scan(&j.d.ID, &j.d.OrganizationID, &j.d.Livemode, &j.d.EventID, &j.d.EndpointID, &j.d.Attempts, &j.d.ManualAttempts, &j.d.Manual,
 			&j.ep.URL, &j.ep.Status, &j.ep.APIVersion, &j.ep.FailingSince, &j.ep.AlertLevel, &j.ep.Secrets,
 			&hasEvent, &ev.Type, &ev.APIVersion, &data, &ev.RequestID, &ev.IdempotencyKey, &created); err != nil {
 			return err
