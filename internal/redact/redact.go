@@ -391,8 +391,8 @@ func (r *Redactor) Form(body []byte, truncated bool) string {
 
 // Body redacts a captured body according to its media type and returns it
 // as displayable text of at most max bytes. JSON and form bodies are
-// redacted field by field (so is a text body holding a JSON object or
-// array), other text bodies for keys and card numbers; other media types
+// redacted field by field (so is a text or form body holding a JSON object
+// or array), other text bodies for keys and card numbers; other media types
 // are not kept. truncated says the capture holds only the start
 // of the body.
 func (r *Redactor) Body(contentType string, body []byte, truncated bool, max int) string {
@@ -405,12 +405,13 @@ func (r *Redactor) Body(contentType string, body []byte, truncated bool, max int
 	switch {
 	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
 		out = r.JSON(body, truncated)
+	case (mt == "application/x-www-form-urlencoded" || strings.HasPrefix(mt, "text/")) && looksLikeJSON(body, truncated):
+		// A JSON document labelled as a form (curl -d '{…}' does) or as
+		// text (fetch() labels a string body text/plain) carries its
+		// fields all the same; read as a form it would be one field name.
+		out = r.JSON(body, truncated)
 	case mt == "application/x-www-form-urlencoded":
 		out = r.Form(body, truncated)
-	case strings.HasPrefix(mt, "text/") && looksLikeJSON(body, truncated):
-		// A JSON document labelled as text (fetch() labels a string body
-		// text/plain) carries its fields all the same.
-		out = r.JSON(body, truncated)
 	case strings.HasPrefix(mt, "text/"), mt == "application/xml", strings.HasSuffix(mt, "+xml"):
 		s := string(body)
 		if truncated {

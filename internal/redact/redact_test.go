@@ -218,6 +218,9 @@ func TestBody(t *testing.T) {
 		{"json sent as text", "text/plain;charset=UTF-8", `{"email":"a@b.c","password":"hunter2"}`, false, 100,
 			`{"email":"a@b.c","password":"` + Mask + `"}`},
 		{"truncated json sent as text", "text/plain", ` [{"token":"abc"},{"pass`, true, 100, ` [{"token":"` + Mask + `"},{"`},
+		// curl -d '{…}' labels a JSON body as a form.
+		{"json sent as a form", "application/x-www-form-urlencoded", `{"email":"a@b.c","password":"hunter2=x&y"}`, false, 100,
+			`{"email":"a@b.c","password":"` + Mask + `"}`},
 		{"binary", "image/png", "\x89PNG", false, 100, "[body of type image/png not captured]"},
 		{"capped", "text/plain", strings.Repeat("a", 50), false, 10, "aaaaaaa…"},
 		{"empty", "application/json", "", false, 100, ""},
