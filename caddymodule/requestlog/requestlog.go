@@ -370,14 +370,26 @@ func (h *Handler) emit(r *http.Request, repl *caddy.Replacer, ex *exchange, rec 
 		}
 	}
 
-	value, merr := json.Marshal(l)
-	if merr != nil {
-		h.logger.Error("encoding request log", zap.Error(merr))
-		return
-	}
 	key := l.OrganizationID
 	if key == "" {
 		key = anonymous
+	}
+	value, merr := json.Marshal(l)
+	// A record must fit in one Kafka message (outbox.MaxMessageBytes; a
+	// larger one would be dropped whole). Only captured bodies can outgrow
+	// it: two of up to max_body_capture, up to six bytes each once
+	// JSON-escaped. Halve the larger until the record fits.
+	for merr == nil && len(key)+len(value) > outbox.MaxMessageBytes && (l.RequestBody != "" || l.ResponseBody != "") {
+		b := &l.RequestBody
+		if len(l.ResponseBody) > len(*b) {
+			b = &l.ResponseBody
+		}
+		*b = redact.Block(*b, len(*b)/2)
+		value, merr = json.Marshal(l)
+	}
+	if merr != nil {
+		h.logger.Error("encoding request log", zap.Error(merr))
+		return
 	}
 	h.producer.Enqueue(outbox.Message{Topic: h.topic, Key: []byte(key), Value: value})
 

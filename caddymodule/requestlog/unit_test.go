@@ -3,12 +3,21 @@ package requestlog
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/gatehouse/gatehouse/internal/outbox"
+	"github.com/gatehouse/gatehouse/internal/redact"
+	"github.com/gatehouse/gatehouse/internal/wire"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -120,4 +129,64 @@ func TestRecorderDecodes(t *testing.T) {
 			t.Fatalf("kept %d bytes of a 200 without capture", len(rec.buf))
 		}
 	})
+}
+
+type capture chan []outbox.Message
+
+func (c capture) Send(_ context.Context, ms []outbox.Message) error {
+	c <- ms
+	return nil
+}
+
+// The largest bodies max_body_capture allows, made of characters JSON
+// escapes to six bytes, still give a record that fits in one Kafka message
+// (one over outbox.MaxMessageBytes would be dropped whole): the bodies are
+// cut instead.
+func TestRecordWithLargeBodiesFitsInAKafkaMessage(t *testing.T) {
+	sent := make(capture, 16)
+	p, err := outbox.New(outbox.Config{Dir: t.TempDir()}, sent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _ = p.Run(ctx) }()
+	defer cancel()
+	h := &Handler{MaxBodyCapture: MaxMaxBodyCapture, redactor: redact.New(redact.Config{}), topic: "t",
+		producer: &sharedProducer{Producer: p}, logger: caddy.Log()}
+	body := `{"description":"` + strings.Repeat("<", 600_000) + `"}`
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, err = w.Write(b)
+		return err
+	})
+	req := httptest.NewRequest("POST", "/v1/customers", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	repl := caddy.NewReplacer()
+	repl.Set(PlaceholderOrgID, "org_A")
+	repl.Set(PlaceholderBodyCapture, "true")
+	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+	if err := h.ServeHTTP(httptest.NewRecorder(), req, next); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ms := <-sent:
+		var l wire.RequestLog
+		if err := json.Unmarshal(ms[0].Value, &l); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(ms[0].Key) + len(ms[0].Value); n > outbox.MaxMessageBytes {
+			t.Errorf("record of %d bytes", n)
+		}
+		for name, b := range map[string]string{"request": l.RequestBody, "response": l.ResponseBody} {
+			if len(b) < 50_000 || !strings.HasPrefix(b, `{"description":"<<<`) || !strings.HasSuffix(b, "…") {
+				t.Errorf("%s body: %d bytes, %.30q … %q", name, len(b), b, b[max(0, len(b)-10):])
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no record sent: dropped")
+	}
 }
