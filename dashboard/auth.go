@@ -108,7 +108,7 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request, _ *Session) er
 	next := safeNext(r.PostFormValue("next"))
 	ip := d.clientIP(r)
 	form := map[string]any{"Email": email, "Next": next}
-	wait, err := d.loginThrottled(ctx, email, ip)
+	attempt, wait, err := d.reserveSignIn(ctx, email, ip)
 	if err != nil {
 		return err
 	}
@@ -121,14 +121,12 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request, _ *Session) er
 	}
 	u, err := d.cfg.Accounts.Authenticate(ctx, email, password)
 	if errors.Is(err, accounts.ErrInvalidCredentials) {
-		if err := d.recordLoginFailure(ctx, email, ip); err != nil {
-			return err
-		}
 		form["Error"] = "The email or password is not right."
 		d.render(w, r, nil, http.StatusUnauthorized, "login.html", "Sign in", "", form)
 		return nil
 	}
 	if err != nil {
+		d.releaseSignIn(ctx, attempt)
 		return err
 	}
 	d.clearLoginFailures(ctx, email, ip)
@@ -498,20 +496,19 @@ func (d *Dashboard) acceptInvitation(w http.ResponseWriter, r *http.Request, _ *
 	if exists {
 		// An existing account joins only with its own password: the link
 		// alone must not attach someone else's account.
-		wait, err := d.loginThrottled(ctx, inv.Email, ip)
+		attempt, wait, err := d.reserveSignIn(ctx, inv.Email, ip)
 		if err != nil {
 			return err
 		}
 		if wait > 0 {
 			return again(http.StatusTooManyRequests, "Too many failed attempts. Try again later.")
 		}
-		if _, err := d.cfg.Accounts.Authenticate(ctx, inv.Email, password); err != nil {
-			if errors.Is(err, accounts.ErrInvalidCredentials) {
-				if err := d.recordLoginFailure(ctx, inv.Email, ip); err != nil {
-					return err
-				}
-				return again(http.StatusUnauthorized, "That is not the password of "+inv.Email+".")
-			}
+		_, err = d.cfg.Accounts.Authenticate(ctx, inv.Email, password)
+		if errors.Is(err, accounts.ErrInvalidCredentials) {
+			return again(http.StatusUnauthorized, "That is not the password of "+inv.Email+".")
+		}
+		d.releaseSignIn(ctx, attempt)
+		if err != nil {
 			return err
 		}
 	} else if len(password) < accounts.MinPasswordLen {

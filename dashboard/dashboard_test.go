@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"html"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -141,6 +143,44 @@ func TestLoginThrottle(t *testing.T) {
 	e.signup("other@example.com", "Other")
 	if p := b.post("/login", "email", "other@example.com", "password", "correct horse battery"); p.status != http.StatusSeeOther {
 		t.Fatalf("other email: %d", p.status)
+	}
+}
+
+// Guesses sent at once count each other: each is recorded before its
+// password is checked, so no more than the limit are checked.
+func TestLoginThrottleHoldsUnderConcurrency(t *testing.T) {
+	e := newEnv(t)
+	e.signup("grace@example.com", "Navy")
+	b := e.browser()
+	b.get("/login")
+	form := url.Values{"email": {"grace@example.com"}, "password": {"wrong password"}, csrfField: {b.csrf}}.Encode()
+	const guesses = 20
+	statuses := make(chan int, guesses)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range guesses {
+		wg.Go(func() {
+			req, _ := http.NewRequest("POST", e.srv.URL+"/login", strings.NewReader(form))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			<-start
+			resp, err := b.c.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_ = resp.Body.Close()
+			statuses <- resp.StatusCode
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(statuses)
+	counts := map[int]int{}
+	for st := range statuses {
+		counts[st]++
+	}
+	if counts[http.StatusUnauthorized] != loginFailuresPerKey || counts[http.StatusTooManyRequests] != guesses-loginFailuresPerKey {
+		t.Errorf("%d guesses at once: %v; want %d checked (401), the rest refused (429)", guesses, counts, loginFailuresPerKey)
 	}
 }
 

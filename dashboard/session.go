@@ -345,41 +345,56 @@ const (
 	publicPostsPerMin   = 30
 )
 
-// loginThrottled reports whether sign-ins for email from ip are paused,
-// and for how long.
-func (d *Dashboard) loginThrottled(ctx context.Context, email, ip string) (time.Duration, error) {
-	since := d.now().Add(-loginWindow)
-	var perKey, perIP int
-	var oldest *time.Time
-	err := d.cfg.DB.QueryRow(ctx, `
-		SELECT count(*) FILTER (WHERE email = $1),
-		       count(*),
-		       min(created_at) FILTER (WHERE email = $1)
-		FROM login_failures WHERE ip = $2 AND created_at > $3`,
-		strings.ToLower(strings.TrimSpace(email)), ip, since).Scan(&perKey, &perIP, &oldest)
-	if err != nil {
-		return 0, fmt.Errorf("checking login throttle: %w", err)
-	}
-	switch {
-	case perKey >= loginFailuresPerKey && oldest != nil:
-		return oldest.Add(loginWindow).Sub(d.now()), nil
-	case perIP >= loginFailuresPerIP:
-		return loginWindow, nil
-	}
-	return 0, nil
-}
-
-func (d *Dashboard) recordLoginFailure(ctx context.Context, email, ip string) error {
+// reserveSignIn checks the throttle and, unless sign-ins for email from ip
+// are paused (wait > 0), records this attempt as a failure before the
+// password is checked, returning the row's id: parallel guesses then count
+// each other, where checking first and recording after let 25 concurrent
+// guesses through a limit of 5. A wrong password leaves the row; any other
+// outcome removes it (releaseSignIn, or clearLoginFailures on success).
+func (d *Dashboard) reserveSignIn(ctx context.Context, email, ip string) (id int64, wait time.Duration, err error) {
+	email = strings.ToLower(strings.TrimSpace(email))
 	now := d.now()
-	_, err := d.cfg.DB.Exec(ctx, `INSERT INTO login_failures (email, ip, created_at) VALUES ($1, $2, $3)`,
-		strings.ToLower(strings.TrimSpace(email)), ip, now)
-	if err == nil && rand.IntN(50) == 0 {
+	err = pgx.BeginFunc(ctx, d.cfg.DB, func(tx pgx.Tx) error {
+		// One address's attempts take turns here, each seeing the rows of
+		// those before it.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('gatehouse.login_failures'), hashtext($1))`, ip); err != nil {
+			return err
+		}
+		var perKey, perIP int
+		var oldest *time.Time
+		if err := tx.QueryRow(ctx, `
+			SELECT count(*) FILTER (WHERE email = $1),
+			       count(*),
+			       min(created_at) FILTER (WHERE email = $1)
+			FROM login_failures WHERE ip = $2 AND created_at > $3`,
+			email, ip, now.Add(-loginWindow)).Scan(&perKey, &perIP, &oldest); err != nil {
+			return err
+		}
+		switch {
+		case perKey >= loginFailuresPerKey && oldest != nil:
+			wait = oldest.Add(loginWindow).Sub(now)
+			return nil
+		case perIP >= loginFailuresPerIP:
+			wait = loginWindow
+			return nil
+		}
+		return tx.QueryRow(ctx, `INSERT INTO login_failures (email, ip, created_at) VALUES ($1, $2, $3) RETURNING id`,
+			email, ip, now).Scan(&id)
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("checking login throttle: %w", err)
+	}
+	if rand.IntN(50) == 0 {
 		_, _ = d.cfg.DB.Exec(ctx, `DELETE FROM login_failures WHERE created_at < $1`, now.Add(-24*time.Hour))
 	}
-	if err != nil {
-		return fmt.Errorf("recording login failure: %w", err)
-	}
-	return nil
+	return id, wait, nil
+}
+
+// releaseSignIn removes a reservation (reserveSignIn) that turned out not
+// to be a wrong password. Best effort: a row left behind counts as one
+// failure for the window.
+func (d *Dashboard) releaseSignIn(ctx context.Context, id int64) {
+	_, _ = d.cfg.DB.Exec(context.WithoutCancel(ctx), `DELETE FROM login_failures WHERE id = $1`, id)
 }
 
 func (d *Dashboard) clearLoginFailures(ctx context.Context, email, ip string) {
