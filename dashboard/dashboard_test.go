@@ -364,6 +364,41 @@ func TestBodyCaptureSetting(t *testing.T) {
 	if err != nil || len(entries.Data) != 3 {
 		t.Fatalf("audit entries = %+v, %v; want 3 (sandbox on, live on, live off)", entries.Data, err)
 	}
+	// Each environment's audit trail has its own changes only.
+	owner.post("/session/environment", "environment", "sandbox")
+	if p := owner.get("/audit"); strings.Contains(p.body, "body_capture_live") || !strings.Contains(p.body, "body_capture_sandbox") {
+		t.Errorf("the sandbox audit trail shows the live body capture changes, or not the sandbox one")
+	}
+	if x := owner.get("/audit/export?format=json"); strings.Contains(x.body, "body_capture_live") {
+		t.Errorf("the sandbox audit export has the live body capture changes")
+	}
+}
+
+// The first-request hint names a key of the environment shown.
+func TestOverviewHintNamesTheEnvironmentsKey(t *testing.T) {
+	e := newEnv(t)
+	owner := e.signup("owner@example.com", "Org")
+	if p := owner.get("/"); !strings.Contains(p.body, "Bearer sk_test_…") {
+		t.Errorf("sandbox overview: no sk_test_ hint")
+	}
+	owner.post("/session/environment", "environment", "live")
+	if p := owner.get("/"); !strings.Contains(p.body, "Bearer sk_live_…") || strings.Contains(p.body, "sk_test_") {
+		t.Errorf("live overview: no sk_live_ hint, or an sk_test_ one")
+	}
+}
+
+// An address no account can have is refused on the invitation form, not
+// when the invitee tries to accept.
+func TestInvitationToAnInvalidEmailIsRefused(t *testing.T) {
+	e := newEnv(t)
+	owner := e.signup("owner@example.com", "Org")
+	owner.get("/members")
+	for _, email := range []string{"bob@", "@example.com", "Bob <bob@example.com>", "bob@@example.com"} {
+		p := owner.post("/members/invitations", "email", email, "role", "viewer")
+		if p.status != http.StatusBadRequest || strings.Contains(p.body, "/invitations/") {
+			t.Errorf("inviting %q: %d", email, p.status)
+		}
+	}
 }
 
 func TestInvitationFlow(t *testing.T) {

@@ -62,8 +62,9 @@ func (s *Service) SetBodyCapture(ctx context.Context, actor audit.Actor, org str
 			FROM api_keys WHERE organization_id = $2 AND environment = $3`, NotifyChannel, org, string(env)); err != nil {
 			return fmt.Errorf("notifying gateways: %w", err)
 		}
+		live := env == apikey.Live
 		return audit.Record(ctx, tx, audit.Entry{
-			OrganizationID: org, Actor: actor, Action: "organization.updated",
+			OrganizationID: org, Livemode: &live, Actor: actor, Action: "organization.updated",
 			TargetType: "organization", TargetID: org, CreatedAt: now,
 			Data: map[string]any{column: map[string]any{"from": was, "to": on}},
 		})
