@@ -278,7 +278,7 @@ func (d *Dashboard) invite(w http.ResponseWriter, r *http.Request, s *Session) e
 		form["Error"] = "Choose a role."
 		return d.renderMembers(w, r, s, http.StatusBadRequest, form)
 	}
-	if !strings.Contains(email, "@") || len(email) > 254 || strings.ContainsAny(email, " <>\"") {
+	if _, err := accounts.ValidEmail(email); err != nil {
 		form["Error"] = "Enter the email address of the person to invite."
 		return d.renderMembers(w, r, s, http.StatusBadRequest, form)
 	}

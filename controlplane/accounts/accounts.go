@@ -204,7 +204,7 @@ func (s *Service) AddMember(ctx context.Context, actor audit.Actor, p AddMemberP
 	if err := actor.Validate(); err != nil {
 		return AddMemberResult{}, err
 	}
-	email, err := validEmail(p.Email)
+	email, err := ValidEmail(p.Email)
 	if err != nil {
 		return AddMemberResult{}, err
 	}
@@ -514,7 +514,10 @@ func VerifyPassword(password, hash string) (bool, error) {
 	return argon2id.ComparePasswordAndHash(password, hash)
 }
 
-func validEmail(s string) (string, error) {
+// ValidEmail returns s trimmed when it is one plain email address (no
+// display name) of at most 254 bytes, and a parameter error naming "email"
+// otherwise.
+func ValidEmail(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return "", apierror.ParameterMissing("email")
