@@ -12,6 +12,9 @@
 //	idempotency  before invoke, so refusals above are never recorded
 //	emit_events  after invoke, next to the upstream
 //	api_error    before respond: a terminal handler
+//
+// logredact is no handler but a log field filter (gatehouse_redact) for
+// Caddy's own logs.
 package caddymodule
 
 import (
@@ -20,6 +23,7 @@ import (
 	_ "github.com/gatehouse/gatehouse/caddymodule/drain"
 	_ "github.com/gatehouse/gatehouse/caddymodule/events"
 	_ "github.com/gatehouse/gatehouse/caddymodule/idempotency"
+	_ "github.com/gatehouse/gatehouse/caddymodule/logredact"
 	_ "github.com/gatehouse/gatehouse/caddymodule/ratelimit"
 	_ "github.com/gatehouse/gatehouse/caddymodule/requestid"
 	_ "github.com/gatehouse/gatehouse/caddymodule/requestlog"

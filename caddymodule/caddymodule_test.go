@@ -51,6 +51,24 @@ func TestRepoCaddyfileLoads(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("adapted Caddyfile lacks %s", want)
 		}
+	} // Caddy's own log lines go through the redaction of request logs.
+	var logs struct {
+		Logging struct {
+			Logs map[string]struct {
+				Encoder struct {
+					Format string
+					Fields map[string]struct{ Filter string }
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(out, &logs); err != nil {
+		t.Fatal(err)
+	}
+	enc := logs.Logging.Logs["default"].Encoder
+	if enc.Format != "filter" || enc.Fields["request>uri"].Filter != "gatehouse_redact" ||
+		enc.Fields["request>headers"].Filter != "gatehouse_redact" {
+		t.Errorf("the default log is not redacted: %+v", enc)
 	}
 }
 

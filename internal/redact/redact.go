@@ -252,6 +252,36 @@ func LogPath(r *http.Request) string {
 	return logDefault.Path(r.URL.EscapedPath())
 }
 
+// LogURI is a request URI (or a whole URL) for a process log, redacted as
+// request logs redact paths.
+func LogURI(s string) string {
+	return logDefault.Path(s)
+}
+
+// LogHeaders returns every header of h for a process log: secret headers
+// (SecretHeaders) and values that look like one of our keys as Mask, URL
+// headers redacted as Path redacts, other values with keys and card
+// numbers masked, each bounded. Names are canonical.
+func LogHeaders(h http.Header) http.Header {
+	out := make(http.Header, len(h))
+	for name, vals := range h {
+		cn := http.CanonicalHeaderKey(name)
+		red := make([]string, len(vals))
+		for i, v := range vals {
+			switch {
+			case logDefault.secret[cn] || apikey.LooksLikeKey(v):
+				red[i] = Mask
+			case urlHeaders[cn]:
+				red[i] = Text(logDefault.uri(v), MaxHeaderValue)
+			default:
+				red[i] = Text(logDefault.String(v), MaxHeaderValue)
+			}
+		}
+		out[cn] = append(out[cn], red...)
+	}
+	return out
+}
+
 // uri redacts a request URI or a whole URL: the user information of an
 // authority (https://user:password@host), path segments that leak, and the
 // query and fragment as parameters (OAuth's implicit flow puts its token in
