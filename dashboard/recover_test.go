@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/controlplane/audit"
+	"github.com/gatehouse/gatehouse/controlplane/webhooks"
 )
 
 // "Recover: last 7 days" is a choice the dashboard offers, so the webhook
@@ -76,5 +78,57 @@ func TestRecoverOnADisabledEndpoint(t *testing.T) {
 	if p.status != http.StatusBadRequest || !strings.Contains(p.body, why) || strings.Contains(p.body, "disabled=false") {
 		t.Errorf("recover a disabled endpoint: %d %s, want 400 saying %q", p.status,
 			regexp.MustCompile(`<p class="lead">[^<]*`).FindString(p.body), why)
+	}
+}
+
+// A recovery that stops at its bound (webhooks.MaxRecover) offers to
+// continue, and continuing takes the rest — not the first ones again,
+// whose new attempts failed meanwhile.
+func TestRecoverContinuesPastItsBound(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("recover-more@example.com", "Recover more")
+	org := e.orgOf(b)
+	b.get("/webhooks/new")
+	p := b.post("/webhooks", "url", "http://127.0.0.1:9/hook", "events", "*")
+	we := regexp.MustCompile(`we_[0-9A-Za-z]{22}`).FindString(p.body)
+	if p.status != http.StatusOK || we == "" {
+		t.Fatalf("create endpoint: %d", p.status)
+	}
+	ctx := t.Context()
+	if _, err := e.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id, organization_id, livemode, event_id, endpoint_id, status, created_at)
+		SELECT 'whd_bulk' || lpad(i::text, 18, '0'), $1, false, 'evt_bulk' || i, $2, 'dead', now() - interval '1 hour'
+		FROM generate_series(1, $3::int) AS i`, org, we, webhooks.MaxRecover+1); err != nil {
+		t.Fatal(err)
+	}
+	p = b.post("/webhooks/"+we+"/recover", "window", "24h")
+	next := p.header.Get("Location")
+	if p.status != http.StatusSeeOther || !strings.Contains(next, "recover_after=whd_bulk") {
+		t.Fatalf("first recovery: %d to %q", p.status, next)
+	}
+	if _, err := e.pool.Exec(ctx, `UPDATE webhook_deliveries SET status = 'dead', manual_pending = false
+		WHERE endpoint_id = $1 AND status = 'pending'`, we); err != nil {
+		t.Fatal(err)
+	}
+	page := b.get(next)
+	if !strings.Contains(page.body, `id="recover-next"`) || !strings.Contains(page.body, "More remain") {
+		t.Fatalf("the endpoint's page offers no way to continue")
+	}
+	since := regexp.MustCompile(`name="since_unix" value="(\d+)"`).FindStringSubmatch(page.body)
+	after := regexp.MustCompile(`name="starting_after" value="(whd_\w+)"`).FindStringSubmatch(page.body)
+	if since == nil || after == nil {
+		t.Fatal("continue form lacks its fields")
+	}
+	p = b.post("/webhooks/"+we+"/recover", "since_unix", since[1], "starting_after", after[1])
+	if p.status != http.StatusSeeOther || !strings.HasPrefix(p.header.Get("Location"), "/deliveries?endpoint="+we) {
+		t.Fatalf("continuing: %d to %q", p.status, p.header.Get("Location"))
+	}
+	var pending int
+	var last string
+	if err := e.pool.QueryRow(ctx, `SELECT count(*), coalesce(max(id), '') FROM webhook_deliveries
+		WHERE endpoint_id = $1 AND status = 'pending'`, we).Scan(&pending, &last); err != nil {
+		t.Fatal(err)
+	}
+	if pending != 1 || last != fmt.Sprintf("whd_bulk%018d", webhooks.MaxRecover+1) {
+		t.Fatalf("continuing requeued %d, the last %s; want only the one left", pending, last)
 	}
 }

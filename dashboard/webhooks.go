@@ -3,7 +3,9 @@ package dashboard
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,8 +39,9 @@ type Webhooks interface {
 	// TestEndpoint sends the endpoint a webhook_endpoint.test event and
 	// returns the delivery's id.
 	TestEndpoint(ctx context.Context, actor audit.Actor, t Tenant, id string) (deliveryID string, err error)
-	// Recover queues the failed and dead deliveries created since.
-	Recover(ctx context.Context, actor audit.Actor, t Tenant, id string, since time.Time) (requeued int64, more bool, err error)
+	// Recover queues the failed and dead deliveries created since, after
+	// the delivery id after ("" for the first; webhooks.RecoverEndpoint).
+	Recover(ctx context.Context, actor audit.Actor, t Tenant, id string, since time.Time, after string) (webhooks.Recovery, error)
 	RetryDelivery(ctx context.Context, actor audit.Actor, t Tenant, id string) error
 }
 
@@ -292,7 +295,17 @@ func (d *Dashboard) recoverEndpoint(w http.ResponseWriter, r *http.Request, s *S
 		return errBadRequest("This endpoint is disabled. Enable the endpoint to recover its deliveries.")
 	}
 	var since time.Time
-	if v := r.PostFormValue("since_time"); v != "" {
+	after := r.PostFormValue("starting_after")
+	if after != "" && !ids.Valid(after, ids.Delivery) {
+		return errBadRequest("Start the recovery again from the endpoint's page.")
+	}
+	if v := r.PostFormValue("since_unix"); v != "" { // continuing a recovery
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return errBadRequest("Start the recovery again from the endpoint's page.")
+		}
+		since = time.Unix(n, 0)
+	} else if v := r.PostFormValue("since_time"); v != "" {
 		t, err := time.Parse("2006-01-02T15:04", v)
 		if err != nil {
 			return errBadRequest("Since must be a date and time (UTC).")
@@ -309,13 +322,16 @@ func (d *Dashboard) recoverEndpoint(w http.ResponseWriter, r *http.Request, s *S
 		// second ticked over in between.
 		since = d.now().Add(-win).Truncate(time.Minute).Add(time.Minute)
 	}
-	n, more, err := d.cfg.Webhooks.Recover(r.Context(), s.Actor(), tenant(s), e.ID, since)
+	rec, err := d.cfg.Webhooks.Recover(r.Context(), s.Actor(), tenant(s), e.ID, since, after)
 	if err != nil {
 		return err
 	}
-	msg := "Requeued " + comma(n) + " failed deliveries."
-	if more {
-		msg += " More remain: recover again to continue."
+	msg := "Requeued " + comma(rec.Requeued) + " failed deliveries."
+	if rec.HasMore {
+		// The endpoint's page offers to continue after the last one.
+		redirect(w, r, "/webhooks/"+e.ID+"?"+url.Values{"recover_since": {strconv.FormatInt(rec.Since, 10)},
+			"recover_after": {rec.LastDelivery}}.Encode()+"#rec-h", msg+" More remain: continue below.")
+		return nil
 	}
 	redirect(w, r, "/deliveries?endpoint="+e.ID, msg)
 	return nil
@@ -348,7 +364,15 @@ func (d *Dashboard) renderEndpoint(w http.ResponseWriter, r *http.Request, s *Se
 }
 
 func (d *Dashboard) endpointPage(w http.ResponseWriter, r *http.Request, s *Session) error {
-	return d.renderEndpoint(w, r, s, r.PathValue("id"), map[string]any{"Confirm": r.URL.Query().Get("confirm")})
+	q := r.URL.Query()
+	data := map[string]any{"Confirm": q.Get("confirm")}
+	// A recovery that stopped at its bound continues after its last one.
+	if after, since := q.Get("recover_after"), q.Get("recover_since"); ids.Valid(after, ids.Delivery) {
+		if n, err := strconv.ParseInt(since, 10, 64); err == nil {
+			data["RecoverAfter"], data["RecoverSince"] = after, n
+		}
+	}
+	return d.renderEndpoint(w, r, s, r.PathValue("id"), data)
 }
 
 func (d *Dashboard) deliveriesPage(w http.ResponseWriter, r *http.Request, s *Session) error {

@@ -75,9 +75,10 @@ func (w *SQLWebhooks) TestEndpoint(ctx context.Context, actor audit.Actor, t Ten
 }
 
 // Recover implements Webhooks.
-func (w *SQLWebhooks) Recover(ctx context.Context, actor audit.Actor, t Tenant, id string, since time.Time) (int64, bool, error) {
-	rec, err := w.service().RecoverEndpoint(ctx, actor, t.OrganizationID, t.Livemode, id, since)
-	return rec.Requeued, rec.HasMore, notFound(err, id)
+func (w *SQLWebhooks) Recover(ctx context.Context, actor audit.Actor, t Tenant, id string, since time.Time,
+	after string) (webhooks.Recovery, error) {
+	rec, err := w.service().RecoverEndpoint(ctx, actor, t.OrganizationID, t.Livemode, id, since, after)
+	return rec, notFound(err, id)
 }
 
 // RetryDelivery implements Webhooks.

@@ -206,7 +206,7 @@ func TestRecoverIsBounded(t *testing.T) {
 	ep := e.mustCreateDefault(orgA).ID
 	since := e.clock.now.Add(-time.Hour)
 	e.exec(`INSERT INTO webhook_deliveries (id, organization_id, livemode, event_id, endpoint_id, status, created_at)
-		SELECT 'whd_bulk' || lpad(i::text, 6, '0'), 'org_A', false, 'evt_bulk' || i, $1, 'dead', $2
+		SELECT 'whd_bulk' || lpad(i::text, 18, '0'), 'org_A', false, 'evt_bulk' || i, $1, 'dead', $2
 		FROM generate_series(1, $3::int) AS i`, ep, since.Add(time.Minute), MaxRecover+1)
 	path := "/v1/webhook-endpoints/" + ep + "/recover"
 	var rec Recovery
@@ -214,10 +214,24 @@ func TestRecoverIsBounded(t *testing.T) {
 	if rec.Requeued != MaxRecover || !rec.HasMore {
 		t.Fatalf("first call %+v, want %d requeued and has_more", rec, MaxRecover)
 	}
-	e.post(orgA, path, fmt.Sprintf(`{"since":%d}`, since.Unix())).decode(t, 200, &rec)
-	if rec.Requeued != 1 || rec.HasMore {
+	first := rec.LastDelivery
+	if first != fmt.Sprintf("whd_bulk%018d", MaxRecover) {
+		t.Fatalf("last_delivery = %q", first)
+	}
+	// The first ones' new attempts fail before the next call: without the
+	// cursor it would take them again, and never reach the last one.
+	e.exec(`UPDATE webhook_deliveries SET status = 'dead', manual_pending = false, next_attempt_at = NULL
+		WHERE endpoint_id = $1 AND status = 'pending'`, ep)
+	e.post(orgA, path, fmt.Sprintf(`{"since":%d,"starting_after":%q}`, since.Unix(), first)).decode(t, 200, &rec)
+	last := fmt.Sprintf("whd_bulk%018d", MaxRecover+1)
+	if rec.Requeued != 1 || rec.HasMore || rec.LastDelivery != last || e.state(last).Status != "pending" {
 		t.Fatalf("second call %+v, want the last one", rec)
 	}
+	if n := e.count(`SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'pending'`, ep); n != 1 {
+		t.Fatalf("%d deliveries requeued by the second call, want 1", n)
+	}
+	e.post(orgA, path, fmt.Sprintf(`{"since":%d,"starting_after":"cus_1"}`, since.Unix())).
+		assertError(t, wantError{400, "parameter_invalid", "starting_after"})
 }
 
 func TestTestEventTargetsOnlyThatEndpoint(t *testing.T) {

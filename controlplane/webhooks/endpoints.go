@@ -796,18 +796,26 @@ type Recovery struct {
 	Since    int64  `json:"since"`
 	// Requeued counts the failed and dead deliveries sent again.
 	Requeued int64 `json:"requeued"`
-	// HasMore says more remain beyond MaxRecover; calling again with the
-	// same since takes the next ones (requeued deliveries no longer match).
+	// LastDelivery is the id of the last delivery requeued, in id order
+	// ("" when none was).
+	LastDelivery string `json:"last_delivery,omitempty"`
+	// HasMore says more remain beyond MaxRecover: call again with the same
+	// since and starting_after = LastDelivery. (Without the cursor a call
+	// would take the first ones again once their new attempts had failed.)
 	HasMore bool `json:"has_more"`
 }
 
 // RecoverEndpoint queues a manual attempt of the failed and dead
-// deliveries of one of org's endpoints created since then, at most
-// MaxRecover of them. The endpoint must be enabled.
+// deliveries of one of org's endpoints created since then, in id order
+// after the delivery id after ("" for the first), at most MaxRecover of
+// them. The endpoint must be enabled.
 func (s *Service) RecoverEndpoint(ctx context.Context, actor audit.Actor, org string, livemode bool, id string,
-	since time.Time) (Recovery, error) {
+	since time.Time, after string) (Recovery, error) {
 	now := s.now()
 	switch {
+	case after != "" && !ids.Valid(after, ids.Delivery):
+		return Recovery{}, apierror.ParameterInvalid("starting_after",
+			"Invalid starting_after: expected the last_delivery (whd_…) of the previous recovery.")
 	case since.Unix() > now.Unix():
 		return Recovery{}, apierror.ParameterInvalid("since", "Invalid since: it is in the future.")
 	case since.Unix() < now.Add(-RecoverWindow).Unix():
@@ -824,28 +832,29 @@ func (s *Service) RecoverEndpoint(ctx context.Context, actor audit.Actor, org st
 			return apierror.ParameterInvalid("id",
 				"The webhook endpoint "+id+" is disabled; enable it (disabled=false) before recovering its deliveries.")
 		}
-		tag, err := tx.Exec(ctx, `
+		const recoverable = `endpoint_id = $1 AND organization_id = $2 AND livemode = $3
+			AND status IN ('failed', 'dead') AND created_at >= $4 AND id > $5`
+		if err := tx.QueryRow(ctx, `
 			WITH picked AS (
-				SELECT id FROM webhook_deliveries
-				WHERE endpoint_id = $1 AND organization_id = $2 AND livemode = $3
-				  AND status IN ('failed', 'dead') AND created_at >= $4
-				ORDER BY created_at, id
-				LIMIT $5
+				SELECT id FROM webhook_deliveries WHERE `+recoverable+`
+				ORDER BY id
+				LIMIT $6
 				FOR UPDATE
+			), requeued AS (
+				UPDATE webhook_deliveries d
+				SET status = 'pending', next_attempt_at = $7, manual_pending = true, updated_at = $7
+				FROM picked WHERE d.id = picked.id
+				RETURNING d.id
 			)
-			UPDATE webhook_deliveries d
-			SET status = 'pending', next_attempt_at = $6, manual_pending = true, updated_at = $6
-			FROM picked WHERE d.id = picked.id`, e.ID, org, livemode, since, MaxRecover, now)
-		if err != nil {
+			SELECT count(*), coalesce(max(id), '') FROM requeued`, e.ID, org, livemode, since, after, MaxRecover, now).
+			Scan(&rec.Requeued, &rec.LastDelivery); err != nil {
 			return fmt.Errorf("recovering deliveries: %w", err)
 		}
-		rec.Requeued = tag.RowsAffected()
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (
-				SELECT 1 FROM webhook_deliveries
-				WHERE endpoint_id = $1 AND organization_id = $2 AND livemode = $3
-				  AND status IN ('failed', 'dead') AND created_at >= $4)`,
-			e.ID, org, livemode, since).Scan(&rec.HasMore); err != nil {
-			return fmt.Errorf("recovering deliveries: %w", err)
+		if rec.LastDelivery != "" {
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE `+recoverable+`)`,
+				e.ID, org, livemode, since, rec.LastDelivery).Scan(&rec.HasMore); err != nil {
+				return fmt.Errorf("recovering deliveries: %w", err)
+			}
 		}
 		return audit.Record(ctx, tx, auditEntry(actor, org, livemode, "webhook_endpoint.recovered", "webhook_endpoint", e.ID, now,
 			map[string]any{"since": rec.Since, "requeued": rec.Requeued, "has_more": rec.HasMore}))
@@ -857,7 +866,7 @@ func (s *Service) RecoverEndpoint(ctx context.Context, actor audit.Actor, org st
 }
 
 func (a *API) recoverEndpoint(w http.ResponseWriter, r *http.Request, c caller) error {
-	p, err := router.ReadBody(w, r, "since")
+	p, err := router.ReadBody(w, r, "since", "starting_after")
 	if err != nil {
 		return err
 	}
@@ -868,7 +877,15 @@ func (a *API) recoverEndpoint(w http.ResponseWriter, r *http.Request, c caller) 
 	case !present:
 		return apierror.ParameterMissing("since")
 	}
-	rec, err := a.svc.RecoverEndpoint(r.Context(), c.actor, c.OrgID, c.Livemode, r.PathValue("id"), time.Unix(sinceUnix, 0))
+	after, _, err := p.Str("starting_after")
+	if err != nil {
+		return err
+	}
+	var afterID string
+	if after != nil {
+		afterID = *after
+	}
+	rec, err := a.svc.RecoverEndpoint(r.Context(), c.actor, c.OrgID, c.Livemode, r.PathValue("id"), time.Unix(sinceUnix, 0), afterID)
 	if err != nil {
 		return err
 	}
