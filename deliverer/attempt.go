@@ -56,6 +56,9 @@ type result struct {
 	scheduled bool      // next is set
 }
 
+// maxResponseHeaderBytes bounds the headers of a receiver's answer.
+const maxResponseHeaderBytes = 64 << 10
+
 // newClient is the delivery HTTP client: every connection passes the SSRF
 // guard at dial time, no proxy, and no redirects (a 3xx is the answer).
 func newClient(p ssrf.Policy, perEndpoint int) *http.Client {
@@ -70,6 +73,9 @@ func newClient(p ssrf.Policy, perEndpoint int) *http.Client {
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
 		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		// A receiver's headers are read, never kept: Go's default bound
+		// is 10 MB per response, times every attempt in flight.
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
 	}
 	return &http.Client{
 		Transport: tr,

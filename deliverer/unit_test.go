@@ -6,11 +6,13 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/ssrf"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
 
@@ -264,5 +266,34 @@ func TestAttemptErrorKeepsTheResolverAddressOut(t *testing.T) {
 	}
 	if strings.Contains(text, "10.9.8.7") {
 		t.Fatalf("attempt error %q names the internal resolver", text)
+	}
+}
+
+// A receiver answering with huge headers fails the attempt once the bound
+// is passed, rather than having them read into memory.
+func TestClientBoundsResponseHeaders(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4096)
+		_, _ = c.Read(buf)
+		_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 4*maxResponseHeaderBytes) + "\r\nContent-Length: 0\r\n\r\n"))
+	}()
+	c := newClient(ssrf.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}, 1)
+	resp, err := c.Post("http://"+ln.Addr().String()+"/hook", "application/json", strings.NewReader("{}"))
+	if err == nil {
+		_ = resp.Body.Close()
+		t.Fatalf("headers of %d bytes accepted", 4*maxResponseHeaderBytes)
+	}
+	if !strings.Contains(err.Error(), "header") {
+		t.Fatalf("error %v does not name the headers", err)
 	}
 }
