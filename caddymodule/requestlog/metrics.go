@@ -63,9 +63,11 @@ func statusClass(status int) string {
 }
 
 // routeLabels bounds the route label of the metrics: configured templates
-// are always their own label; derived routes get one until maxDerived
-// exist, and everything after that — and every 404, where scanners roam —
-// is "other". A client cannot grow the label set without limit.
+// are always their own label; a derived route gets one from its first
+// answer under 400, until maxDerived exist; everything else — every 404,
+// and a route answered only with errors so far (a scanner's 401s on made-up
+// paths) — is "other". A client cannot grow the label set without limit,
+// nor use it up without a key.
 type routeLabels struct {
 	seen sync.Map // string → struct{}
 	n    atomic.Int64
@@ -83,7 +85,7 @@ func (l *routeLabels) label(route string, configured bool, status int) string {
 	if _, ok := l.seen.Load(route); ok {
 		return route
 	}
-	if l.n.Load() >= maxDerived {
+	if status >= 400 || l.n.Load() >= maxDerived {
 		return "other"
 	}
 	if _, loaded := l.seen.LoadOrStore(route, struct{}{}); !loaded {

@@ -62,8 +62,17 @@ func TestRouteLabelsAreBounded(t *testing.T) {
 	if got := l.label("/v1/anything", false, 404); got != "other" {
 		t.Fatalf("a 404 labelled %q", got)
 	}
+	// Refusals on made-up paths (a scanner without a key) use up nothing.
+	for i := 0; i < maxDerived+50; i++ {
+		if got := l.label(fmt.Sprintf("/v1/scan%d", i), false, 401); got != "other" {
+			t.Fatalf("a 401 on a new route labelled %q", got)
+		}
+	}
 	for i := 0; i < maxDerived+50; i++ {
 		l.label(fmt.Sprintf("/v1/r%d", i), false, 200)
+	}
+	if got := l.label("/v1/r7", false, 500); got != "/v1/r7" {
+		t.Fatalf("an error on a known route labelled %q", got)
 	}
 	if got := l.label("/v1/r5", false, 200); got != "/v1/r5" {
 		t.Fatalf("an early route labelled %q", got)
