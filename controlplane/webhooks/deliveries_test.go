@@ -230,8 +230,10 @@ func TestRecoverIsBounded(t *testing.T) {
 	if n := e.count(`SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'pending'`, ep); n != 1 {
 		t.Fatalf("%d deliveries requeued by the second call, want 1", n)
 	}
-	e.post(orgA, path, fmt.Sprintf(`{"since":%d,"starting_after":"cus_1"}`, since.Unix())).
-		assertError(t, wantError{400, "parameter_invalid", "starting_after"})
+	for _, bad := range []string{`"cus_1"`, `null`, `7`} {
+		e.post(orgA, path, fmt.Sprintf(`{"since":%d,"starting_after":%s}`, since.Unix(), bad)).
+			assertError(t, wantError{400, "parameter_invalid", "starting_after"})
+	}
 }
 
 func TestTestEventTargetsOnlyThatEndpoint(t *testing.T) {

@@ -877,9 +877,12 @@ func (a *API) recoverEndpoint(w http.ResponseWriter, r *http.Request, c caller) 
 	case !present:
 		return apierror.ParameterMissing("since")
 	}
-	after, _, err := p.Str("starting_after")
-	if err != nil {
+	after, present, err := p.Str("starting_after")
+	switch {
+	case err != nil:
 		return err
+	case present && after == nil:
+		return apierror.ParameterInvalid("starting_after", "Invalid starting_after: expected a string.")
 	}
 	var afterID string
 	if after != nil {
