@@ -6,7 +6,7 @@ CMDS  := gateway controlplane sampleapi deliverer
 # Short fuzz runs inside `make test`; longer ones: make fuzz FUZZTIME=5m
 FUZZTIME ?= 10s
 
-.PHONY: run test test-deps services services-stop build gateway bench chaos fuzz vet clean
+.PHONY: run test test-deps services services-stop build gateway bench chaos fuzz vet lint clean
 
 ## run: start services, migrate, build and start the four processes, seed a demo org
 run: build
@@ -20,6 +20,10 @@ test: services test-deps vet
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+
+## lint: staticcheck (fetched by the go command; not part of `make test`)
+lint:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1 ./...
 
 ## fuzz: a short run of every fuzz target (seed corpora live in testdata/fuzz).
 ## `make test` fuzzes ./internal/... (keys, redaction, SSRF, signatures); the

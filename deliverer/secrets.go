@@ -145,14 +145,6 @@ func secretKey(pt []byte) ([]byte, error) {
 	return pt, nil
 }
 
-// forget drops endpoint's cached secrets (after a signing failure that
-// might be a stale cache).
-func (c *secretCache) forget(endpoint string) {
-	c.mu.Lock()
-	delete(c.entries, endpoint)
-	c.mu.Unlock()
-}
-
 // prune drops entries not refreshed for a while, so deleted endpoints do not
 // accumulate.
 func (c *secretCache) prune() {

@@ -148,7 +148,7 @@ func TestDispatcherFairness(t *testing.T) {
 	}
 	// Per-endpoint and global holding limits.
 	d2 := newDispatcher(1, 3, 2)
-	if !d2.reserve("a") || !d2.reserve("a") || d2.reserve("a") {
+	if first, second, third := d2.reserve("a"), d2.reserve("a"), d2.reserve("a"); !first || !second || third {
 		t.Fatal("per-endpoint holding limit not applied")
 	}
 	if !d2.reserve("b") || d2.reserve("c") {

@@ -354,8 +354,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	// the stack starts, the Kafka consumer groups may still be joining
 	// (stale members of an earlier run hold them until their session
 	// times out), hence the generous wait.
-	html := b.until("/logs/"+rid, "/deliveries/whd_", 150*time.Second)
-	html = b.until("/logs/"+rid, "Attempt ", 60*time.Second)
+	b.until("/logs/"+rid, "/deliveries/whd_", 150*time.Second)
+	html := b.until("/logs/"+rid, "Attempt ", 60*time.Second)
 	b.shot("log-trace")
 	for _, want := range []string{"customer.created", "e2e-dashboard-1", "Authorization"} {
 		if !strings.Contains(html, want) {

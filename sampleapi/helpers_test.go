@@ -196,8 +196,6 @@ func (r response) assertError(t *testing.T, want wantError) map[string]string {
 	return got
 }
 
-func ptr(s string) *string { return &s }
-
 func deref(s *string) string {
 	if s == nil {
 		return "<nil>"
