@@ -16,9 +16,9 @@ func init() {
 	// emit_events must wrap reverse_proxy and sit inside api_key,
 	// request_id and idempotency (which goes "before invoke"); "after
 	// invoke" puts it after every middleware and ahead of handle/route and
-	// the responders. The gateway's main orders the Gatehouse directives
-	// among themselves; a Caddyfile can always write them inside a `route`
-	// block to make the order explicit.
+	// the responders. Each Gatehouse directive registers its own place this
+	// way (the chain is listed in package caddymodule); a Caddyfile can
+	// always write them inside a `route` block to make the order explicit.
 	httpcaddyfile.RegisterDirectiveOrder("emit_events", httpcaddyfile.After, "invoke")
 }
 

@@ -13,14 +13,15 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("idempotency", parseCaddyfile)
-	// Plugins can only be ordered relative to Caddy's standard directives,
-	// not to each other. The handler belongs after api_key and rate_limit
-	// (a refused request must never reach it) and before request_log and
-	// reverse_proxy; "before invoke" puts it last among the standard
-	// middleware (after encode, so it stores uncompressed bodies) and ahead
-	// of handle/route and the responders. The gateway's main orders the
-	// Gatehouse directives among themselves; a Caddyfile can always write
-	// them inside a `route` block to make the order explicit.
+	// Plugins can only be ordered relative to Caddy's standard directives.
+	// The handler belongs after api_key and rate_limit (a refused request
+	// must never reach it) and before emit_events and reverse_proxy;
+	// "before invoke" puts it last among the standard middleware (after
+	// encode, so it stores uncompressed bodies) and ahead of handle/route
+	// and the responders. Each Gatehouse directive registers its own place
+	// this way (the chain is listed in package caddymodule); a Caddyfile
+	// can always write them inside a `route` block to make the order
+	// explicit.
 	httpcaddyfile.RegisterDirectiveOrder("idempotency", httpcaddyfile.Before, "invoke")
 }
 
