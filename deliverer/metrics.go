@@ -73,7 +73,7 @@ func newMetrics(reg prometheus.Registerer, d *dispatcher) (*metrics, error) {
 		failing: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "failing_endpoints",
 			Help: "Enabled endpoints whose latest attempts failed (failing_since set), sampled."}),
 		kafkaLag: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "kafka_lag_messages",
-			Help: "Messages on the events topic not yet read by this consumer (kafka-go reader lag)."}),
+			Help: "Messages of the events topic the deliverers' consumer group has not committed yet (all partitions; the same in every instance), read from Kafka every StatsEvery."}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.consumed, m.malformed, m.fannedOut, m.fastPath, m.attempts, m.deliveries,

@@ -293,6 +293,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	})
 	loops.Go(func() { w.pollLoop(ctx) })
 	loops.Go(func() { w.statsLoop(ctx) })
+	loops.Go(func() {
+		// Read from Kafka: a consumer group's reader reports no lag itself.
+		kafkabatch.WatchLag(ctx, w.cfg.Brokers, w.cfg.GroupID, w.cfg.Topic, w.cfg.StatsEvery,
+			func(n int64) { w.m.kafkaLag.Set(float64(n)) },
+			func(err error) { w.log.Debug("reading the consumer group's lag", zap.Error(err)) })
+	})
 	w.log.Info("webhook worker started", zap.String("topic", w.cfg.Topic), zap.String("group", w.cfg.GroupID),
 		zap.Int("concurrency", w.cfg.Concurrency), zap.Int("endpoint_concurrency", w.cfg.EndpointConcurrency))
 
@@ -420,7 +426,6 @@ func (w *Worker) consume(ctx context.Context) error {
 			// idempotent and later commits cover earlier offsets.
 			w.log.Warn("committing event offsets", zap.Error(err))
 		}
-		w.m.kafkaLag.Set(float64(r.Lag()))
 	}
 }
 

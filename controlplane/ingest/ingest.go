@@ -60,6 +60,9 @@ type Config struct {
 	DaysAhead int
 	// MaintainEvery is the period of partition maintenance.
 	MaintainEvery time.Duration
+	// LagEvery is how often the group's lag is read from Kafka; 10 s by
+	// default.
+	LagEvery time.Duration
 	// Registerer receives the worker's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	Logger     *zap.Logger
@@ -118,8 +121,6 @@ type Worker struct {
 	parts *Partitions
 	m     *metrics
 	log   *zap.Logger
-
-	lag map[int]int64 // partition → messages behind, as of its last batch
 }
 
 // New returns a worker writing to db.
@@ -151,6 +152,9 @@ func New(db *pgxpool.Pool, cfg Config) (*Worker, error) {
 	if cfg.MaintainEvery <= 0 {
 		cfg.MaintainEvery = DefaultMaintainEvery
 	}
+	if cfg.LagEvery <= 0 {
+		cfg.LagEvery = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -164,7 +168,6 @@ func New(db *pgxpool.Pool, cfg Config) (*Worker, error) {
 	return &Worker{
 		db: db, cfg: cfg, m: m, log: cfg.Logger.Named("request_log_ingest"),
 		parts: NewPartitions(db, cfg.Retention, cfg.DaysAhead, cfg.Now),
-		lag:   map[int]int64{},
 	}, nil
 }
 
@@ -180,6 +183,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.maintainLoop(ctx)
 	}()
 	defer func() { <-maintained }()
+	// The lag is read from Kafka, not from the batches stored: it keeps
+	// growing while storing is stuck, whichever replica holds a partition.
+	lagged := make(chan struct{})
+	go func() {
+		defer close(lagged)
+		kafkabatch.WatchLag(ctx, w.cfg.Brokers, w.cfg.GroupID, w.cfg.Topic, w.cfg.LagEvery,
+			func(n int64) { w.m.lag.Set(float64(n)) },
+			func(err error) { w.log.Debug("reading the consumer group's lag", zap.Error(err)) })
+	}()
+	defer func() { <-lagged }()
 
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:        w.cfg.Brokers,
@@ -223,7 +236,6 @@ func (w *Worker) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		w.observeLag(b.msgs)
 	}
 	return nil
 }
@@ -485,19 +497,6 @@ func cleanBody(s string) *string {
 	}
 	b := redact.Block(second.String(s), maxBody)
 	return &b
-}
-
-// observeLag records how far behind the partitions of this batch are: each
-// message carries its partition's high-water mark when it was fetched.
-func (w *Worker) observeLag(msgs []kafka.Message) {
-	for _, m := range msgs {
-		w.lag[m.Partition] = max(m.HighWaterMark-m.Offset-1, 0)
-	}
-	var total int64
-	for _, l := range w.lag {
-		total += l
-	}
-	w.m.lag.Set(float64(total))
 }
 
 func (w *Worker) maintainLoop(ctx context.Context) {

@@ -432,3 +432,40 @@ func TestCreateLockWaitGrowsToUnbounded(t *testing.T) {
 		t.Fatalf("waits %v, want %v", got, want)
 	}
 }
+
+// The lag metric counts what is not stored: it grows while Postgres
+// blocks the ingester and falls back to zero once everything is stored.
+func TestLagGrowsWhileStoringIsStuck(t *testing.T) {
+	db, _ := testenv.Pool(t)
+	brokers := testenv.Kafka(t)
+	topic := testenv.KafkaTopic(t, brokers, "request-logs", 2)
+	at := time.Now().UTC()
+	msgs := func(from, n int) (v [][]byte) {
+		for i := from; i < from+n; i++ {
+			v = append(v, encode(t, wire.RequestLog{V: 1, RequestID: reqID(i), Time: at.UnixMicro() + int64(i),
+				OrganizationID: fmt.Sprintf("org_%d", i%4), APIKeyID: "key_a", Method: "GET", Path: "/", Status: 200}))
+		}
+		return v
+	}
+	produce(t, brokers, topic, msgs(0, 10))
+	_, reg := startWorker(t, db, brokers, topic, func(c *Config) { c.LagEvery = 50 * time.Millisecond })
+	lag := func() float64 { return counterValue(t, reg, "gatehouse_request_log_ingest_consumer_lag") }
+	waitFor(t, 60*time.Second, "the first rows stored, no lag", func() bool {
+		return count(t, db, `SELECT count(*) FROM request_logs`) == 10 && lag() == 0
+	})
+
+	ctx := context.Background()
+	stall, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stall.Exec(ctx, `LOCK TABLE request_logs IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, brokers, topic, msgs(10, 500))
+	waitFor(t, 30*time.Second, "a lag of the 500 messages not stored", func() bool { return lag() >= 500 })
+	_ = stall.Rollback(ctx)
+	waitFor(t, 60*time.Second, "everything stored, no lag", func() bool {
+		return count(t, db, `SELECT count(*) FROM request_logs`) == 510 && lag() == 0
+	})
+}

@@ -30,7 +30,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time to decode and durably store one batch.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "consumer_lag",
-			Help: "Messages of the topic not yet stored, summed over the partitions this replica consumes."}),
+			Help: "Messages of the topic the consumer group has not stored yet (end offsets less committed ones, all partitions; the same in every replica), read from Kafka every 10 s."}),
 		partitionsCreated: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "partitions_created_total",
 			Help: "Daily request_logs partitions created."}),
 		partitionsDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "partitions_dropped_total",
