@@ -142,19 +142,24 @@ func TestIngestStoresAndMetersEachRequestOnce(t *testing.T) {
 // TestIngestMetersRateLimitedRequestsApart: a request the gateway's rate
 // limit or quota refused consumed nothing there, so it is not "requests"
 // usage; counted so, a client retrying into its limit would show more use
-// than the quota it is held to (the dashboard's quota meter reads it). It is
-// metered as rate_limited_requests instead.
+// than the quota it is held to. It is metered as rate_limited_requests
+// instead, as is a refusal of limits failing closed while Redis is away.
 func TestIngestMetersRateLimitedRequestsApart(t *testing.T) {
 	db, _ := testenv.Pool(t)
 	brokers := testenv.Kafka(t)
 	topic := testenv.KafkaTopic(t, brokers, "request-logs", 1)
 	at := time.Now().UTC()
 	var values [][]byte
-	for i, rl := range []string{"allowed", "limited:per-key", "limited:monthly", "error", "", "allowed"} {
+	// "error": Redis was away; the limits failed open (the request passed)
+	// or, configured so, closed ("error closed": a 503, refused).
+	for i, rl := range []string{"allowed", "limited:per-key", "limited:monthly", "error", "", "allowed", "error closed"} {
 		l := wire.RequestLog{V: 1, RequestID: reqID(i), Time: at.UnixMicro() + int64(i), OrganizationID: "org_a",
 			Livemode: true, APIKeyID: "key_a", Method: "GET", Path: "/v1/customers", Status: 200, RateLimit: rl}
-		if strings.HasPrefix(rl, "limited:") {
+		switch {
+		case strings.HasPrefix(rl, "limited:"):
 			l.Status, l.ErrorType, l.ErrorCode = 429, "rate_limit_error", "rate_limited"
+		case rl == "error closed":
+			l.RateLimit, l.Status, l.ErrorType, l.ErrorCode = "error", 503, "api_error", "rate_limit_unavailable"
 		}
 		values = append(values, encode(t, l))
 	}
@@ -166,8 +171,8 @@ func TestIngestMetersRateLimitedRequestsApart(t *testing.T) {
 	if got := count(t, db, `SELECT coalesce(sum(quantity), 0) FROM usage_records WHERE organization_id = 'org_a' AND metric = 'requests'`); got != 4 {
 		t.Errorf("metered %d requests, want the 4 the rate limit let through", got)
 	}
-	if got := count(t, db, `SELECT coalesce(sum(quantity), 0) FROM usage_records WHERE organization_id = 'org_a' AND metric = 'rate_limited_requests'`); got != 2 {
-		t.Errorf("metered %d rate-limited requests, want the 2 it refused", got)
+	if got := count(t, db, `SELECT coalesce(sum(quantity), 0) FROM usage_records WHERE organization_id = 'org_a' AND metric = 'rate_limited_requests'`); got != 3 {
+		t.Errorf("metered %d rate-limited requests, want the 3 it refused", got)
 	}
 }
 

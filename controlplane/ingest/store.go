@@ -75,26 +75,28 @@ const createStaging = `CREATE TEMP TABLE IF NOT EXISTS request_logs_in
 // on (created_at, request_id), is not returned by RETURNING, and so is
 // neither stored twice nor counted twice: the effect of a batch is the same
 // however often it is delivered. Requests without an organisation (refused
-// before authentication) are logged but not metered. Requests a rate limit
-// or quota refused consumed nothing of it: they are metered apart, as
-// MetricRateLimited, so that "requests" is what the limits let through
-// (the dashboard's quota meter reads it) and a client retrying into its
-// limit still shows. Upserts go in key order so that concurrent ingesters
-// cannot deadlock on usage rows.
+// before authentication) are logged but not metered. Requests the rate
+// limits or quotas refused — a 429, or a 503 rate_limit_unavailable when
+// they fail closed while Redis is away — consumed nothing of them: they are
+// metered apart, as MetricRateLimited, so that "requests" is what the
+// limits did not refuse (the dashboard's usage chart reads it) and a client
+// retrying into its limit still shows. Upserts go in key order so that
+// concurrent ingesters cannot deadlock on usage rows.
 // The metrics the ingester meters.
 const (
-	MetricRequests    = "requests"              // admitted by the rate limits and quotas
-	MetricRateLimited = "rate_limited_requests" // refused by one (429)
+	MetricRequests    = "requests"              // authenticated, not refused by the rate limits and quotas
+	MetricRateLimited = "rate_limited_requests" // refused by them (429, or 503 when they fail closed)
 )
 
 var insertAndMeter = `
 WITH inserted AS (
 	INSERT INTO request_logs (` + columnList + `) SELECT ` + columnList + ` FROM request_logs_in
 	ON CONFLICT DO NOTHING
-	RETURNING organization_id, livemode, api_key_id, created_at, rate_limit
+	RETURNING organization_id, livemode, api_key_id, created_at, rate_limit, error_code
 ), per_day AS (
 	SELECT organization_id, livemode, api_key_id,
-	       CASE WHEN rate_limit LIKE 'limited:%' THEN '` + MetricRateLimited + `' ELSE '` + MetricRequests + `' END AS metric,
+	       CASE WHEN rate_limit LIKE 'limited:%' OR rate_limit = 'error' AND error_code = 'rate_limit_unavailable'
+	            THEN '` + MetricRateLimited + `' ELSE '` + MetricRequests + `' END AS metric,
 	       (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
 	FROM inserted WHERE organization_id <> ''
 	GROUP BY 1, 2, 3, 4, 5
