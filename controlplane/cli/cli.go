@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -346,12 +347,30 @@ func (c *command) parse(args []string, required map[string]*string) error {
 	if c.fs.NArg() > 0 {
 		return usageErrorf(c.name, "unexpected argument %q", c.fs.Arg(0))
 	}
+	// Values reach Postgres, which refuses what is not UTF-8 with its own
+	// words: say which flag it was instead.
+	var bad string
+	c.fs.Visit(func(f *flag.Flag) {
+		if bad == "" && !utf8.ValidString(f.Value.String()) {
+			bad = f.Name
+		}
+	})
+	if bad != "" {
+		return usageErrorf(c.name, "--%s: not valid UTF-8 text", bad)
+	}
 	for _, name := range slices.Sorted(maps.Keys(required)) {
 		if strings.TrimSpace(*required[name]) == "" {
 			return usageErrorf(c.name, "--%s is required", name)
 		}
 	}
 	return nil
+}
+
+// given reports whether the command line set the flag, even to "".
+func (c *command) given(name string) bool {
+	set := false
+	c.fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // printUsage prints the synopsis and the flags, spelled with two dashes as

@@ -457,3 +457,55 @@ func TestLimitsListNamesOverridesNotApplied(t *testing.T) {
 		t.Fatalf("limits list --json = %+v", list)
 	}
 }
+
+// An allowlist that names no network is refused: taken as empty, it would
+// open the key to any address ("none" is the way to say so).
+func TestBlankIPAllowlistIsRefused(t *testing.T) {
+	_, dsn := testenv.Pool(t)
+	t.Setenv("DATABASE_URL", dsn)
+	var org struct{ ID string }
+	mustJSON(t, &org, "orgs", "create", "--name", "Acme", "--json")
+	var k struct {
+		ID          string
+		IPAllowlist []string `json:"ip_allowlist"`
+	}
+	mustJSON(t, &k, "keys", "create", "--org", org.ID, "--env", "live", "--ip-allowlist", "10.0.0.0/8", "--json")
+	for _, blank := range []string{"", " , ", ","} {
+		if r := run("keys", "update", "--id", k.ID, "--ip-allowlist", blank, "--json"); r.code == 0 {
+			t.Errorf("keys update --ip-allowlist %q: exit 0: %s", blank, r.stdout)
+		}
+		if r := run("keys", "create", "--org", org.ID, "--env", "live", "--ip-allowlist", blank, "--json"); r.code == 0 {
+			t.Errorf("keys create --ip-allowlist %q: exit 0: %s", blank, r.stdout)
+		}
+	}
+	if r := run("keys", "update", "--id", k.ID, "--expires-in", ""); r.code != cli.ExitUsage {
+		t.Errorf("keys update --expires-in \"\": exit %d", r.code)
+	}
+	var list struct {
+		Data []struct {
+			ID          string
+			IPAllowlist []string `json:"ip_allowlist"`
+		}
+	}
+	mustJSON(t, &list, "keys", "list", "--org", org.ID, "--env", "live", "--json")
+	if len(list.Data) != 1 || len(list.Data[0].IPAllowlist) != 1 || list.Data[0].IPAllowlist[0] != "10.0.0.0/8" {
+		t.Fatalf("keys after the refusals: %+v", list.Data)
+	}
+}
+
+// A value that is not UTF-8 (a mistyped id) is a usage error naming its
+// flag, not Postgres' words.
+func TestFlagsMustBeUTF8(t *testing.T) {
+	_, dsn := testenv.Pool(t)
+	t.Setenv("DATABASE_URL", dsn)
+	for _, args := range [][]string{
+		{"keys", "list", "--org", "org_\xff"},
+		{"keys", "revoke", "--id", "key_\xff"},
+		{"users", "list", "--org", "org_\xff"},
+	} {
+		r := run(args...)
+		if r.code != cli.ExitUsage || strings.Contains(r.stderr, "SQLSTATE") || !strings.Contains(r.stderr, "not valid UTF-8") {
+			t.Errorf("%v: exit %d: %q", args[:2], r.code, r.stderr)
+		}
+	}
+}

@@ -109,7 +109,7 @@ func (a *app) keysCreate(args []string) error {
 	} else if *scopes != "" {
 		return usageErrorf(c.name, "--scopes needs --restricted: secret keys have every scope")
 	}
-	if *allowFlag != "" {
+	if c.given("ip-allowlist") {
 		if p.IPAllowlist, err = keys.ParseIPAllowlist(*allowFlag); err != nil {
 			return c.fail(err)
 		}
@@ -351,11 +351,11 @@ func (a *app) keysUpdate(args []string) error {
 	if err := c.parse(args, map[string]*string{"id": id}); err != nil {
 		return err
 	}
-	if *expiresIn == "" && *allowFlag == "" {
+	if !c.given("expires-in") && !c.given("ip-allowlist") {
 		return usageErrorf(c.name, "nothing to change: give --expires-in and/or --ip-allowlist")
 	}
 	var expiresAfter *time.Duration
-	if *expiresIn != "" && *expiresIn != "never" {
+	if c.given("expires-in") && *expiresIn != "never" {
 		d, err := parseDuration(*expiresIn)
 		if err != nil || d < 0 {
 			return usageErrorf(c.name, "--expires-in: want a duration such as 30d, or never; got %q", *expiresIn)
@@ -363,7 +363,7 @@ func (a *app) keysUpdate(args []string) error {
 		expiresAfter = &d
 	}
 	var allow []netip.Prefix
-	if *allowFlag != "" && *allowFlag != "none" {
+	if c.given("ip-allowlist") && *allowFlag != "none" {
 		var err error
 		if allow, err = keys.ParseIPAllowlist(*allowFlag); err != nil {
 			return c.fail(err)
@@ -383,7 +383,7 @@ func (a *app) keysUpdate(args []string) error {
 	var k keys.Key
 	err = pgx.BeginFunc(a.ctx, db, func(tx pgx.Tx) error {
 		svc := keys.New(tx, nil)
-		if *expiresIn != "" {
+		if c.given("expires-in") {
 			var at *time.Time
 			if expiresAfter != nil {
 				t := svc.Now().Add(*expiresAfter)
@@ -393,7 +393,7 @@ func (a *app) keysUpdate(args []string) error {
 				return err
 			}
 		}
-		if *allowFlag != "" {
+		if c.given("ip-allowlist") {
 			k, err = svc.SetIPAllowlist(a.ctx, a.actor(), owner.OrganizationID, owner.Environment, *id, allow)
 		}
 		return err

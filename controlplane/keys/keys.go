@@ -588,7 +588,8 @@ func normalizeAllowlist(in []netip.Prefix) ([]netip.Prefix, error) {
 }
 
 // ParseIPAllowlist parses comma-separated networks in CIDR notation; a bare
-// address means that address alone.
+// address means that address alone. Text naming no network ("", " , ") is
+// refused: read as an empty allowlist it would open the key to any address.
 func ParseIPAllowlist(s string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, f := range strings.Split(s, ",") {
@@ -609,6 +610,9 @@ func ParseIPAllowlist(s string) ([]netip.Prefix, error) {
 			return nil, apierror.ParameterInvalid("ip_allowlist", fmt.Sprintf("%q is not an IP address or CIDR network.", f))
 		}
 		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil, apierror.ParameterInvalid("ip_allowlist", "The allowlist names no network.")
 	}
 	return normalizeAllowlist(out)
 }
