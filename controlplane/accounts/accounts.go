@@ -115,7 +115,7 @@ func (s *Service) CreateOrganization(ctx context.Context, actor audit.Actor, nam
 		return Organization{}, err
 	}
 	name = strings.TrimSpace(name)
-	if err := apierror.CheckText("name", name); err != nil {
+	if err := apierror.CheckName("name", name); err != nil {
 		return Organization{}, err
 	}
 	switch {

@@ -509,3 +509,17 @@ func TestFlagsMustBeUTF8(t *testing.T) {
 		}
 	}
 }
+
+// A name cannot forge a row of the CLI's tables or drive the terminal.
+func TestNamesRefuseControlCharacters(t *testing.T) {
+	_, dsn := testenv.Pool(t)
+	t.Setenv("DATABASE_URL", dsn)
+	if r := run("orgs", "create", "--name", "Evil\norg_FAKE  Acme\x1b]0;owned\x07"); r.code == 0 || !strings.Contains(r.stderr, "control characters") {
+		t.Errorf("orgs create: exit %d: %q", r.code, r.stderr)
+	}
+	var org struct{ ID string }
+	mustJSON(t, &org, "orgs", "create", "--name", "Acme", "--json")
+	if r := run("keys", "create", "--org", org.ID, "--env", "sandbox", "--name", "ci\rkey"); r.code == 0 || !strings.Contains(r.stderr, "control characters") {
+		t.Errorf("keys create: exit %d: %q", r.code, r.stderr)
+	}
+}

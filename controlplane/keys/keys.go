@@ -167,7 +167,7 @@ func (s *Service) Create(ctx context.Context, actor audit.Actor, org string, env
 		return Created{}, err
 	}
 	name := strings.TrimSpace(p.Name)
-	if err := apierror.CheckText("name", name); err != nil {
+	if err := apierror.CheckName("name", name); err != nil {
 		return Created{}, err
 	}
 	if utf8.RuneCountInString(name) > MaxNameLen {

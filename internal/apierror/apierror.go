@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -87,6 +88,22 @@ func CheckText(param, v string) error {
 	}
 	if strings.IndexByte(v, 0) >= 0 {
 		return ParameterInvalid(param, fmt.Sprintf("Invalid %s: must not contain NUL characters.", param))
+	}
+	return nil
+}
+
+// CheckName is CheckText for a one-line name (an organisation's, a key's):
+// control characters (line breaks, tabs, terminal escapes) and the
+// bidirectional overrides that reorder what a reader sees are refused too,
+// so a name cannot forge a line of the CLI's tables or a log.
+func CheckName(param, v string) error {
+	if err := CheckText(param, v); err != nil {
+		return err
+	}
+	for _, r := range v {
+		if unicode.IsControl(r) || r >= '\u202a' && r <= '\u202e' || r >= '\u2066' && r <= '\u2069' {
+			return ParameterInvalid(param, fmt.Sprintf("Invalid %s: must not contain control characters (%U).", param, r))
+		}
 	}
 	return nil
 }

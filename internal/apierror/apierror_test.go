@@ -95,3 +95,16 @@ func TestBadURL(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckName(t *testing.T) {
+	for _, ok := range []string{"Acme", "Café Ünïcode", "ACME 👩‍💻 (prod)", "a-b_c.d"} {
+		if err := CheckName("name", ok); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"Evil\norg_FAKE", "tab\there", "title\x1b]0;owned\x07", "del\x7f", "c1\u0085", "rlo\u202eexe.txt", "iso\u2066x", "nul\x00", "bad\xff"} {
+		if err := CheckName("name", bad); err == nil || From(err).Param != "name" || From(err).Status != 400 {
+			t.Errorf("%q accepted or wrongly refused: %v", bad, err)
+		}
+	}
+}
