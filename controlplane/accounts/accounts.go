@@ -442,7 +442,7 @@ func mayManage(ctx context.Context, tx pgx.Tx, actor audit.Actor, org string, ow
 }
 
 func errLastOwner() error {
-	return &Error{sentinel: ErrLastOwner, api: apierror.ParameterInvalid("user",
+	return &Error{sentinel: ErrLastOwner, api: apierror.InvalidRequest("last_owner", "",
 		"This is the organization's only owner. Make another member an owner first.")}
 }
 

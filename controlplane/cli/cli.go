@@ -81,7 +81,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 // RunContext is Run with a context whose end stops long-running commands
 // (serve) gracefully and cancels database work.
 func RunContext(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
-	a := &app{ctx: ctx, stdout: stdout, stderr: stderr, cfg: config.Load()}
+	out := &outWriter{w: stdout}
+	a := &app{ctx: ctx, stdout: out, stderr: stderr, cfg: config.Load()}
 	defer a.close()
 	defer func() {
 		// A bug must still end in one line on stderr and status 1.
@@ -126,7 +127,37 @@ func RunContext(ctx context.Context, args []string, stdout, stderr io.Writer) (c
 	default:
 		err = usageErrorf("controlplane", "unknown command %q", cmd)
 	}
+	if err == nil && out.err != nil {
+		// Output that did not reach its reader (a full disk, a closed
+		// pipe) is a failure, whichever command wrote it: a script must
+		// not take a created organisation's missing id for success.
+		err = &failure{cmd: strings.TrimSpace("controlplane " + cmd + " " + subcommand(rest)),
+			err: fmt.Errorf("writing the output: %w", out.err)}
+	}
 	return a.report(err)
+}
+
+// subcommand is the first argument of rest when it names one (not a flag).
+func subcommand(rest []string) string {
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		return rest[0]
+	}
+	return ""
+}
+
+// outWriter remembers the first error writing standard output.
+type outWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (o *outWriter) Write(p []byte) (int, error) {
+	if o.err != nil {
+		return 0, o.err
+	}
+	n, err := o.w.Write(p)
+	o.err = err
+	return n, err
 }
 
 // app is one invocation's state.

@@ -523,3 +523,31 @@ func TestNamesRefuseControlCharacters(t *testing.T) {
 		t.Errorf("keys create: exit %d: %q", r.code, r.stderr)
 	}
 }
+
+// Text output that cannot be written is a failure, as --json output is: a
+// script must not take a created organisation's missing id for success.
+func TestUnwritableTextOutputFails(t *testing.T) {
+	_, dsn := testenv.Pool(t)
+	t.Setenv("DATABASE_URL", dsn)
+	var errOut bytes.Buffer
+	if code := cli.Run([]string{"orgs", "create", "--name", "Lost"}, failingWriter{}, &errOut); code != cli.ExitFailure ||
+		!strings.HasPrefix(errOut.String(), "controlplane orgs create: writing the output: disk full") {
+		t.Fatalf("exit %d, stderr %q; want 1 and the reason", code, errOut.String())
+	}
+}
+
+// Demoting the only owner is a refused change (exit 1), not a mistyped
+// flag (exit 2).
+func TestDemotingTheOnlyOwnerIsAFailure(t *testing.T) {
+	_, dsn := testenv.Pool(t)
+	t.Setenv("DATABASE_URL", dsn)
+	var org struct{ ID string }
+	mustJSON(t, &org, "orgs", "create", "--name", "Acme", "--json")
+	if r := run("users", "create", "--org", org.ID, "--email", "o@example.com", "--password", "correct horse battery", "--role", "owner"); r.code != 0 {
+		t.Fatalf("owner: %d %s", r.code, r.stderr)
+	}
+	r := run("users", "create", "--org", org.ID, "--email", "o@example.com", "--password", "correct horse battery", "--role", "viewer")
+	if r.code != cli.ExitFailure || !strings.Contains(r.stderr, "only owner") {
+		t.Fatalf("demoting the only owner: exit %d: %q", r.code, r.stderr)
+	}
+}

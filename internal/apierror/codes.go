@@ -27,6 +27,7 @@ var Codes = []Code{
 	{"api_key_expired", TypeAuthentication, 401, "The API key expired (after a roll, or at the expiry set on it). Use its replacement."},
 	{"ip_not_allowed", TypePermission, 403, "The API key has an IP allowlist and the request came from another address."},
 	{"scope_missing", TypePermission, 403, "The restricted key lacks the scope this endpoint requires. The message names it."},
+	{"last_owner", TypeInvalidRequest, 400, "The change would leave the organisation without an owner (dashboard and CLI). Make another member an owner first."},
 	{"permission_denied", TypePermission, 403, "The signed-in user's role does not allow this change (dashboard and CLI: only owners change owners; only owners and admins manage members)."},
 	{"identity_invalid", TypeAuthentication, 401, "An upstream service received a request without a valid, fresh gateway identity signature."},
 	{"rate_limited", TypeRateLimit, 429, "Too many requests for the limit named in the message. Wait for Retry-After seconds."},
