@@ -37,6 +37,20 @@ set -a; source "$SECRETS"; set +a
 step() { printf '==> %s\n' "$*"; }
 started=$(date +%s)
 
+# Tools this script needs beyond the services' own (which services.sh
+# installs): curl for the health checks, python3 to read the CLI's JSON.
+for tool in curl python3; do
+  command -v "$tool" >/dev/null 2>&1 && continue
+  if [[ $EUID -eq 0 && ${GATEHOUSE_NO_INSTALL:-0} != 1 ]] && command -v apt-get >/dev/null 2>&1; then
+    step "installing $tool with apt-get"
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$tool"; } >&2 ||
+      { echo "apt-get install $tool failed" >&2; exit 1; }
+  else
+    echo "make run needs $tool (Debian: apt-get install $tool)" >&2
+    exit 1
+  fi
+done
+
 step "services"
 "$ROOT/scripts/services.sh" start
 
@@ -94,7 +108,8 @@ else
   org=$("$cp" orgs create --name "Demo" --json | json id)
   email="dev@example.com"
   password="$(head -c 18 /dev/urandom | base64 | tr -d '=+/')"
-  "$cp" users create --org "$org" --email "$email" --password "$password" --role owner --json >/dev/null
+  # From standard input: an argument would show the password in the process list.
+  printf '%s\n' "$password" | "$cp" users create --org "$org" --email "$email" --password-stdin --role owner --json >/dev/null
   sk=$("$cp" keys create --org "$org" --env sandbox --name "Demo sandbox key" --json | json key)
   lk=$("$cp" keys create --org "$org" --env live --name "Demo live key" --json | json key)
   umask 077

@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/gatehouse/gatehouse/controlplane/accounts"
@@ -91,14 +95,32 @@ type memberJSON struct {
 }
 
 func (a *app) usersCreate(args []string) error {
-	c := a.command("controlplane users create", "--org ORG --email EMAIL --password PASSWORD --role ROLE [--json]")
+	c := a.command("controlplane users create", "--org ORG --email EMAIL --password PASSWORD|--password-stdin --role ROLE [--json]")
 	org := c.fs.String("org", "", "organisation `id` (required)")
 	email := c.fs.String("email", "", "the user's `email` (required); an existing user is added to the organisation")
-	password := c.fs.String("password", "", "the new user's `password` (required, at least 8 characters); an existing user keeps theirs")
+	password := c.fs.String("password", "", "the new user's `password` (at least 8 characters; an existing user keeps theirs); "+
+		"any user of the machine can read it in the process list while the command runs: prefer --password-stdin")
+	fromStdin := c.fs.Bool("password-stdin", false, "read the password from the first line of standard input")
 	role := c.fs.String("role", "", "`role` in the organisation: owner, admin, developer or viewer (required)")
 	asJSON := c.fs.Bool("json", false, "print the membership as a JSON object")
-	if err := c.parse(args, map[string]*string{"org": org, "email": email, "password": password, "role": role}); err != nil {
+	if err := c.parse(args, map[string]*string{"org": org, "email": email, "role": role}); err != nil {
 		return err
+	}
+	switch {
+	case !*fromStdin && strings.TrimSpace(*password) == "":
+		return usageErrorf(c.name, "--password is required (or --password-stdin)")
+	case *fromStdin:
+		if c.given("password") {
+			return usageErrorf(c.name, "give --password or --password-stdin, not both")
+		}
+		line, err := bufio.NewReader(a.stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return c.fail(fmt.Errorf("reading the password: %w", err))
+		}
+		*password = strings.TrimRight(line, "\r\n")
+		if *password == "" {
+			return usageErrorf(c.name, "--password-stdin: standard input held no password")
+		}
 	}
 	svc, err := a.accounts()
 	if err != nil {

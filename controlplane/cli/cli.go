@@ -45,7 +45,7 @@ Commands:
   orgs list                  list organisations
   orgs body-capture --org ORG --env ENV [--set on|off]
                              show or change whether request logs keep (redacted) bodies
-  users create --org ORG --email E --password P --role owner|admin|developer|viewer
+  users create --org ORG --email E --password P|--password-stdin --role owner|admin|developer|viewer
                              create a user (or add an existing one) as a member of ORG
   users list --org ORG       list an organisation's members
   keys create --org ORG --env sandbox|live [--restricted --scopes a,b] [--expires-in D]
@@ -82,7 +82,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 // (serve) gracefully and cancels database work.
 func RunContext(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
 	out := &outWriter{w: stdout}
-	a := &app{ctx: ctx, stdout: out, stderr: stderr, cfg: config.Load()}
+	a := &app{ctx: ctx, stdin: os.Stdin, stdout: out, stderr: stderr, cfg: config.Load()}
 	defer a.close()
 	defer func() {
 		// A bug must still end in one line on stderr and status 1.
@@ -163,6 +163,7 @@ func (o *outWriter) Write(p []byte) (int, error) {
 // app is one invocation's state.
 type app struct {
 	ctx    context.Context
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 	cfg    config.Shared

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/secretbox"
 	"github.com/gatehouse/gatehouse/internal/testenv"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 type result struct {
@@ -549,5 +551,44 @@ func TestDemotingTheOnlyOwnerIsAFailure(t *testing.T) {
 	r := run("users", "create", "--org", org.ID, "--email", "o@example.com", "--password", "correct horse battery", "--role", "viewer")
 	if r.code != cli.ExitFailure || !strings.Contains(r.stderr, "only owner") {
 		t.Fatalf("demoting the only owner: exit %d: %q", r.code, r.stderr)
+	}
+}
+
+// --password-stdin keeps the password out of the process list.
+func TestUsersCreatePasswordFromStdin(t *testing.T) {
+	_, dsn := testenv.Pool(t)
+	t.Setenv("DATABASE_URL", dsn)
+	var org struct{ ID string }
+	mustJSON(t, &org, "orgs", "create", "--name", "Acme", "--json")
+	withStdin := func(input string, args ...string) result {
+		t.Helper()
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = w.WriteString(input)
+		_ = w.Close()
+		old := os.Stdin
+		os.Stdin = r
+		defer func() { os.Stdin = old; _ = r.Close() }()
+		return run(args...)
+	}
+	args := []string{"users", "create", "--org", org.ID, "--email", "s@example.com", "--role", "owner", "--password-stdin"}
+	if r := withStdin("correct horse battery\n", args...); r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := accounts.New(pool, time.Now).Authenticate(context.Background(), "s@example.com", "correct horse battery"); err != nil {
+		t.Fatalf("the password read from stdin does not sign in: %v", err)
+	}
+	if r := withStdin("", args...); r.code != cli.ExitUsage {
+		t.Errorf("empty stdin: exit %d", r.code)
+	}
+	if r := withStdin("x\n", append(args, "--password", "y")...); r.code != cli.ExitUsage {
+		t.Errorf("both: exit %d", r.code)
 	}
 }
