@@ -40,9 +40,11 @@
 //     nothing (store.go). Retries get 409 until the release lands, then
 //     execute.
 //   - The upstream could not be reached at all (the reverse proxy's dial
-//     error, "no upstreams available", or a 4xx error from a handler behind
-//     this one): the request provably never reached the backend, so the lock
-//     is released and the error passed on; a retry executes.
+//     error, a TLS handshake that failed before any connection was handed
+//     to the request, "no upstreams available", or a 4xx error from a
+//     handler behind this one): the request provably never reached the
+//     backend, so the lock is released and the error passed on; a retry
+//     executes.
 //   - The upstream may have received the request but produced no complete
 //     response (response-header timeout, connection reset, a body cut short,
 //     a panic behind this handler): the outcome is unknown. The gateway
@@ -85,6 +87,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -440,7 +444,8 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	// bounded so that the lock cannot expire while this gateway still waits.
 	execCtx, cancel := context.WithDeadline(context.WithoutCancel(r.Context()), ex.deadline)
 	defer cancel()
-	r = guardTransportRetries(r.WithContext(execCtx))
+	var connected atomic.Bool
+	r = guardTransportRetries(r.WithContext(execCtx), &connected)
 	r.Header = hideFromTransportRetries(r.Header)
 	// A replay goes to whichever client retries, with whatever
 	// Accept-Encoding it sends: the record must be in no content coding.
@@ -459,7 +464,7 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	}
 
 	switch {
-	case err != nil && !rb.WroteHeader() && neverReachedUpstream(err):
+	case err != nil && !rb.WroteHeader() && (neverReachedUpstream(err) || !connected.Load() && tlsHandshakeFailed(err)):
 		h.release(ctx, ex, recordReleased)
 		return err
 
@@ -542,25 +547,47 @@ var errNotResent = errors.New("not resending a keyed request the upstream may ha
 // backend deduplicates. A resend rewinds the body with GetBody, which here
 // refuses after a whole write; a retry after nothing was written (safe)
 // still gets the body. A request without a body has nothing to rewind, so
-// only the lower-case header name protects it.
-func guardTransportRetries(r *http.Request) *http.Request {
-	getBody := r.GetBody
-	if getBody == nil {
-		return r
-	}
+// only the lower-case header name protects it. connected is set once the
+// transport has a connection to write on: it dials and completes a TLS
+// handshake before that.
+func guardTransportRetries(r *http.Request, connected *atomic.Bool) *http.Request {
 	var written atomic.Bool
-	r.GetBody = func() (io.ReadCloser, error) {
-		if written.Load() {
-			return nil, errNotResent
+	if getBody := r.GetBody; getBody != nil {
+		r.GetBody = func() (io.ReadCloser, error) {
+			if written.Load() {
+				return nil, errNotResent
+			}
+			return getBody()
 		}
-		return getBody()
 	}
-	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
-		if i.Err == nil {
-			written.Store(true)
-		}
-	}}
+	trace := &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { connected.Store(true) },
+		WroteRequest: func(i httptrace.WroteRequestInfo) {
+			if i.Err == nil {
+				written.Store(true)
+			}
+		},
+	}
 	return r.WithContext(httptrace.WithClientTrace(r.Context(), trace))
+}
+
+// tlsHandshakeFailed reports whether err is a TLS handshake with the
+// upstream that failed: its certificate refused (expired, another name, an
+// unknown authority), an alert, or no TLS at all. Together with no
+// connection obtained (guardTransportRetries), nothing of the request was
+// sent, so its retry may execute — the certificate may be fixed by then.
+func tlsHandshakeFailed(err error) bool {
+	var (
+		verify    *tls.CertificateVerificationError
+		alert     tls.AlertError
+		header    tls.RecordHeaderError
+		authority x509.UnknownAuthorityError
+		host      x509.HostnameError
+		invalid   x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &header) ||
+		errors.As(err, &authority) || errors.As(err, &host) || errors.As(err, &invalid) ||
+		strings.Contains(err.Error(), "TLS handshake timeout")
 }
 
 // refusedBeforeActing reports whether the upstream's response says, by HTTP

@@ -566,6 +566,37 @@ func TestUnreachableUpstreamReleasesTheLock(t *testing.T) {
 	}
 }
 
+// TestFailedTLSHandshakeReleasesTheLock: an HTTPS upstream whose
+// certificate the gateway refuses never received a byte of the request, so
+// the key must not keep answering 502 for its ttl: once the certificate is
+// trusted, the retry executes.
+func TestFailedTLSHandshakeReleasesTheLock(t *testing.T) {
+	_, prefix := testRedis(t)
+	var count atomic.Int64
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		count.Add(1)
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "https://")
+	proxy := func(tls map[string]any) map[string]any {
+		return map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": addr}},
+			"transport": map[string]any{"protocol": "http", "tls": tls}}
+	}
+	key := newKey()
+	gw := startCaddy(t, serverSpec{settings: settings{"key_prefix": prefix, "ttl": "10m"}, next: proxy(map[string]any{})})[0]
+	if r := gw.do(t, req{key: key, body: `{}`}); r.status != http.StatusBadGateway || count.Load() != 0 {
+		t.Fatalf("untrusted certificate: %d %s, upstream ran %d times", r.status, r.body, count.Load())
+	}
+	// The operator trusts the certificate (here: skips verification).
+	gw = startCaddy(t, serverSpec{settings: settings{"key_prefix": prefix, "ttl": "10m"},
+		next: proxy(map[string]any{"insecure_skip_verify": true})})[0]
+	gw.do(t, req{key: key, body: `{}`}).mustBeExecuted(t, "retry once the certificate is trusted")
+	if n := count.Load(); n != 1 {
+		t.Fatalf("upstream executed %d times, want 1", n)
+	}
+}
+
 // TestAmbiguousFailuresAreNeverReExecuted: once the request may have
 // reached the backend without a complete answer, every retry gets the same
 // recorded gateway error, even after lock_ttl.
