@@ -1,9 +1,12 @@
 package idempotency
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"mime"
+	"strings"
 
 	"github.com/gatehouse/gatehouse/internal/apierror"
 )
@@ -55,13 +58,22 @@ func invalidKey(format string, args ...any) *apierror.Error {
 // method, the path with its query, and the body. The NUL separators make the
 // encoding unambiguous because neither a method nor a request URI can contain
 // NUL. Headers are deliberately left out: clients legitimately vary them
-// between retries (User-Agent, tracing headers, a rolled API key).
-func fingerprint(method, requestURI string, body []byte) string {
+// between retries (User-Agent, tracing headers, a rolled API key). A
+// multipart body (contentType multipart/… with a boundary) is hashed with
+// its boundary replaced by a fixed one: curl -F, Go's mime/multipart and
+// Python's requests draw a new random boundary for every attempt, so the
+// same upload retried differs in framing only. Other bodies hash as they
+// are, as before multipart was recognised, so records survive an upgrade.
+func fingerprint(method, requestURI, contentType string, body []byte) string {
 	h := sha256.New()
 	h.Write([]byte(method))
 	h.Write([]byte{0})
 	h.Write([]byte(requestURI))
 	h.Write([]byte{0})
+	if mt, params, err := mime.ParseMediaType(contentType); err == nil && strings.HasPrefix(mt, "multipart/") && params["boundary"] != "" {
+		h.Write([]byte("multipart\x00"))
+		body = bytes.ReplaceAll(body, []byte("--"+params["boundary"]), []byte("--\x00boundary"))
+	}
 	h.Write(body)
 	var sum [sha256.Size]byte
 	return hex.EncodeToString(h.Sum(sum[:0]))

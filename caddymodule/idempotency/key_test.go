@@ -1,7 +1,11 @@
 package idempotency
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"mime/multipart"
 	"strings"
 	"testing"
 
@@ -95,19 +99,57 @@ func validKey(s string) bool {
 }
 
 func TestFingerprintSeparatesFields(t *testing.T) {
-	base := fingerprint("POST", "/v1/a", []byte("x"))
+	base := fingerprint("POST", "/v1/a", "application/json", []byte("x"))
 	for name, fp := range map[string]string{
-		"method": fingerprint("PATCH", "/v1/a", []byte("x")),
-		"path":   fingerprint("POST", "/v1/b", []byte("x")),
-		"query":  fingerprint("POST", "/v1/a?x", nil),
-		"body":   fingerprint("POST", "/v1/a", []byte("y")),
-		"shift":  fingerprint("POST", "/v1/ax", nil),
+		"method": fingerprint("PATCH", "/v1/a", "application/json", []byte("x")),
+		"path":   fingerprint("POST", "/v1/b", "application/json", []byte("x")),
+		"query":  fingerprint("POST", "/v1/a?x", "application/json", nil),
+		"body":   fingerprint("POST", "/v1/a", "application/json", []byte("y")),
+		"shift":  fingerprint("POST", "/v1/ax", "application/json", nil),
 	} {
 		if fp == base {
 			t.Errorf("changing the %s kept the fingerprint", name)
 		}
 	}
-	if fingerprint("POST", "/v1/a", []byte("x")) != base {
+	if fingerprint("POST", "/v1/a", "application/json", []byte("x")) != base {
 		t.Error("fingerprint is not deterministic")
 	}
+}
+
+// A multipart upload retried by a client that draws a new boundary each
+// time (curl -F, Go's mime/multipart, Python's requests) is the same
+// request; another file or field is not. Other bodies hash exactly as
+// before, so records made before an upgrade still match their retries.
+func TestFingerprintOfMultipartIgnoresTheBoundary(t *testing.T) {
+	upload := func(file string) (string, []byte) {
+		var b bytes.Buffer
+		w := multipart.NewWriter(&b)
+		_ = w.WriteField("purpose", "dispute_evidence")
+		f, _ := w.CreateFormFile("file", "a.txt")
+		_, _ = f.Write([]byte(file))
+		_ = w.Close()
+		return w.FormDataContentType(), b.Bytes()
+	}
+	ct1, b1 := upload("hello")
+	ct2, b2 := upload("hello")
+	ct3, b3 := upload("hellO")
+	if ct1 == ct2 {
+		t.Fatal("the writer drew the same boundary twice")
+	}
+	first := fingerprint("POST", "/v1/files", ct1, b1)
+	if fingerprint("POST", "/v1/files", ct2, b2) != first {
+		t.Error("the same upload with another boundary is another request")
+	}
+	if fingerprint("POST", "/v1/files", ct3, b3) == first {
+		t.Error("another file's upload is the same request")
+	}
+	// Unchanged for other bodies: SHA-256 of method, NUL, URI, NUL, body.
+	if got := fingerprint("POST", "/v1/a", "application/json", []byte("x")); got != legacy("POST", "/v1/a", "x") {
+		t.Errorf("a JSON body's fingerprint changed: %s", got)
+	}
+}
+
+func legacy(method, uri, body string) string {
+	sum := sha256.Sum256([]byte(method + "\x00" + uri + "\x00" + body))
+	return hex.EncodeToString(sum[:])
 }
