@@ -60,6 +60,12 @@ const (
 	placeholderUserID = "http.auth.user.id"
 )
 
+// Placeholders are the names of the placeholders this handler sets, for
+// handlers that partition by them (rate_limit refuses a key naming another
+// one under http.auth.api_key., a typo that would never be set).
+var Placeholders = []string{PlaceholderOrgID, PlaceholderKeyID, PlaceholderLivemode, PlaceholderEnvironment,
+	PlaceholderKind, PlaceholderScopes, PlaceholderBodyCapture}
+
 // Var keys among the request's vars, for handlers written in Go.
 const (
 	VarPrincipal  = "gatehouse.api_key"     // *Principal; see FromRequest

@@ -35,6 +35,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/gatehouse/gatehouse/caddymodule/apikey"
 	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
 	"github.com/gatehouse/gatehouse/caddymodule/redispool"
 	"github.com/gatehouse/gatehouse/internal/apierror"
@@ -54,9 +55,9 @@ func init() {
 
 // Placeholders the api_key handler sets; limits are partitioned by them.
 const (
-	phOrg         = "http.auth.api_key.org_id"
-	phKeyID       = "http.auth.api_key.key_id"
-	phEnvironment = "http.auth.api_key.environment"
+	phOrg         = apikey.PlaceholderOrgID
+	phKeyID       = apikey.PlaceholderKeyID
+	phEnvironment = apikey.PlaceholderEnvironment
 )
 
 // Placeholders this handler sets for later handlers and log formats.
@@ -151,7 +152,10 @@ type Policy struct {
 	// Key is the partition: a template of placeholders, e.g.
 	// "{http.auth.api_key.key_id}" or "{http.vars.client_ip}". Each distinct
 	// value gets its own limit. The policy is skipped when any placeholder in
-	// it is empty or unknown. State is also kept apart per environment and
+	// it is empty or unknown at run time (a per-key limit before
+	// authentication); a name that can never be set — a Caddyfile shorthand
+	// in JSON, a name under http.auth.api_key. that api_key does not set — is
+	// refused at load. State is also kept apart per environment and
 	// per organisation (the Redis Cluster hash tag of the request), so a
 	// per-IP policy counts an address per organisation for authenticated
 	// requests and on its own for unauthenticated ones.
@@ -448,12 +452,42 @@ func validName(kind, name string) error {
 	return nil
 }
 
+// checkKey refuses a limit's key naming a placeholder that can never be
+// set: a limit whose key is empty at run time does not apply (as a per-key
+// limit before authentication), so such a typo would turn it off without a
+// word. Caught: a name under http.auth.api_key. that api_key does not set,
+// and a Caddyfile shorthand ({client_ip}) in JSON, which only the
+// Caddyfile adapter expands.
+func checkKey(key string) error {
+	for rest := key; ; {
+		open := strings.IndexByte(rest, '{')
+		if open < 0 {
+			return nil
+		}
+		end := strings.IndexByte(rest[open:], '}')
+		if end < 0 {
+			return nil
+		}
+		name := rest[open+1 : open+end]
+		rest = rest[open+end+1:]
+		switch {
+		case !strings.Contains(name, "."):
+			return fmt.Errorf("key: {%s} is no placeholder (Caddyfile shorthands such as {client_ip} are expanded only in a Caddyfile; in JSON write the full name, e.g. {http.vars.client_ip})", name)
+		case strings.HasPrefix(name, "http.auth.api_key.") && !slices.Contains(apikey.Placeholders, name):
+			return fmt.Errorf("key: api_key sets no placeholder {%s}; it sets %s", name, strings.Join(apikey.Placeholders, ", "))
+		}
+	}
+}
+
 func (p *Policy) validate() error {
 	if err := validName("policy", p.Name); err != nil {
 		return err
 	}
 	if p.Key == "" {
 		return fmt.Errorf("policy %s: key is required (e.g. key {http.auth.api_key.key_id})", p.Name)
+	}
+	if err := checkKey(p.Key); err != nil {
+		return fmt.Errorf("policy %s: %w", p.Name, err)
 	}
 	if err := p.Rate.validate(p.Name, "rate"); err != nil {
 		return err
@@ -506,6 +540,9 @@ func (q *Quota) validate() error {
 	}
 	if q.Key == "" {
 		return fmt.Errorf("quota %s: key is required (e.g. key {http.auth.api_key.org_id})", q.Name)
+	}
+	if err := checkKey(q.Key); err != nil {
+		return fmt.Errorf("quota %s: %w", q.Name, err)
 	}
 	if q.Limit <= 0 {
 		return fmt.Errorf("quota %s: limit must be a positive number of requests, got %d", q.Name, q.Limit)

@@ -503,3 +503,22 @@ func TestEveryKeyExpires(t *testing.T) {
 		t.Errorf("expected key %s missing; have %v", k, keys)
 	}
 }
+
+// A key naming a placeholder that can never be set would turn its limit
+// off without a word (an empty key skips the limit): refused at load, in
+// JSON as in a Caddyfile; real names pass.
+func TestKeysNamingNoPlaceholderAreRefused(t *testing.T) {
+	policy := func(key string) *Handler {
+		return &Handler{Policies: []*Policy{{Name: "p", Key: key, Rate: Rate{Requests: 1}}}}
+	}
+	for _, bad := range []string{"{client_ip}", "{http.auth.api_key.keyid}", "org:{http.auth.api_key.org}"} {
+		if err := policy(bad).Validate(); err == nil || !strings.Contains(err.Error(), "key:") {
+			t.Errorf("key %q: %v", bad, err)
+		}
+	}
+	for _, ok := range []string{"{http.vars.client_ip}", "{http.auth.api_key.key_id}", "{http.auth.api_key.org_id}:{http.request.header.X-Tenant}", "global"} {
+		if err := policy(ok).Validate(); err != nil {
+			t.Errorf("key %q refused: %v", ok, err)
+		}
+	}
+}
