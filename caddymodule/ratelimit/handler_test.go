@@ -209,7 +209,7 @@ func TestQuotasArePublishedForTheDashboard(t *testing.T) {
 		{Name: "monthly", Key: "{http.auth.api_key.org_id}", Limit: 1000, SandboxLimit: 100},
 		{Name: "daily-per-key", Key: "{http.auth.api_key.key_id}", Limit: 50, Period: PeriodDay,
 			MatchRaw: caddyhttp.RawMatcherSets{{"path": []byte(`["/v1/customers*"]`)}}},
-		{Name: "hourly-per-ip", Key: "{client_ip}", Limit: 10, Period: PeriodHour},
+		{Name: "hourly-per-ip", Key: "{http.vars.client_ip}", Limit: 10, Period: PeriodHour},
 	}}, prefix)
 	want := map[string]keyspace.QuotaSpec{
 		"monthly":       {Name: "monthly", Live: 1000, Sandbox: 100, Period: "month", Per: keyspace.PerOrganization},
