@@ -103,6 +103,9 @@ type Producer struct {
 	inflight        []Message
 	inflightSpooled bool
 	inflightInSpool int
+	// inflightLost counts the in-flight messages the spool had no room
+	// for, counted as dropped: the send's success delivers them after all.
+	inflightLost int
 
 	enqueued, sent, spooled, dropped atomic.Uint64
 	warnedAt                         atomic.Int64
@@ -141,7 +144,10 @@ func New(cfg Config, sender Sender) (*Producer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	sp, err := openSpool(cfg.Dir, cfg.SpoolLimit, 64<<20)
+	// Segments of at most an eighth of the limit: the sent start of the
+	// head segment stays on disk until it rolls, so disk use stays within
+	// about 1.125 × SpoolLimit (64 MiB segments made a 1 MiB limit 65 MiB).
+	sp, err := openSpool(cfg.Dir, cfg.SpoolLimit, min(64<<20, max(cfg.SpoolLimit/8, 64<<10)))
 	if err != nil {
 		return nil, err
 	}
@@ -191,6 +197,7 @@ func (p *Producer) Enqueue(m Message) {
 	n := p.toSpool(batch) // under p.mu so nothing newer overtakes these
 	if inflight {
 		p.inflightInSpool = min(n, len(p.inflight))
+		p.inflightLost = len(p.inflight) - p.inflightInSpool
 	}
 	p.mu.Unlock()
 }
@@ -370,8 +377,8 @@ func (p *Producer) drain(ctx context.Context) bool {
 		p.mu.Unlock()
 		err := p.send(ctx, batch)
 		p.mu.Lock()
-		spooled, inSpool := p.inflightSpooled, p.inflightInSpool
-		p.inflight, p.inflightSpooled, p.inflightInSpool = nil, false, 0
+		spooled, inSpool, lost := p.inflightSpooled, p.inflightInSpool, p.inflightLost
+		p.inflight, p.inflightSpooled, p.inflightInSpool, p.inflightLost = nil, false, 0, 0
 		if err != nil {
 			// Older than anything still in memory: spooling it first keeps
 			// order, unless an overflow already spooled it ahead of newer ones.
@@ -385,6 +392,9 @@ func (p *Producer) drain(ctx context.Context) bool {
 		}
 		if spooled {
 			p.skipSpooled(inSpool)
+		}
+		if lost > 0 {
+			p.dropped.Add(^uint64(lost - 1)) // delivered after all: not dropped
 		}
 		p.mu.Unlock()
 	}

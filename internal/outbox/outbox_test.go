@@ -332,8 +332,10 @@ func TestWriteThroughSurvivesAKill(t *testing.T) {
 			for i := range 100 {
 				p.Enqueue(msg(i))
 			}
-			// kill -9: no Run, no shutdown; the process simply ends. The
+			// kill -9: no Run, no shutdown; the process simply ends, and the
+			// kernel closes its files (and so its lock on the dir). The
 			// next one sends what its spool holds.
+			p.spool.close()
 			s2 := &flakySender{}
 			p2, err := New(Config{Dir: dir}, s2)
 			if err != nil {
@@ -776,5 +778,120 @@ func TestSmallMemoryLimitWakesTheSender(t *testing.T) {
 	}
 	if st := p.Stats(); st.Spooled != 0 {
 		t.Fatalf("Kafka healthy, yet %d messages went through the spool (stats %+v)", st.Spooled, st)
+	}
+}
+
+// A second producer on a spool dir in use is refused, naming the process
+// that holds it: two appending to one spool interleave records each takes
+// for its own and delete segments holding the other's unsent messages.
+func TestSpoolDirTakesOneProducer(t *testing.T) {
+	dir := t.TempDir()
+	p, err := New(Config{Dir: dir}, &flakySender{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(done) }()
+	if _, err := New(Config{Dir: dir}, &flakySender{}); err == nil ||
+		!strings.Contains(err.Error(), fmt.Sprintf("in use by another process (pid %d)", os.Getpid())) {
+		t.Fatalf("second producer on the dir: %v", err)
+	}
+	cancel()
+	<-done
+	if p2, err := New(Config{Dir: dir}, &flakySender{}); err != nil {
+		t.Fatalf("after the first stopped: %v", err)
+	} else {
+		p2.spool.close()
+	}
+}
+
+// gatedSender sends one batch each time the test allows it.
+type gatedSender struct {
+	allow, done chan struct{}
+	mu          sync.Mutex
+	got         int
+}
+
+func (g *gatedSender) Send(_ context.Context, msgs []Message) error {
+	<-g.allow
+	g.mu.Lock()
+	g.got += len(msgs)
+	g.mu.Unlock()
+	g.done <- struct{}{}
+	return nil
+}
+
+// Disk use stays near spool_limit while the spool is drained and appended
+// to at once: the sent start of a segment stays on disk until it rolls,
+// and 64 MiB segments made a 1 MiB limit 65 MiB.
+func TestSpoolDiskUseStaysNearTheLimit(t *testing.T) {
+	dir := t.TempDir()
+	const limit = 1 << 20
+	s := &gatedSender{allow: make(chan struct{}), done: make(chan struct{})}
+	p, err := New(Config{Dir: dir, SpoolLimit: limit, MemoryLimit: 1, BatchSize: 100, Linger: time.Millisecond}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(done) }()
+	value := bytes.Repeat([]byte("x"), 1000)
+	peak := int64(0)
+	for round := range 100 { // 5 MB through the spool, 50 KB at a time
+		for i := range 50 {
+			p.Enqueue(Message{Topic: "t", Key: []byte("k"), Value: append([]byte(strconv.Itoa(round*50+i)), value...)})
+		}
+		s.allow <- struct{}{}
+		<-s.done
+		var size int64
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if fi, err := e.Info(); err == nil {
+				size += fi.Size()
+			}
+		}
+		peak = max(peak, size)
+	}
+	go func() { // let the shutdown's drain through
+		for range s.done {
+		}
+	}()
+	close(s.allow)
+	cancel()
+	<-done
+	close(s.done)
+	if peak > 2*limit {
+		t.Fatalf("the spool dir reached %d bytes for a spool_limit of %d", peak, limit)
+	}
+	if st := p.Stats(); st.Dropped != 0 {
+		t.Fatalf("dropped %d", st.Dropped)
+	}
+}
+
+// A batch in flight when memory overflows into a full spool is counted as
+// dropped only if its send then fails: delivered, it is sent, not dropped.
+func TestInFlightBatchDeliveredIsNotCountedDropped(t *testing.T) {
+	s := &heldSender{started: make(chan struct{}), release: make(chan struct{})}
+	p, err := New(Config{Dir: t.TempDir(), MemoryLimit: 10, BatchSize: 5, SpoolLimit: 1, RetryEvery: time.Hour, Linger: time.Hour}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(done) }()
+	for i := range 5 {
+		p.Enqueue(msg(i))
+	}
+	<-s.started               // messages 0–4 are on the wire
+	for i := 5; i < 16; i++ { // memory overflows into a spool with no room
+		p.Enqueue(msg(i))
+	}
+	close(s.release)
+	waitFor(t, func() bool { return p.Stats().Sent >= 5 })
+	cancel()
+	<-done
+	if st := p.Stats(); st.Sent+st.Dropped > st.Enqueued || st.Sent < 5 {
+		t.Fatalf("%+v: sent and dropped add up to more than enqueued", st)
 	}
 }

@@ -37,6 +37,7 @@ type spool struct {
 	headOff int64 // read offset in segs[0] already sent
 	nextSeq int64 // number of the next segment; never reused
 	cursor  *os.File
+	lock    *os.File // lockDir's, held until close
 }
 
 // cursorFile holds "<segment> <offset>": everything before that offset of
@@ -59,9 +60,14 @@ func openSpool(dir string, limit, segSize int64) (*spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating spool dir: %w", err)
 	}
-	s := &spool{dir: dir, max: limit, segSize: segSize}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &spool{dir: dir, max: limit, segSize: segSize, lock: lock}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
+		s.close()
 		return nil, err
 	}
 	for _, e := range entries {
@@ -327,6 +333,10 @@ func (s *spool) close() {
 	if s.cursor != nil {
 		_ = s.cursor.Close()
 		s.cursor = nil
+	}
+	if s.lock != nil {
+		_ = s.lock.Close()
+		s.lock = nil
 	}
 }
 
