@@ -34,19 +34,29 @@ func init() {
 //		max_body_capture <size>              # default 8KiB; bodies only when the org enabled capture
 //	}]
 //
-// Every subdirective is optional; those that take lists may be repeated.
-// Sizes are like 512KB, 8KiB, 1GiB.
+// Every subdirective is optional; those that take lists may be repeated,
+// the others not. Sizes are like 512KB, 8KiB, 1GiB. A reload that changes
+// spool_limit or memory_limit keeps the running spool's values (and says
+// so in the log) until the gateway restarts.
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	h.Next() // consume directive name
 	if h.NextArg() {
 		return nil, h.Errf("request_log takes no arguments, only a block (got '%s')", h.Val())
 	}
 	rl := new(Handler)
+	seen := map[string]bool{}
 	for h.NextBlock(0) {
 		sub := h.Val()
 		args := h.RemainingArgs()
 		if len(args) == 0 {
 			return nil, h.Errf("request_log %s: missing value", sub)
+		}
+		switch sub {
+		case "topic", "spool_dir", "spool_limit", "memory_limit", "max_body_capture":
+			if seen[sub] {
+				return nil, h.Errf("request_log %s: given twice", sub)
+			}
+			seen[sub] = true
 		}
 		if h.NextBlock(1) {
 			return nil, h.Errf("request_log %s takes no block", sub)

@@ -24,6 +24,10 @@ type sharedProducer struct {
 	sender *outbox.KafkaSender
 	cancel context.CancelFunc
 	done   chan struct{}
+	// The limits it was created with; a config loaded while it runs
+	// shares it, and its own limits wait for the next start.
+	memoryLimit int
+	spoolLimit  int64
 }
 
 // Destruct stops the producer when the last handler using it is cleaned
@@ -68,7 +72,9 @@ func spoolPath(brokers []string, dir string) string {
 
 // acquireProducer returns the shared producer for brokers and dir, creating
 // and starting it if needed. Limits and logger apply when it is created;
-// a handler sharing an existing producer gets that one's limits. Callers
+// a handler sharing an existing producer gets that one's limits, with a
+// warning when its own differ (a reload that changed memory_limit or
+// spool_limit: the spool cannot change hands while it runs). Callers
 // release it with releaseProducer in Cleanup.
 func acquireProducer(brokers []string, dir string, memoryLimit int, spoolLimit int64, log *zap.Logger) (*sharedProducer, error) {
 	v, _, err := producers.LoadOrNew(producerKey(brokers, dir), func() (caddy.Destructor, error) {
@@ -82,7 +88,8 @@ func acquireProducer(brokers []string, dir string, memoryLimit int, spoolLimit i
 			return nil, err
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		sp := &sharedProducer{Producer: p, sender: sender, cancel: cancel, done: make(chan struct{})}
+		sp := &sharedProducer{Producer: p, sender: sender, cancel: cancel, done: make(chan struct{}),
+			memoryLimit: memoryLimit, spoolLimit: spoolLimit}
 		go func() {
 			defer close(sp.done)
 			_ = p.Run(ctx)
@@ -92,7 +99,13 @@ func acquireProducer(brokers []string, dir string, memoryLimit int, spoolLimit i
 	if err != nil {
 		return nil, err
 	}
-	return v.(*sharedProducer), nil
+	sp := v.(*sharedProducer)
+	if sp.memoryLimit != memoryLimit || sp.spoolLimit != spoolLimit {
+		log.Warn("request_log: the running spool keeps the memory_limit and spool_limit it started with; the new ones apply from the next start of the gateway",
+			zap.Int("memory_limit", sp.memoryLimit), zap.Int64("spool_limit", sp.spoolLimit),
+			zap.Int("configured_memory_limit", memoryLimit), zap.Int64("configured_spool_limit", spoolLimit))
+	}
+	return sp, nil
 }
 
 func releaseProducer(brokers []string, dir string) error {

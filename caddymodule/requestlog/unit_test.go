@@ -19,6 +19,8 @@ import (
 	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/wire"
 	"github.com/klauspost/compress/zstd"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestRoute(t *testing.T) {
@@ -197,5 +199,36 @@ func TestRecordWithLargeBodiesFitsInAKafkaMessage(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no record sent: dropped")
+	}
+}
+
+// A config loaded while a producer runs (a reload) shares it and its
+// limits; when its own limits differ, it says so instead of ignoring them.
+func TestReloadedLimitsAreNotIgnoredSilently(t *testing.T) {
+	dir := t.TempDir()
+	brokers := []string{"127.0.0.1:1"}
+	first, err := acquireProducer(brokers, dir, 10, 1<<20, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = releaseProducer(brokers, dir) }()
+	core, logs := observer.New(zap.WarnLevel)
+	second, err := acquireProducer(brokers, dir, 5000, 2<<30, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = releaseProducer(brokers, dir) }()
+	if second != first {
+		t.Fatal("a second config did not share the running producer")
+	}
+	if w := logs.FilterMessageSnippet("new ones apply from the next start").All(); len(w) != 1 {
+		t.Fatalf("warnings: %v", logs.All())
+	}
+	if _, err := acquireProducer(brokers, dir, 10, 1<<20, zap.New(core)); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = releaseProducer(brokers, dir) }()
+	if n := logs.Len(); n != 1 {
+		t.Fatalf("the same limits warned too: %d warnings", n)
 	}
 }
