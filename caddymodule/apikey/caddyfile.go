@@ -43,8 +43,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 		return nil, h.Errf("api_key takes no arguments besides a matcher; configure it in a block (got '%s')", h.Val())
 	}
 	ak := new(Handler)
+	given := map[string]bool{}
 	for h.NextBlock(0) {
-		switch sub := h.Val(); sub {
+		sub := h.Val()
+		if sub != "scope" { // the only one that may repeat
+			if given[sub] {
+				return nil, h.Errf("api_key %s: already set", sub)
+			}
+			given[sub] = true
+		}
+		switch sub {
 		case "database_url", "identity_secret":
 			var v string
 			if !h.AllArgs(&v) {

@@ -35,8 +35,11 @@ func parseDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // parseGlobal reads the global option. Syntax:
 //
 //	reload_drain <duration>|off
-func parseGlobal(d *caddyfile.Dispenser, _ any) (any, error) {
+func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 	d.Next() // consume option name
+	if existing != nil {
+		return nil, d.Err("reload_drain: already set in the global options")
+	}
 	if !d.NextArg() {
 		return nil, d.ArgErr()
 	}

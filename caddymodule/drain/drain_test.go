@@ -28,6 +28,7 @@ func TestCaddyfileRejects(t *testing.T) {
 		"global bad":     {"{\n\treload_drain soon\n}\n:8080 {\n\treload_drain\n}", "want a duration from 1ms to 1m, or off"},
 		"global too big": {"{\n\treload_drain 5m\n}\n:8080 {\n\treload_drain\n}", "want a duration from 1ms to 1m, or off"},
 		"global tiny":    {"{\n\treload_drain 500us\n}\n:8080 {\n\treload_drain\n}", "want a duration from 1ms to 1m, or off"},
+		"global twice":   {"{\n\treload_drain 1s\n\treload_drain off\n}\n:8080 {\n\treload_drain\n}", "reload_drain: already set"},
 	})
 }
 

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -91,8 +92,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	failModeSet := ""
 	seen := map[string]bool{}
+	given := map[string]bool{}
 	for d.NextBlock(0) {
 		sub := d.Val()
+		if err := once(d, given, "rate_limit", sub, "redis", "timeout", "warn_interval", "key_prefix"); err != nil {
+			return err
+		}
 		switch sub {
 		case "redis":
 			if !d.AllArgs(&h.Redis) {
@@ -161,6 +166,19 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// once refuses a second sub in a block when sub is one of single, the
+// subdirectives that take one value (a repeat would silently win).
+func once(d *caddyfile.Dispenser, given map[string]bool, where, sub string, single ...string) error {
+	if !slices.Contains(single, sub) {
+		return nil
+	}
+	if given[sub] {
+		return d.Errf("%s: %s already set", where, sub)
+	}
+	given[sub] = true
+	return nil
+}
+
 func parsePolicy(d *caddyfile.Dispenser) (*Policy, error) {
 	p := new(Policy)
 	start := d.Token()
@@ -173,8 +191,12 @@ func parsePolicy(d *caddyfile.Dispenser) (*Policy, error) {
 	var rateSet, burstSet bool
 	var sandbox *Rate
 	sandboxBurst := 0
+	given := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
+		if err := once(d, given, "policy "+p.Name, sub, "sandbox_burst"); err != nil {
+			return nil, err
+		}
 		switch sub {
 		case "key":
 			if p.Key != "" {
@@ -254,8 +276,12 @@ func parseQuota(d *caddyfile.Dispenser) (*Quota, error) {
 	if err := validName("quota", q.Name); err != nil {
 		return nil, d.Err(err.Error())
 	}
+	given := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
+		if err := once(d, given, "quota "+q.Name, sub, "limit", "sandbox_limit", "period"); err != nil {
+			return nil, err
+		}
 		switch sub {
 		case "key":
 			if q.Key != "" {
