@@ -49,5 +49,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	for h.NextBlock(0) {
 		return nil, h.Errf("unrecognized api_error subdirective '%s'; api_error has no block", h.Val())
 	}
+	if se.StatusCode != 0 {
+		if err := se.Validate(); err != nil {
+			return nil, h.Err(err.Error())
+		}
+	}
 	return se, nil
 }

@@ -68,6 +68,11 @@ func (h *Handler) Validate() error {
 	if h.StatusCode < 400 || h.StatusCode > 599 {
 		return fmt.Errorf("api_error: status %d is not an error status (400-599)", h.StatusCode)
 	}
+	if e, _ := lookup(h.Code); !apierror.StatusFits(e.Type, h.StatusCode) {
+		return fmt.Errorf("api_error: status %d does not fit %s, of type %s (authentication_error is sent with 401, "+
+			"permission_error 403, idempotency_error 409 or 422, rate_limit_error 429, api_error 5xx, "+
+			"invalid_request_error another 4xx)", h.StatusCode, h.Code, e.Type)
+	}
 	return nil
 }
 

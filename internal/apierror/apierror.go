@@ -92,6 +92,28 @@ func CheckText(param, v string) error {
 	return nil
 }
 
+// StatusFits reports whether status is one an error of type t is sent
+// with: authentication_error 401, permission_error 403, idempotency_error
+// 409 or 422, rate_limit_error 429, api_error 5xx, invalid_request_error
+// any other 4xx.
+func StatusFits(t Type, status int) bool {
+	switch t {
+	case TypeAuthentication:
+		return status == 401
+	case TypePermission:
+		return status == 403
+	case TypeIdempotency:
+		return status == 409 || status == 422
+	case TypeRateLimit:
+		return status == 429
+	case TypeAPI:
+		return status >= 500 && status <= 599
+	case TypeInvalidRequest:
+		return status >= 400 && status <= 499 && status != 401 && status != 403 && status != 429
+	}
+	return false
+}
+
 // CheckName is CheckText for a one-line name (an organisation's, a key's):
 // control characters (line breaks, tabs, terminal escapes) and the
 // bidirectional overrides that reorder what a reader sees are refused too,

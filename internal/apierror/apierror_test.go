@@ -67,6 +67,9 @@ func TestCodesAreUniqueAndTyped(t *testing.T) {
 		if c.Status < 400 || c.Description == "" || c.Type == "" {
 			t.Errorf("code %s incomplete: %+v", c.Code, c)
 		}
+		if !StatusFits(c.Type, c.Status) {
+			t.Errorf("code %s: status %d does not fit its type %s", c.Code, c.Status, c.Type)
+		}
 	}
 }
 
