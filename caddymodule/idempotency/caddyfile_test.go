@@ -91,6 +91,9 @@ func TestValidate(t *testing.T) {
 		{"negative size", Handler{TTL: dur(time.Hour), LockTTL: dur(time.Minute), MaxResponseSize: -1, methods: []string{"POST"}}, false},
 		{"lock_ttl under the minimum", Handler{TTL: dur(time.Hour), LockTTL: dur(MinLockTTL - 1), methods: []string{"POST"}}, false},
 		{"lock_ttl at the minimum", Handler{TTL: dur(time.Hour), LockTTL: dur(MinLockTTL), methods: []string{"POST"}}, true},
+		{"fallback_scope name", Handler{TTL: dur(time.Hour), LockTTL: dur(time.Minute), methods: []string{"POST"}, FallbackScope: "public"}, true},
+		// Taken literally, a placeholder would be one shared scope, not one per client.
+		{"fallback_scope template", Handler{TTL: dur(time.Hour), LockTTL: dur(time.Minute), methods: []string{"POST"}, FallbackScope: "{http.vars.client_ip}"}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

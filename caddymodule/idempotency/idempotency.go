@@ -188,9 +188,9 @@ type Handler struct {
 	Methods []string `json:"methods,omitempty"`
 
 	// Scope for requests without the api_key placeholders (no
-	// {http.auth.api_key.org_id}), e.g. a single-tenant route without keys.
-	// Every such caller then shares one key space, so use it only where
-	// that is true. When empty (the default), a keyed request without an
+	// {http.auth.api_key.org_id}), e.g. a single-tenant route without keys:
+	// a fixed name (placeholders are refused). Every such caller then
+	// shares one key space, so use it only where that is true. When empty (the default), a keyed request without an
 	// organisation is refused with a 500 and an error log: it means this
 	// handler was placed before api_key, and executing unscoped could replay
 	// one tenant's response to another.
@@ -287,6 +287,11 @@ func (h *Handler) Validate() error {
 		if err := checkMethod(m); err != nil {
 			return fmt.Errorf("idempotency: %w", err)
 		}
+	}
+	if strings.ContainsAny(h.FallbackScope, "{}") {
+		// Taken literally: a placeholder there would give every caller one
+		// shared key space while the operator expected one per client.
+		return fmt.Errorf("idempotency: fallback_scope is a fixed name, not a template (got %q); it is one key space shared by every caller without an organisation", h.FallbackScope)
 	}
 	return nil
 }

@@ -47,11 +47,14 @@ func (Filter) CaddyModule() caddy.ModuleInfo {
 }
 
 // UnmarshalCaddyfile reads `<field> gatehouse_redact`, which takes no
-// arguments.
+// arguments and no block.
 func (*Filter) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the filter's name
 	if d.NextArg() {
 		return d.ArgErr()
+	}
+	if d.NextBlock(d.Nesting()) {
+		return d.Errf("gatehouse_redact has no options (got '%s')", d.Val())
 	}
 	return nil
 }

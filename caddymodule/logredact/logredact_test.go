@@ -120,3 +120,14 @@ func TestFilterOneHeader(t *testing.T) {
 		t.Errorf("filtered values %s", s)
 	}
 }
+
+// The filter takes no options: a block is refused, not ignored.
+func TestFilterRefusesOptions(t *testing.T) {
+	for _, opts := range []string{" {\n\t\t\t\t\tmask all\n\t\t\t\t}", " strict"} {
+		_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte("{\n\tlog {\n\t\tformat filter {\n\t\t\tfields {\n\t\t\t\trequest>uri gatehouse_redact"+
+			opts+"\n\t\t\t}\n\t\t}\n\t}\n}\n:8080 {\n\trespond ok\n}\n"), nil)
+		if err == nil {
+			t.Errorf("gatehouse_redact%q adapted", opts)
+		}
+	}
+}
