@@ -40,6 +40,7 @@ package events
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -119,7 +120,8 @@ type Handler struct {
 	// when DATA_DIR is unset.
 	SpoolDir string `json:"spool_dir,omitempty"`
 
-	// Topic receives the events. Default: platform.events.v1.
+	// Topic receives the events; placeholders are expanded when the config
+	// loads (e.g. {env.KAFKA_TOPIC_EVENTS}). Default: platform.events.v1.
 	Topic string `json:"topic,omitempty"`
 
 	// MaxResponseSize is the largest response body, in bytes, that can
@@ -143,6 +145,7 @@ type Handler struct {
 	rules    []rule
 	producer *outbox.Producer
 	poolKey  string
+	topic    string // Topic expanded
 	logger   *zap.Logger
 	now      func() time.Time
 }
@@ -193,8 +196,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("emit_events: registering metrics: %w", err)
 	}
-	if h.Topic == "" {
-		h.Topic = wire.TopicEvents
+	h.topic = caddy.NewReplacer().ReplaceAll(h.Topic, "")
+	if h.topic == "" {
+		h.topic = wire.TopicEvents
 	}
 	if h.MaxResponseSize == 0 {
 		h.MaxResponseSize = DefaultMaxResponseSize
@@ -258,6 +262,7 @@ func (h *Handler) Validate() error {
 	if h.FinishTimeout < 0 {
 		return fmt.Errorf("emit_events: finish_timeout must not be negative, got %v", time.Duration(h.FinishTimeout))
 	}
+
 	seen := map[string]int{}
 	for i, r := range h.Rules {
 		cr, err := compileRule(r)
@@ -269,6 +274,11 @@ func (h *Handler) Validate() error {
 				i+1, r.Method, r.Path, cr.statusText(), j)
 		}
 		seen[cr.key()] = i + 1
+	}
+	if topic := cmp.Or(h.topic, h.Topic); topic != "" { // expanded once provisioned
+		if err := wire.CheckTopic(topic); err != nil {
+			return fmt.Errorf("emit_events: %w", err)
+		}
 	}
 	return nil
 }
@@ -445,7 +455,7 @@ func (h *Handler) emit(w http.ResponseWriter, r *http.Request, hw *holdback.Writ
 		warn(reasonNotJSON, "no event: encoding it failed", zap.Error(err))
 		return
 	}
-	h.producer.Enqueue(outbox.Message{Topic: h.Topic, Key: []byte(org), Value: value})
+	h.producer.Enqueue(outbox.Message{Topic: h.topic, Key: []byte(org), Value: value})
 	metrics.emitted.WithLabelValues(cr.Type).Inc()
 	if ce := h.logger.Check(zapcore.DebugLevel, "event emitted"); ce != nil {
 		ce.Write(zap.String("event_id", ev.ID), zap.String("event_type", ev.Type), zap.String("request_id", requestID))
@@ -649,7 +659,8 @@ func acquireProducer(dir string, brokers []string, log *zap.Logger) (*outbox.Pro
 	s := v.(*sharedProducer)
 	if loaded && s.brokers != joined {
 		_, _ = producers.Delete(dir)
-		return nil, fmt.Errorf("spool_dir %s is already used with brokers %s; give handlers with other brokers their own spool_dir", dir, s.brokers)
+		return nil, fmt.Errorf("spool_dir %s is already used with brokers %s; give handlers with other brokers their own spool_dir "+
+			"(a reload cannot move a running spool to other brokers: restart the gateway to change them)", dir, s.brokers)
 	}
 	return s.p, nil
 }

@@ -631,6 +631,7 @@ func TestValidateRefusesBadJSONConfig(t *testing.T) {
 		{"bad rule", Handler{Rules: []Rule{{Method: "POST", Path: "/v1/x", Type: "x"}}}, `rule 1: event type "x"`},
 		{"duplicate", Handler{Rules: []Rule{{Method: "POST", Path: "/v1/{a}", Type: "a.b"}, {Method: "POST", Path: "/v1/{b}", Status: "2xx", Type: "c.d"}}}, "rule 2 (POST /v1/{b} 2xx) repeats rule 1"},
 		{"size", Handler{MaxResponseSize: 2_000_000, Rules: []Rule{{Method: "POST", Path: "/v1/x", Type: "a.b"}}}, "max_response_size must be between 1 and 1000000"},
+		{"topic", Handler{Topic: "bad topic/name", Rules: []Rule{{Method: "POST", Path: "/v1/x", Type: "a.b"}}}, `topic "bad topic/name" is not a Kafka topic name`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.h.Validate()
@@ -638,6 +639,23 @@ func TestValidateRefusesBadJSONConfig(t *testing.T) {
 				t.Fatalf("Validate() = %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// The topic's placeholders are expanded when the config loads, as
+// request_log's are: {env.KAFKA_TOPIC_EVENTS} is not sent to Kafka as is.
+func TestTopicPlaceholderIsExpanded(t *testing.T) {
+	t.Setenv("GATEHOUSE_TEST_EVENTS_TOPIC", "tenant-a.events.v1")
+	h := Handler{Topic: "{env.GATEHOUSE_TEST_EVENTS_TOPIC}", SpoolDir: t.TempDir(), Brokers: []string{"127.0.0.1:1"},
+		Rules: []Rule{{Method: "POST", Path: "/v1/x", Type: "a.b"}}}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := h.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = h.Cleanup() }()
+	if err := h.Validate(); err != nil || h.topic != "tenant-a.events.v1" {
+		t.Fatalf("topic %q, Validate() = %v", h.topic, err)
 	}
 }
 

@@ -22,6 +22,7 @@ package requestlog
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
@@ -203,6 +204,11 @@ func (h *Handler) Validate() error {
 		return errors.New("request_log: memory_limit must not be negative")
 	case h.SpoolLimit < 0:
 		return errors.New("request_log: spool_limit must not be negative")
+	}
+	if topic := cmp.Or(h.topic, h.Topic); topic != "" { // expanded once provisioned
+		if err := wire.CheckTopic(topic); err != nil {
+			return fmt.Errorf("request_log: %w", err)
+		}
 	}
 	return nil
 }

@@ -4,7 +4,11 @@
 // old and new producers during a rolling upgrade.
 package wire
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
 
 // Topic names (binding).
 const (
@@ -12,6 +16,20 @@ const (
 	TopicEvents      = "platform.events.v1"
 	TopicDeadLetter  = "webhooks.dead-letter.v1"
 )
+
+// CheckTopic refuses a name Kafka would refuse as a topic (1 to 249 of
+// a-z, A-Z, 0-9, '.', '_' and '-'; not "." or ".."): a producer configured
+// with one would retry its sends forever, holding up everything queued
+// behind them.
+func CheckTopic(name string) error {
+	if name == "" || len(name) > 249 || name == "." || name == ".." ||
+		strings.IndexFunc(name, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+		}) >= 0 {
+		return fmt.Errorf("topic %q is not a Kafka topic name (1 to 249 of letters, digits, '.', '_' and '-')", name)
+	}
+	return nil
+}
 
 // RequestLog is one request through the gateway, already redacted: nothing
 // secret leaves the gateway. Keyed by organisation id.
