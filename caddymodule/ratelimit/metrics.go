@@ -2,13 +2,14 @@ package ratelimit
 
 import (
 	"errors"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the handler's Prometheus series. Caddy gives each config its
-// own registry; several rate_limit handlers in one config share the
-// collectors registered first.
+// metrics are the handler's Prometheus series. The collectors live for the
+// process and are registered into each config's registry, so counts
+// survive config reloads (as the other modules' and the reverse proxy's do).
 type metrics struct {
 	decisions   *prometheus.CounterVec
 	consumed    *prometheus.CounterVec
@@ -17,8 +18,8 @@ type metrics struct {
 
 const metricsNamespace, metricsSubsystem = "caddy", "gatehouse"
 
-func newMetrics(reg *prometheus.Registry) *metrics {
-	m := &metrics{
+var processMetrics = sync.OnceValue(func() *metrics {
+	return &metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem,
 			Name: "ratelimit_decisions_total",
@@ -36,13 +37,17 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "Requests whose limits could not be checked because Redis failed or timed out.",
 		}),
 	}
+})
+
+func newMetrics(reg *prometheus.Registry) *metrics {
+	m := *processMetrics()
 	if reg == nil {
-		return m
+		return &m
 	}
 	m.decisions = register(reg, m.decisions)
 	m.consumed = register(reg, m.consumed)
 	m.redisErrors = register(reg, m.redisErrors)
-	return m
+	return &m
 }
 
 // register adds c to reg, or returns the equal collector already there.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
 )
@@ -366,6 +367,9 @@ func TestRedisDown(t *testing.T) {
 	down := "redis://127.0.0.1:1/0" // nothing listens on port 1
 	t.Run("fail open lets requests through and counts them", func(t *testing.T) {
 		g := startGateway(t, &Handler{Redis: down, Policies: []*Policy{perKey(Rate{Requests: 1})}}, nil)
+		// The collectors live for the process: count from here.
+		errorsBefore := counter(t, "caddy_gatehouse_ratelimit_redis_errors_total", nil)
+		decisionsBefore := counter(t, "caddy_gatehouse_ratelimit_decisions_total", map[string]string{"policy": "per-key", "outcome": "error"})
 		start := time.Now()
 		for range 5 {
 			r := g.get(t, liveKey, "/")
@@ -379,16 +383,17 @@ func TestRedisDown(t *testing.T) {
 		if d := time.Since(start); d > 3*time.Second {
 			t.Errorf("5 requests took %s with Redis down; timeouts must bound them", d)
 		}
-		if n := counter(t, "caddy_gatehouse_ratelimit_redis_errors_total", nil); n != 5 {
+		if n := counter(t, "caddy_gatehouse_ratelimit_redis_errors_total", nil) - errorsBefore; n != 5 {
 			t.Errorf("redis errors = %v, want 5", n)
 		}
 		if n := counter(t, "caddy_gatehouse_ratelimit_decisions_total",
-			map[string]string{"policy": "per-key", "outcome": "error"}); n != 5 {
+			map[string]string{"policy": "per-key", "outcome": "error"}) - decisionsBefore; n != 5 {
 			t.Errorf("error decisions = %v, want 5", n)
 		}
 	})
 	t.Run("fail closed answers 503", func(t *testing.T) {
 		g := startGateway(t, &Handler{Redis: down, FailClosed: true, Policies: []*Policy{perKey(Rate{Requests: 1})}}, nil)
+		errorsBefore := counter(t, "caddy_gatehouse_ratelimit_redis_errors_total", nil)
 		r := g.get(t, liveKey, "/")
 		if r.status != http.StatusServiceUnavailable {
 			t.Fatalf("status %d, want 503", r.status)
@@ -399,7 +404,7 @@ func TestRedisDown(t *testing.T) {
 		if got := r.header.Get("Retry-After"); got != "1" {
 			t.Errorf("Retry-After = %q, want 1", got)
 		}
-		if n := counter(t, "caddy_gatehouse_ratelimit_redis_errors_total", nil); n != 1 {
+		if n := counter(t, "caddy_gatehouse_ratelimit_redis_errors_total", nil) - errorsBefore; n != 1 {
 			t.Errorf("redis errors = %v, want 1", n)
 		}
 	})
@@ -410,7 +415,6 @@ func TestMetrics(t *testing.T) {
 		Policies: []*Policy{perKey(Rate{Requests: 1, Period: caddy.Duration(time.Hour), Burst: 2})},
 		Quotas:   []*Quota{{Name: "monthly", Key: "{http.auth.api_key.org_id}", Limit: 100}},
 	}, newClock(t0))
-	g.admitted(t, liveKey, "/", 5)
 	tests := []struct {
 		name   string
 		labels map[string]string
@@ -422,8 +426,15 @@ func TestMetrics(t *testing.T) {
 		{"caddy_gatehouse_ratelimit_decisions_total", map[string]string{"policy": "monthly", "outcome": "limited"}, 0},
 		{"caddy_gatehouse_quota_consumed_total", map[string]string{"policy": "monthly"}, 2},
 	}
-	for _, tt := range tests {
-		if got := counter(t, tt.name, tt.labels); got != tt.want {
+	// The collectors live for the process (counts survive reloads): count
+	// what these requests add.
+	before := make([]float64, len(tests))
+	for i, tt := range tests {
+		before[i] = counter(t, tt.name, tt.labels)
+	}
+	g.admitted(t, liveKey, "/", 5)
+	for i, tt := range tests {
+		if got := counter(t, tt.name, tt.labels) - before[i]; got != tt.want {
 			t.Errorf("%s%v = %v, want %v", tt.name, tt.labels, got, tt.want)
 		}
 	}
@@ -521,4 +532,32 @@ func TestKeysNamingNoPlaceholderAreRefused(t *testing.T) {
 			t.Errorf("key %q refused: %v", ok, err)
 		}
 	}
+}
+
+// Counts survive a config reload: the new config's registry exports the
+// same collectors, as the other modules' do.
+func TestMetricsSurviveAReload(t *testing.T) {
+	first := newMetrics(prometheus.NewRegistry())
+	c := first.decisions.WithLabelValues("reload-test", "allowed")
+	c.Add(3)
+	reg := prometheus.NewRegistry()
+	newMetrics(reg)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "caddy_gatehouse_ratelimit_decisions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) == 2 && m.GetLabel()[0].GetValue() == "allowed" && m.GetLabel()[1].GetValue() == "reload-test" {
+				if m.GetCounter().GetValue() < 3 {
+					t.Fatalf("after the reload the count is %v", m.GetCounter().GetValue())
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("the reloaded config's registry lacks the count")
 }
