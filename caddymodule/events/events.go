@@ -263,17 +263,23 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("emit_events: finish_timeout must not be negative, got %v", time.Duration(h.FinishTimeout))
 	}
 
-	seen := map[string]int{}
+	var earlier []rule
 	for i, r := range h.Rules {
 		cr, err := compileRule(r)
 		if err != nil {
 			return fmt.Errorf("emit_events: rule %d: %w", i+1, err)
 		}
-		if j, dup := seen[cr.key()]; dup {
-			return fmt.Errorf("emit_events: rule %d (%s %s %s) repeats rule %d: the first would always win",
-				i+1, r.Method, r.Path, cr.statusText(), j)
+		for j, er := range earlier {
+			switch {
+			case er.key() == cr.key():
+				return fmt.Errorf("emit_events: rule %d (%s %s %s) repeats rule %d: the first would always win",
+					i+1, r.Method, r.Path, cr.statusText(), j+1)
+			case er.covers(cr):
+				return fmt.Errorf("emit_events: rule %d (%s %s %s) can never apply: rule %d (%s %s %s) comes first and matches every response it would",
+					i+1, r.Method, r.Path, cr.statusText(), j+1, er.Method, er.Path, er.statusText())
+			}
 		}
-		seen[cr.key()] = i + 1
+		earlier = append(earlier, cr)
 	}
 	if topic := cmp.Or(h.topic, h.Topic); topic != "" { // expanded once provisioned
 		if err := wire.CheckTopic(topic); err != nil {
@@ -515,6 +521,21 @@ var (
 )
 
 // compileRule validates r; its errors are the messages a user sees.
+// covers reports whether every response b matches is matched by r too:
+// the same method, each of r's segments a wildcard or b's, and r's status
+// any 2xx or b's.
+func (r rule) covers(b rule) bool {
+	if r.Method != b.Method || len(r.segments) != len(b.segments) || r.status != 0 && r.status != b.status {
+		return false
+	}
+	for i, s := range r.segments {
+		if s != "" && s != b.segments[i] {
+			return false
+		}
+	}
+	return true
+}
+
 func compileRule(r Rule) (rule, error) {
 	cr := rule{Rule: r}
 	if !slices.Contains(ruleMethods, r.Method) {

@@ -631,6 +631,10 @@ func TestValidateRefusesBadJSONConfig(t *testing.T) {
 		{"bad rule", Handler{Rules: []Rule{{Method: "POST", Path: "/v1/x", Type: "x"}}}, `rule 1: event type "x"`},
 		{"duplicate", Handler{Rules: []Rule{{Method: "POST", Path: "/v1/{a}", Type: "a.b"}, {Method: "POST", Path: "/v1/{b}", Status: "2xx", Type: "c.d"}}}, "rule 2 (POST /v1/{b} 2xx) repeats rule 1"},
 		{"size", Handler{MaxResponseSize: 2_000_000, Rules: []Rule{{Method: "POST", Path: "/v1/x", Type: "a.b"}}}, "max_response_size must be between 1 and 1000000"},
+		{"shadowed status", Handler{Rules: []Rule{{Method: "POST", Path: "/v1/customers", Status: "2xx", Type: "customer.created"},
+			{Method: "POST", Path: "/v1/customers", Status: "201", Type: "customer.made"}}}, "rule 2 (POST /v1/customers 201) can never apply: rule 1"},
+		{"shadowed path", Handler{Rules: []Rule{{Method: "POST", Path: "/v1/customers/{id}", Type: "customer.updated"},
+			{Method: "POST", Path: "/v1/customers/search", Type: "customer.searched"}}}, "rule 2 (POST /v1/customers/search 2xx) can never apply: rule 1"},
 		{"topic", Handler{Topic: "bad topic/name", Rules: []Rule{{Method: "POST", Path: "/v1/x", Type: "a.b"}}}, `topic "bad topic/name" is not a Kafka topic name`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
