@@ -213,7 +213,7 @@ func redisOutage(ctx context.Context, e *env, rep *report) error {
 	// Keys completed before the restart are gone with Redis's memory.
 	l.resetReplayPool()
 	rep.note("Redis ready (%.1fs to start); probing keyed creates until one succeeds", startDone.Sub(startIssued).Seconds())
-	rs, recovered, err := redisRecovery(ctx, l, rep, stop, startDone, "was ready",
+	rs, recovered, err := redisRecovery(ctx, l, rep, stop, stopIssued, startDone, "was ready",
 		"only keyed requests refused, only while Redis is away, only with 503 idempotency_unavailable")
 	if err != nil {
 		return err
@@ -286,7 +286,7 @@ func keyedRecovery(ctx context.Context, l *load, since time.Time) (time.Duration
 // phase, then the load ends with keyed requests allowed their 503 during
 // the fault (clientCheck names that check). It returns the results and how
 // long after since keyed creates worked again (-1 if not within 30 s).
-func redisRecovery(ctx context.Context, l *load, rep *report, stop func(), since time.Time, event, clientCheck string) ([]result, time.Duration, error) {
+func redisRecovery(ctx context.Context, l *load, rep *report, stop func(), faultAt, since time.Time, event, clientCheck string) ([]result, time.Duration, error) {
 	recovered, err := keyedRecovery(ctx, l, since)
 	if err != nil {
 		return nil, -1, err
@@ -295,19 +295,24 @@ func redisRecovery(ctx context.Context, l *load, rep *report, stop func(), since
 	if err := steady(ctx, l, rep, "after", 10*time.Second); err != nil {
 		return nil, -1, err
 	}
-	rs := endLoad(rep, l, stop, keyedMay503)
+	rs := endLoad(rep, l, stop, keyedMay503(faultAt))
 	clientErrorCheck(rep, clientCheck)
 	return rs, recovered, nil
 }
 
 // keyedMay503 is what a client may see while Redis is away and recovering:
 // keyed requests answered or refused with 503 idempotency_unavailable,
-// everything else answered.
-func keyedMay503(r result) bool {
-	if r.Op.keyed() && (r.Phase == "fault" || r.Phase == "recovery") {
-		return ok2xx(r) || r.Status == 503 && r.Code == "idempotency_unavailable"
+// everything else answered. A keyed request sent just before the fault
+// and still in flight when it began (answered at or after faultAt) may
+// meet it too.
+func keyedMay503(faultAt time.Time) func(result) bool {
+	return func(r result) bool {
+		inFault := r.Phase == "fault" || r.Phase == "recovery" || !r.Sent.Add(r.Latency).Before(faultAt)
+		if r.Op.keyed() && inFault {
+			return ok2xx(r) || r.Status == 503 && r.Code == "idempotency_unavailable"
+		}
+		return ok2xx(r)
 	}
-	return ok2xx(r)
 }
 
 // redisHang freezes Redis instead of stopping it: connections stay open and
@@ -331,6 +336,7 @@ func redisHang(ctx context.Context, e *env, rep *report) error {
 	}
 	rep.note("%s", line)
 	l.setPhase("fault")
+	faultAt := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		return fmt.Errorf("SIGSTOP redis: %w", err)
 	}
@@ -351,7 +357,7 @@ func redisHang(ctx context.Context, e *env, rep *report) error {
 	thaw()
 	thawAt := time.Now()
 	rep.note("Redis thawed (SIGCONT); probing keyed creates until one succeeds")
-	rs, recovered, err := redisRecovery(ctx, l, rep, stop, thawAt, "thawed",
+	rs, recovered, err := redisRecovery(ctx, l, rep, stop, faultAt, thawAt, "thawed",
 		"rate limits fail open, keyed requests 503 idempotency_unavailable, nothing else refused")
 	if err != nil {
 		return err
