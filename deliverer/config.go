@@ -1,6 +1,7 @@
 package deliverer
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -56,14 +57,31 @@ func FromEnv() (Env, error) {
 	if e.Worker.SandboxSchedule, err = scheduleEnv("DELIVERY_SCHEDULE_SANDBOX", DefaultSandboxSchedule); err != nil {
 		return e, err
 	}
-	e.Worker.Concurrency = config.Int("DELIVERY_CONCURRENCY", 64)
-	e.Worker.EndpointConcurrency = config.Int("DELIVERY_ENDPOINT_CONCURRENCY", 10)
-	e.Worker.Timeout = config.Duration("DELIVERY_TIMEOUT", 15*time.Second)
-	e.Worker.Lease = config.Duration("DELIVERY_LEASE", max(30*time.Second, 2*e.Worker.Timeout))
-	e.Worker.PollInterval = config.Duration("DELIVERY_POLL_INTERVAL", 250*time.Millisecond)
-	e.Worker.DisableAfter = config.Duration("DELIVERY_DISABLE_AFTER", 5*24*time.Hour)
-	if e.Worker.Concurrency < 1 || e.Worker.EndpointConcurrency < 1 || e.Worker.Timeout <= 0 {
-		return e, fmt.Errorf("DELIVERY_CONCURRENCY, DELIVERY_ENDPOINT_CONCURRENCY and DELIVERY_TIMEOUT must be positive")
+	var errs []error
+	positiveInt := func(name string, def int) int {
+		n, err := config.Int(name, def)
+		if err == nil && n < 1 {
+			err = fmt.Errorf("%s: must be positive, got %d", name, n)
+		}
+		errs = append(errs, err)
+		return n
+	}
+	positiveDuration := func(name string, def time.Duration) time.Duration {
+		d, err := config.Duration(name, def)
+		if err == nil && d <= 0 {
+			err = fmt.Errorf("%s: must be positive, got %s", name, d)
+		}
+		errs = append(errs, err)
+		return d
+	}
+	e.Worker.Concurrency = positiveInt("DELIVERY_CONCURRENCY", 64)
+	e.Worker.EndpointConcurrency = positiveInt("DELIVERY_ENDPOINT_CONCURRENCY", 10)
+	e.Worker.Timeout = positiveDuration("DELIVERY_TIMEOUT", 15*time.Second)
+	e.Worker.Lease = positiveDuration("DELIVERY_LEASE", max(30*time.Second, 2*e.Worker.Timeout))
+	e.Worker.PollInterval = positiveDuration("DELIVERY_POLL_INTERVAL", 250*time.Millisecond)
+	e.Worker.DisableAfter = positiveDuration("DELIVERY_DISABLE_AFTER", 5*24*time.Hour)
+	if err := errors.Join(errs...); err != nil {
+		return e, err
 	}
 	e.Worker.Topic = config.String("DELIVERER_TOPIC", config.String("KAFKA_TOPIC_EVENTS", ""))
 	e.Worker.GroupID = os.Getenv("DELIVERER_GROUP")

@@ -136,7 +136,11 @@ func TestFromEnv(t *testing.T) {
 		w.SpoolDir != "/var/lib/gatehouse/deliverer-spool" || !e.SMTP.Enabled() || len(e.SMTP.To) != 2 || e.Addr != ":8083" {
 		t.Fatalf("FromEnv = %+v", e)
 	}
-	for name, bad := range map[string]string{"WEBHOOK_ALLOW_CIDRS": "10.0.0.0/99", "DELIVERY_SCHEDULE_SANDBOX": "5s,never"} {
+	// A typo or a value out of range is refused naming the variable; it
+	// used to become the default silently (and -1s crashed the worker).
+	for name, bad := range map[string]string{"WEBHOOK_ALLOW_CIDRS": "10.0.0.0/99", "DELIVERY_SCHEDULE_SANDBOX": "5s,never",
+		"DELIVERY_TIMEOUT": "20", "DELIVERY_CONCURRENCY": "128x", "DELIVERY_ENDPOINT_CONCURRENCY": "5.5",
+		"DELIVERY_LEASE": "1 m", "DELIVERY_POLL_INTERVAL": "-1s", "DELIVERY_DISABLE_AFTER": "5d"} {
 		t.Run(name, func(t *testing.T) {
 			old, had := os.LookupEnv(name)
 			t.Setenv(name, bad)

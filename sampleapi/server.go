@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 
@@ -93,6 +94,13 @@ func (s *Server) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          zap.NewStdLog(s.log),
 	}
+	// Requests run on a context of their own, not ctx: SIGTERM lets them
+	// finish; one still running after the shutdown deadline is cancelled,
+	// so a query stuck in Postgres returns its connection and the pool can
+	// close.
+	base, abort := context.WithCancel(context.WithoutCancel(ctx))
+	defer abort()
+	srv.BaseContext = func(net.Listener) context.Context { return base }
 	errc := make(chan error, 1)
 	go func() {
 		s.log.Info("sampleapi listening", zap.String("addr", s.addr))
@@ -107,6 +115,8 @@ func (s *Server) Run(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
+		abort()
+		_ = srv.Close()
 		return fmt.Errorf("shutting down: %w", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {

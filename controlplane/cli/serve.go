@@ -109,6 +109,10 @@ func (a *app) serve(args []string) error {
 	if err != nil {
 		return usageErrorf(c.name, "TRUSTED_PROXIES: %v", err)
 	}
+	requireHTTPS, err := config.Bool("WEBHOOK_REQUIRE_HTTPS", false)
+	if err != nil {
+		return usageErrorf(c.name, "%v", err)
+	}
 	dash, err := dashboard.New(dashboard.Config{
 		DB:       db,
 		Logger:   log.Named("dashboard"),
@@ -117,7 +121,7 @@ func (a *app) serve(args []string) error {
 		Quotas:   lim,
 		Audit:    audit.NewLog(db),
 		Webhooks: &dashboard.SQLWebhooks{DB: db, Box: box, URLPolicy: ssrf.Policy{
-			Allow: allow, RequireHTTPS: config.Bool("WEBHOOK_REQUIRE_HTTPS", false),
+			Allow: allow, RequireHTTPS: requireHTTPS,
 		}},
 		Box:            box,
 		GatewayURL:     config.String("GATEWAY_PUBLIC_URL", "http://localhost:8080"),
@@ -137,7 +141,7 @@ func (a *app) serve(args []string) error {
 			usageapi.New(db, log.Named("usage"), nil),
 			events.NewAPI(events.Config{DB: db, Producer: producer, Topic: eventsTopic, Logger: log.Named("events")}),
 			webhooks.NewAPI(webhooks.Config{DB: db, Box: box, Logger: log.Named("webhooks"), URLPolicy: ssrf.Policy{
-				Allow: allow, RequireHTTPS: config.Bool("WEBHOOK_REQUIRE_HTTPS", false),
+				Allow: allow, RequireHTTPS: requireHTTPS,
 			}}),
 		},
 		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),

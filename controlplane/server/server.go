@@ -109,6 +109,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          zap.NewStdLog(s.cfg.Logger.Named("http")),
 	}
+	// Requests run on a context of their own, not ctx: SIGTERM lets them
+	// finish; one still running when ShutdownTimeout ends is cancelled, so
+	// a query stuck in Postgres returns its connection and the process can
+	// close its pool and exit.
+	base, abort := context.WithCancel(context.WithoutCancel(ctx))
+	defer abort()
+	srv.BaseContext = func(net.Listener) context.Context { return base }
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	s.cfg.Logger.Info("control plane listening", zap.String("addr", ln.Addr().String()))
@@ -121,6 +128,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
+		abort()
+		_ = srv.Close()
 		return fmt.Errorf("shutting down http: %w", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {

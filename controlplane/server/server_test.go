@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/controlplane/server"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/testenv"
@@ -138,5 +139,52 @@ func TestServeShutsDownOnContext(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
 		t.Fatal("still serving after shutdown")
+	}
+}
+
+// stuck is a /v1 route that waits until its request's context ends, as a
+// query stuck in Postgres does.
+type stuck struct{ started, cancelled chan struct{} }
+
+func (s stuck) Register(r *router.Router) {
+	r.HandleFunc("GET /v1/stuck", func(w http.ResponseWriter, req *http.Request) {
+		close(s.started)
+		<-req.Context().Done()
+		close(s.cancelled)
+	})
+}
+
+// A request still running when the shutdown's deadline ends is cancelled,
+// so its query returns the connection and the process can close its pool
+// and exit; it used to run on until Postgres answered.
+func TestShutdownCancelsRequestsPastTheDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := stuck{started: make(chan struct{}), cancelled: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- server.New(server.Config{IdentitySecret: secret, API: []router.Routes{s}, ShutdownTimeout: 200 * time.Millisecond}).Serve(ctx, ln)
+	}()
+	go func() {
+		req := signed(httptest.NewRequest("GET", "http://"+ln.Addr().String()+"/v1/stuck", nil), secret)
+		req.RequestURI = ""
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_ = resp.Body.Close()
+		}
+	}()
+	<-s.started
+	cancel()
+	select {
+	case <-s.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request's context was not cancelled after the shutdown deadline")
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return")
 	}
 }

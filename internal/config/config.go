@@ -40,13 +40,21 @@ func Load() Shared {
 	return Shared{
 		DatabaseURL:        String("DATABASE_URL", DefaultDatabaseURL),
 		RedisURL:           String("REDIS_URL", DefaultRedisURL),
-		KafkaBrokers:       strings.Split(String("KAFKA_BROKERS", DefaultKafkaBrokers), ","),
+		KafkaBrokers:       kafkaBrokers(),
 		IdentitySecret:     []byte(String("IDENTITY_SECRET", DefaultIdentitySecret)),
 		MasterKey:          String("MASTER_KEY", DefaultMasterKey),
 		PreviousMasterKeys: List("MASTER_KEY_PREVIOUS"),
 		LogLevel:           String("LOG_LEVEL", "info"),
 		DocsURL:            String("DOCS_URL", "http://localhost:8081/docs/errors"),
 	}
+}
+
+// kafkaBrokers is KAFKA_BROKERS as a list ("a:9092, b:9092" included).
+func kafkaBrokers() []string {
+	if l := List("KAFKA_BROKERS"); len(l) > 0 {
+		return l
+	}
+	return strings.Split(DefaultKafkaBrokers, ",")
 }
 
 // devSecrets are the secret settings whose defaults above are published
@@ -99,26 +107,51 @@ func List(name string) []string {
 	return out
 }
 
-// Duration parses name as a Go duration, or returns def.
-func Duration(name string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
-		return d
+// Duration parses name as a Go duration ("15s", "2m"), or returns def when
+// it is unset. A value that does not parse is an error naming the
+// variable: a typo must not become the default without a word.
+func Duration(name string, def time.Duration) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
 	}
-	return def
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil {
+		return def, fmt.Errorf("%s: %q is not a duration such as 15s or 2m", name, v)
+	}
+	return d, nil
 }
 
-// Int parses name as an integer, or returns def.
-func Int(name string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return n
+// Int parses name as an integer, or returns def when it is unset; a value
+// that does not parse is an error naming the variable.
+func Int(name string, def int) (int, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
 	}
-	return def
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		return def, fmt.Errorf("%s: %q is not a whole number", name, v)
+	}
+	return n, nil
 }
 
-// Bool parses name as a boolean, or returns def.
-func Bool(name string, def bool) bool {
-	if b, err := strconv.ParseBool(os.Getenv(name)); err == nil {
-		return b
+// Bool parses name as a boolean (true, false, 1, 0, yes, no, on, off), or
+// returns def when it is unset; another value is an error naming the
+// variable.
+func Bool(name string, def bool) (bool, error) {
+	v := os.Getenv(name)
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "":
+		return def, nil
+	case "yes", "on":
+		return true, nil
+	case "no", "off":
+		return false, nil
 	}
-	return def
+	b, err := strconv.ParseBool(strings.TrimSpace(v))
+	if err != nil {
+		return def, fmt.Errorf("%s: %q is not true or false", name, v)
+	}
+	return b, nil
 }
