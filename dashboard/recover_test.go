@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"fmt"
+	"html"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/controlplane/webhooks"
+	"github.com/gatehouse/gatehouse/internal/ids"
 )
 
 // "Recover: last 7 days" is a choice the dashboard offers, so the webhook
@@ -130,5 +132,38 @@ func TestRecoverContinuesPastItsBound(t *testing.T) {
 	}
 	if pending != 1 || last != fmt.Sprintf("whd_bulk%018d", webhooks.MaxRecover+1) {
 		t.Fatalf("continuing requeued %d, the last %s; want only the one left", pending, last)
+	}
+}
+
+// The delivery page shows the body the endpoint received: rendered in the
+// API version it pins (2026-06-01 calls the customer's name full_name),
+// not the event's own, which the event page shows.
+func TestDeliveryPayloadFollowsTheEndpointsVersion(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("payload@example.com", "Payload")
+	org := e.orgOf(b)
+	b.get("/webhooks/new")
+	p := b.post("/webhooks", "url", "http://127.0.0.1:9/hook", "events", "*", "api_version", "2026-06-01")
+	we := regexp.MustCompile(`we_[0-9A-Za-z]{22}`).FindString(p.body)
+	if p.status != http.StatusOK || we == "" {
+		t.Fatalf("create endpoint: %d", p.status)
+	}
+	ctx := t.Context()
+	evID, whd := ids.New(ids.Event), ids.New(ids.Delivery)
+	if _, err := e.pool.Exec(ctx, `INSERT INTO events (id, organization_id, livemode, type, api_version, data, created_at)
+		VALUES ($1, $2, false, 'customer.created', '2026-11-01', '{"object":{"object":"customer","id":"cus_1","name":"Ada"}}', now())`,
+		evID, org); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id, organization_id, livemode, event_id, endpoint_id, status)
+		VALUES ($1, $2, false, $3, $4, 'failed')`, whd, org, evID, we); err != nil {
+		t.Fatal(err)
+	}
+	page := html.UnescapeString(b.get("/deliveries/" + whd).body)
+	if !strings.Contains(page, `"full_name": "Ada"`) || !strings.Contains(page, `"api_version": "2026-06-01"`) || strings.Contains(page, `"name": "Ada"`) {
+		t.Errorf("the delivery page does not show the body the endpoint received:\n%s", page)
+	}
+	if page := html.UnescapeString(b.get("/events/" + evID).body); !strings.Contains(page, `"name": "Ada"`) {
+		t.Errorf("the event page does not show the event in its own version")
 	}
 }

@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/controlplane/events"
 	"github.com/gatehouse/gatehouse/internal/ids"
+	"github.com/gatehouse/gatehouse/internal/wire"
 )
 
 // The read models of the webhook and event pages. They read the tables of
@@ -40,23 +42,27 @@ const endpointCols = `id, url, description, enabled_events, status, disabled_rea
 
 // Delivery is one event sent to one endpoint.
 type Delivery struct {
-	ID             string     `db:"id"`
-	EventID        string     `db:"event_id"`
-	EventType      *string    `db:"event_type"`
-	EndpointID     string     `db:"endpoint_id"`
-	EndpointURL    *string    `db:"endpoint_url"`
-	Status         string     `db:"status"`
-	Attempts       int        `db:"attempts"`
-	LastStatusCode *int       `db:"last_status_code"`
-	NextAttemptAt  *time.Time `db:"next_attempt_at"`
-	ManualPending  bool       `db:"manual_pending"`
-	CreatedAt      time.Time  `db:"created_at"`
-	UpdatedAt      time.Time  `db:"updated_at"`
+	ID          string  `db:"id"`
+	EventID     string  `db:"event_id"`
+	EventType   *string `db:"event_type"`
+	EndpointID  string  `db:"endpoint_id"`
+	EndpointURL *string `db:"endpoint_url"`
+	// EndpointAPIVersion is the version the endpoint pins ("" for none):
+	// the payload it receives is rendered in it.
+	EndpointAPIVersion string     `db:"endpoint_api_version"`
+	Status             string     `db:"status"`
+	Attempts           int        `db:"attempts"`
+	LastStatusCode     *int       `db:"last_status_code"`
+	NextAttemptAt      *time.Time `db:"next_attempt_at"`
+	ManualPending      bool       `db:"manual_pending"`
+	CreatedAt          time.Time  `db:"created_at"`
+	UpdatedAt          time.Time  `db:"updated_at"`
 	// AttemptList is filled on the detail page and in traces.
 	AttemptList []Attempt `db:"-"`
 }
 
-const deliveryCols = `SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, we.url AS endpoint_url, d.status,
+const deliveryCols = `SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, we.url AS endpoint_url,
+	coalesce(we.api_version, '') AS endpoint_api_version, d.status,
 	d.attempts, d.last_status_code, d.next_attempt_at, d.manual_pending OR d.manual_claimed AS manual_pending, d.created_at, d.updated_at
 	FROM webhook_deliveries d
 	LEFT JOIN events ev ON ev.id = d.event_id AND ev.organization_id = d.organization_id AND ev.livemode = d.livemode
@@ -88,15 +94,27 @@ type Event struct {
 
 const eventCols = `id, type, api_version, data, request_id, idempotency_key, created_at`
 
-// Payload is the event as webhook receivers get it.
-func (e Event) Payload(livemode bool) string {
-	v := events.Object{
-		ID: e.ID, Object: "event", Type: e.Type, Created: e.CreatedAt.Unix(), Livemode: livemode,
-		APIVersion: e.APIVersion, Data: e.Data,
-		Request: events.RequestRef{ID: e.RequestID, IdempotencyKey: e.IdempotencyKey},
+// Payload is the event as an endpoint pinned to endpointVersion ("" for
+// none, the event's own version) receives it: the deliverer's body
+// (events.PayloadFor), indented.
+func (e Event) Payload(livemode bool, endpointVersion string) string {
+	w := wire.Event{V: 1, ID: e.ID, Livemode: livemode, Type: e.Type, Created: e.CreatedAt.Unix(),
+		APIVersion: e.APIVersion, Data: e.Data}
+	if e.RequestID != nil {
+		w.RequestID = *e.RequestID
 	}
-	b, _ := json.MarshalIndent(v, "", "  ")
-	return string(b)
+	if e.IdempotencyKey != nil {
+		w.IdempotencyKey = *e.IdempotencyKey
+	}
+	b, err := events.PayloadFor(w, endpointVersion)
+	if err != nil {
+		return ""
+	}
+	var out bytes.Buffer
+	if json.Indent(&out, b, "", "  ") != nil {
+		return string(b)
+	}
+	return out.String()
 }
 
 // page is one page of a newest-first list with id cursors.

@@ -417,7 +417,7 @@ func (d *Dashboard) deliveryPage(w http.ResponseWriter, r *http.Request, s *Sess
 	}
 	data := map[string]any{"D": dl}
 	if ev, err := d.getEvent(r.Context(), s, dl.EventID); err == nil {
-		data["Payload"] = ev.Payload(s.Livemode)
+		data["Payload"] = ev.Payload(s.Livemode, dl.EndpointAPIVersion)
 	}
 	d.render(w, r, s, http.StatusOK, "delivery.html", "Delivery "+dl.ID, "deliveries", data)
 	return nil
@@ -468,7 +468,7 @@ func (d *Dashboard) eventPage(w http.ResponseWriter, r *http.Request, s *Session
 		return err
 	}
 	d.render(w, r, s, http.StatusOK, "event.html", ev.Type+" "+ev.ID, "events", map[string]any{
-		"Ev": ev, "Payload": ev.Payload(s.Livemode),
+		"Ev": ev, "Payload": ev.Payload(s.Livemode, ""),
 	})
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gatehouse/gatehouse/controlplane/events"
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/ssrf"
 	"github.com/gatehouse/gatehouse/internal/whsign"
@@ -125,7 +126,7 @@ func (w *Worker) attempt(ctx context.Context, j *job) *result {
 	if j.fast && j.d.Attempts == 0 && !j.eventTime.IsZero() {
 		w.m.firstAttempt.Observe(time.Since(j.eventTime).Seconds())
 	}
-	body, err := payload(*j.ev, j.ep.APIVersion)
+	body, err := events.PayloadFor(*j.ev, j.ep.APIVersion)
 	if err != nil {
 		r.errText, r.class = err.Error(), "payload"
 		w.decide(r)

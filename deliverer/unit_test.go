@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/controlplane/events"
 	"github.com/gatehouse/gatehouse/internal/ssrf"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
@@ -192,7 +193,7 @@ func TestPayloadVersions(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := payload(ev, tc.endpointVersion)
+			b, err := events.PayloadFor(ev, tc.endpointVersion)
 			if err != nil || string(b) != tc.want {
 				t.Fatalf("payload =\n%s, %v\nwant\n%s", b, err, tc.want)
 			}
@@ -201,7 +202,7 @@ func TestPayloadVersions(t *testing.T) {
 	old := ev
 	old.APIVersion = "2026-06-01"
 	old.Data = json.RawMessage(`{"object":{"id":"cus_1","object":"customer","full_name":"Ada"}}`)
-	b, _ := payload(old, "2026-11-01")
+	b, _ := events.PayloadFor(old, "2026-11-01")
 	var got struct {
 		Data struct{ Object map[string]any } `json:"data"`
 	}

@@ -1,11 +1,10 @@
-package deliverer
+package events
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
 
-	"github.com/gatehouse/gatehouse/controlplane/events"
 	"github.com/gatehouse/gatehouse/internal/apiversion"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
@@ -14,12 +13,14 @@ import (
 // full_name to name (internal/apiversion.Changes).
 const versionNameRenamed = "2026-11-01"
 
-// payload is the webhook body for e (DESIGN §8: the public event object,
-// exactly what GET /v1/events/{id} shows). When the endpoint pins an API
-// version other than the event's, the body is rendered in the endpoint's
-// version: api_version says so and data follows that version's shapes.
-func payload(e wire.Event, endpointVersion string) ([]byte, error) {
-	obj := events.Payload(e)
+// PayloadFor is the webhook body for e as an endpoint pinned to
+// endpointVersion ("" for none) receives it (DESIGN §8: the public event
+// object, exactly what GET /v1/events/{id} shows). When the endpoint pins
+// an API version other than the event's, the body is rendered in the
+// endpoint's version: api_version says so and data follows that version's
+// shapes. The deliverer sends it; the dashboard shows it.
+func PayloadFor(e wire.Event, endpointVersion string) ([]byte, error) {
+	obj := Payload(e)
 	if endpointVersion != "" && endpointVersion != e.APIVersion && apiversion.Valid(endpointVersion) {
 		data, err := convertData(e.Data, e.APIVersion, endpointVersion)
 		if err != nil {
