@@ -15,9 +15,11 @@ import (
 
 	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
 	"github.com/gatehouse/gatehouse/controlplane/audit"
+	"github.com/gatehouse/gatehouse/controlplane/ingest"
 	"github.com/gatehouse/gatehouse/controlplane/keys"
 	"github.com/gatehouse/gatehouse/controlplane/limits"
 	"github.com/gatehouse/gatehouse/internal/apikey"
+	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 )
 
@@ -155,5 +157,37 @@ func TestQuotaMeters(t *testing.T) {
 	dash(limits.New(e.pool, redis.NewClient(&redis.Options{Addr: testenv.FreeAddr(t), MaxRetries: -1}), prefix))
 	if got := quotas(); !strings.Contains(got, "Quota use cannot be read right now") {
 		t.Errorf("redis down: %q", got)
+	}
+}
+
+// Refusals of limits failing closed while Redis is away (503
+// rate_limit_unavailable) count as rate-limit hits, as /v1/usage meters
+// them (requestlogs.RefusedByLimitsSQL), on the overview and usage pages.
+func TestFailClosedRefusalsAreRateLimitHits(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("failclosed@example.com", "Fail closed")
+	org := e.orgOf(b)
+	ctx := context.Background()
+	now := time.Now()
+	if _, err := ingest.NewPartitions(e.pool, 24*time.Hour, 1, nil).Ensure(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	for i, row := range []struct {
+		status          int
+		rateLimit, code string
+	}{{503, "error", "rate_limit_unavailable"}, {503, "error", "rate_limit_unavailable"}, {429, "limited:per-key", "rate_limited"},
+		{200, "allowed", ""}, {200, "error", ""}} { // the last: Redis away, the limits failed open
+		if _, err := e.pool.Exec(ctx, `INSERT INTO request_logs (request_id, created_at, organization_id, livemode,
+			method, path, status, duration_us, rate_limit, error_code) VALUES ($1, $2, $3, false, 'GET', '/v1/customers', $4, 100, $5, $6)`,
+			ids.NewAt(ids.Request, now.Add(-time.Duration(i)*time.Minute)), now.Add(-time.Duration(i)*time.Minute), org, row.status, row.rateLimit, row.code); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tile := regexp.MustCompile(`Rate-limited</p><p class="v">([0-9,]+)<`).FindStringSubmatch(b.get("/").body)
+	if tile == nil || tile[1] != "3" {
+		t.Errorf("overview Rate-limited tile = %v, want 3", tile)
+	}
+	if p := b.get("/usage"); !strings.Contains(p.body, "3 requests were refused by a rate limit or quota") {
+		t.Errorf("usage page does not count the fail-closed refusals")
 	}
 }

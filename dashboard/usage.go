@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
+	"github.com/gatehouse/gatehouse/controlplane/ingest"
 	"github.com/gatehouse/gatehouse/controlplane/keys"
 	"github.com/gatehouse/gatehouse/controlplane/requestlogs"
 	"github.com/gatehouse/gatehouse/internal/apikey"
@@ -48,7 +49,7 @@ func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request, s *Session)
 	var p50, p95 *float64
 	err := d.cfg.DB.QueryRow(ctx, `
 		SELECT count(*), count(*) FILTER (WHERE status BETWEEN 400 AND 499), count(*) FILTER (WHERE status >= 500),
-		       count(*) FILTER (WHERE starts_with(rate_limit, 'limited')),
+		       count(*) FILTER (WHERE `+ingest.RefusedByLimitsSQL+`),
 		       percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_us) / 1000,
 		       percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_us) / 1000
 		FROM request_logs WHERE organization_id = $1 AND livemode = $2 AND created_at >= $3`,
@@ -291,9 +292,10 @@ func (d *Dashboard) usagePage(w http.ResponseWriter, r *http.Request, s *Session
 
 	// Rate-limit hits per day, by the limit that refused.
 	rows, err = d.cfg.DB.Query(ctx, `
-		SELECT date_trunc('day', created_at AT TIME ZONE 'UTC'), rate_limit, count(*)
+		SELECT date_trunc('day', created_at AT TIME ZONE 'UTC'),
+		       CASE WHEN rate_limit = 'error' THEN 'Redis unavailable (fail_closed)' ELSE rate_limit END, count(*)
 		FROM request_logs WHERE organization_id = $1 AND livemode = $2 AND created_at >= $3
-		  AND starts_with(rate_limit, 'limited')
+		  AND `+ingest.RefusedByLimitsSQL+`
 		GROUP BY 1, 2`, s.OrgID, s.Livemode, start)
 	if err != nil {
 		return fmt.Errorf("counting rate-limit hits: %w", err)

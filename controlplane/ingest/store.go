@@ -82,6 +82,12 @@ const createStaging = `CREATE TEMP TABLE IF NOT EXISTS request_logs_in
 // limits did not refuse (the dashboard's usage chart reads it) and a client
 // retrying into its limit still shows. Upserts go in key order so that
 // concurrent ingesters cannot deadlock on usage rows.
+// RefusedByLimitsSQL holds for a request_logs row that the rate limits or
+// quotas refused: a 429 (rate_limit "limited:<name>"), or a 503
+// rate_limit_unavailable while they fail closed. The ingester meters such
+// rows as MetricRateLimited; the dashboard counts them.
+const RefusedByLimitsSQL = `(starts_with(rate_limit, 'limited:') OR rate_limit = 'error' AND error_code = 'rate_limit_unavailable')`
+
 // The metrics the ingester meters.
 const (
 	MetricRequests    = "requests"              // authenticated, not refused by the rate limits and quotas
@@ -95,7 +101,7 @@ WITH inserted AS (
 	RETURNING organization_id, livemode, api_key_id, created_at, rate_limit, error_code
 ), per_day AS (
 	SELECT organization_id, livemode, api_key_id,
-	       CASE WHEN rate_limit LIKE 'limited:%' OR rate_limit = 'error' AND error_code = 'rate_limit_unavailable'
+	       CASE WHEN ` + RefusedByLimitsSQL + `
 	            THEN '` + MetricRateLimited + `' ELSE '` + MetricRequests + `' END AS metric,
 	       (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
 	FROM inserted WHERE organization_id <> ''
