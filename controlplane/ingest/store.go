@@ -70,18 +70,6 @@ func (r *row) values() []any {
 const createStaging = `CREATE TEMP TABLE IF NOT EXISTS request_logs_in
 	(LIKE request_logs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`
 
-// insertAndMeter moves the staged rows into request_logs and meters the
-// ones that were new. A row already there (a redelivered message) conflicts
-// on (created_at, request_id), is not returned by RETURNING, and so is
-// neither stored twice nor counted twice: the effect of a batch is the same
-// however often it is delivered. Requests without an organisation (refused
-// before authentication) are logged but not metered. Requests the rate
-// limits or quotas refused — a 429, or a 503 rate_limit_unavailable when
-// they fail closed while Redis is away — consumed nothing of them: they are
-// metered apart, as MetricRateLimited, so that "requests" is what the
-// limits did not refuse (the dashboard's usage chart reads it) and a client
-// retrying into its limit still shows. Upserts go in key order so that
-// concurrent ingesters cannot deadlock on usage rows.
 // RefusedByLimitsSQL holds for a request_logs row that the rate limits or
 // quotas refused: a 429 (rate_limit "limited:<name>"), or a 503
 // rate_limit_unavailable while they fail closed. The ingester meters such
@@ -94,6 +82,18 @@ const (
 	MetricRateLimited = "rate_limited_requests" // refused by them (429, or 503 when they fail closed)
 )
 
+// insertAndMeter moves the staged rows into request_logs and meters the
+// ones that were new. A row already there (a redelivered message) conflicts
+// on (created_at, request_id), is not returned by RETURNING, and so is
+// neither stored twice nor counted twice: the effect of a batch is the same
+// however often it is delivered. Requests without an organisation (refused
+// before authentication) are logged but not metered. Requests the rate
+// limits or quotas refused — a 429, or a 503 rate_limit_unavailable when
+// they fail closed while Redis is away — consumed nothing of them: they are
+// metered apart, as MetricRateLimited, so that "requests" is what the
+// limits did not refuse (the dashboard's usage chart reads it) and a client
+// retrying into its limit still shows. Upserts go in key order so that
+// concurrent ingesters cannot deadlock on usage rows.
 var insertAndMeter = `
 WITH inserted AS (
 	INSERT INTO request_logs (` + columnList + `) SELECT ` + columnList + ` FROM request_logs_in
