@@ -191,3 +191,34 @@ func TestFailClosedRefusalsAreRateLimitHits(t *testing.T) {
 		t.Errorf("usage page does not count the fail-closed refusals")
 	}
 }
+
+// The overview's tiles count what its hourly chart draws: at 10:30, a
+// request at 10:45 yesterday is in neither, one at 11:15 yesterday in both.
+func TestOverviewTilesMatchTheChartsWindow(t *testing.T) {
+	e := newEnv(t)
+	now := time.Now().UTC().Truncate(time.Hour).Add(30 * time.Minute)
+	d, err := New(Config{DB: e.pool, Accounts: e.accts, Keys: e.keys, Audit: audit.NewLog(e.pool), Webhooks: e.hooks,
+		Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = httptest.NewServer(d)
+	t.Cleanup(e.srv.Close)
+	b := e.signup("window@example.com", "Window")
+	org := e.orgOf(b)
+	ctx := context.Background()
+	for _, at := range []time.Time{now.Add(-24*time.Hour + 15*time.Minute), now.Add(-23*time.Hour + 45*time.Minute)} {
+		if _, err := ingest.NewPartitions(e.pool, 24*time.Hour, 1, func() time.Time { return at }).Ensure(ctx, at); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.pool.Exec(ctx, `INSERT INTO request_logs (request_id, created_at, organization_id, livemode,
+			method, path, status, duration_us) VALUES ($1, $2, $3, false, 'GET', '/v1/customers', 200, 100)`,
+			ids.NewAt(ids.Request, at), at, org); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tile := regexp.MustCompile(`<p class="k">Requests</p><p class="v">([0-9,]+)<`).FindStringSubmatch(b.get("/").body)
+	if tile == nil || tile[1] != "1" {
+		t.Errorf("Requests tile = %v, want 1 (the chart starts at %s)", tile, now.Truncate(time.Hour).Add(-23*time.Hour))
+	}
+}

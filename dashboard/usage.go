@@ -44,7 +44,9 @@ func rate(a, b int64) string {
 func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request, s *Session) error {
 	ctx := r.Context()
 	now := d.now()
-	since := now.Add(-24 * time.Hour)
+	// The tiles count what the hourly chart draws: from the start of the
+	// hour 23 hours ago (24 buckets, the last one partial).
+	since := now.Truncate(time.Hour).Add(-23 * time.Hour)
 	var st overviewStats
 	var p50, p95 *float64
 	err := d.cfg.DB.QueryRow(ctx, `
@@ -76,7 +78,7 @@ func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request, s *Session)
 	}
 
 	// Requests per hour by status class.
-	start := now.Truncate(time.Hour).Add(-23 * time.Hour)
+	start := since
 	labels := make([]string, 24)
 	tips := make([]string, 24)
 	for i := range labels {
@@ -126,6 +128,7 @@ func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request, s *Session)
 	d.render(w, r, s, http.StatusOK, "overview.html", "Overview", "overview", map[string]any{
 		"Stats": st, "Chart": stackedBars("Requests per hour in the last 24 hours, by status class", labels, tips, classes, 3),
 		"Classes": classes, "Recent": recent, "Failed": failed, "Failing": failing, "ActiveKeys": keyCount,
+		"Since": since.UTC().Format("Jan 2 15:04 UTC"),
 	})
 	return nil
 }
