@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -220,5 +221,29 @@ func TestOverviewTilesMatchTheChartsWindow(t *testing.T) {
 	tile := regexp.MustCompile(`<p class="k">Requests</p><p class="v">([0-9,]+)<`).FindStringSubmatch(b.get("/").body)
 	if tile == nil || tile[1] != "1" {
 		t.Errorf("Requests tile = %v, want 1 (the chart starts at %s)", tile, now.Truncate(time.Hour).Add(-23*time.Hour))
+	}
+}
+
+// With more keys than the chart draws, the legend names only the drawn
+// ones (each in its own colour); the others are in the table.
+func TestKeyLegendNamesOnlyDrawnKeys(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("legend@example.com", "Legend")
+	org := e.orgOf(b)
+	day := time.Now().UTC().Truncate(24 * time.Hour)
+	for i := range 9 {
+		if _, err := e.pool.Exec(context.Background(), `INSERT INTO usage_records (organization_id, livemode, api_key_id, metric, day, quantity)
+			VALUES ($1, false, $2, 'requests', $3, $4)`, org, fmt.Sprintf("key_legend%d", i), day, 100-i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := b.get("/usage").body
+	card := regexp.MustCompile(`(?s)<h2>Requests per day per API key</h2>.*?</section>`).FindString(body)
+	legend := regexp.MustCompile(`(?s)<ul class="legend".*?</ul>`).FindString(card)
+	if items, lines := strings.Count(legend, "<li>"), strings.Count(card, "<polyline"); items != lines || lines != 8 {
+		t.Errorf("legend %d entries for %d lines drawn, want 8 and 8", items, lines)
+	}
+	if !strings.Contains(card, "key_legend8") {
+		t.Error("the ninth key is missing from the table")
 	}
 }

@@ -286,8 +286,12 @@ func (d *Dashboard) usagePage(w http.ResponseWriter, r *http.Request, s *Session
 				name = "(no key)"
 			}
 		}
-		c := palette[i%len(palette)]
+		// The busiest keys are drawn, one colour each; the rest are in
+		// the table only (no colour, so the legend leaves them out rather
+		// than name them in a drawn key's colour).
+		c := ""
 		if i < len(palette) {
+			c = palette[i]
 			keySeries = append(keySeries, series{Name: name, Color: c, Values: perKey[k]})
 		}
 		keyTotals = append(keyTotals, keyTotal{ID: k, Name: name, Color: c, Total: totals[k]})
