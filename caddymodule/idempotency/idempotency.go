@@ -371,7 +371,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// bounded from here ends before the lock expires, however long the lock
 	// call's answer took to come back.
 	ex.deadline = time.Now().Add(h.execTimeout)
-	found, err := h.store.begin(beginCtx, ex.rkey, ex.token, fingerprint(r.Method, r.URL.RequestURI(), r.Header.Get("Content-Type"), body), ex.requestID, time.Duration(h.LockTTL))
+	fp, altFP := fingerprints(r.Method, r.URL.RequestURI(), r.Header.Get("Content-Type"), body)
+	found, err := h.store.begin(beginCtx, ex.rkey, ex.token, fp, altFP, ex.requestID, time.Duration(h.LockTTL))
 	if err != nil {
 		countOutcome(outcomeUnavailable)
 		h.logger.Warn("idempotency store unavailable; refusing keyed request", zap.Error(err))

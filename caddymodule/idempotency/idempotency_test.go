@@ -773,7 +773,7 @@ func TestReleaseAndLockCallInEitherOrder(t *testing.T) {
 	ctx := context.Background()
 	const lockTTL = time.Minute
 	begin := func(key, token string) (lookup, error) {
-		return s.begin(ctx, key, token, "fp", "req_1", lockTTL)
+		return s.begin(ctx, key, token, "fp", "", "req_1", lockTTL)
 	}
 	acquire := func(t *testing.T, key, token string) {
 		t.Helper()

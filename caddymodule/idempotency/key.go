@@ -63,7 +63,19 @@ func invalidKey(format string, args ...any) *apierror.Error {
 // its boundary replaced by a fixed one: curl -F, Go's mime/multipart and
 // Python's requests draw a new random boundary for every attempt, so the
 // same upload retried differs in framing only. Other bodies hash as they
-// are, as before multipart was recognised, so records survive an upgrade.
+// are, as before multipart was recognised.
+// fingerprints is the request's fingerprint and, for a multipart body, the
+// one recorded for it before multipart was recognised (its raw bytes), which
+// a record made by an older gateway holds: its retry with the same bytes
+// must still replay. altFP is "" for other bodies.
+func fingerprints(method, requestURI, contentType string, body []byte) (fp, altFP string) {
+	fp = fingerprint(method, requestURI, contentType, body)
+	if raw := fingerprint(method, requestURI, "", body); raw != fp {
+		altFP = raw
+	}
+	return fp, altFP
+}
+
 func fingerprint(method, requestURI, contentType string, body []byte) string {
 	h := sha256.New()
 	h.Write([]byte(method))

@@ -2,12 +2,14 @@ package idempotency
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"mime/multipart"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gatehouse/gatehouse/internal/apierror"
 )
@@ -152,4 +154,36 @@ func TestFingerprintOfMultipartIgnoresTheBoundary(t *testing.T) {
 func legacy(method, uri, body string) string {
 	sum := sha256.Sum256([]byte(method + "\x00" + uri + "\x00" + body))
 	return hex.EncodeToString(sum[:])
+}
+
+// A record an older gateway made for a multipart request holds the raw
+// bytes' fingerprint: the same bytes retried after the upgrade replay it,
+// while another request under the key is still a reuse.
+func TestMultipartRecordsFromBeforeTheUpgradeStillReplay(t *testing.T) {
+	rdb, prefix := testRedis(t)
+	s := &store{client: rdb, direct: rdb, prefix: prefix}
+	ctx := context.Background()
+	const ct = "multipart/form-data; boundary=XyZbOuNdArY"
+	body := []byte("--XyZbOuNdArY\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nx\r\n--XyZbOuNdArY--\r\n")
+	fp, alt := fingerprints("POST", "/v1/files", ct, body)
+	legacy := fingerprint("POST", "/v1/files", "", body)
+	if alt != legacy || fp == legacy {
+		t.Fatalf("fingerprints = %s, %s; want the new one and the raw one %s", fp, alt, legacy)
+	}
+	if _, alt := fingerprints("POST", "/v1/a", "application/json", []byte(`{}`)); alt != "" {
+		t.Errorf("a JSON body has another fingerprint: %s", alt)
+	}
+	key := prefix + newKey()
+	if l, err := s.begin(ctx, key, "old", legacy, "", "req_old", time.Minute); err != nil || l.state != stateAcquired {
+		t.Fatalf("the older gateway's lock: %v %v", l.state, err)
+	}
+	if err := s.complete(ctx, key, "old", stateDone, time.Hour, response{status: 201, body: []byte(`{"id":"file_1"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := s.begin(ctx, key, "new", fp, alt, "req_new", time.Minute); err != nil || l.state != stateDone || string(l.resp.body) != `{"id":"file_1"}` {
+		t.Fatalf("the retry after the upgrade: %v %v, want the replay", l.state, err)
+	}
+	if l, err := s.begin(ctx, key, "other", fingerprint("POST", "/v1/files", ct, []byte("other")), "", "req_x", time.Minute); err != nil || l.state != stateMismatch {
+		t.Fatalf("another request under the key: %v %v, want a mismatch", l.state, err)
+	}
 }

@@ -55,7 +55,8 @@ const (
 // different request can never read someone else's answer by guessing a key.
 //
 // KEYS[1] record, KEYS[2] tombstone of the token; ARGV token, fingerprint,
-// request id, lock ttl (ms).
+// request id, lock ttl (ms), and another fingerprint a record may hold for
+// the same request ("" for none: see fingerprints).
 var beginScript = redis.NewScript(`
 local r = redis.call('HMGET', KEYS[1], 'st', 'fp', 'status', 'hdr', 'body', 'rid')
 if not r[1] then
@@ -66,7 +67,7 @@ if not r[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return {'acquired'}
 end
-if r[2] ~= ARGV[2] then
+if r[2] ~= ARGV[2] and (ARGV[5] == '' or r[2] ~= ARGV[5]) then
   return {'mismatch'}
 end
 return {r[1], r[3], r[4], r[5], r[6]}
@@ -141,8 +142,8 @@ type response struct {
 	body   []byte
 }
 
-func (s *store) begin(ctx context.Context, key, token, fp, requestID string, lockTTL time.Duration) (lookup, error) {
-	v, err := beginScript.Run(ctx, s.client, []string{key, s.tombstone(token)}, token, fp, requestID, lockTTL.Milliseconds()).Slice()
+func (s *store) begin(ctx context.Context, key, token, fp, altFP, requestID string, lockTTL time.Duration) (lookup, error) {
+	v, err := beginScript.Run(ctx, s.client, []string{key, s.tombstone(token)}, token, fp, requestID, lockTTL.Milliseconds(), altFP).Slice()
 	if err != nil {
 		return lookup{}, fmt.Errorf("locking idempotency key: %w", err)
 	}
