@@ -39,7 +39,8 @@ func (s *sharedProducer) Destruct() error {
 	return s.sender.Close()
 }
 
-// producerKey names a shared producer.
+// producerKey names a shared producer; dir is absolute and clean
+// (Provision), so two spellings of one directory share it.
 func producerKey(brokers []string, dir string) string {
 	return strings.Join(brokers, ",") + "|" + dir
 }

@@ -172,6 +172,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			h.spoolDir = filepath.Join(os.TempDir(), "gatehouse", "spool", "request-logs")
 		}
 	}
+	// One spelling per directory ("x/", "./x", "x"): handlers sharing a
+	// spool must share its producer, as one process may hold it.
+	dir, err := filepath.Abs(h.spoolDir)
+	if err != nil {
+		return fmt.Errorf("request_log: spool_dir: %w", err)
+	}
+	h.spoolDir = dir
 	if h.MaxBodyCapture == 0 {
 		h.MaxBodyCapture = DefaultMaxBodyCapture
 	}

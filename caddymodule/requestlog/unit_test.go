@@ -232,3 +232,24 @@ func TestReloadedLimitsAreNotIgnoredSilently(t *testing.T) {
 		t.Fatalf("the same limits warned too: %d warnings", n)
 	}
 }
+
+// Two spellings of one spool directory share one producer: the spool is
+// locked by the process that holds it, so a second producer on it would be
+// refused (the process's own pid named as "another process").
+func TestSpellingsOfOneSpoolDirShareAProducer(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	var hs []*Handler
+	for _, d := range []string{dir, dir + "/", dir + "/./"} {
+		h := &Handler{Brokers: []string{"127.0.0.1:1"}, SpoolDir: d}
+		if err := h.Provision(ctx); err != nil {
+			t.Fatalf("spool_dir %q: %v", d, err)
+		}
+		defer func() { _ = h.Cleanup() }()
+		hs = append(hs, h)
+	}
+	if hs[0].producer != hs[1].producer || hs[1].producer != hs[2].producer {
+		t.Fatal("one directory, several producers")
+	}
+}
