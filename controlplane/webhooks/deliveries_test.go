@@ -397,3 +397,28 @@ func TestManualRetryStaysPendingWhileClaimed(t *testing.T) {
 		t.Fatalf("a claimed manual attempt not yet made: manual_retry_pending = false")
 	}
 }
+
+// A continuation (starting_after) keeps the since of the first call while
+// the 7-day window moves on: it reaches back as far as the window still
+// allows, instead of being refused once the first call's since is older.
+func TestRecoverContinuationOutlastsTheWindow(t *testing.T) {
+	e := newEnv(t)
+	ep := e.mustCreateDefault(orgA).ID
+	since := e.clock.now.Add(-RecoverWindow + time.Minute)
+	e.exec(`INSERT INTO webhook_deliveries (id, organization_id, livemode, event_id, endpoint_id, status, created_at)
+		SELECT 'whd_bulk' || lpad(i::text, 18, '0'), 'org_A', false, 'evt_bulk' || i, $1, 'dead', $2
+		FROM generate_series(1, $3::int) AS i`, ep, e.clock.now.Add(-time.Hour), MaxRecover+1)
+	path := "/v1/webhook-endpoints/" + ep + "/recover"
+	var rec Recovery
+	e.post(orgA, path, fmt.Sprintf(`{"since":%d}`, since.Unix())).decode(t, 200, &rec)
+	if !rec.HasMore {
+		t.Fatalf("first call %+v", rec)
+	}
+	e.clock.now = e.clock.now.Add(2 * time.Minute) // the user waited before continuing
+	e.post(orgA, path, fmt.Sprintf(`{"since":%d,"starting_after":%q}`, since.Unix(), rec.LastDelivery)).decode(t, 200, &rec)
+	if rec.Requeued != 1 || rec.HasMore {
+		t.Fatalf("continuation %+v, want the last one", rec)
+	}
+	// Without the cursor, a since outside the window is still refused.
+	e.post(orgA, path, fmt.Sprintf(`{"since":%d}`, since.Unix())).assertError(t, wantError{400, "parameter_invalid", "since"})
+}

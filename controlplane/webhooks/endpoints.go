@@ -818,6 +818,11 @@ func (s *Service) RecoverEndpoint(ctx context.Context, actor audit.Actor, org st
 			"Invalid starting_after: expected the last_delivery (whd_…) of the previous recovery.")
 	case since.Unix() > now.Unix():
 		return Recovery{}, apierror.ParameterInvalid("since", "Invalid since: it is in the future.")
+	case since.Unix() < now.Add(-RecoverWindow).Unix() && after != "":
+		// A continuation keeps its since while the window moves on
+		// (someone waited before "Recover the next ones"): it reaches back
+		// as far as the window still allows.
+		since = now.Add(-RecoverWindow).Add(time.Second).Truncate(time.Second)
 	case since.Unix() < now.Add(-RecoverWindow).Unix():
 		return Recovery{}, apierror.ParameterInvalid("since", fmt.Sprintf(
 			"Invalid since: recovery reaches back at most 7 days (since >= %d).", now.Add(-RecoverWindow).Unix()))
