@@ -440,6 +440,11 @@ func (r *Redactor) Body(contentType string, body []byte, truncated bool, max int
 		// text (fetch() labels a string body text/plain) carries its
 		// fields all the same; read as a form it would be one field name.
 		out = r.JSON(body, truncated)
+		if mt == "application/x-www-form-urlencoded" {
+			// The backend reads it as a form, though: mask what that
+			// reading finds too ({"a":"x&password=…"} sends a password).
+			out = r.Form([]byte(out), false) // the JSON reading already cut a truncated tail
+		}
 	case mt == "application/x-www-form-urlencoded":
 		out = r.Form(body, truncated)
 	case strings.HasPrefix(mt, "text/"), mt == "application/xml", strings.HasSuffix(mt, "+xml"):

@@ -221,6 +221,11 @@ func TestBody(t *testing.T) {
 		// curl -d '{…}' labels a JSON body as a form.
 		{"json sent as a form", "application/x-www-form-urlencoded", `{"email":"a@b.c","password":"hunter2=x&y"}`, false, 100,
 			`{"email":"a@b.c","password":"` + Mask + `"}`},
+		// …which its backend reads as a form: what that reading finds is masked too.
+		{"json sent as a form, read as a form", "application/x-www-form-urlencoded", `{"description":"x&password=hunter2"}`, false, 100,
+			`{"description":"x&password=` + Mask},
+		{"truncated json sent as a form", "application/x-www-form-urlencoded", `{"email":"a@b.c","token":"abc","na`, true, 100,
+			`{"email":"a@b.c","token":"` + Mask + `","`},
 		{"binary", "image/png", "\x89PNG", false, 100, "[body of type image/png not captured]"},
 		{"capped", "text/plain", strings.Repeat("a", 50), false, 10, "aaaaaaa…"},
 		{"empty", "application/json", "", false, 100, ""},
