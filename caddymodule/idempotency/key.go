@@ -64,27 +64,47 @@ func invalidKey(format string, args ...any) *apierror.Error {
 // Python's requests draw a new random boundary for every attempt, so the
 // same upload retried differs in framing only. Other bodies hash as they
 // are, as before multipart was recognised.
-// fingerprints is the request's fingerprint and, for a multipart body, the
-// one recorded for it before multipart was recognised (its raw bytes), which
-// a record made by an older gateway holds: its retry with the same bytes
-// must still replay. altFP is "" for other bodies.
+func fingerprint(method, requestURI, contentType string, body []byte) string {
+	return hashRequest(method, requestURI, multipartBoundary(contentType), body)
+}
+
+// fingerprints is fingerprint and, for a multipart body, the fingerprint
+// an older gateway recorded for it (its raw bytes): a retry of that record
+// with the same bytes must still replay. altFP is "" for other bodies,
+// which are hashed once.
 func fingerprints(method, requestURI, contentType string, body []byte) (fp, altFP string) {
-	fp = fingerprint(method, requestURI, contentType, body)
-	if raw := fingerprint(method, requestURI, "", body); raw != fp {
-		altFP = raw
+	b := multipartBoundary(contentType)
+	fp = hashRequest(method, requestURI, b, body)
+	if b != "" {
+		altFP = hashRequest(method, requestURI, "", body)
 	}
 	return fp, altFP
 }
 
-func fingerprint(method, requestURI, contentType string, body []byte) string {
+// multipartBoundary is the boundary of a multipart contentType, "" for
+// any other.
+func multipartBoundary(contentType string) string {
+	contentType = strings.TrimSpace(contentType)
+	if len(contentType) < 10 || !strings.EqualFold(contentType[:10], "multipart/") {
+		return ""
+	}
+	if _, params, err := mime.ParseMediaType(contentType); err == nil {
+		return params["boundary"]
+	}
+	return ""
+}
+
+// hashRequest is the hex SHA-256 of method, NUL, requestURI, NUL and body,
+// with body's boundary (when not "") normalised as fingerprint says.
+func hashRequest(method, requestURI, boundary string, body []byte) string {
 	h := sha256.New()
 	h.Write([]byte(method))
 	h.Write([]byte{0})
 	h.Write([]byte(requestURI))
 	h.Write([]byte{0})
-	if mt, params, err := mime.ParseMediaType(contentType); err == nil && strings.HasPrefix(mt, "multipart/") && params["boundary"] != "" {
+	if boundary != "" {
 		h.Write([]byte("multipart\x00"))
-		body = bytes.ReplaceAll(body, []byte("--"+params["boundary"]), []byte("--\x00boundary"))
+		body = bytes.ReplaceAll(body, []byte("--"+boundary), []byte("--\x00boundary"))
 	}
 	h.Write(body)
 	var sum [sha256.Size]byte
