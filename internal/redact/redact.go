@@ -169,23 +169,32 @@ func (r *Redactor) Headers(h http.Header) map[string]string {
 		if out == nil {
 			out = make(map[string]string, 8)
 		}
-		v := strings.Join(vals, ", ")
-		if secret || apikey.LooksLikeKey(v) {
+		if secret || apikey.LooksLikeKey(strings.Join(vals, ", ")) {
 			out[cn] = Mask
 			continue
 		}
-		if urlHeaders[cn] {
-			// Each value on its own: joined, the first one's query would
-			// swallow the next URL.
-			urls := make([]string, len(vals))
-			for i, u := range vals {
-				urls[i] = r.uri(u)
-			}
-			v = strings.Join(urls, ", ")
+		// Each value on its own: joined, a URL's query would swallow the
+		// next URL.
+		red := make([]string, len(vals))
+		for i, v := range vals {
+			red[i] = r.headerValue(cn, v)
 		}
-		out[cn] = Text(r.String(v), MaxHeaderValue)
+		out[cn] = Text(strings.Join(red, ", "), MaxHeaderValue)
 	}
 	return out
+}
+
+// headerValue redacts one value of the header named cn (canonical): a
+// secret header's, or one that looks like our key, is Mask; a URL is
+// redacted as Path redacts; keys and card numbers are masked anywhere.
+func (r *Redactor) headerValue(cn, v string) string {
+	switch {
+	case r.secret[cn] || apikey.LooksLikeKey(v):
+		return Mask
+	case urlHeaders[cn]:
+		v = r.uri(v)
+	}
+	return r.String(v)
 }
 
 // Path returns a request URI (path and query) with the values of sensitive
@@ -268,14 +277,7 @@ func LogHeaders(h http.Header) http.Header {
 		cn := http.CanonicalHeaderKey(name)
 		red := make([]string, len(vals))
 		for i, v := range vals {
-			switch {
-			case logDefault.secret[cn] || apikey.LooksLikeKey(v):
-				red[i] = Mask
-			case urlHeaders[cn]:
-				red[i] = Text(logDefault.uri(v), MaxHeaderValue)
-			default:
-				red[i] = Text(logDefault.String(v), MaxHeaderValue)
-			}
+			red[i] = Text(logDefault.headerValue(cn, v), MaxHeaderValue)
 		}
 		out[cn] = append(out[cn], red...)
 	}
