@@ -7,10 +7,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,7 +101,7 @@ func RedisURL(t testing.TB) string {
 }
 
 // Kafka returns the broker list after checking the first broker accepts
-// connections.
+// connections and can coordinate consumer groups (groupsReady).
 func Kafka(t testing.TB) []string {
 	t.Helper()
 	brokers := strings.Split(config.String("KAFKA_BROKERS", config.DefaultKafkaBrokers), ",")
@@ -108,7 +110,44 @@ func Kafka(t testing.TB) []string {
 		t.Fatalf("kafka unreachable at %s: %v"+hint, brokers[0], err)
 	}
 	c.Close()
+	groupsOnce.Do(func() { groupsErr = groupsReady(brokers, 60*time.Second) })
+	if groupsErr != nil {
+		t.Fatalf("kafka at %s cannot coordinate consumer groups: %v", brokers[0], groupsErr)
+	}
 	return brokers
+}
+
+var (
+	groupsOnce sync.Once
+	groupsErr  error
+)
+
+// groupsReady waits until the brokers answer a consumer group's offset
+// fetch. A freshly formatted broker creates its offsets topic on the first
+// group request and answers "coordinator not available" or "not coordinator
+// for group" until that topic is loaded; a test that reads its group's
+// offsets then would fail on the broker's start-up, not on the code.
+func groupsReady(brokers []string, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	tr := &kafka.Transport{} // not the default one: see partitionsServed
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second, Transport: tr}
+	req := &kafka.OffsetFetchRequest{GroupID: "testenv-probe", Topics: map[string][]int{"testenv-probe": {0}}}
+	for {
+		res, err := c.OffsetFetch(ctx, req)
+		if err == nil {
+			err = res.Error
+		}
+		if err == nil {
+			return nil
+		}
+		var kerr kafka.Error
+		if !errors.As(err, &kerr) || !kerr.Temporary() || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond) // the broker is loading its offsets topic
+	}
 }
 
 // Suffix is a short random lowercase hex string for unique names.
@@ -179,18 +218,39 @@ func KafkaTopic(t testing.TB, brokers []string, name string, partitions int) str
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ps, err := conn.ReadPartitions(topic)
-		ready := err == nil && len(ps) == partitions
-		for _, p := range ps {
-			ready = ready && p.Leader.Host != ""
-		}
-		if ready {
-			return topic
-		}
+	for !partitionsServed(brokers, topic, partitions) {
 		if time.Now().After(deadline) {
-			t.Fatalf("topic %s has no leader for every partition after 30 s", topic)
+			t.Fatalf("topic %s has not every partition served by its leader after 30 s", topic)
 		}
-		time.Sleep(20 * time.Millisecond) // polling the broker's metadata
+		time.Sleep(20 * time.Millisecond) // polling the broker
 	}
+	return topic
+}
+
+// partitionsServed reports whether every partition of a new topic answers
+// an offsets request at its leader. Metadata names a leader a moment
+// before the leader has opened the partition's log; a write in that moment
+// fails with Unknown Topic Or Partition.
+func partitionsServed(brokers []string, topic string, partitions int) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req := make([]kafka.OffsetRequest, partitions)
+	for i := range req {
+		req[i] = kafka.FirstOffsetOf(i)
+	}
+	// Its own transport: kafka-go's default one caches metadata for seconds,
+	// and the test's writers, which use it, would then not see the topic.
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+	res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: req}})
+	if err != nil || len(res.Topics[topic]) != partitions {
+		return false
+	}
+	for _, p := range res.Topics[topic] {
+		if p.Error != nil {
+			return false
+		}
+	}
+	return true
 }
