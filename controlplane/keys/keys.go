@@ -391,9 +391,19 @@ func (s *Service) Revoke(ctx context.Context, actor audit.Actor, org string, env
 }
 
 // SetExpiry sets when a key stops working; nil removes the expiry. A time
-// not after now expires the key at once.
+// not after now expires the key at once. It never brings a key back: an
+// expired key's expiry cannot change, and a rolled key's can only be
+// brought forward, so a replaced secret still stops working when its grace
+// period ends.
 func (s *Service) SetExpiry(ctx context.Context, actor audit.Actor, org string, env apikey.Environment, id string, at *time.Time) (Key, error) {
 	return s.update(ctx, actor, org, env, id, "setting api key expiry", func(ctx context.Context, tx pgx.Tx, old Key, now time.Time) (Key, string, map[string]any, error) {
+		if old.ExpiresAt != nil && !old.ExpiresAt.After(now) {
+			return Key{}, "", nil, invalidState(ErrExpired, "The API key "+id+" has expired and cannot be brought back; create a new key instead.")
+		}
+		if old.RolledTo != nil && (at == nil || at.After(*old.ExpiresAt)) {
+			return Key{}, "", nil, invalidState(ErrAlreadyRolled, "The API key "+id+" was rolled to "+*old.RolledTo+
+				"; its expiry ("+old.ExpiresAt.UTC().Format(time.RFC3339)+") can be brought forward, not postponed or removed.")
+		}
 		if at != nil && at.Before(now) {
 			at = &now
 		}

@@ -629,6 +629,53 @@ func TestSetExpiryAndAllowlist(t *testing.T) {
 	}
 }
 
+// A key that stopped working, or was replaced, stays that way: changing
+// the expiry must not revive a leaked secret.
+func TestSetExpiryNeverRevivesAKey(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	rolled := f.create(t, f.orgA, apikey.Live, keys.CreateParams{})
+	r, err := f.svc.Roll(ctx, cli, f.orgA, apikey.Live, rolled.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := f.create(t, f.orgA, apikey.Live, keys.CreateParams{ExpiresAt: ptr(f.now.Add(time.Minute))})
+	f.nextNotification(t) // the roll's
+	f.now = f.now.Add(2 * time.Minute)
+	later := f.now.Add(24 * time.Hour)
+	for _, tc := range []struct {
+		name string
+		id   string
+		at   *time.Time
+		want error
+	}{
+		{"expired key given a later expiry", expired.ID, &later, keys.ErrExpired},
+		{"expired key's expiry removed", expired.ID, nil, keys.ErrExpired},
+		{"rolled key's grace postponed", rolled.ID, &later, keys.ErrAlreadyRolled},
+		{"rolled key's expiry removed", rolled.ID, nil, keys.ErrAlreadyRolled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.svc.SetExpiry(ctx, cli, f.orgA, apikey.Live, tc.id, tc.at)
+			if !errors.Is(err, tc.want) || apierror.From(err).Status != 400 {
+				t.Fatalf("err = %v, want %v as a 400", err, tc.want)
+			}
+		})
+	}
+	f.expectQuiet(t)
+
+	// Ending a rolled key's grace early is what an operator does after a
+	// leak, and stays allowed.
+	soon := f.now.Add(time.Minute)
+	got, err := f.svc.SetExpiry(ctx, cli, f.orgA, apikey.Live, rolled.ID, &soon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.ExpiresAt.Equal(soon) || *got.RolledTo != r.New.ID {
+		t.Fatalf("rolled key after bringing its expiry forward: expires %v, rolled to %v", got.ExpiresAt, *got.RolledTo)
+	}
+	f.nextNotification(t)
+}
+
 func TestTenantIsolation(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
