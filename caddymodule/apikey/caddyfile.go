@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/gatehouse/gatehouse/caddymodule/internal/repeats"
 )
 
 func init() {
@@ -43,14 +44,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 		return nil, h.Errf("api_key takes no arguments besides a matcher; configure it in a block (got '%s')", h.Val())
 	}
 	ak := new(Handler)
-	given := map[string]bool{}
+	given := repeats.Refuse("api_key", "scope")
 	for h.NextBlock(0) {
 		sub := h.Val()
-		if sub != "scope" { // the only one that may repeat
-			if given[sub] {
-				return nil, h.Errf("api_key %s: already set", sub)
-			}
-			given[sub] = true
+		if err := given.Check(h.Dispenser, sub); err != nil {
+			return nil, err
 		}
 		switch sub {
 		case "database_url", "identity_secret":

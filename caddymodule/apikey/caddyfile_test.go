@@ -28,7 +28,7 @@ func TestCaddyfileRejects(t *testing.T) {
 		"missing value":        {site("database_url"), "wrong argument count"},
 		"zero unknown limit":   {site("unknown_key_limit 0"), "unknown_key_limit must be a positive number"},
 		"word unknown limit":   {site("unknown_key_limit many"), "or off; got 'many'"},
-		"setting twice":        {site("cache_ttl 5m\n\t\tcache_ttl 1m"), "api_key cache_ttl: already set"},
-		"database twice":       {site("database_url postgres://a\n\t\tdatabase_url postgres://b"), "api_key database_url: already set"},
+		"setting twice":        {site("cache_ttl 5m\n\t\tcache_ttl 1m"), "api_key: cache_ttl given twice"},
+		"database twice":       {site("database_url postgres://a\n\t\tdatabase_url postgres://b"), "api_key: database_url given twice"},
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+	"github.com/gatehouse/gatehouse/caddymodule/internal/repeats"
 )
 
 func init() {
@@ -63,14 +64,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("emit_events takes no arguments, only a block of settings and `on` rules (got '%s')", d.Val())
 	}
-	seen := map[string]bool{}
+	given := repeats.Refuse("emit_events", "on")
 	for d.NextBlock(0) {
 		sub := d.Val()
-		if sub != "on" {
-			if seen[sub] {
-				return d.Errf("emit_events: %s given twice", sub)
-			}
-			seen[sub] = true
+		if err := given.Check(d, sub); err != nil {
+			return err
 		}
 		switch sub {
 		case "brokers":

@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/gatehouse/gatehouse/caddymodule/internal/repeats"
 )
 
 func init() {
@@ -52,13 +53,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
+	given := repeats.Refuse("idempotency")
 	for d.NextBlock(0) {
 		sub := d.Val()
-		if seen[sub] {
-			return d.Errf("idempotency: %s given twice", sub)
+		if err := given.Check(d, sub); err != nil {
+			return err
 		}
-		seen[sub] = true
 		switch sub {
 		case "redis":
 			if !d.AllArgs(&h.Redis) {

@@ -2,7 +2,6 @@ package ratelimit
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
@@ -10,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/gatehouse/gatehouse/caddymodule/internal/repeats"
 )
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -92,10 +92,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	failModeSet := ""
 	seen := map[string]bool{}
-	given := map[string]bool{}
+	given := repeats.Refuse("rate_limit", "policy", "quota")
 	for d.NextBlock(0) {
 		sub := d.Val()
-		if err := once(d, given, "rate_limit", sub, "redis", "timeout", "warn_interval", "key_prefix"); err != nil {
+		if err := given.Check(d, sub); err != nil {
 			return err
 		}
 		switch sub {
@@ -166,19 +166,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// once refuses a second sub in a block when sub is one of single, the
-// subdirectives that take one value (a repeat would silently win).
-func once(d *caddyfile.Dispenser, given map[string]bool, where, sub string, single ...string) error {
-	if !slices.Contains(single, sub) {
-		return nil
-	}
-	if given[sub] {
-		return d.Errf("%s: %s already set", where, sub)
-	}
-	given[sub] = true
-	return nil
-}
-
 func parsePolicy(d *caddyfile.Dispenser) (*Policy, error) {
 	p := new(Policy)
 	start := d.Token()
@@ -188,20 +175,17 @@ func parsePolicy(d *caddyfile.Dispenser) (*Policy, error) {
 	if err := validName("policy", p.Name); err != nil {
 		return nil, d.Err(err.Error())
 	}
-	var rateSet, burstSet bool
+	var rateSet bool
 	var sandbox *Rate
 	sandboxBurst := 0
-	given := map[string]bool{}
+	given := repeats.Refuse("policy "+p.Name, "match")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
-		if err := once(d, given, "policy "+p.Name, sub, "sandbox_burst"); err != nil {
+		if err := given.Check(d, sub); err != nil {
 			return nil, err
 		}
 		switch sub {
 		case "key":
-			if p.Key != "" {
-				return nil, d.Errf("policy %s: key already set", p.Name)
-			}
 			if !d.AllArgs(&p.Key) {
 				return nil, d.ArgErr()
 			}
@@ -212,15 +196,9 @@ func parsePolicy(d *caddyfile.Dispenser) (*Policy, error) {
 				return nil, err
 			}
 			if sub == "rate" {
-				if rateSet {
-					return nil, d.Errf("policy %s: rate already set", p.Name)
-				}
 				rateSet = true
 				p.Rate.Requests, p.Rate.Period = r.Requests, r.Period
 			} else {
-				if sandbox != nil {
-					return nil, d.Errf("policy %s: sandbox_rate already set", p.Name)
-				}
 				sandbox = &r
 			}
 
@@ -230,10 +208,6 @@ func parsePolicy(d *caddyfile.Dispenser) (*Policy, error) {
 				return nil, err
 			}
 			if sub == "burst" {
-				if burstSet {
-					return nil, d.Errf("policy %s: burst already set", p.Name)
-				}
-				burstSet = true
 				p.Rate.Burst = int(n)
 			} else {
 				sandboxBurst = int(n)
@@ -276,17 +250,14 @@ func parseQuota(d *caddyfile.Dispenser) (*Quota, error) {
 	if err := validName("quota", q.Name); err != nil {
 		return nil, d.Err(err.Error())
 	}
-	given := map[string]bool{}
+	given := repeats.Refuse("quota "+q.Name, "match")
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
-		if err := once(d, given, "quota "+q.Name, sub, "limit", "sandbox_limit", "period"); err != nil {
+		if err := given.Check(d, sub); err != nil {
 			return nil, err
 		}
 		switch sub {
 		case "key":
-			if q.Key != "" {
-				return nil, d.Errf("quota %s: key already set", q.Name)
-			}
 			if !d.AllArgs(&q.Key) {
 				return nil, d.ArgErr()
 			}

@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+	"github.com/gatehouse/gatehouse/caddymodule/internal/repeats"
 )
 
 func init() {
@@ -44,19 +45,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 		return nil, h.Errf("request_log takes no arguments, only a block (got '%s')", h.Val())
 	}
 	rl := new(Handler)
-	seen := map[string]bool{}
+	given := repeats.Refuse("request_log", "brokers", "redact_query", "redact_fields", "headers", "route")
 	for h.NextBlock(0) {
 		sub := h.Val()
 		args := h.RemainingArgs()
 		if len(args) == 0 {
 			return nil, h.Errf("request_log %s: missing value", sub)
 		}
-		switch sub {
-		case "topic", "spool_dir", "spool_limit", "memory_limit", "max_body_capture":
-			if seen[sub] {
-				return nil, h.Errf("request_log %s: given twice", sub)
-			}
-			seen[sub] = true
+		if err := given.Check(h.Dispenser, sub); err != nil {
+			return nil, err
 		}
 		if h.NextBlock(1) {
 			return nil, h.Errf("request_log %s takes no block", sub)

@@ -27,7 +27,7 @@ func TestCaddyfileRejects(t *testing.T) {
 		"empty value":          {block("\t\theaders"), "request_log headers: missing value"},
 		"bad route":            {block("\t\troute v1/customers"), "must start with /"},
 		"partial parameter":    {block("\t\troute /v1/customers/cus_{id}"), "must be a literal or a whole {param}"},
-		"spool limit twice":    {block("\t\tspool_limit 1GiB\n\t\tspool_limit 2GiB"), "request_log spool_limit: given twice"},
-		"topic twice":          {block("\t\ttopic a\n\t\ttopic b"), "request_log topic: given twice"},
+		"spool limit twice":    {block("\t\tspool_limit 1GiB\n\t\tspool_limit 2GiB"), "request_log: spool_limit given twice"},
+		"topic twice":          {block("\t\ttopic a\n\t\ttopic b"), "request_log: topic given twice"},
 	})
 }
