@@ -69,7 +69,7 @@ type Entry struct {
 	TargetType string `json:"target_type,omitempty"`
 	TargetID   string `json:"target_id,omitempty"`
 	// Data describes the change. It must never hold secrets (keys, hashes,
-	// passwords): the audit log is readable by every admin of the org.
+	// passwords): the audit log is readable by every member of the org, viewers included.
 	Data      map[string]any `json:"data"`
 	IP        string         `json:"ip,omitempty"`
 	CreatedAt time.Time      `json:"created"`

@@ -45,8 +45,15 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
+	return newEnvTimeout(t, 0)
+}
+
+// newEnvTimeout serves the API with the given request timeout (zero: the
+// server's default).
+func newEnvTimeout(t *testing.T, timeout time.Duration) *env {
 	pool, _ := testenv.Pool(t)
-	h := server.New(server.Config{IdentitySecret: testSecret, API: []router.Routes{New(pool, zaptest.NewLogger(t))}}).Handler()
+	h := server.New(server.Config{IdentitySecret: testSecret, RequestTimeout: timeout,
+		API: []router.Routes{New(pool, zaptest.NewLogger(t))}}).Handler()
 	return &env{t: t, db: pool, handler: h}
 }
 
@@ -379,6 +386,33 @@ func TestScope(t *testing.T) {
 			t.Fatalf("got %d", rec.Code)
 		}
 	})
+}
+
+// A search that cannot finish in the request's time ends with an error
+// object that says how to narrow it, and frees its connection: here the
+// table is locked, so the query waits until the deadline cancels it.
+func TestSearchOutOfTimeIsA503ThatSaysToNarrowIt(t *testing.T) {
+	e := newEnvTimeout(t, 300*time.Millisecond)
+	ctx := context.Background()
+	lock, err := e.db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, `LOCK TABLE request_logs IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	r := e.get(orgA, "/v1/request-logs?status=500")
+	if r.Status != http.StatusServiceUnavailable || r.Error["code"] != "request_timeout" || !strings.Contains(r.Error["message"], "Narrow it") {
+		t.Fatalf("status %d, body %s; want 503 request_timeout", r.Status, r.Body)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The cancelled query left nothing behind: the next search answers.
+	if r := e.get(orgA, "/v1/request-logs?status=500"); r.Status != http.StatusOK {
+		t.Fatalf("after the lock: status %d, body %s", r.Status, r.Body)
+	}
 }
 
 func TestIDTime(t *testing.T) {

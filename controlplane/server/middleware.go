@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"time"
@@ -26,6 +27,16 @@ func requestID(next http.Handler) http.Handler {
 		}
 		w.Header().Set(identity.HeaderRequestID, rid)
 		next.ServeHTTP(w, r)
+	})
+}
+
+// deadline cancels a request's context after d; router.Fail answers the
+// timeout.
+func deadline(d time.Duration, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

@@ -47,7 +47,15 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight requests may finish after
 	// the context ends; 10 s when zero.
 	ShutdownTimeout time.Duration
+	// RequestTimeout bounds a /v1 request's work (its database queries
+	// are cancelled when it ends); DefaultRequestTimeout when zero.
+	RequestTimeout time.Duration
 }
+
+// DefaultRequestTimeout is how long a /v1 request may run, as long as a
+// dashboard page may: a search no index can narrow ends with an error
+// object rather than holding a connection until the client gives up.
+const DefaultRequestTimeout = 30 * time.Second
 
 // Server is the control plane's HTTP server.
 type Server struct {
@@ -66,6 +74,9 @@ func New(cfg Config) *Server {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
 	if cfg.Dashboard == nil {
 		cfg.Dashboard = http.HandlerFunc(placeholder)
 	}
@@ -78,7 +89,7 @@ func New(cfg Config) *Server {
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", cfg.Metrics)
 	}
-	mux.Handle("/v1/", verify.Middleware(router.New(cfg.API...)))
+	mux.Handle("/v1/", verify.Middleware(deadline(cfg.RequestTimeout, router.New(cfg.API...))))
 	mux.Handle("/", cfg.Dashboard)
 	s.handler = requestID(accessLog(cfg.Logger, recoverPanics(cfg.Logger, refuseBadURLs(mux))))
 	return s

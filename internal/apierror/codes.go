@@ -45,6 +45,7 @@ var Codes = []Code{
 	{"auth_unavailable", TypeAPI, 503, "The key store cannot be reached and the key is not in the gateway's cache. Retry later."},
 	{"dependency_unavailable", TypeAPI, 503, "A dependency (Postgres, Redis, Kafka) is unreachable; /readyz says which. Retry later."},
 	{"rate_limit_unavailable", TypeAPI, 503, "Rate limits cannot be checked right now and the gateway refuses requests rather than let them through unchecked. Retry later."},
+	{"request_timeout", TypeAPI, 503, "A control-plane read took longer than 30 s and was stopped, usually a request-log search that no filter narrows. Narrow it (a created[gte]/created[lt] range, more filters) and retry."},
 	{"internal_error", TypeAPI, 500, "An unexpected error on our side. Retry later; contact support with the request id if it persists."},
 	{"limit_reached", TypeInvalidRequest, 400, "The organisation has as many of these objects as it may have in this environment (16 webhook endpoints, as Stripe allows). Delete one to make room."},
 	{"url_invalid", TypeInvalidRequest, 400, "The webhook URL is not a valid http(s) URL, or resolves to an address that is not allowed."},
