@@ -370,24 +370,31 @@ func TestIdentityRequired(t *testing.T) {
 	e := newEnv(t)
 	cases := []struct {
 		name string
-		sign func(h http.Header)
+		sign func(r *http.Request)
 	}{
-		{"unsigned", func(http.Header) {}},
-		{"stale", func(h http.Header) { staleSigner().Apply(h, withRID(orgA)) }},
-		{"tampered org", func(h http.Header) {
-			identity.NewSigner(testSecret, nil).Apply(h, withRID(orgA))
-			h.Set(identity.HeaderOrg, "org_B")
+		{"unsigned", func(*http.Request) {}},
+		{"stale", func(r *http.Request) { staleSigner().Apply(r, withRID(orgA)) }},
+		{"tampered org", func(r *http.Request) {
+			identity.NewSigner(testSecret, nil).Apply(r, withRID(orgA))
+			r.Header.Set(identity.HeaderOrg, "org_B")
 		}},
-		{"tampered scopes", func(h http.Header) {
+		{"tampered scopes", func(r *http.Request) {
 			ro := orgA
 			ro.Scopes = []string{"customers:read"}
-			identity.NewSigner(testSecret, nil).Apply(h, withRID(ro))
-			h.Set(identity.HeaderScopes, "*")
+			identity.NewSigner(testSecret, nil).Apply(r, withRID(ro))
+			r.Header.Set(identity.HeaderScopes, "*")
 		}},
-		{"other secret", func(h http.Header) { identity.NewSigner([]byte("not-the-secret"), nil).Apply(h, withRID(orgA)) }},
-		{"garbage signature", func(h http.Header) {
-			identity.NewSigner(testSecret, nil).Apply(h, withRID(orgA))
-			h.Set(identity.HeaderSignature, "nonsense")
+		{"other secret", func(r *http.Request) { identity.NewSigner([]byte("not-the-secret"), nil).Apply(r, withRID(orgA)) }},
+		{"garbage signature", func(r *http.Request) {
+			identity.NewSigner(testSecret, nil).Apply(r, withRID(orgA))
+			r.Header.Set(identity.HeaderSignature, "nonsense")
+		}},
+		// Headers signed for one request, replayed onto another.
+		{"signed for another method", func(r *http.Request) {
+			identity.NewSigner(testSecret, nil).Sign(r.Header, http.MethodHead, r.URL.RequestURI(), withRID(orgA))
+		}},
+		{"signed for another target", func(r *http.Request) {
+			identity.NewSigner(testSecret, nil).Sign(r.Header, r.Method, r.URL.RequestURI()+"?limit=1", withRID(orgA))
 		}},
 	}
 	for _, tc := range cases {
@@ -399,7 +406,7 @@ func TestIdentityRequired(t *testing.T) {
 		} {
 			t.Run(tc.name+" "+route.method+" "+route.target, func(t *testing.T) {
 				r, _ := http.NewRequest(route.method, route.target, nil)
-				tc.sign(r.Header)
+				tc.sign(r)
 				e.serve(r, r.Header.Get("Request-Id")).
 					assertError(t, wantError{401, "authentication_error", "identity_invalid", ""})
 			})

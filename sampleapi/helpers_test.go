@@ -72,7 +72,7 @@ func (e *env) do(req request) response {
 		id := *req.id
 		id.RequestID = ids.New(ids.Request)
 		rid = id.RequestID
-		identity.NewSigner(testSecret, nil).Apply(r.Header, id)
+		identity.NewSigner(testSecret, nil).Apply(r, id)
 	}
 	return e.serve(r, rid)
 }

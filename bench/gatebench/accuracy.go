@@ -56,7 +56,7 @@ func runAccuracy(ctx context.Context, e *env, vegeta string, limit, rate int, d 
 	// A different customer path than the overhead suite's is irrelevant to
 	// the limit; the static upstream answers any. Warm each gateway's key
 	// cache with one request, then let the bucket refill completely.
-	req := Request{Name: "GET", Method: "GET", Path: "/v1/customers/cus_accuracy", Headers: e.headers(t)}
+	req := e.signed(t, Request{Name: "GET", Method: "GET", Path: "/v1/customers/cus_accuracy"})
 	for _, g := range gws {
 		if err := probe(ctx, "http://"+g.addr, req); err != nil {
 			return nil, fmt.Errorf("accuracy warm-up: %w", err)

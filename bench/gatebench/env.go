@@ -132,13 +132,19 @@ func (e *env) seed(ctx context.Context, name string, withCustomer bool) (tenant,
 	return t, nil
 }
 
-// headers are what every load request carries: the tenant's key (used by
-// api_key) and a pre-signed identity (used by the upstream when no api_key
-// runs before it). Signatures are valid for identity.DefaultMaxSkew, so
-// they are made afresh for every stage.
-func (e *env) headers(t tenant) []string {
+// signed returns r with the headers every load request carries: the
+// tenant's key (used by api_key) and an identity pre-signed for r's method
+// and path (used by the upstream when no api_key runs before it).
+// Signatures are valid for identity.DefaultMaxSkew, so they are made afresh
+// for every stage.
+func (e *env) signed(t tenant, r Request) Request {
+	r.Headers = e.headers(t, r.Method, r.Path)
+	return r
+}
+
+func (e *env) headers(t tenant, method, target string) []string {
 	h := http.Header{}
-	identity.NewSigner(e.secret, nil).Apply(h, identity.Identity{
+	identity.NewSigner(e.secret, nil).Sign(h, method, target, identity.Identity{
 		OrgID: t.OrgID, Livemode: true, KeyID: t.KeyID, Scopes: []string{identity.AllScopes},
 		RequestID: "req_benchpresigned", APIVersion: "2026-11-01",
 	})

@@ -65,7 +65,7 @@ func runIPMemory(ctx context.Context, e *env, threads, conns int, want int64, ma
 	}
 	defer g.stop()
 	base := "http://" + g.addr
-	req := Request{Name: "GET", Method: "GET", Path: "/v1/customers/cus_ipmemory", Headers: e.headers(t), DistinctIPs: true}
+	req := e.signed(t, Request{Name: "GET", Method: "GET", Path: "/v1/customers/cus_ipmemory", DistinctIPs: true})
 	if err := probe(ctx, base, req); err != nil {
 		return nil, err
 	}

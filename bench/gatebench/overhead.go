@@ -280,9 +280,7 @@ func runOverhead(ctx context.Context, e *env, cfg overheadConfig, upstreamName, 
 		return "http://" + gws[tg.Variant].addr
 	}
 	stage := func(tg target) Request {
-		r := tg.req
-		r.Headers = e.headers(t) // fresh signature for every stage
-		return r
+		return e.signed(t, tg.req) // a fresh signature for every stage
 	}
 
 	if cfg.stackWarmup > 0 {

@@ -33,11 +33,12 @@ func runProfile(ctx context.Context, e *env, c config, upstream string, t tenant
 		return err
 	}
 	defer g.stop()
-	req := Request{Name: "GET", Method: "GET", Path: "/v1/customers/" + t.Customer, Headers: e.headers(t)}
+	req := Request{Name: "GET", Method: "GET", Path: "/v1/customers/" + t.Customer}
 	if c.ProfilePOST {
 		req = Request{Name: "POST+Idempotency-Key", Method: "POST", Path: "/v1/customers", ContentType: "application/x-www-form-urlencoded",
-			Body: "email=bench%40example.com&name=Bench+Customer", IdempotencyKeys: true, Headers: e.headers(t)}
+			Body: "email=bench%40example.com&name=Bench+Customer", IdempotencyKeys: true}
 	}
+	req = e.signed(t, req)
 	base := "http://" + g.addr
 	if err := probe(ctx, base, req); err != nil {
 		return err

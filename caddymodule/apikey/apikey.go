@@ -355,7 +355,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		rid = ids.New(ids.Request)
 		w.Header().Set(identity.HeaderRequestID, rid)
 	}
-	h.signer.Apply(r.Header, identity.Identity{
+	h.signer.Apply(r, identity.Identity{
 		OrgID:      rec.OrgID,
 		Livemode:   rec.Livemode,
 		KeyID:      rec.KeyID,

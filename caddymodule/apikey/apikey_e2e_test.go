@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strings"
 	"testing"
@@ -120,7 +121,9 @@ func TestGateway(t *testing.T) {
 			t.Fatalf("got %d %s", r.Status, r.Body)
 		}
 		h := up.lastHeader()
-		id, err := identity.NewVerifier([]byte(testSecret), 0, nil).Verify(h)
+		// Signed for the request the upstream received.
+		id, err := identity.NewVerifier([]byte(testSecret), 0, nil).Verify(
+			&http.Request{Method: http.MethodGet, URL: &url.URL{Path: "/v1/customers"}, Header: h})
 		if err != nil {
 			t.Fatalf("upstream identity does not verify: %v (%v)", err, h)
 		}

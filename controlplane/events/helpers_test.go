@@ -119,7 +119,7 @@ func (e *env) do(id identity.Identity, method, target, contentType, body string,
 		r.Header.Set(header[i], header[i+1])
 	}
 	id.RequestID = ids.New(ids.Request)
-	identity.NewSigner(testSecret, nil).Apply(r.Header, id)
+	identity.NewSigner(testSecret, nil).Apply(r, id)
 	w := httptest.NewRecorder()
 	e.handler.ServeHTTP(w, r)
 	return response{status: w.Code, header: w.Header(), raw: w.Body.Bytes()}

@@ -114,7 +114,7 @@ func (e *env) get(id identity.Identity, target string) response {
 	e.t.Helper()
 	req := httptest.NewRequest("GET", target, nil)
 	id.RequestID = ids.New(ids.Request)
-	identity.NewSigner(testSecret, nil).Apply(req.Header, id)
+	identity.NewSigner(testSecret, nil).Apply(req, id)
 	rec := httptest.NewRecorder()
 	e.handler.ServeHTTP(rec, req)
 	body, _ := io.ReadAll(rec.Body)

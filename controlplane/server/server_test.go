@@ -22,7 +22,7 @@ import (
 var secret = []byte("test-identity-secret")
 
 func signed(r *http.Request, sec []byte) *http.Request {
-	identity.NewSigner(sec, nil).Apply(r.Header, identity.Identity{
+	identity.NewSigner(sec, nil).Apply(r, identity.Identity{
 		OrgID: "org_A", KeyID: "key_A", Scopes: []string{identity.AllScopes},
 		RequestID: "req_fromgateway", APIVersion: "2026-11-01",
 	})

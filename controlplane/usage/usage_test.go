@@ -55,7 +55,7 @@ func TestUsage(t *testing.T) {
 	get := func(id identity.Identity, target string) (int, string) {
 		req := httptest.NewRequest("GET", target, nil)
 		id.RequestID = ids.New(ids.Request)
-		identity.NewSigner(testSecret, nil).Apply(req.Header, id)
+		identity.NewSigner(testSecret, nil).Apply(req, id)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		b, _ := io.ReadAll(rec.Body)

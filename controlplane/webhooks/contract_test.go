@@ -129,7 +129,7 @@ func TestDelivererHonoursManualAttempts(t *testing.T) {
 	req.Header.Set("Content-Type", "application/json")
 	signed := orgA
 	signed.RequestID = "req_contract"
-	identity.NewSigner(testSecret, nil).Apply(req.Header, signed)
+	identity.NewSigner(testSecret, nil).Apply(req, signed)
 	rec := httptest.NewRecorder()
 	evHandler.ServeHTTP(rec, req)
 	var created events.Object

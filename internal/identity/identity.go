@@ -1,7 +1,9 @@
 // Package identity carries the caller's verified identity from the gateway to
 // upstream services (DESIGN §6). The gateway strips whatever identity headers
-// a client sent, then sets its own and an HMAC-SHA256 signature over them
-// with a timestamp. A backend in this module wraps its handler with
+// a client sent, then sets its own and an HMAC-SHA256 signature over them,
+// a timestamp, and the request's method and target: signed headers seen
+// on the way to a backend cannot be replayed onto another request (another
+// method, path or query) within the timestamp's five minutes. A backend in this module wraps its handler with
 // Verifier.Middleware to trust those headers and nothing else; one in
 // another module cannot import an internal package, so it copies this one
 // or checks X-Gateway-Signature itself (the README gives the format).
@@ -86,12 +88,13 @@ func newMACPool(secret []byte) *macPool {
 	return &macPool{p: sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}}
 }
 
-// sum is the MAC over the timestamp and every identity field, each
-// terminated by a newline so that no field can bleed into the next.
+// sum is the MAC over the timestamp, the method, the target and every
+// identity field, each terminated by a newline so that no field can bleed
+// into the next.
 func (mp *macPool) sum(fields ...string) string {
 	m := mp.p.Get().(hash.Hash)
 	m.Reset()
-	var buf [256]byte
+	var buf [512]byte
 	b := buf[:0]
 	for _, f := range fields {
 		b = append(b, f...)
@@ -112,8 +115,18 @@ func NewSigner(secret []byte, now func() time.Time) *Signer {
 	return &Signer{macs: newMACPool(secret), now: now}
 }
 
-// Apply strips client identity headers and sets the signed ones.
-func (s *Signer) Apply(h http.Header, id Identity) {
+// Apply strips r's client identity headers and sets the signed ones, for
+// r's method and target as they stand (see Sign).
+func (s *Signer) Apply(r *http.Request, id Identity) {
+	s.Sign(r.Header, r.Method, r.URL.RequestURI(), id)
+}
+
+// Sign strips client identity headers from h and sets the signed ones, for
+// a request with that method and target (path and query, as
+// url.URL.RequestURI gives them and as the request line carries them to
+// the backend). Rewriting the target after signing, between the gateway's
+// api_key and the backend, makes the backend refuse the request.
+func (s *Signer) Sign(h http.Header, method, target string, id Identity) {
 	Strip(h)
 	scopes := strings.Join(id.Scopes, ",")
 	live := strconv.FormatBool(id.Livemode)
@@ -124,7 +137,7 @@ func (s *Signer) Apply(h http.Header, id Identity) {
 	h.Set(HeaderRequestID, id.RequestID)
 	h.Set(HeaderAPIVersion, id.APIVersion)
 	ts := strconv.FormatInt(s.now().Unix(), 10)
-	h.Set(HeaderSignature, "t="+ts+",v1="+s.macs.sum(ts, id.OrgID, live, id.KeyID, scopes, id.RequestID, id.APIVersion))
+	h.Set(HeaderSignature, "t="+ts+",v2="+s.macs.sum(ts, method, target, id.OrgID, live, id.KeyID, scopes, id.RequestID, id.APIVersion))
 }
 
 // Verification errors.
@@ -157,15 +170,17 @@ func NewVerifier(secret []byte, maxSkew time.Duration, now func() time.Time) *Ve
 	return &Verifier{macs: newMACPool(secret), maxSkew: maxSkew, now: now}
 }
 
-// Verify returns the identity in h if its signature is valid and fresh.
-func (v *Verifier) Verify(h http.Header) (Identity, error) {
+// Verify returns the identity in r's headers if their signature is valid,
+// fresh, and made for r's method and target.
+func (v *Verifier) Verify(r *http.Request) (Identity, error) {
+	h := r.Header
 	sig := h.Get(HeaderSignature)
 	if sig == "" {
 		return Identity{}, ErrMissing
 	}
 	tPart, macPart, ok := strings.Cut(sig, ",")
 	ts, ok1 := strings.CutPrefix(tPart, "t=")
-	mac, ok2 := strings.CutPrefix(macPart, "v1=")
+	mac, ok2 := strings.CutPrefix(macPart, "v2=")
 	if !ok || !ok1 || !ok2 {
 		return Identity{}, ErrMalformed
 	}
@@ -183,7 +198,7 @@ func (v *Verifier) Verify(h http.Header) (Identity, error) {
 		APIVersion: h.Get(HeaderAPIVersion),
 	}
 	live, scopes := h.Get(HeaderLivemode), h.Get(HeaderScopes)
-	want := v.macs.sum(ts, id.OrgID, live, id.KeyID, scopes, id.RequestID, id.APIVersion)
+	want := v.macs.sum(ts, r.Method, r.URL.RequestURI(), id.OrgID, live, id.KeyID, scopes, id.RequestID, id.APIVersion)
 	if !hmac.Equal([]byte(want), []byte(mac)) {
 		return Identity{}, ErrMismatch
 	}
@@ -233,7 +248,7 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 		if rid := r.Header.Get(HeaderRequestID); PlausibleRequestID(rid) {
 			w.Header().Set(HeaderRequestID, rid)
 		}
-		id, err := v.Verify(r.Header)
+		id, err := v.Verify(r)
 		if err != nil {
 			apierror.Write(w, apierror.Authentication("identity_invalid",
 				"This service only accepts requests through the API gateway ("+err.Error()+")."))
