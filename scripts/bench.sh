@@ -4,7 +4,7 @@
 # Starts Postgres, Redis and Kafka if needed (idempotent), builds the four
 # binaries and the driver, installs vegeta into bin/ if missing, runs the
 # suites and writes bench/results/<UTC date-time>.json; a summary table goes
-# to stdout, progress to stderr. A default full run takes about 20 minutes
+# to stdout, progress to stderr. A default full run takes about 25 minutes
 # on a 2-core machine.
 #
 # Knobs (environment; each maps to a gatebench flag, `go run ./bench/gatebench -h`):

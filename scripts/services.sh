@@ -52,7 +52,7 @@ KAFKA_BROKERS="$HOST:$KAFKA_PORT"
 
 ALL_SERVICES=(postgres redis kafka)
 
-# DESIGN.md §7: name:partitions (replication factor 1 on a single node).
+# The platform's topics (internal/wire): name:partitions (replication factor 1 on a single node).
 KAFKA_TOPICS=(
   gateway.request-logs.v1:6
   platform.events.v1:6
