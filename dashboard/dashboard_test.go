@@ -252,6 +252,24 @@ func TestKeysCreateRollRevoke(t *testing.T) {
 	if old.RolledTo == nil || old.ExpiresAt == nil || time.Until(*old.ExpiresAt) > time.Hour+time.Minute {
 		t.Fatalf("rolled key: %+v", old)
 	}
+	// Rolling with no grace cuts the key off: the page asks first.
+	next := *old.RolledTo
+	p = b.post("/keys/"+next+"/roll", "expires_in", "0s")
+	if loc := p.header.Get("Location"); p.status != http.StatusSeeOther || loc != "/keys/"+next+"?confirm=roll-now" {
+		t.Fatalf("roll now without confirmation: %d to %q", p.status, loc)
+	}
+	if k, _ := e.keys.Get(context.Background(), org, apikey.Sandbox, next); k.RolledTo != nil {
+		t.Fatal("rolled before the confirmation")
+	}
+	if p := b.get("/keys/" + next + "?confirm=roll-now"); !strings.Contains(p.body, "Yes, roll and stop it now") || !strings.Contains(p.body, "api_key_expired") {
+		t.Fatal("no confirmation that says what stopping the key now does")
+	}
+	if p := b.post("/keys/"+next+"/roll", "expires_in", "0s", "confirm", "yes"); p.status != 200 || !strings.Contains(p.body, "rk_test_") {
+		t.Fatalf("confirmed roll now: %d", p.status)
+	}
+	if k, _ := e.keys.Get(context.Background(), org, apikey.Sandbox, next); k.RolledTo == nil || k.Status(time.Now()) != keys.StatusExpired {
+		t.Fatalf("confirmed roll now left the key %+v", k)
+	}
 	if p := b.post("/keys/" + *old.RolledTo + "/revoke"); p.status != http.StatusBadRequest {
 		t.Fatalf("revoke without confirmation: %d", p.status)
 	}
@@ -267,7 +285,7 @@ func TestKeysCreateRollRevoke(t *testing.T) {
 	}
 	// Every change is audited with the user as the actor.
 	pg, err := audit.NewLog(e.pool).List(context.Background(), org, audit.Filter{Action: "api_key.", Limit: 10})
-	if err != nil || len(pg.Data) != 4 { // created, created (roll), rolled, revoked
+	if err != nil || len(pg.Data) != 6 { // created, then created and rolled twice (two rolls), revoked
 		t.Fatalf("audit: %d entries, %v", len(pg.Data), err)
 	}
 	for _, en := range pg.Data {
@@ -742,7 +760,7 @@ var formFor = map[string][]string{
 	"/webhooks":                        {"url", "http://127.0.0.1:9/other", "events", "*"},
 	"/webhooks/{id}":                   {"url", "http://127.0.0.1:9/changed", "events", "*"},
 	"/webhooks/{id}/delete":            {"confirm", "yes"},
-	"/webhooks/{id}/rotate":            {"expires_in", "0s"},
+	"/webhooks/{id}/rotate":            {"expires_in", "0s", "confirm", "yes"},
 	"/webhooks/{id}/recover":           {"window", "24h"},
 	"/members/invitations":             {"email", "y@example.com", "role", "viewer"},
 	"/members/invitations/{id}/revoke": {},
@@ -912,6 +930,13 @@ func TestWebhookPagesAndTrace(t *testing.T) {
 	pg, _ := audit.NewLog(e.pool).List(context.Background(), e.orgOf(b), audit.Filter{Action: "webhook_endpoint.secret_revealed"})
 	if len(pg.Data) != 1 || pg.Data[0].Actor.Type != audit.ActorUser {
 		t.Fatalf("reveal not audited: %+v", pg.Data)
+	}
+	if p := b.post("/webhooks/"+we+"/rotate", "expires_in", "0s"); p.status != http.StatusSeeOther ||
+		p.header.Get("Location") != "/webhooks/"+we+"?confirm=rotate-now" {
+		t.Fatalf("rotate now without confirmation: %d to %q", p.status, p.header.Get("Location"))
+	}
+	if p := b.get("/webhooks/" + we + "?confirm=rotate-now"); !strings.Contains(p.body, "Yes, rotate and stop the old secret now") {
+		t.Fatal("no confirmation before the old secret stops at once")
 	}
 	if p := b.post("/webhooks/"+we+"/rotate", "expires_in", "24h"); p.status != 200 || !strings.Contains(p.body, "New signing secret") {
 		t.Fatalf("rotate: %d", p.status)

@@ -98,6 +98,19 @@ func (b *browser) get(path string) response {
 	return b.do(req)
 }
 
+// createEndpoint creates a webhook endpoint for every event through the
+// dashboard's form (extra fields in kv) and returns its id.
+func (b *browser) createEndpoint(url string, kv ...string) string {
+	b.e.t.Helper()
+	b.get("/webhooks/new")
+	p := b.post("/webhooks", append([]string{"url", url, "events", "*"}, kv...)...)
+	we := regexp.MustCompile(`we_[0-9A-Za-z]{22}`).FindString(p.body)
+	if p.status != http.StatusOK || we == "" {
+		b.e.t.Fatalf("create endpoint: %d", p.status)
+	}
+	return we
+}
+
 // post submits a form with the remembered CSRF token unless the form sets
 // csrf_token itself ("" leaves it out).
 func (b *browser) post(path string, kv ...string) response {

@@ -148,6 +148,11 @@ func (d *Dashboard) rollKey(w http.ResponseWriter, r *http.Request, s *Session) 
 	if !ok {
 		return errBadRequest("Choose when the current key stops working.")
 	}
+	if grace == 0 && r.PostFormValue("confirm") != "yes" {
+		// Cutting a key off at once breaks whoever still uses it: say so first.
+		http.Redirect(w, r, "/keys/"+k.ID+"?confirm=roll-now", http.StatusSeeOther)
+		return nil
+	}
 	rolled, err := d.cfg.Keys.Roll(r.Context(), s.Actor(), s.OrgID, apikey.Environment(s.Env()), k.ID, grace)
 	if err != nil {
 		return err

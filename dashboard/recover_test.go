@@ -33,12 +33,7 @@ func TestRecoverLastSevenDaysAcrossASecond(t *testing.T) {
 	t.Cleanup(e.srv.Close)
 
 	b := e.signup("recover@example.com", "Recover")
-	b.get("/webhooks/new")
-	p := b.post("/webhooks", "url", "http://127.0.0.1:9/hook", "events", "*")
-	we := regexp.MustCompile(`we_[0-9A-Za-z]{22}`).FindString(p.body)
-	if p.status != http.StatusOK || we == "" {
-		t.Fatalf("create endpoint: %d", p.status)
-	}
+	we := b.createEndpoint("http://127.0.0.1:9/hook")
 	for _, window := range []string{"1h", "24h", "72h", "168h"} {
 		if p := b.post("/webhooks/"+we+"/recover", "window", window); p.status != http.StatusSeeOther {
 			t.Fatalf("recover the last %s: %d %s", window, p.status, regexp.MustCompile(`<p class="lead">[^<]*`).FindString(p.body))
@@ -52,12 +47,7 @@ func TestRecoverLastSevenDaysAcrossASecond(t *testing.T) {
 func TestRecoverOnADisabledEndpoint(t *testing.T) {
 	e := newEnv(t)
 	b := e.signup("recover-disabled@example.com", "Recover disabled")
-	b.get("/webhooks/new")
-	p := b.post("/webhooks", "url", "http://127.0.0.1:9/hook", "events", "*")
-	we := regexp.MustCompile(`we_[0-9A-Za-z]{22}`).FindString(p.body)
-	if p.status != http.StatusOK || we == "" {
-		t.Fatalf("create endpoint: %d", p.status)
-	}
+	we := b.createEndpoint("http://127.0.0.1:9/hook")
 	form := `action="/webhooks/` + we + `/recover"`
 	const why = "Enable the endpoint to recover its deliveries"
 	if page := b.get("/webhooks/" + we); !strings.Contains(page.body, form) || strings.Contains(page.body, why) {
@@ -76,7 +66,7 @@ func TestRecoverOnADisabledEndpoint(t *testing.T) {
 		t.Errorf("disabled endpoint's page does not say %q", why)
 	}
 
-	p = b.post("/webhooks/"+we+"/recover", "window", "24h")
+	p := b.post("/webhooks/"+we+"/recover", "window", "24h")
 	if p.status != http.StatusBadRequest || !strings.Contains(p.body, why) || strings.Contains(p.body, "disabled=false") {
 		t.Errorf("recover a disabled endpoint: %d %s, want 400 saying %q", p.status,
 			regexp.MustCompile(`<p class="lead">[^<]*`).FindString(p.body), why)
@@ -90,19 +80,14 @@ func TestRecoverContinuesPastItsBound(t *testing.T) {
 	e := newEnv(t)
 	b := e.signup("recover-more@example.com", "Recover more")
 	org := e.orgOf(b)
-	b.get("/webhooks/new")
-	p := b.post("/webhooks", "url", "http://127.0.0.1:9/hook", "events", "*")
-	we := regexp.MustCompile(`we_[0-9A-Za-z]{22}`).FindString(p.body)
-	if p.status != http.StatusOK || we == "" {
-		t.Fatalf("create endpoint: %d", p.status)
-	}
+	we := b.createEndpoint("http://127.0.0.1:9/hook")
 	ctx := t.Context()
 	if _, err := e.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id, organization_id, livemode, event_id, endpoint_id, status, created_at)
 		SELECT 'whd_bulk' || lpad(i::text, 18, '0'), $1, false, 'evt_bulk' || i, $2, 'dead', now() - interval '1 hour'
 		FROM generate_series(1, $3::int) AS i`, org, we, webhooks.MaxRecover+1); err != nil {
 		t.Fatal(err)
 	}
-	p = b.post("/webhooks/"+we+"/recover", "window", "24h")
+	p := b.post("/webhooks/"+we+"/recover", "window", "24h")
 	next := p.header.Get("Location")
 	if p.status != http.StatusSeeOther || !strings.Contains(next, "recover_after=whd_bulk") {
 		t.Fatalf("first recovery: %d to %q", p.status, next)
@@ -142,12 +127,7 @@ func TestDeliveryPayloadFollowsTheEndpointsVersion(t *testing.T) {
 	e := newEnv(t)
 	b := e.signup("payload@example.com", "Payload")
 	org := e.orgOf(b)
-	b.get("/webhooks/new")
-	p := b.post("/webhooks", "url", "http://127.0.0.1:9/hook", "events", "*", "api_version", "2026-06-01")
-	we := regexp.MustCompile(`we_[0-9A-Za-z]{22}`).FindString(p.body)
-	if p.status != http.StatusOK || we == "" {
-		t.Fatalf("create endpoint: %d", p.status)
-	}
+	we := b.createEndpoint("http://127.0.0.1:9/hook", "api_version", "2026-06-01")
 	ctx := t.Context()
 	evID, whd := ids.New(ids.Event), ids.New(ids.Delivery)
 	if _, err := e.pool.Exec(ctx, `INSERT INTO events (id, organization_id, livemode, type, api_version, data, created_at)

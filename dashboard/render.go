@@ -117,6 +117,21 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
+	// tsShort is ts without the zone, for table cells under a "(UTC)"
+	// heading.
+	"tsShort": func(v any) string {
+		t, ok := asTime(v)
+		if !ok {
+			return "—"
+		}
+		return t.UTC().Format("2006-01-02 15:04:05")
+	},
+	"deliveryTable": func(rows []Delivery, showEndpoint bool) any {
+		return struct {
+			Rows         []Delivery
+			ShowEndpoint bool
+		}{rows, showEndpoint}
+	},
 	"tsInput": func(v any) string {
 		t, ok := asTime(v)
 		if !ok {
@@ -232,7 +247,7 @@ var funcs = template.FuncMap{
 		}
 		return base + "?" + q.Encode()
 	},
-	"ms": func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) + " ms" },
+	"ms": millis,
 	// kv lists a map's entries by key, values as compact JSON (strings
 	// bare), for audit details.
 	"kv": func(m map[string]any) []header {
@@ -355,4 +370,13 @@ func comma(n int64) string {
 		return "-" + b.String()
 	}
 	return b.String()
+}
+
+// millis shows a duration in milliseconds, in seconds from one second on
+// ("30012.3 ms" reads as "30.0 s").
+func millis(v float64) string {
+	if v >= 1000 {
+		return strconv.FormatFloat(v/1000, 'f', 1, 64) + " s"
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64) + " ms"
 }

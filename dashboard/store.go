@@ -61,6 +61,14 @@ type Delivery struct {
 	AttemptList []Attempt `db:"-"`
 }
 
+// LastAttempt is the newest attempt in AttemptList, or nil.
+func (d Delivery) LastAttempt() *Attempt {
+	if len(d.AttemptList) == 0 {
+		return nil
+	}
+	return &d.AttemptList[len(d.AttemptList)-1]
+}
+
 const deliveryCols = `SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, we.url AS endpoint_url,
 	coalesce(we.api_version, '') AS endpoint_api_version, d.status,
 	d.attempts, d.last_status_code, d.next_attempt_at, d.manual_pending OR d.manual_claimed AS manual_pending, d.created_at, d.updated_at

@@ -257,6 +257,11 @@ func (d *Dashboard) rotateSecret(w http.ResponseWriter, r *http.Request, s *Sess
 	if !ok {
 		return errBadRequest("Choose when the current secret stops signing.")
 	}
+	if grace == 0 && r.PostFormValue("confirm") != "yes" {
+		// Receivers that still check the old secret refuse every delivery.
+		http.Redirect(w, r, "/webhooks/"+e.ID+"?confirm=rotate-now", http.StatusSeeOther)
+		return nil
+	}
 	secret, err := d.cfg.Webhooks.RotateSecret(r.Context(), s.Actor(), tenant(s), e.ID, grace)
 	if err != nil {
 		return err
