@@ -209,6 +209,10 @@ func TestActionRateLimit(t *testing.T) {
 	e.d.cfg.ActionsPerMinute = 3
 	b := e.signup("rl@example.com", "RL")
 	b.get("/keys")
+	// The limit counts in fixed wall-clock minutes: pin the clock, or a
+	// minute turning between the first and the fourth POST resets the count.
+	at := time.Now()
+	e.d.now = func() time.Time { return at }
 	got := 0
 	for i := 0; i < 5; i++ {
 		p := b.post("/session/environment", "environment", "sandbox")

@@ -488,34 +488,25 @@ func TestWriteThroughCountsWhatWaitsForKafka(t *testing.T) {
 // TestKafkaRoundTrip sends through the real broker of `make services`.
 func TestKafkaRoundTrip(t *testing.T) {
 	brokers := testenv.Kafka(t)
-	topic := "test.outbox." + testenv.Suffix()
-	conn, err := kafka.Dial("tcp", brokers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctrl, err := conn.Controller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := kafka.Dial("tcp", fmt.Sprintf("%s:%d", ctrl.Host, ctrl.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.DeleteTopics(topic) })
+	// KafkaTopic waits until the partition's leader serves it (a send just
+	// after CreateTopics can fail with Unknown Topic, and this test counts
+	// any failed send) and deletes the topic with a connection of its own.
+	topic := testenv.KafkaTopic(t, brokers, "outbox", 1)
 
 	// The largest sends the outbox makes: MaxSendBatch messages, SendBytes
 	// bytes, one partition. Kafka must take each as it is.
 	ks := NewKafkaSenderBatch(brokers, MaxSendBatch)
+	// Its own transport: kafka-go's default one caches metadata for seconds,
+	// so with -count > 1 it would not know this run's topic.
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	ks.W.Transport = tr
 	defer ks.Close()
 	p, _ := New(Config{Dir: t.TempDir(), BatchSize: MaxSendBatch, Linger: time.Hour}, ks)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go p.Run(ctx)
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
 	const n = 3 * MaxSendBatch
 	value := func(i int) string { return fmt.Sprintf("%-*d", SendBytes/MaxSendBatch-len("org_1"), i) }
 	for i := 0; i < n; i++ {
@@ -535,6 +526,10 @@ func TestKafkaRoundTrip(t *testing.T) {
 			t.Fatalf("message %d = %s", i, m.Value)
 		}
 	}
+	// The reader can have the last batch before Send has returned and been
+	// counted: stop the producer before reading its stats.
+	cancel()
+	<-done
 	if st := p.Stats(); st.Sent != n || st.Spooled != 0 {
 		t.Fatalf("stats %+v: every send must have been taken whole", st)
 	}
