@@ -386,8 +386,7 @@ func (d *Dashboard) fail(w http.ResponseWriter, r *http.Request, s *Session, err
 			d.log.Error("dashboard request failed", zap.String("request_id", w.Header().Get(identity.HeaderRequestID)),
 				zap.String("method", r.Method), zap.String("path", redact.LogPath(r)), zap.Error(err))
 			he = &httpError{http.StatusInternalServerError, "Something went wrong",
-				"An unexpected error occurred on our side. Try again; if it persists, contact support with the request id " +
-					w.Header().Get(identity.HeaderRequestID) + "."}
+				"An unexpected error occurred on our side. Try again; if it persists, contact support with the request id below."}
 		}
 	}
 	switch he.status {
