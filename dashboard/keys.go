@@ -129,7 +129,7 @@ func (d *Dashboard) keyPage(w http.ResponseWriter, r *http.Request, s *Session) 
 	if err != nil {
 		return err
 	}
-	d.render(w, r, s, http.StatusOK, "key.html", "API key "+k.Prefix+"…"+k.Last4, "keys", map[string]any{
+	d.render(w, r, s, http.StatusOK, "key.html", "API key "+k.Masked(), "keys", map[string]any{
 		"Key": k, "Graces": rollGraces, "CanManage": s.CanWrite() && mayManageKeys(s) == nil,
 		"Audit": page, "Confirm": r.URL.Query().Get("confirm"),
 	})
@@ -168,12 +168,12 @@ func (d *Dashboard) revokeKey(w http.ResponseWriter, r *http.Request, s *Session
 	if err := mayManageKeys(s); err != nil {
 		return err
 	}
-	if r.PostFormValue("confirm") != k.Prefix+"…"+k.Last4 && r.PostFormValue("confirm") != "yes" {
+	if r.PostFormValue("confirm") != k.Masked() && r.PostFormValue("confirm") != "yes" {
 		return errBadRequest("Confirm the revocation first.")
 	}
 	if _, err := d.cfg.Keys.Revoke(r.Context(), s.Actor(), s.OrgID, apikey.Environment(s.Env()), k.ID); err != nil {
 		return err
 	}
-	redirect(w, r, "/keys", "Key "+k.Prefix+"…"+k.Last4+" revoked. Requests using it now fail with api_key_invalid.")
+	redirect(w, r, "/keys", "Key "+k.Masked()+" revoked. Requests using it now fail with api_key_invalid.")
 	return nil
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/gatehouse/gatehouse/controlplane/requestlogs"
 	"github.com/gatehouse/gatehouse/internal/apikey"
 	"github.com/gatehouse/gatehouse/internal/ids"
-	"github.com/jackc/pgx/v5"
 )
 
 // logFilter is the request log page's form, echoed back into it.
@@ -138,7 +137,7 @@ func (d *Dashboard) logsPage(w http.ResponseWriter, r *http.Request, s *Session)
 			return err
 		}
 		data["Logs"] = list
-		labels, err := d.keyLabels(r.Context(), s, list)
+		labels, err := d.keyLabels(r.Context(), s)
 		if err != nil {
 			return err
 		}
@@ -235,7 +234,7 @@ func (d *Dashboard) logPage(w http.ResponseWriter, r *http.Request, s *Session) 
 			return err
 		}
 	}
-	labels, err := d.keyLabels(r.Context(), s, []requestlogs.Object{o})
+	labels, err := d.keyLabels(r.Context(), s)
 	if err != nil {
 		return err
 	}
@@ -280,32 +279,16 @@ func (d *Dashboard) sameIdempotencyKey(r *http.Request, s *Session, o requestlog
 	return out, nil
 }
 
-// keyLabels names the API keys of logs as people know them: the key's name,
-// or its prefix…last4 when it has none. Keys of another organisation or
-// environment, or deleted ones, get no label.
-func (d *Dashboard) keyLabels(ctx context.Context, s *Session, logs []requestlogs.Object) (map[string]string, error) {
-	var keyIDs []string
-	for _, l := range logs {
-		if l.APIKey != nil && !slices.Contains(keyIDs, *l.APIKey) {
-			keyIDs = append(keyIDs, *l.APIKey)
-		}
-	}
-	labels := map[string]string{}
-	if len(keyIDs) == 0 {
-		return labels, nil
-	}
-	rows, err := d.cfg.DB.Query(ctx, `SELECT id, coalesce(name, ''), prefix, last4 FROM api_keys
-		WHERE organization_id = $1 AND environment = $2 AND id = ANY($3)`, s.OrgID, s.Env(), keyIDs)
+// keyLabels names the session's environment's API keys by id, as people
+// know them (keys.Key.Label).
+func (d *Dashboard) keyLabels(ctx context.Context, s *Session) (map[string]string, error) {
+	list, err := d.cfg.Keys.List(ctx, s.OrgID, apikey.Environment(s.Env()))
 	if err != nil {
 		return nil, err
 	}
-	var id, name, prefix, last4 string
-	_, err = pgx.ForEachRow(rows, []any{&id, &name, &prefix, &last4}, func() error {
-		if name == "" {
-			name = prefix + "…" + last4
-		}
-		labels[id] = name
-		return nil
-	})
-	return labels, err
+	labels := make(map[string]string, len(list))
+	for _, k := range list {
+		labels[k.ID] = k.Label()
+	}
+	return labels, nil
 }

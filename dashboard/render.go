@@ -110,22 +110,10 @@ func userMessage(err error) (string, bool) {
 }
 
 var funcs = template.FuncMap{
-	"ts": func(v any) string {
-		t, ok := asTime(v)
-		if !ok {
-			return "—"
-		}
-		return t.UTC().Format("2006-01-02 15:04:05 UTC")
-	},
+	"ts": func(v any) string { return utcText(v, "2006-01-02 15:04:05 UTC") },
 	// tsShort is ts without the zone, for table cells under a "(UTC)"
 	// heading.
-	"tsShort": func(v any) string {
-		t, ok := asTime(v)
-		if !ok {
-			return "—"
-		}
-		return t.UTC().Format("2006-01-02 15:04:05")
-	},
+	"tsShort": func(v any) string { return utcText(v, "2006-01-02 15:04:05") },
 	"deliveryTable": func(rows []Delivery, showEndpoint bool) any {
 		return struct {
 			Rows         []Delivery
@@ -379,4 +367,13 @@ func millis(v float64) string {
 		return strconv.FormatFloat(v/1000, 'f', 1, 64) + " s"
 	}
 	return strconv.FormatFloat(v, 'f', 1, 64) + " ms"
+}
+
+// utcText formats a time (or a pointer to one) in UTC, "—" for none.
+func utcText(v any, layout string) string {
+	t, ok := asTime(v)
+	if !ok {
+		return "—"
+	}
+	return t.UTC().Format(layout)
 }

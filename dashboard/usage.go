@@ -257,15 +257,9 @@ func (d *Dashboard) usagePage(w http.ResponseWriter, r *http.Request, s *Session
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	keyNames := map[string]string{}
-	if list, err := d.cfg.Keys.List(ctx, s.OrgID, apikey.Environment(s.Env())); err == nil {
-		for _, k := range list {
-			n := k.Prefix + "…" + k.Last4
-			if k.Name != "" {
-				n = k.Name + " (" + n + ")"
-			}
-			keyNames[k.ID] = n
-		}
+	keyNames, err := d.keyLabels(ctx, s)
+	if err != nil {
+		keyNames = map[string]string{} // the chart still draws, with key ids
 	}
 	keyIDs := make([]string, 0, len(perKey))
 	for k := range perKey {

@@ -62,9 +62,6 @@ func toKeyJSON(k keys.Key, secret string, now time.Time) keyJSON {
 	}
 }
 
-// masked is how a key is shown once created: its prefix and last four.
-func masked(k keys.Key) string { return k.Prefix + "…" + k.Last4 }
-
 func (a *app) keys() (*keys.Service, error) {
 	db, err := a.pool()
 	if err != nil {
@@ -161,7 +158,7 @@ func describeKey(w io.Writer, k keys.Key, secret string, now time.Time) error {
 	if k.Name != "" {
 		fmt.Fprintf(tw, "name:\t%s\n", k.Name)
 	}
-	fmt.Fprintf(tw, "shown as:\t%s\n", masked(k))
+	fmt.Fprintf(tw, "shown as:\t%s\n", k.Masked())
 	fmt.Fprintf(tw, "scopes:\t%s\n", scopes)
 	fmt.Fprintf(tw, "ip allowlist:\t%s\n", allow)
 	fmt.Fprintf(tw, "created:\t%s\n", timeText(&k.CreatedAt, ""))
@@ -239,7 +236,7 @@ func (a *app) keysList(args []string) error {
 		if name == "" {
 			name = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Environment, k.Kind, masked(k), name, scopes,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Environment, k.Kind, k.Masked(), name, scopes,
 			timeText(&k.CreatedAt, ""), timeText(k.LastUsedAt, "never"), timeText(k.ExpiresAt, "never"), k.Status(now))
 	}
 	return c.fail(tw.Flush())
@@ -310,7 +307,7 @@ func (a *app) keysRoll(args []string) error {
 	if err := describeKey(a.stdout, r.New.Key, r.New.Secret, now); err != nil {
 		return c.fail(err)
 	}
-	fmt.Fprintf(a.stdout, "\nThe old key %s (%s) stops working at %s.\n", r.Old.ID, masked(r.Old), timeText(r.Old.ExpiresAt, ""))
+	fmt.Fprintf(a.stdout, "\nThe old key %s (%s) stops working at %s.\n", r.Old.ID, r.Old.Masked(), timeText(r.Old.ExpiresAt, ""))
 	return nil
 }
 
@@ -337,7 +334,7 @@ func (a *app) keysRevoke(args []string) error {
 	if *asJSON {
 		return c.fail(writeJSON(a.stdout, toKeyJSON(k, "", svc.Now())))
 	}
-	fmt.Fprintf(a.stdout, "revoked %s (%s) at %s\n", k.ID, masked(k), timeText(k.RevokedAt, ""))
+	fmt.Fprintf(a.stdout, "revoked %s (%s) at %s\n", k.ID, k.Masked(), timeText(k.RevokedAt, ""))
 	return nil
 }
 

@@ -95,6 +95,17 @@ func (k Key) Status(now time.Time) string {
 // Livemode reports whether the key acts on live data.
 func (k Key) Livemode() bool { return k.Environment == apikey.Live }
 
+// Masked is how the key is shown once its secret is gone: prefix…last4.
+func (k Key) Masked() string { return k.Prefix + "…" + k.Last4 }
+
+// Label names the key for people: its name and Masked, or Masked alone.
+func (k Key) Label() string {
+	if k.Name == "" {
+		return k.Masked()
+	}
+	return k.Name + " (" + k.Masked() + ")"
+}
+
 // Created is a new key together with its secret, which is not stored and
 // must be shown to the caller once.
 type Created struct {

@@ -111,29 +111,27 @@ func List(name string) []string {
 // it is unset. A value that does not parse is an error naming the
 // variable: a typo must not become the default without a word.
 func Duration(name string, def time.Duration) (time.Duration, error) {
-	v := os.Getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(strings.TrimSpace(v))
-	if err != nil {
-		return def, fmt.Errorf("%s: %q is not a duration such as 15s or 2m", name, v)
-	}
-	return d, nil
+	return parsed(name, def, time.ParseDuration, "a duration such as 15s or 2m")
 }
 
 // Int parses name as an integer, or returns def when it is unset; a value
 // that does not parse is an error naming the variable.
 func Int(name string, def int) (int, error) {
+	return parsed(name, def, strconv.Atoi, "a whole number")
+}
+
+// parsed reads name with parse, def when unset; a value parse refuses is an
+// error saying what was expected (what).
+func parsed[T any](name string, def T, parse func(string) (T, error), what string) (T, error) {
 	v := os.Getenv(name)
 	if v == "" {
 		return def, nil
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(v))
+	x, err := parse(strings.TrimSpace(v))
 	if err != nil {
-		return def, fmt.Errorf("%s: %q is not a whole number", name, v)
+		return def, fmt.Errorf("%s: %q is not %s", name, v, what)
 	}
-	return n, nil
+	return x, nil
 }
 
 // Bool parses name as a boolean (true, false, 1, 0, yes, no, on, off), or

@@ -1,12 +1,13 @@
 // Package identity carries the caller's verified identity from the gateway to
 // upstream services (DESIGN §6). The gateway strips whatever identity headers
 // a client sent, then sets its own and an HMAC-SHA256 signature over them,
-// a timestamp, and the request's method and target: signed headers seen
-// on the way to a backend cannot be replayed onto another request (another
-// method, path or query) within the timestamp's five minutes. A backend in this module wraps its handler with
-// Verifier.Middleware to trust those headers and nothing else; one in
-// another module cannot import an internal package, so it copies this one
-// or checks X-Gateway-Signature itself (the README gives the format).
+// a timestamp, and the request's method and target: signed headers seen on
+// the way to a backend cannot be replayed onto another request (another
+// method, path or query) within the timestamp's five minutes. A backend in
+// this module wraps its handler with Verifier.Middleware to trust those
+// headers and nothing else; one in another module cannot import an internal
+// package, so it copies this one or checks X-Gateway-Signature itself (the
+// README gives the format).
 package identity
 
 import (
