@@ -33,13 +33,15 @@ func TestLogsNameTheKeyAndTellWhenBodiesAreMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	bare, withBody := ids.NewAt(ids.Request, now), ids.NewAt(ids.Request, now.Add(time.Millisecond))
+	const message = "The service took too long to answer <in time>."
 	for _, r := range []struct {
 		id   string
 		body *string
 	}{{bare, nil}, {withBody, ptr(`{"error":{"code":"upstream_timeout"}}`)}} {
 		if _, err := e.pool.Exec(ctx, `INSERT INTO request_logs (request_id, created_at, organization_id, livemode, api_key_id,
-			method, path, status, duration_us, response_body) VALUES ($1, $2, $3, false, $4, 'POST', '/v1/customers', 504, 30012300, $5)`,
-			r.id, now, org, k.ID, r.body); err != nil {
+			method, path, status, duration_us, response_body, error_type, error_code, error_message, error_param)
+			VALUES ($1, $2, $3, false, $4, 'POST', '/v1/customers', 504, 30012300, $5, 'api_error', 'upstream_timeout', $6, 'email')`,
+			r.id, now, org, k.ID, r.body, message); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -47,9 +49,18 @@ func TestLogsNameTheKeyAndTellWhenBodiesAreMissing(t *testing.T) {
 	if strings.Count(list, "Reporting job") != 2 || !strings.Contains(list, "30.0 s") {
 		t.Errorf("the list does not name the key of each request, or its 30 s duration in seconds:\n%s", list)
 	}
+	if !strings.Contains(list, `title="`+message+`">upstream_timeout<`) {
+		t.Errorf("the list does not give each error's message on its code:\n%s", list)
+	}
 	const notStored = "Bodies are not stored"
-	if p := b.get("/logs/" + bare); !strings.Contains(p.body, "Reporting job") || !strings.Contains(p.body, notStored) {
+	p := b.get("/logs/" + bare)
+	if !strings.Contains(p.body, "Reporting job") || !strings.Contains(p.body, notStored) {
 		t.Errorf("a log without bodies: key name or the note that bodies are not stored missing")
+	}
+	// The error object's message and param show without body capture.
+	if page := html.UnescapeString(p.body); !regexp.MustCompile(`Error</dt><dd>.*upstream_timeout.*param <code>email</code>.*` +
+		regexp.QuoteMeta(message)).MatchString(page) {
+		t.Errorf("a failed request's page does not show its error message and param:\n%s", page)
 	}
 	if p := b.get("/logs/" + withBody); !strings.Contains(p.body, "Response body") || strings.Contains(p.body, notStored) {
 		t.Errorf("a log with a stored response body says bodies are not stored")

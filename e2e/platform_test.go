@@ -144,6 +144,30 @@ func TestRequestLogsAreSearchable(t *testing.T) {
 	}
 }
 
+// TestFailedRequestLogsSayWhy: without body capture, the log of a failed
+// request still has the error object the client got, from the upstream or
+// from the gateway itself.
+func TestFailedRequestLogsSayWhy(t *testing.T) {
+	tn := seed(t)
+	for name, r := range map[string]apiResponse{
+		"upstream": call(t, "GET", "/v1/customers/cus_doesnotexist", tn.SandboxKey, "", ""),
+		"gateway":  call(t, "POST", "/v1/customers", tn.SandboxKey, "application/json", `{}`, "Idempotency-Key", strings.Repeat("k", 300)),
+	} {
+		told := r.errObj()
+		if r.Status < 400 || told["message"] == nil {
+			t.Fatalf("%s: expected an error object, got %d %s", name, r.Status, r.Raw)
+		}
+		rid := r.Header.Get("Request-Id")
+		logged := eventually(t, 30*time.Second, func() apiResponse { return call(t, "GET", "/v1/request-logs/"+rid, tn.SandboxKey, "", "") },
+			func(r apiResponse) bool { return r.Status == 200 })
+		e, _ := logged.Body["error"].(map[string]any)
+		if e == nil || e["code"] != told["code"] || e["message"] != told["message"] || e["param"] != told["param"] ||
+			logged.Body["response_body"] != nil {
+			t.Errorf("%s: the client was told %v; the log says %s", name, told, logged.Raw)
+		}
+	}
+}
+
 // TestBodyCaptureFollowsTheSetting: request logs keep no bodies until the
 // organisation turns capture on for the environment; then the next request
 // through the gateway has its bodies logged, secrets masked, and turning it

@@ -347,6 +347,7 @@ func (h *Handler) emit(r *http.Request, repl *caddy.Replacer, ex *exchange, rec 
 	// The outcome. An error returned by the chain is rendered by request_id,
 	// before this handler, exactly as errorobject.ForRequest maps it.
 	l.Status = rec.status
+	var eo apierror.Error // what the error object said; fields the response left out stay empty
 	gatewayErr := false
 	switch {
 	case rec.wroteHeader:
@@ -355,23 +356,28 @@ func (h *Handler) emit(r *http.Request, repl *caddy.Replacer, ex *exchange, rec 
 	case r.Context().Err() != nil || isClientClosed(err):
 		l.Status = errorobject.StatusClientClosed
 	case errors.Is(err, errPanicked):
-		e := apierror.Internal()
-		l.Status, l.ErrorType, l.ErrorCode = e.Status, string(e.Type), e.Code
-		gatewayErr = true
+		eo, gatewayErr = *apierror.Internal(), true
+		l.Status = eo.Status
 	default:
-		e := errorobject.ForRequest(r, err)
-		l.Status, l.ErrorType, l.ErrorCode = e.Status, string(e.Type), e.Code
-		gatewayErr = true
+		eo, gatewayErr = *errorobject.ForRequest(r, err), true
+		l.Status = eo.Status
 	}
-	if l.Status >= 400 && l.ErrorCode == "" {
+	if l.Status >= 400 && eo.Code == "" {
 		// A refusal of one of our modules records its error object here.
 		if code := get(errorobject.PlaceholderCode); code != "" {
-			l.ErrorType, l.ErrorCode, gatewayErr = get(errorobject.PlaceholderType), code, true
+			eo = apierror.Error{Type: apierror.Type(get(errorobject.PlaceholderType)), Code: code,
+				Message: get(errorobject.PlaceholderMessage), Param: get(errorobject.PlaceholderParam)}
+			gatewayErr = true
 		} else {
-			l.ErrorType, l.ErrorCode = rec.errorObject()
+			eo = rec.errorObject()
 		}
 	}
-	l.ErrorType, l.ErrorCode = redact.Text(l.ErrorType, 64), redact.Text(l.ErrorCode, 64)
+	l.ErrorType, l.ErrorCode = redact.Text(string(eo.Type), 64), redact.Text(eo.Code, 64)
+	// The message and param are the API's own diagnostics, which every
+	// client sees; they are kept without body capture, cleaned of keys and
+	// card numbers like any other string.
+	l.ErrorMessage = redact.Text(h.redactor.String(eo.Message), redact.MaxErrorMessage)
+	l.ErrorParam = redact.Text(h.redactor.String(eo.Param), redact.MaxErrorParam)
 	l.ResponseHeaders = h.redactor.Headers(rec.Header())
 
 	if get(PlaceholderBodyCapture) == "true" {
@@ -609,21 +615,18 @@ func (rec *recorder) decoded() ([]byte, bool) {
 
 // errorObject reads the type and code of an error object response
 // ({"error": {"type": …, "code": …}}), as upstreams using apierror answer.
-func (rec *recorder) errorObject() (typ, code string) {
+func (rec *recorder) errorObject() apierror.Error {
 	if !isJSON(rec.Header().Get("Content-Type")) {
-		return "", ""
+		return apierror.Error{}
 	}
 	buf, _ := rec.decoded()
 	var eo struct {
-		Error struct {
-			Type string `json:"type"`
-			Code string `json:"code"`
-		} `json:"error"`
+		Error apierror.Error `json:"error"`
 	}
 	if json.Unmarshal(buf, &eo) != nil {
-		return "", ""
+		return apierror.Error{}
 	}
-	return eo.Error.Type, eo.Error.Code
+	return eo.Error
 }
 
 func isJSON(contentType string) bool {

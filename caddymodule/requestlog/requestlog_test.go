@@ -21,6 +21,7 @@ import (
 
 	_ "github.com/gatehouse/gatehouse/caddymodule/requestid"
 	"github.com/gatehouse/gatehouse/internal/apikey"
+	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
@@ -47,7 +48,8 @@ func upstream(t *testing.T) *httptest.Server {
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/v1/missing"):
 			w.WriteHeader(404)
-			_, _ = w.Write([]byte(`{"error":{"type":"invalid_request_error","code":"resource_missing","message":"No such customer."}}`))
+			_, _ = w.Write([]byte(`{"error":{"type":"invalid_request_error","code":"resource_missing","param":"id",` +
+				`"message":"No such customer; card ` + card + ` is not on file."}}`))
 		case r.URL.Path == "/v1/gzipped":
 			var buf bytes.Buffer
 			zw := gzip.NewWriter(&buf)
@@ -277,15 +279,27 @@ func TestRequestLogEndToEnd(t *testing.T) {
 		}
 	})
 
-	for _, c := range []struct{ name, typ, code string }{
-		{"upstream error", "invalid_request_error", "resource_missing"},
-		{"gzipped error", "idempotency_error", "idempotency_key_in_use"},
-		{"upstream down", "api_error", "upstream_unavailable"},
+	// The error object's message and param are kept without body capture,
+	// redacted and capped.
+	for _, c := range []struct{ name, typ, code, message, param string }{
+		{"refused", "authentication_error", "api_key_invalid", "No such API key.", ""},
+		{"upstream error", "invalid_request_error", "resource_missing", "No such customer; card [REDACTED] is not on file.", "id"},
+		{"gzipped error", "idempotency_error", "idempotency_key_in_use", "", ""}, // 1,000 bytes: cut, below
+		{"upstream down", "api_error", "upstream_unavailable", "The service behind the gateway could not be reached or failed to answer. Retry later; if it persists, contact support with the request id.", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			l, s := rec(c.name)
 			if l.Status != s.status || l.ErrorType != c.typ || l.ErrorCode != c.code {
 				t.Fatalf("response %d, logged %d %s/%s; want %s/%s", s.status, l.Status, l.ErrorType, l.ErrorCode, c.typ, c.code)
+			}
+			if c.message == "" {
+				cut := strings.TrimSuffix(l.ErrorMessage, "…")
+				if len(l.ErrorMessage) > redact.MaxErrorMessage || len(cut) < 400 || cut == l.ErrorMessage ||
+					!strings.HasPrefix(strings.Repeat("busy ", 200), cut) {
+					t.Errorf("a long message logged as %q", l.ErrorMessage)
+				}
+			} else if l.ErrorMessage != c.message || l.ErrorParam != c.param {
+				t.Errorf("logged message %q, param %q;\nwant %q, %q", l.ErrorMessage, l.ErrorParam, c.message, c.param)
 			}
 		})
 	}

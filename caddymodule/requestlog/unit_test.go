@@ -106,10 +106,10 @@ func TestRecorderDecodes(t *testing.T) {
 			rec := &recorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, maxBody: 8192}
 			rec.WriteHeader(500)
 			_, _ = rec.Write(tc.payload)
-			if typ, code := rec.errorObject(); typ != "" || code != "" {
+			if eo := rec.errorObject(); eo.Type != "" || eo.Code != "" || eo.Message != "" {
 				// The object is longer than the peek, so it cannot be parsed:
 				// that must come out empty, not wrong.
-				t.Fatalf("truncated object parsed as %s/%s", typ, code)
+				t.Fatalf("truncated object parsed as %+v", eo)
 			}
 			out, truncated := rec.decoded()
 			if !truncated || len(out) != errorPeek || !bytes.HasPrefix(body, out) {
@@ -126,9 +126,9 @@ func TestRecorderDecodes(t *testing.T) {
 		rec := &recorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 		rec.WriteHeader(429)
 		_, _ = rec.Write([]byte(`{"error":{"type":"rate_limit_error",`))
-		_, _ = rec.Write([]byte(`"code":"rate_limited"}}`))
-		if typ, code := rec.errorObject(); typ != "rate_limit_error" || code != "rate_limited" {
-			t.Fatalf("got %s/%s", typ, code)
+		_, _ = rec.Write([]byte(`"code":"rate_limited","message":"Slow down."}}`))
+		if eo := rec.errorObject(); eo.Type != "rate_limit_error" || eo.Code != "rate_limited" || eo.Message != "Slow down." {
+			t.Fatalf("got %+v", eo)
 		}
 	})
 	t.Run("successes keep nothing", func(t *testing.T) {

@@ -432,6 +432,8 @@ func toRow(l *wire.RequestLog) (row, string) {
 		RateLimit:       clean(l.RateLimit, maxShort),
 		ErrorType:       clean(l.ErrorType, 64),
 		ErrorCode:       clean(l.ErrorCode, 64),
+		ErrorMessage:    clean(l.ErrorMessage, redact.MaxErrorMessage),
+		ErrorParam:      clean(l.ErrorParam, redact.MaxErrorParam),
 		RequestHeaders:  cleanHeaders(l.RequestHeaders),
 		ResponseHeaders: cleanHeaders(l.ResponseHeaders),
 		RequestBody:     cleanBody(l.RequestBody),

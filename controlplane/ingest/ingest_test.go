@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
@@ -190,6 +191,7 @@ func TestIngestFieldsAndCleaning(t *testing.T) {
 		Method: "POST", Route: "/v1/customers", Path: "/v1/customers?x=1", Status: 402, DurationUS: 12345, UpstreamUS: 10000,
 		BytesIn: 10, BytesOut: 20, ClientIP: "203.0.113.9", UserAgent: "curl/8\x00\xff", APIVersion: "2026-11-01",
 		IdempotencyKey: "idem-1", Replayed: true, RateLimit: "allowed", ErrorType: "card_error", ErrorCode: "card_declined",
+		ErrorMessage: "Your card was declined; key " + leaked, ErrorParam: "card[number]",
 		RequestHeaders:  map[string]string{"Content-Type": "application/json", "X-Leak": leaked},
 		ResponseHeaders: map[string]string{"Request-Id": reqID(1)},
 		RequestBody:     `{"a":"` + leaked + `"}`, ResponseBody: "{\"b\":\"line\nbreak\"}",
@@ -204,15 +206,16 @@ func TestIngestFieldsAndCleaning(t *testing.T) {
 		live, replayed                                                     bool
 		status                                                             int
 		dur, up, in, out                                                   int64
-		reqH, respH, reqB, respB                                           string
+		reqH, respH, reqB, respB, emsg, eparam                             string
 	)
 	err := db.QueryRow(context.Background(), `
 		SELECT created_at, organization_id, livemode, api_key_id, method, route, path, status, duration_us, upstream_us,
 		       bytes_in, bytes_out, client_ip, user_agent, api_version, idempotency_key, idempotent_replayed, rate_limit,
-		       error_type, error_code, request_headers::text, response_headers::text, request_body, response_body
+		       error_type, error_code, error_message, error_param, request_headers::text, response_headers::text,
+		       request_body, response_body
 		FROM request_logs WHERE request_id = $1`, reqID(1)).Scan(
 		&createdAt, &org, &live, &key, &method, &route, &path, &status, &dur, &up, &in, &out, &ip, &ua, &ver, &idem,
-		&replayed, &rl, &etype, &ecode, &reqH, &respH, &reqB, &respB)
+		&replayed, &rl, &etype, &ecode, &emsg, &eparam, &reqH, &respH, &reqB, &respB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,6 +225,9 @@ func TestIngestFieldsAndCleaning(t *testing.T) {
 		etype != "card_error" || ecode != "card_declined" {
 		t.Fatalf("row does not match the message: %v %s %v %s %s %s %s %d %d %d %d %d %s %s %s %v %s %s %s",
 			createdAt, org, live, key, method, route, path, status, dur, up, in, out, ip, ver, idem, replayed, rl, etype, ecode)
+	}
+	if emsg != "Your card was declined; key "+redact.Mask || eparam != "card[number]" {
+		t.Errorf("error message %q, param %q", emsg, eparam)
 	}
 	if ua != `curl/8\u0000`+"\uFFFD" {
 		t.Errorf("user agent = %q", ua)

@@ -33,6 +33,8 @@ type row struct {
 	RateLimit       string
 	ErrorType       string
 	ErrorCode       string
+	ErrorMessage    string
+	ErrorParam      string
 	RequestHeaders  json.RawMessage // a JSON object, nil when there are none
 	ResponseHeaders json.RawMessage
 	RequestBody     *string
@@ -43,7 +45,7 @@ var copyColumns = []string{
 	"request_id", "created_at", "organization_id", "livemode", "api_key_id", "method", "route", "path",
 	"status", "duration_us", "upstream_us", "bytes_in", "bytes_out", "client_ip", "user_agent",
 	"api_version", "idempotency_key", "idempotent_replayed", "rate_limit", "error_type", "error_code",
-	"request_headers", "response_headers", "request_body", "response_body",
+	"error_message", "error_param", "request_headers", "response_headers", "request_body", "response_body",
 }
 
 var columnList = strings.Join(copyColumns, ", ")
@@ -61,7 +63,7 @@ func (r *row) values() []any {
 		r.RequestID, r.CreatedAt, r.OrganizationID, r.Livemode, r.APIKeyID, r.Method, r.Route, r.Path,
 		r.Status, r.DurationUS, r.UpstreamUS, r.BytesIn, r.BytesOut, r.ClientIP, r.UserAgent,
 		r.APIVersion, r.IdempotencyKey, r.Replayed, r.RateLimit, r.ErrorType, r.ErrorCode,
-		reqH, respH, r.RequestBody, r.ResponseBody,
+		r.ErrorMessage, r.ErrorParam, reqH, respH, r.RequestBody, r.ResponseBody,
 	}
 }
 

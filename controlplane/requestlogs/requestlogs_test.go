@@ -59,10 +59,11 @@ func newEnvTimeout(t *testing.T, timeout time.Duration) *env {
 
 // logRow is what a test stores; zero fields take plain defaults.
 type logRow struct {
-	id, org, key, method, path, route, errType, errCode string
-	live                                                bool
-	status                                              int
-	at                                                  time.Time
+	id, org, key, method, path, route  string
+	errType, errCode, errMsg, errParam string
+	live                               bool
+	status                             int
+	at                                 time.Time
 }
 
 func (e *env) insert(rows ...logRow) {
@@ -75,10 +76,10 @@ func (e *env) insert(rows ...logRow) {
 		}
 		_, err := e.db.Exec(ctx, `INSERT INTO request_logs (request_id, created_at, organization_id, livemode, api_key_id,
 			method, route, path, status, duration_us, upstream_us, client_ip, user_agent, api_version, error_type, error_code,
-			request_headers, response_headers)
+			error_message, error_param, request_headers, response_headers)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1234, 1000, '203.0.113.1', 'curl/8', '2026-11-01', $10, $11,
-			'{"Content-Type":"application/json"}', '{"Request-Id":"x"}')`,
-			r.id, r.at, r.org, r.live, r.key, r.method, r.route, r.path, r.status, r.errType, r.errCode)
+			$12, $13, '{"Content-Type":"application/json"}', '{"Request-Id":"x"}')`,
+			r.id, r.at, r.org, r.live, r.key, r.method, r.route, r.path, r.status, r.errType, r.errCode, r.errMsg, r.errParam)
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -290,7 +291,8 @@ func TestGet(t *testing.T) {
 	e := newEnv(t)
 	at := time.Now().UTC().Add(-2 * time.Minute).Truncate(time.Microsecond)
 	mine := logRow{id: ids.NewAt(ids.Request, at), org: "org_A", key: keyA, method: "POST", path: "/v1/customers?x=1",
-		route: "/v1/customers", status: 402, errType: "card_error", errCode: "card_declined", at: at}
+		route: "/v1/customers", status: 402, errType: "card_error", errCode: "card_declined",
+		errMsg: "Your card was declined.", at: at}
 	ok := logRow{id: ids.NewAt(ids.Request, at), org: "org_A", method: "GET", path: "/v1/x", status: 200, at: at}
 	live := logRow{id: ids.NewAt(ids.Request, at), org: "org_A", live: true, key: "key_AL", method: "GET", path: "/v1/x", status: 200, at: at}
 	theirs := logRow{id: ids.NewAt(ids.Request, at), org: "org_B", key: "key_B", method: "GET", path: "/v1/x", status: 200, at: at}
@@ -309,7 +311,8 @@ func TestGet(t *testing.T) {
 			"id": mine.id, "object": "request_log", "created": float64(at.Unix()), "livemode": false, "method": "POST",
 			"path": "/v1/customers?x=1", "route": "/v1/customers", "status": float64(402), "duration_ms": 1.234,
 			"upstream_duration_ms": float64(1), "api_key": keyA, "api_version": "2026-11-01", "idempotency_key": nil,
-			"idempotent_replayed": false, "rate_limit": nil, "error": map[string]any{"type": "card_error", "code": "card_declined"},
+			"idempotent_replayed": false, "rate_limit": nil, "error": map[string]any{"type": "card_error", "code": "card_declined",
+				"message": "Your card was declined.", "param": nil},
 			"request_headers": map[string]any{"Content-Type": "application/json"}, "response_headers": map[string]any{"Request-Id": "x"},
 			"request_body": nil, "response_body": nil, "client_ip": "203.0.113.1", "user_agent": "curl/8",
 			"bytes_in": float64(0), "bytes_out": float64(0),

@@ -58,10 +58,14 @@ type Object struct {
 	CreatedAt time.Time `json:"-"`
 }
 
-// ErrorSummary is the error object's type and code of a failed request.
+// ErrorSummary is the error object a failed request was answered with:
+// its type, code, message and param (null when the response had none, or
+// for requests logged before messages were kept).
 type ErrorSummary struct {
-	Type string `json:"type"`
-	Code string `json:"code"`
+	Type    string  `json:"type"`
+	Code    string  `json:"code"`
+	Message *string `json:"message"`
+	Param   *string `json:"param"`
 }
 
 // record is a request_logs row.
@@ -86,6 +90,8 @@ type record struct {
 	RateLimit       string            `db:"rate_limit"`
 	ErrorType       string            `db:"error_type"`
 	ErrorCode       string            `db:"error_code"`
+	ErrorMessage    string            `db:"error_message"`
+	ErrorParam      string            `db:"error_param"`
 	RequestHeaders  map[string]string `db:"request_headers"`
 	ResponseHeaders map[string]string `db:"response_headers"`
 	RequestBody     *string           `db:"request_body"`
@@ -94,7 +100,7 @@ type record struct {
 
 const columns = `request_id, created_at, livemode, api_key_id, method, route, path, status, duration_us,
 	upstream_us, bytes_in, bytes_out, client_ip, user_agent, api_version, idempotency_key, idempotent_replayed,
-	rate_limit, error_type, error_code, request_headers, response_headers, request_body, response_body`
+	rate_limit, error_type, error_code, error_message, error_param, request_headers, response_headers, request_body, response_body`
 
 func (rec record) object() Object {
 	o := Object{
@@ -111,7 +117,8 @@ func (rec record) object() Object {
 		o.UpstreamDurationMS = &up
 	}
 	if rec.ErrorType != "" || rec.ErrorCode != "" {
-		o.Error = &ErrorSummary{Type: rec.ErrorType, Code: rec.ErrorCode}
+		o.Error = &ErrorSummary{Type: rec.ErrorType, Code: rec.ErrorCode,
+			Message: nullable(rec.ErrorMessage), Param: nullable(rec.ErrorParam)}
 	}
 	return o
 }

@@ -28,6 +28,10 @@ const (
 	MaxPath        = 2048
 	MaxUserAgent   = 512
 	MaxHeaderValue = 1024
+	// An error object's message and param (the rest of its body is kept
+	// only with body capture).
+	MaxErrorMessage = 512
+	MaxErrorParam   = 128
 )
 
 // DefaultHeaders are the headers kept (redacted) in a request log. Anything

@@ -56,6 +56,8 @@ type RequestLog struct {
 	RateLimit      string `json:"rate_limit,omitempty"` // outcome, e.g. "allowed", "limited:per-key"
 	ErrorType      string `json:"error_type,omitempty"`
 	ErrorCode      string `json:"error_code,omitempty"`
+	ErrorMessage   string `json:"error_message,omitempty"`
+	ErrorParam     string `json:"error_param,omitempty"`
 	// Allowlisted, redacted headers.
 	RequestHeaders  map[string]string `json:"request_headers,omitempty"`
 	ResponseHeaders map[string]string `json:"response_headers,omitempty"`

@@ -27,8 +27,10 @@ func init() { apierror.SetDocsBase(config.String("DOCS_URL", apierror.DefaultDoc
 
 // Placeholders set on the request's replacer when an error object is written.
 const (
-	PlaceholderType = "http.api_error.type"
-	PlaceholderCode = "http.api_error.code"
+	PlaceholderType    = "http.api_error.type"
+	PlaceholderCode    = "http.api_error.code"
+	PlaceholderMessage = "http.api_error.message"
+	PlaceholderParam   = "http.api_error.param"
 )
 
 // StatusClientClosed is the status Caddy reports when the client went away
@@ -147,6 +149,8 @@ func Write(w http.ResponseWriter, r *http.Request, e *apierror.Error) {
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set(PlaceholderType, string(e.Type))
 		repl.Set(PlaceholderCode, e.Code)
+		repl.Set(PlaceholderMessage, e.Message)
+		repl.Set(PlaceholderParam, e.Param)
 	}
 	responses.WithLabelValues(string(e.Type), e.Code).Inc()
 	apierror.Write(w, e)
