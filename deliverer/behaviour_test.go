@@ -15,6 +15,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/ssrf"
 	"github.com/gatehouse/gatehouse/internal/whsign"
+	"github.com/gatehouse/gatehouse/internal/wire"
 )
 
 func TestGoneDisablesEndpoint(t *testing.T) {
@@ -198,6 +199,40 @@ func TestSlowEndpointDoesNotStarveOthers(t *testing.T) {
 	for _, id := range evs {
 		e.waitDelivery("slow deliveries once released", id, epSlow, func(d deliveryRow) bool { return d.Status == "succeeded" })
 	}
+}
+
+// TestBacklogIsClaimedAsRoomFrees: a burst to one endpoint beyond what
+// the dispatcher may hold for it is stored unleased by fan-out, and the
+// poller claims it as room frees, without waiting for its next tick (an
+// hour away here). It used to wait: a poller that had found nothing due
+// ignored freed room until the tick, which stalled bursts for up to a poll
+// interval each time the endpoint's share filled up.
+func TestBacklogIsClaimedAsRoomFrees(t *testing.T) {
+	e := newEnv(t)
+	rc, release := newHoldingReceiver(t, http.StatusOK)
+	ep, _ := e.endpoint(rc.URL, endpointOpts{})
+	cfg := e.config()
+	cfg.PollInterval = time.Hour
+	cfg.EndpointConcurrency = 1
+	cfg.MaxHeld = 8 // two per endpoint
+	e.start(cfg)
+	waitFor(t, "the poller's first claim", 10*time.Second, func() bool { return e.metric("gatehouse_deliverer_polls_total") >= 1 })
+
+	evs := make([]wire.Event, 6)
+	for i := range evs {
+		evs[i] = e.event(false, "customer.created")
+	}
+	e.produce(evs...)
+	waitFor(t, "the first attempt to hang and the burst to be stored", 30*time.Second, func() bool {
+		return rc.count() == 1 && e.count(`SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1`, ep) == len(evs)
+	})
+	if n := e.count(`SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND locked_until IS NULL`, ep); n != len(evs)-2 {
+		t.Fatalf("%d deliveries stored unleased, want %d beyond the endpoint's room of 2", n, len(evs)-2)
+	}
+	close(release)
+	waitFor(t, "every delivery of the burst", 30*time.Second, func() bool {
+		return e.count(`SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'succeeded'`, ep) == len(evs)
+	})
 }
 
 // TestExpiredLeaseIsTakenOver: a delivery leased by a deliverer that died

@@ -18,8 +18,10 @@
 //   - Fast path: rows for which the dispatcher has room are inserted
 //     already leased to this process and handed straight to it, so a new
 //     event is attempted milliseconds after it reaches Kafka.
-//   - Poller: every PollInterval, and at once while a backlog drains, it
-//     claims due deliveries (status pending or failed, next_attempt_at
+//   - Poller: every PollInterval, and as soon as room frees while
+//     deliveries may be waiting for it (a claim found some or stopped at an
+//     endpoint's room, or fan-out had to store some unleased), it claims
+//     due deliveries (status pending or failed, next_attempt_at
 //     passed, lease free or expired) with UPDATE … FOR UPDATE SKIP LOCKED,
 //     setting locked_until = now + Lease and a lease id. This is how
 //     retries, manual retries (the control plane sets manual_pending) and

@@ -27,6 +27,12 @@ type dispatcher struct {
 	held   int
 	closed bool
 	room   chan struct{} // signalled when held drops, for the poller
+	// released counts slots given back, ever: the poller claims again once
+	// enough were freed since its last claim, whoever took them meanwhile.
+	released int
+	// behind is set when fan-out stored deliveries unleased for want of
+	// room: they wait in the table for the poller.
+	behind bool
 }
 
 type epState struct {
@@ -81,9 +87,14 @@ func (d *dispatcher) releaseLocked(endpoint string) {
 	st := d.eps[endpoint]
 	st.held--
 	d.held--
+	d.released++
 	if st.held == 0 && st.inflight == 0 && len(st.queue) == 0 {
 		delete(d.eps, endpoint)
 	}
+	d.signalRoom()
+}
+
+func (d *dispatcher) signalRoom() {
 	select {
 	case d.room <- struct{}{}:
 	default:
@@ -170,6 +181,48 @@ func (d *dispatcher) free() int {
 		return 0
 	}
 	return d.maxHeld - d.held
+}
+
+// leftBehind notes that fan-out stored deliveries it had no room for, and
+// wakes the poller: room may have freed while they were being stored.
+func (d *dispatcher) leftBehind() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.behind = true
+	d.signalRoom()
+}
+
+// startClaim is called as the poller starts a claim: it clears behind
+// (the claim sees whatever was stored before) and returns the release
+// count to measure freed room from.
+func (d *dispatcher) startClaim() (mark int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.behind = false
+	return d.released
+}
+
+// claimAgain reports whether the poller should claim now rather than at
+// its next tick: at least step slots were released since the claim that
+// returned mark, and deliveries may be waiting for them — that claim found
+// some (found), fan-out left some behind since, or an endpoint has less
+// than step room left (a claim stops at an endpoint's room, not at the end
+// of its due deliveries).
+func (d *dispatcher) claimAgain(mark, step int, found bool) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.released-mark < step {
+		return false
+	}
+	if found || d.behind {
+		return true
+	}
+	for _, st := range d.eps {
+		if d.maxPerEndpoint-st.held < step {
+			return true
+		}
+	}
+	return false
 }
 
 // claimLimits describes the held deliveries for the claim query: every

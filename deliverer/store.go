@@ -233,6 +233,7 @@ func (w *Worker) fanOut(ctx context.Context, now time.Time, evs []wire.Event, ti
 		undo()
 		return nil, 0, err
 	}
+	behind := false
 	for _, c := range cands {
 		if c.inserted {
 			created++
@@ -242,7 +243,12 @@ func (w *Worker) fanOut(ctx context.Context, now time.Time, evs []wire.Event, ti
 			jobs = append(jobs, c.j)
 		case c.reserved:
 			w.disp.unreserve(c.j.d.EndpointID)
+		case c.inserted:
+			behind = true
 		}
+	}
+	if behind {
+		w.disp.leftBehind()
 	}
 	return jobs, created, nil
 }

@@ -467,7 +467,8 @@ func (w *Worker) pollLoop(ctx context.Context) {
 	var lastErr time.Time
 	step := max(min(w.cfg.ClaimBatch, w.cfg.maxPerEndpoint)/4, 1)
 	for {
-		backlog := false
+		mark := w.disp.startClaim()
+		found := true // with no room, whatever is due waits for some
 		n := min(w.disp.free(), w.cfg.ClaimBatch)
 		if n > 0 {
 			jobs, err := w.claim(ctx, w.now(), n)
@@ -487,23 +488,20 @@ func (w *Worker) pollLoop(ctx context.Context) {
 			if err == nil {
 				w.m.polls.Inc()
 			}
-			backlog = len(jobs) > 0
+			found = len(jobs) > 0
 			if ce := w.log.Check(zap.DebugLevel, "claimed due deliveries"); ce != nil {
 				held, inflight := w.disp.stats()
 				ce.Write(zap.Int("asked", n), zap.Int("claimed", len(jobs)), zap.Int("lost", len(lost)),
 					zap.Int("held", held), zap.Int("in_flight", inflight), zap.Error(err))
 			}
-		} else {
-			backlog = true
 		}
-		freeAt := w.disp.free()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 			case <-w.disp.room:
-				if !backlog || w.disp.free()-freeAt < step {
+				if !w.disp.claimAgain(mark, step, found) {
 					continue
 				}
 			}
