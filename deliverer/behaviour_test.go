@@ -235,6 +235,39 @@ func TestBacklogIsClaimedAsRoomFrees(t *testing.T) {
 	})
 }
 
+// TestFullEndpointWithNothingDueCostsNoClaims: while one endpoint is full
+// and nothing is due, deliveries to another endpoint (all on the fast
+// path) set off no claims: the room they free is not the full endpoint's.
+func TestFullEndpointWithNothingDueCostsNoClaims(t *testing.T) {
+	e := newEnv(t)
+	rcA, release := newHoldingReceiver(t, http.StatusOK)
+	defer close(release)
+	rcB := newReceiver(t, nil)
+	a, _ := e.endpoint(rcA.URL, endpointOpts{events: []string{"customer.created"}})
+	b, _ := e.endpoint(rcB.URL, endpointOpts{events: []string{"customer.updated"}})
+	cfg := e.config()
+	cfg.PollInterval = time.Hour
+	cfg.EndpointConcurrency = 1
+	cfg.MaxHeld = 8 // two per endpoint
+	e.start(cfg)
+	waitFor(t, "the poller's first claim", 10*time.Second, func() bool { return e.metric("gatehouse_deliverer_polls_total") >= 1 })
+	e.produce(e.event(false, "customer.created"), e.event(false, "customer.created")) // A full, nothing left behind
+	waitFor(t, "A full", 30*time.Second, func() bool {
+		return rcA.count() == 1 && e.count(`SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND locked_until IS NOT NULL`, a) == 2
+	})
+	polls := e.metric("gatehouse_deliverer_polls_total")
+	const n = 30
+	for i := range n {
+		e.produce(e.event(false, "customer.updated"))
+		waitFor(t, "B's delivery", 30*time.Second, func() bool {
+			return e.count(`SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'succeeded'`, b) == i+1
+		})
+	}
+	if got := e.metric("gatehouse_deliverer_polls_total") - polls; got > 0 {
+		t.Errorf("%v claims for %d fast-path deliveries to B while nothing was due", got, n)
+	}
+}
+
 // TestExpiredLeaseIsTakenOver: a delivery leased by a deliverer that died
 // (locked_until in the past) is picked up; one whose lease is still live is
 // left alone until the lease runs out.

@@ -27,12 +27,14 @@ type dispatcher struct {
 	held   int
 	closed bool
 	room   chan struct{} // signalled when held drops, for the poller
-	// released counts slots given back, ever: the poller claims again once
-	// enough were freed since its last claim, whoever took them meanwhile.
+	// released counts slots given back, ever: after a claim that found
+	// deliveries, the poller claims again once enough were freed since.
 	released int
-	// behind is set when fan-out stored deliveries unleased for want of
-	// room: they wait in the table for the poller.
-	behind bool
+	// short holds the endpoints that may have due deliveries in the table
+	// for want of room: fan-out stored some unleased, or the last claim
+	// left them with less than a step of room. The poller claims again as
+	// soon as one of them has a step of room.
+	short map[string]bool
 }
 
 type epState struct {
@@ -45,7 +47,7 @@ type epState struct {
 func newDispatcher(perEndpoint, maxHeld, maxPerEndpoint int) *dispatcher {
 	d := &dispatcher{
 		perEndpoint: perEndpoint, maxHeld: maxHeld, maxPerEndpoint: maxPerEndpoint,
-		eps: map[string]*epState{}, jobs: map[string]*job{}, room: make(chan struct{}, 1),
+		eps: map[string]*epState{}, jobs: map[string]*job{}, room: make(chan struct{}, 1), short: map[string]bool{},
 	}
 	d.cond = sync.NewCond(&d.mu)
 	return d
@@ -183,42 +185,57 @@ func (d *dispatcher) free() int {
 	return d.maxHeld - d.held
 }
 
-// leftBehind notes that fan-out stored deliveries it had no room for, and
-// wakes the poller: room may have freed while they were being stored.
-func (d *dispatcher) leftBehind() {
+// leftBehind notes that fan-out stored deliveries to endpoint it had no
+// room for, and wakes the poller: room may have freed while they were
+// being stored.
+func (d *dispatcher) leftBehind(endpoint string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.behind = true
+	d.short[endpoint] = true
 	d.signalRoom()
 }
 
-// startClaim is called as the poller starts a claim: it clears behind
-// (the claim sees whatever was stored before) and returns the release
-// count to measure freed room from.
+// startClaim is called as the poller starts a claim, which will take what
+// it can for every endpoint: it forgets the short ones and returns the
+// release count to measure freed room from.
 func (d *dispatcher) startClaim() (mark int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.behind = false
+	clear(d.short)
 	return d.released
 }
 
+// claimed is called once the claim's jobs are pushed: endpoints left with
+// less than step room may have more due (a claim stops at an endpoint's
+// room, not at the end of its deliveries).
+func (d *dispatcher) claimed(step int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, st := range d.eps {
+		if d.maxPerEndpoint-st.held < step {
+			d.short[id] = true
+		}
+	}
+}
+
 // claimAgain reports whether the poller should claim now rather than at
-// its next tick: at least step slots were released since the claim that
-// returned mark, and deliveries may be waiting for them — that claim found
-// some (found), fan-out left some behind since, or an endpoint has less
-// than step room left (a claim stops at an endpoint's room, not at the end
-// of its due deliveries).
+// its next tick: the claim that returned mark found deliveries (found)
+// and step slots were released since, or an endpoint that may have due
+// deliveries waiting for room now has step of it. Room freed at other
+// endpoints does not count for a full one, so a full endpoint with nothing
+// due costs no claims while the rest deliver.
 func (d *dispatcher) claimAgain(mark, step int, found bool) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.released-mark < step {
-		return false
-	}
-	if found || d.behind {
+	if found && d.released-mark >= step {
 		return true
 	}
-	for _, st := range d.eps {
-		if d.maxPerEndpoint-st.held < step {
+	for id := range d.short {
+		held := 0
+		if st := d.eps[id]; st != nil {
+			held = st.held
+		}
+		if d.maxPerEndpoint-held >= step {
 			return true
 		}
 	}

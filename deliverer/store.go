@@ -233,7 +233,6 @@ func (w *Worker) fanOut(ctx context.Context, now time.Time, evs []wire.Event, ti
 		undo()
 		return nil, 0, err
 	}
-	behind := false
 	for _, c := range cands {
 		if c.inserted {
 			created++
@@ -244,11 +243,8 @@ func (w *Worker) fanOut(ctx context.Context, now time.Time, evs []wire.Event, ti
 		case c.reserved:
 			w.disp.unreserve(c.j.d.EndpointID)
 		case c.inserted:
-			behind = true
+			w.disp.leftBehind(c.j.d.EndpointID)
 		}
-	}
-	if behind {
-		w.disp.leftBehind()
 	}
 	return jobs, created, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -165,6 +166,65 @@ func TestDispatcherFairness(t *testing.T) {
 	}
 	if d.next() != nil {
 		t.Fatal("next after close")
+	}
+}
+
+// TestPollerClaimsAgainWhenRoomServesAWaitingEndpoint: the poller claims
+// before its tick only when the room freed may serve deliveries waiting in
+// the table: room at an endpoint fan-out left deliveries behind for, or
+// one the last claim left short of room, or any room after a claim that
+// found deliveries. Room elsewhere does not count.
+func TestPollerClaimsAgainWhenRoomServesAWaitingEndpoint(t *testing.T) {
+	const step = 1
+	d := newDispatcher(1, 8, 2) // two held per endpoint
+	n := 0
+	hold := func(ep string) *job {
+		n++
+		if !d.reserve(ep) {
+			t.Fatalf("no room at %s", ep)
+		}
+		j := &job{d: delivery{ID: fmt.Sprint(ep, n), EndpointID: ep}}
+		d.push(j)
+		return j
+	}
+
+	// A is full and fan-out stored the rest of its burst unleased; a claim
+	// (a tick) runs and can take nothing for A.
+	a1, _ := hold("A"), hold("A")
+	d.leftBehind("A")
+	mark := d.startClaim()
+	d.claimed(step)
+	// Deliveries to B come and go: their room is not A's.
+	for range 3 {
+		d.done(hold("B"))
+		if d.claimAgain(mark, step, false) {
+			t.Fatal("claimed again for room at B while only A may have deliveries waiting")
+		}
+	}
+	// A's room frees: its backlog is claimed now, not at the tick.
+	d.done(a1)
+	if !d.claimAgain(mark, step, false) {
+		t.Fatal("A's backlog waits for the tick although A has room")
+	}
+
+	// A claim that found deliveries: any room freed may serve more.
+	mark = d.startClaim()
+	d.claimed(step)
+	if d.claimAgain(mark, step, true) {
+		t.Fatal("claimed again before any room freed")
+	}
+	d.done(hold("C"))
+	if !d.claimAgain(mark, step, true) {
+		t.Fatal("after a claim that found deliveries, freed room did not set off another")
+	}
+
+	// Fan-out leaves deliveries behind at an endpoint whose room freed
+	// while they were being stored: claim at once.
+	mark = d.startClaim()
+	d.claimed(step)
+	d.leftBehind("D")
+	if !d.claimAgain(mark, step, false) {
+		t.Fatal("deliveries left behind at an endpoint with room wait for the tick")
 	}
 }
 

@@ -489,6 +489,7 @@ func (w *Worker) pollLoop(ctx context.Context) {
 				w.m.polls.Inc()
 			}
 			found = len(jobs) > 0
+			w.disp.claimed(step)
 			if ce := w.log.Check(zap.DebugLevel, "claimed due deliveries"); ce != nil {
 				held, inflight := w.disp.stats()
 				ce.Write(zap.Int("asked", n), zap.Int("claimed", len(jobs)), zap.Int("lost", len(lost)),

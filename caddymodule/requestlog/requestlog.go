@@ -620,13 +620,22 @@ func (rec *recorder) errorObject() apierror.Error {
 		return apierror.Error{}
 	}
 	buf, _ := rec.decoded()
+	// Only type and code must be strings: an upstream's message or param of
+	// another shape (a list of params, say) is left out, not the error.
 	var eo struct {
-		Error apierror.Error `json:"error"`
+		Error struct {
+			Type           apierror.Type
+			Code           string
+			Message, Param json.RawMessage
+		} `json:"error"`
 	}
 	if json.Unmarshal(buf, &eo) != nil {
 		return apierror.Error{}
 	}
-	return eo.Error
+	e := apierror.Error{Type: eo.Error.Type, Code: eo.Error.Code}
+	_ = json.Unmarshal(eo.Error.Message, &e.Message)
+	_ = json.Unmarshal(eo.Error.Param, &e.Param)
+	return e
 }
 
 func isJSON(contentType string) bool {

@@ -131,6 +131,27 @@ func TestRecorderDecodes(t *testing.T) {
 			t.Fatalf("got %+v", eo)
 		}
 	})
+	t.Run("a message or param of another shape", func(t *testing.T) {
+		for _, body := range []string{
+			`{"error":{"type":"invalid_request_error","code":"parameter_invalid","param":["email","name"],"message":"Invalid."}}`,
+			`{"error":{"type":"invalid_request_error","code":"parameter_invalid","message":{"en":"Invalid."},"param":"email"}}`,
+			`{"error":{"type":"invalid_request_error","code":"parameter_invalid","request_id":12345,"doc_url":false,"message":"Invalid.","param":"email"}}`,
+		} {
+			w := httptest.NewRecorder()
+			w.Header().Set("Content-Type", "application/json")
+			rec := &recorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+			rec.WriteHeader(400)
+			_, _ = rec.Write([]byte(body))
+			eo := rec.errorObject()
+			if eo.Type != "invalid_request_error" || eo.Code != "parameter_invalid" {
+				t.Errorf("%s: type and code lost: %+v", body, eo)
+			}
+			if strings.Contains(body, `"message":"Invalid."`) != (eo.Message == "Invalid.") ||
+				strings.Contains(body, `"param":"email"`) != (eo.Param == "email") {
+				t.Errorf("%s: message %q, param %q", body, eo.Message, eo.Param)
+			}
+		}
+	})
 	t.Run("successes keep nothing", func(t *testing.T) {
 		w := httptest.NewRecorder()
 		w.Header().Set("Content-Type", "application/json")
