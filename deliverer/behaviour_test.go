@@ -201,6 +201,19 @@ func TestSlowEndpointDoesNotStarveOthers(t *testing.T) {
 	}
 }
 
+// startTight runs a worker that holds two deliveries per endpoint, one in
+// flight, and claims on its tick only once an hour: a claim before then
+// must have been set off by freed room. It returns after the first claim.
+func (e *env) startTight() {
+	e.t.Helper()
+	cfg := e.config()
+	cfg.PollInterval = time.Hour
+	cfg.EndpointConcurrency = 1
+	cfg.MaxHeld = 8 // two per endpoint
+	e.start(cfg)
+	waitFor(e.t, "the poller's first claim", 10*time.Second, func() bool { return e.metric("gatehouse_deliverer_polls_total") >= 1 })
+}
+
 // TestBacklogIsClaimedAsRoomFrees: a burst to one endpoint beyond what
 // the dispatcher may hold for it is stored unleased by fan-out, and the
 // poller claims it as room frees, without waiting for its next tick (an
@@ -211,12 +224,7 @@ func TestBacklogIsClaimedAsRoomFrees(t *testing.T) {
 	e := newEnv(t)
 	rc, release := newHoldingReceiver(t, http.StatusOK)
 	ep, _ := e.endpoint(rc.URL, endpointOpts{})
-	cfg := e.config()
-	cfg.PollInterval = time.Hour
-	cfg.EndpointConcurrency = 1
-	cfg.MaxHeld = 8 // two per endpoint
-	e.start(cfg)
-	waitFor(t, "the poller's first claim", 10*time.Second, func() bool { return e.metric("gatehouse_deliverer_polls_total") >= 1 })
+	e.startTight()
 
 	evs := make([]wire.Event, 6)
 	for i := range evs {
@@ -245,12 +253,7 @@ func TestFullEndpointWithNothingDueCostsNoClaims(t *testing.T) {
 	rcB := newReceiver(t, nil)
 	a, _ := e.endpoint(rcA.URL, endpointOpts{events: []string{"customer.created"}})
 	b, _ := e.endpoint(rcB.URL, endpointOpts{events: []string{"customer.updated"}})
-	cfg := e.config()
-	cfg.PollInterval = time.Hour
-	cfg.EndpointConcurrency = 1
-	cfg.MaxHeld = 8 // two per endpoint
-	e.start(cfg)
-	waitFor(t, "the poller's first claim", 10*time.Second, func() bool { return e.metric("gatehouse_deliverer_polls_total") >= 1 })
+	e.startTight()
 	e.produce(e.event(false, "customer.created"), e.event(false, "customer.created")) // A full, nothing left behind
 	waitFor(t, "A full", 30*time.Second, func() bool {
 		return rcA.count() == 1 && e.count(`SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND locked_until IS NOT NULL`, a) == 2
