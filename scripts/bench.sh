@@ -32,7 +32,7 @@ echo "==> building" >&2
 go build -o "$BIN/" ./cmd/gateway ./cmd/controlplane ./cmd/sampleapi ./cmd/deliverer
 go build -o "$BIN/gatebench" ./bench/gatebench
 
-command -v wrk >/dev/null || { echo "bench: wrk is required (apt-get install wrk)" >&2; exit 1; }
+"$(dirname "$0")/test-deps.sh" bench
 # `go install` leaves vegeta's own -version empty; the module version is in the binary.
 if ! go version -m "$BIN/vegeta" 2>/dev/null | grep -qE "^\s+mod\s+github.com/tsenart/vegeta/v12\s+$VEGETA_VERSION\b"; then
   echo "==> installing vegeta $VEGETA_VERSION into $BIN/" >&2
