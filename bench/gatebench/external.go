@@ -25,6 +25,7 @@ type ingestResult struct {
 	Met           bool    `json:"met"`
 	Seconds       float64 `json:"wall_seconds"`
 	Log           string  `json:"log,omitempty"`
+	Settled       settled `json:"machine_before"`
 }
 
 var entriesPerSec = regexp.MustCompile(`([0-9.]+) entries/s`)
@@ -68,6 +69,7 @@ type delivererResult struct {
 	Figures map[string]any `json:"figures,omitempty"`
 	Seconds float64        `json:"wall_seconds,omitempty"`
 	Note    string         `json:"note,omitempty"`
+	Settled settled        `json:"machine_before"`
 }
 
 // runDeliverer is the hook for the deliverer's bench mode: it runs when a
