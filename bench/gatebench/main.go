@@ -619,7 +619,7 @@ func settle(ctx context.Context, logf func(string, ...any)) settled {
 	start := time.Now()
 	busy := -1.0
 	for time.Since(start) < most && ctx.Err() == nil {
-		if busy = cpuBusy(time.Second); busy >= 0 && busy < quiet {
+		if busy = cpuBusy(time.Second); busy < quiet { // -1: nothing to go by
 			break
 		}
 	}
