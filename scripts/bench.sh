@@ -8,7 +8,7 @@
 # on a 2-core machine.
 #
 # Knobs (environment; each maps to a gatebench flag, `go run ./bench/gatebench -h`):
-#   BENCH_SUITES        overhead,accuracy,ipmem,ingest,deliverer (default: all)
+#   BENCH_SUITES        ingest,deliverer,overhead,accuracy,ipmem (default: all, run in this order)
 #   BENCH_UPSTREAMS     sampleapi,static (default: both)
 #   BENCH_DURATION      length of each overhead run (default 3s)
 #   BENCH_ROUNDS        interleaved overhead rounds (default 6; even, so each pair runs in each order as often)
@@ -32,7 +32,7 @@ echo "==> building" >&2
 go build -o "$BIN/" ./cmd/gateway ./cmd/controlplane ./cmd/sampleapi ./cmd/deliverer
 go build -o "$BIN/gatebench" ./bench/gatebench
 
-"$(dirname "$0")/test-deps.sh" bench
+scripts/test-deps.sh bench
 # `go install` leaves vegeta's own -version empty; the module version is in the binary.
 if ! go version -m "$BIN/vegeta" 2>/dev/null | grep -qE "^\s+mod\s+github.com/tsenart/vegeta/v12\s+$VEGETA_VERSION\b"; then
   echo "==> installing vegeta $VEGETA_VERSION into $BIN/" >&2

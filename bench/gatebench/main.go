@@ -17,6 +17,7 @@
 //	ingest     the control plane's Kafka → Postgres ingestion benchmark
 //	deliverer  the deliverer's bench mode (GATEHOUSE_BENCH=1), when present
 //
+// ingest and deliverer run first, each once the machine is quiet (settle).
 // The machine is small and shared, so every ratio comes from runs of one
 // process lifetime, interleaved round by round, as medians of per-round
 // pairs; load averages before and after each suite are recorded.
@@ -105,7 +106,7 @@ type config struct {
 
 func main() {
 	var c config
-	flag.StringVar(&c.Suites, "suites", "overhead,accuracy,ipmem,ingest,deliverer", "comma-separated suites to run (also: profile, not in the default)")
+	flag.StringVar(&c.Suites, "suites", "ingest,deliverer,overhead,accuracy,ipmem", "comma-separated suites to run (also: profile, not in the default)")
 	flag.StringVar(&c.Upstreams, "upstreams", "sampleapi,static", "upstreams of the overhead suite")
 	flag.DurationVar(&c.Duration, "duration", 3*time.Second, "length of each overhead run")
 	flag.DurationVar(&c.Warmup, "warmup", 2*time.Second, "warm-up per overhead target")
@@ -162,7 +163,7 @@ func run(ctx context.Context, c config) int {
 		suites[strings.TrimSpace(s)] = true
 	}
 	r := &Results{Started: time.Now().UTC(), Config: c}
-	for _, s := range []string{"overhead", "accuracy", "ipmem", "ingest", "deliverer"} {
+	for _, s := range []string{"ingest", "deliverer", "overhead", "accuracy", "ipmem"} { // the order they run in
 		if suites[s] {
 			r.Suites = append(r.Suites, s)
 		}
@@ -609,11 +610,11 @@ type settled struct {
 }
 
 // settle waits, at most a minute, until the machine's CPU is less than a
-// quarter busy over one second. The suites after the overhead ones measure
-// one process each (ingestion, delivery) on a machine the earlier suites
-// may still be busy with (a broker deleting their topics, autovacuum): a
-// figure taken then would charge that work to the suite. What it found
-// goes in the results either way.
+// quarter busy over one second. Ingestion and delivery measure one process
+// each, so whatever else still runs (a run of ours that just ended, a
+// broker deleting topics, autovacuum) would be charged to them; they run
+// first, and each waits for quiet. What it found goes in the results
+// either way.
 func settle(ctx context.Context, logf func(string, ...any)) settled {
 	const quiet, most = 25.0, time.Minute
 	start := time.Now()
