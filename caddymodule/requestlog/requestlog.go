@@ -613,8 +613,9 @@ func (rec *recorder) decoded() ([]byte, bool) {
 	return out, truncated || err != nil
 }
 
-// errorObject reads the type and code of an error object response
-// ({"error": {"type": …, "code": …}}), as upstreams using apierror answer.
+// errorObject reads the type, code, message and param of an error object
+// response ({"error": {"type": …, "code": …, "message": …}}), as upstreams
+// using apierror answer.
 func (rec *recorder) errorObject() apierror.Error {
 	if !isJSON(rec.Header().Get("Content-Type")) {
 		return apierror.Error{}
