@@ -314,8 +314,11 @@ func TestProducerShutdownSpoolsWhatKafkaDidNotTake(t *testing.T) {
 	s2 := &flakySender{sent: make(chan struct{}, 1)}
 	p2, _ := New(Config{Dir: dir, Linger: time.Millisecond}, s2)
 	ctx2, cancel2 := context.WithCancel(context.Background())
-	defer cancel2()
-	go p2.Run(ctx2)
+	done2 := make(chan struct{})
+	go func() { p2.Run(ctx2); close(done2) }()
+	// Stop p2 before the test ends: its spool files must be closed before
+	// t.TempDir's cleanup removes the directory.
+	defer func() { cancel2(); <-done2 }()
 	waitFor(t, func() bool { return s2.count() == 10 })
 }
 
