@@ -33,6 +33,7 @@ func init() {
 //		headers          <name...>           # added to the allowlist (Content-Type, User-Agent, Request-Id, …)
 //		route            <template...>       # e.g. /v1/customers/{id}
 //		max_body_capture <size>              # default 8KiB; bodies only when the org enabled capture
+//		upstream_error_messages on|off       # default on; off keeps only the type, code and param of the upstream's errors
 //	}]
 //
 // Every subdirective is optional; those that take lists may be repeated,
@@ -125,6 +126,19 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 				return nil, h.Errf("request_log max_body_capture: must be more than 0 bytes")
 			}
 			rl.MaxBodyCapture = int(n)
+		case "upstream_error_messages":
+			v, err := one()
+			if err != nil {
+				return nil, err
+			}
+			switch v {
+			case "on":
+				rl.OmitUpstreamErrorMessages = false
+			case "off":
+				rl.OmitUpstreamErrorMessages = true
+			default:
+				return nil, h.Errf("request_log upstream_error_messages: '%s' is neither on nor off", v)
+			}
 		default:
 			return nil, h.Errf("unrecognized request_log subdirective '%s'", sub)
 		}

@@ -29,5 +29,7 @@ func TestCaddyfileRejects(t *testing.T) {
 		"partial parameter":    {block("\t\troute /v1/customers/cus_{id}"), "must be a literal or a whole {param}"},
 		"spool limit twice":    {block("\t\tspool_limit 1GiB\n\t\tspool_limit 2GiB"), "request_log: spool_limit given twice"},
 		"topic twice":          {block("\t\ttopic a\n\t\ttopic b"), "request_log: topic given twice"},
+		"messages neither":     {block("\t\tupstream_error_messages no"), "upstream_error_messages: 'no' is neither on nor off"},
+		"messages twice":       {block("\t\tupstream_error_messages on\n\t\tupstream_error_messages off"), "request_log: upstream_error_messages given twice"},
 	})
 }

@@ -124,6 +124,11 @@ type Handler struct {
 	// organisation enabled body capture ({http.auth.api_key.body_capture}
 	// is "true"). Default 8 KiB, at most 1 MiB.
 	MaxBodyCapture int `json:"max_body_capture,omitempty"`
+	// OmitUpstreamErrorMessages leaves out the message of an error object
+	// the upstream wrote (its type, code and param are still kept), for a
+	// backend that may put customer data in its messages. The gateway's
+	// own messages are always kept.
+	OmitUpstreamErrorMessages bool `json:"omit_upstream_error_messages,omitempty"`
 
 	redactor  *redact.Redactor
 	templates []template
@@ -370,6 +375,9 @@ func (h *Handler) emit(r *http.Request, repl *caddy.Replacer, ex *exchange, rec 
 			gatewayErr = true
 		} else {
 			eo = rec.errorObject()
+			if h.OmitUpstreamErrorMessages {
+				eo.Message = ""
+			}
 		}
 	}
 	l.ErrorType, l.ErrorCode = redact.Text(string(eo.Type), 64), redact.Text(eo.Code, 64)

@@ -90,11 +90,20 @@ func TestRequestLogEndToEnd(t *testing.T) {
 	up := upstream(t)
 	port := testenv.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	spool := t.TempDir()
 	runCaddy(t, server(port,
+		// An operator who keeps the upstream's messages out of the logs.
+		map[string]any{"match": []any{map[string]any{"path": []string{"/v1/missing/quiet/*"}}}, "terminal": true, "handle": []any{
+			map[string]any{"handler": "request_id"},
+			map[string]any{"handler": "request_log", "brokers": []string{strings.Join(brokers, ",")}, "topic": topic,
+				"spool_dir": spool, "omit_upstream_error_messages": true},
+			map[string]any{"handler": "test_identity"},
+			map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up.Listener.Addr().String()}}},
+		}},
 		map[string]any{"handle": []any{
 			map[string]any{"handler": "request_id"},
 			map[string]any{"handler": "request_log", "brokers": []string{strings.Join(brokers, ",")}, "topic": topic,
-				"spool_dir": t.TempDir(), "routes": []string{"/v1/customers/{id}", "/v1/customers"}, "max_body_capture": 4096},
+				"spool_dir": spool, "routes": []string{"/v1/customers/{id}", "/v1/customers"}, "max_body_capture": 4096},
 			map[string]any{"handler": "test_identity"},
 		}},
 		map[string]any{"match": []any{map[string]any{"path": []string{"/metrics"}}}, "handle": []any{map[string]any{"handler": "metrics"}}},
@@ -138,6 +147,8 @@ func TestRequestLogEndToEnd(t *testing.T) {
 		{name: "post with capture", req: newReq("POST", "/v1/customers", postBody, "Content-Type", "application/json", "X-Test-Capture", "true")},
 		{name: "refused", req: newReq("GET", "/v1/customers", "", "X-Test-Refuse", "1")},
 		{name: "upstream error", req: newReq("GET", "/v1/missing/cus_9Xk2Ab77QQzz", "")},
+		{name: "upstream error, messages off", req: newReq("GET", "/v1/missing/quiet/cus_9Xk2Ab77QQzz", "")},
+		{name: "refused, messages off", req: newReq("GET", "/v1/missing/quiet/cus_9Xk2Ab77QQzz", "", "X-Test-Refuse", "1")},
 		{name: "gzipped error", req: newReq("GET", "/v1/gzipped", "", "Accept-Encoding", "gzip")},
 		{name: "upstream down", req: newReq("GET", "/v1/down", "")},
 		{name: "protocol switch", req: newReq("GET", "/v1/upgrade", "", "Connection", "Upgrade", "Upgrade", "echo")},
@@ -286,13 +297,21 @@ func TestRequestLogEndToEnd(t *testing.T) {
 		{"upstream error", "invalid_request_error", "resource_missing", "No such customer; card [REDACTED] is not on file.", "id"},
 		{"gzipped error", "idempotency_error", "idempotency_key_in_use", "", ""}, // 1,000 bytes: cut, below
 		{"upstream down", "api_error", "upstream_unavailable", "The service behind the gateway could not be reached or failed to answer. Retry later; if it persists, contact support with the request id.", ""},
+		// upstream_error_messages off: the upstream's message is left out,
+		// its type, code and param and the gateway's own message kept.
+		{"upstream error, messages off", "invalid_request_error", "resource_missing", "", "id"},
+		{"refused, messages off", "authentication_error", "api_key_invalid", "No such API key.", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			l, s := rec(c.name)
 			if l.Status != s.status || l.ErrorType != c.typ || l.ErrorCode != c.code {
 				t.Fatalf("response %d, logged %d %s/%s; want %s/%s", s.status, l.Status, l.ErrorType, l.ErrorCode, c.typ, c.code)
 			}
-			if c.message == "" {
+			if c.name == "upstream error, messages off" {
+				if l.ErrorMessage != "" || l.ErrorParam != c.param {
+					t.Errorf("logged message %q, param %q; want none, %q", l.ErrorMessage, l.ErrorParam, c.param)
+				}
+			} else if c.message == "" {
 				cut := strings.TrimSuffix(l.ErrorMessage, "…")
 				if len(l.ErrorMessage) > redact.MaxErrorMessage || len(cut) < 400 || cut == l.ErrorMessage ||
 					!strings.HasPrefix(strings.Repeat("busy ", 200), cut) {
