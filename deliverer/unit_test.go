@@ -270,6 +270,15 @@ func TestPayloadVersions(t *testing.T) {
 	if got.Data.Object["name"] != "Ada" || got.Data.Object["full_name"] != nil {
 		t.Fatalf("upgrade: %s", b)
 	}
+
+	// Data an event's sender wrote with both names (POST /v1/events takes
+	// any object): the renamed member wins and no name appears twice.
+	both := ev
+	both.Data = json.RawMessage(`{"object":{"id":"cus_1","object":"customer","full_name":"Old","name":"Ada"}}`)
+	b, _ = events.PayloadFor(both, "2026-06-01")
+	if !strings.Contains(string(b), `"data":{"object":{"id":"cus_1","object":"customer","full_name":"Ada"}}`) {
+		t.Fatalf("downgrade of data with both names: %s", b)
+	}
 }
 
 func TestCleanText(t *testing.T) {

@@ -112,6 +112,9 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, id identity.Identit
 	case !ValidType(*typ):
 		return apierror.ParameterInvalid("type", fmt.Sprintf(
 			"Invalid type: event types are lower-case dotted words such as customer.created (letters and '_', at least one '.', at most %d characters).", MaxTypeLen))
+	case *typ == TestType:
+		return apierror.ParameterInvalid("type",
+			"webhook_endpoint.test events are sent to one endpoint by POST /v1/webhook_endpoints/{id}/test; choose another type.")
 	}
 	data, err := dataParam(p)
 	if err != nil {

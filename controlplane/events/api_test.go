@@ -93,6 +93,7 @@ func TestCreateEventRefusesBadInput(t *testing.T) {
 		{"type missing", "application/json", "/v1/events", `{"data":{}}`, wantError{400, "parameter_missing", "type"}},
 		{"type one word", "application/json", "/v1/events", `{"type":"created","data":{}}`, wantError{400, "parameter_invalid", "type"}},
 		{"type upper case", "application/json", "/v1/events", `{"type":"Customer.created","data":{}}`, wantError{400, "parameter_invalid", "type"}},
+		{"the endpoint test's type", "application/json", "/v1/events", `{"type":"webhook_endpoint.test","data":{}}`, wantError{400, "parameter_invalid", "type"}},
 		{"type too long", "application/json", "/v1/events", `{"type":"a.` + strings.Repeat("b", 99) + `","data":{}}`, wantError{400, "parameter_invalid", "type"}},
 		{"type not a string", "application/json", "/v1/events", `{"type":1,"data":{}}`, wantError{400, "parameter_invalid", "type"}},
 		{"data missing", "application/json", "/v1/events", `{"type":"a.b"}`, wantError{400, "parameter_missing", "data"}},

@@ -75,14 +75,33 @@ func convertData(data json.RawMessage, from, to string) (json.RawMessage, error)
 		if err != nil {
 			continue
 		}
-		for j := range inner {
-			if inner[j].key == rename[0] {
-				inner[j].key = rename[1]
-			}
-		}
-		fields[i].value = encodeObject(inner)
+		fields[i].value = encodeObject(renameField(inner, rename[0], rename[1]))
 	}
 	return encodeObject(fields), nil
+}
+
+// renameField renames from to to. A member already named to, which from's
+// version does not define (data an event's sender wrote), gives way: one
+// object never carries a name twice.
+func renameField(fields []field, from, to string) []field {
+	has := false
+	for _, f := range fields {
+		has = has || f.key == from
+	}
+	if !has {
+		return fields
+	}
+	out := fields[:0]
+	for _, f := range fields {
+		switch f.key {
+		case to:
+			continue
+		case from:
+			f.key = to
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 type field struct {

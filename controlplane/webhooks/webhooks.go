@@ -52,6 +52,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/controlplane/audit"
+	"github.com/gatehouse/gatehouse/controlplane/events"
 	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/identity"
@@ -66,7 +67,7 @@ const (
 )
 
 // TestEventType is the type of the events POST …/test sends.
-const TestEventType = "webhook_endpoint.test"
+const TestEventType = events.TestType
 
 // Limits.
 const (
