@@ -44,29 +44,64 @@ const varBodyWatch = "gatehouse.body_watch"
 // other than its end: a chunked body with broken framing, a connection
 // that failed mid-body. Handlers past it (reverse_proxy) report such an
 // error as their own failure, a 502; it is the client's.
-// failed is atomic: reverse_proxy's transport reads the body on its own
-// goroutine, which may still run when the chain has returned.
+//
+// It also keeps an HTTP/1 connection framed. A handler that closes the
+// body before its end (reverse_proxy once request_body's limit cuts it
+// off, or once the upstream answered without reading it) closes net/http's
+// body; net/http then drains at most 256 KiB of it and marks the
+// connection for closing when more is left — but it looks for that mark
+// on the body it gave the handler, and Caddy has replaced that body with
+// its read idle timeout's wrapper, so the mark is missed, the connection
+// is kept, and the rest of the refused body is parsed as the next
+// requests (request smuggling, behind any proxy that shares connections
+// between clients). So an HTTP/1 body not read to its end is not closed
+// here: later reads fail as after a close, and net/http, finding the body
+// unread after the handler, drains what it can and closes the connection
+// when more is left, as it does for a handler that never read its body.
+//
+// The fields are atomic: reverse_proxy's transport reads and closes the
+// body on its own goroutine, which may still run when the chain has
+// returned.
 type bodyWatch struct {
 	io.ReadCloser
+	http1  bool
 	failed atomic.Bool
+	ended  atomic.Bool // read to io.EOF
+	closed atomic.Bool // closed before its end (HTTP/1 only)
 }
 
 func (b *bodyWatch) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, http.ErrBodyReadAfterClose
+	}
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF:
+		b.ended.Store(true)
+	case err != nil:
 		b.failed.Store(true)
 	}
 	return n, err
 }
 
+func (b *bodyWatch) Close() error {
+	if b.http1 && !b.ended.Load() {
+		b.closed.Store(true)
+		return nil
+	}
+	return b.ReadCloser.Close()
+}
+
 // WatchBody wraps r's body so that ForRequest can tell a failure to read
-// it from a failure of the handler that was reading. Call it before any
-// other handler wraps the body (a size limit's error is not a read error).
+// it from a failure of the handler that was reading, and so that an HTTP/1
+// body closed before its end leaves the connection framed (see bodyWatch).
+// Call it before any other handler wraps the body (a size limit's error is
+// not a read error).
 func WatchBody(r *http.Request) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return
 	}
-	b := &bodyWatch{ReadCloser: r.Body}
+	b := &bodyWatch{ReadCloser: r.Body, http1: r.ProtoMajor == 1}
 	r.Body = b
 	caddyhttp.SetVar(r.Context(), varBodyWatch, b)
 }
