@@ -37,7 +37,13 @@ const (
 	resAttempted resultKind = iota // an attempt was made (or failed before sending) and is recorded
 	resParked                      // the endpoint is disabled: no attempt, no schedule
 	resRelease                     // shutting down mid-attempt: give the lease back, record nothing
+	resPostponed                   // the signing secrets could not be read: no attempt, tried again at next
 )
+
+// postponeDelay is how long a delivery waits when its signing secrets could
+// not be read (Postgres failing): a database hiccup costs it no attempt, so
+// a delivery on its last one is not dead-lettered unsent.
+const postponeDelay = 5 * time.Second
 
 // result is what happened to one held delivery.
 type result struct {
@@ -138,6 +144,11 @@ func (w *Worker) attempt(ctx context.Context, j *job) *result {
 			r.kind = resRelease
 			return r
 		}
+		if errors.Is(err, errSecretsUnreadable) {
+			w.warnEndpointRead(err)
+			r.kind, r.next, r.scheduled = resPostponed, now.Add(postponeDelay), true
+			return r
+		}
 		r.errText, r.class = "cannot sign: "+err.Error(), "no_secret"
 		w.decide(r)
 		return r
@@ -192,13 +203,14 @@ func (w *Worker) attempt(ctx context.Context, j *job) *result {
 	return r
 }
 
-// warnEndpointRead logs a failed endpoint read, at most every 10 s: in an
-// outage every attempt fails the same way.
+// warnEndpointRead logs a failed read of an endpoint or its secrets before
+// an attempt, at most every 10 s: in an outage every attempt fails the same
+// way.
 func (w *Worker) warnEndpointRead(err error) {
 	now := time.Now().UnixNano()
 	last := w.epWarned.Load()
 	if now-last > int64(10*time.Second) && w.epWarned.CompareAndSwap(last, now) {
-		w.log.Warn("reading the endpoint before an attempt; using what was last read", zap.Error(err))
+		w.log.Warn("reading the endpoint before an attempt failed; an endpoint read goes on with what was last read, a secrets read postpones the attempt", zap.Error(err))
 	}
 }
 

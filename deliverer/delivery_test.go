@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/deliverer"
+	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/whsign"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
@@ -342,5 +343,52 @@ func TestEndpointDeletedDuringFanOutIsRetried(t *testing.T) {
 	e.waitDelivery("the event whose fan-out met a deleted endpoint", ev.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
 	if n := e.metric("gatehouse_deliverer_events_malformed_total"); n != 0 {
 		t.Fatalf("%v events counted as malformed", n)
+	}
+}
+
+// TestUnreadableSecretsCostNoAttempt: when Postgres cannot serve an
+// endpoint's signing secrets, the attempt is postponed, not made and
+// failed: a delivery on its last scheduled attempt is not dead-lettered
+// unsent, and is delivered once the secrets can be read.
+func TestUnreadableSecretsCostNoAttempt(t *testing.T) {
+	e := newEnv(t)
+	rc, release := newHoldingReceiver(t, http.StatusOK)
+	ep, _ := e.endpoint(rc.URL, endpointOpts{})
+	now := e.clock.Now()
+	insert := func(status string, attempts int) (eventID string) {
+		ev := e.event(false, "customer.created")
+		e.exec(`INSERT INTO events (id, organization_id, livemode, type, api_version, data, created_at)
+			VALUES ($1, $2, false, $3, $4, $5, $6)`, ev.ID, e.org, ev.Type, ev.APIVersion, string(ev.Data), now)
+		e.exec(`INSERT INTO webhook_deliveries (id, organization_id, livemode, event_id, endpoint_id, status, attempts,
+			next_attempt_at) VALUES ($1, $2, false, $3, $4, $5, $6, $7)`, ids.New(ids.Delivery), e.org, ev.ID, ep, status, attempts, now)
+		return ev.ID
+	}
+	insert("pending", 0) // its attempt is held by the receiver
+	cfg := e.config()
+	cfg.EndpointConcurrency = 1
+	cfg.EndpointTTL, cfg.SecretTTL = time.Nanosecond, time.Nanosecond // every attempt reads both
+	e.start(cfg)
+	waitFor(t, "the first attempt to reach the receiver", 10*time.Second, func() bool { return rc.count() == 1 })
+
+	// Claimed and queued behind it: a delivery with one scheduled attempt left.
+	last := deliverer.DefaultSandboxSchedule.MaxAttempts() - 1
+	evB := insert("failed", last)
+	waitFor(t, "the last attempt to be claimed", 10*time.Second, func() bool { return e.delivery(evB, ep).LockedUntil != nil })
+
+	// Postgres cannot serve the secrets while its attempt starts.
+	e.exec(`ALTER TABLE webhook_endpoint_secrets RENAME TO webhook_endpoint_secrets_away`)
+	close(release)
+	d := e.waitDelivery("the attempt to be postponed", evB, ep, func(d deliveryRow) bool { return d.LockedUntil == nil })
+	if d.Status != "failed" || d.Attempts != last || d.NextAttemptAt == nil || !d.NextAttemptAt.Equal(now.Add(5*time.Second)) ||
+		len(e.attempts(d.ID)) != 0 || rc.count() != 1 {
+		t.Fatalf("after a failed secrets read: %+v, %d attempts recorded, %d requests received; want it postponed 5 s with no attempt",
+			d, len(e.attempts(d.ID)), rc.count())
+	}
+
+	e.exec(`ALTER TABLE webhook_endpoint_secrets_away RENAME TO webhook_endpoint_secrets`)
+	e.clock.Set(*d.NextAttemptAt)
+	d = e.waitDelivery("the postponed attempt", evB, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+	if d.Attempts != last+1 || rc.count() != 2 {
+		t.Fatalf("delivered after %d attempts, %d requests received", d.Attempts, rc.count())
 	}
 }

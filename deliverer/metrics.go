@@ -43,7 +43,7 @@ func newMetrics(reg prometheus.Registerer, d *dispatcher) (*metrics, error) {
 			Help: "Delivery attempts by result: success, http_error, redirect, gone, timeout, network_error, refused (SSRF guard), no_secret, no_event, payload."},
 			[]string{"result"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "deliveries_total",
-			Help: "Deliveries reaching an outcome: succeeded, retrying (failed, another attempt scheduled), dead, parked (endpoint disabled)."},
+			Help: "Deliveries reaching an outcome: succeeded, retrying (failed, another attempt scheduled), dead, parked (endpoint disabled), postponed (signing secrets unreadable, no attempt made)."},
 			[]string{"outcome"}),
 		attemptLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "attempt_duration_seconds",
 			Help:    "Duration of delivery attempts, from request start to response read.",

@@ -143,6 +143,8 @@ func (w *Worker) apply(ctx context.Context, batch []*result) (*committed, error)
 			switch {
 			case r.kind == resParked:
 				out.counts["parked"]++
+			case r.kind == resPostponed:
+				out.counts["postponed"]++
 			case st == "dead" && r.status == "dead":
 				out.counts["dead"]++
 				out.dead = append(out.dead, r)

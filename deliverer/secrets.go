@@ -18,6 +18,10 @@ import (
 // unsigned is never an option.
 var errNoSecret = errors.New("endpoint has no unexpired signing secret")
 
+// errSecretsUnreadable: Postgres did not answer the secrets query; the
+// attempt waits for it (resPostponed) rather than failing.
+var errSecretsUnreadable = errors.New("loading signing secrets")
+
 // secretCache decrypts each endpoint's signing secrets once and keeps them
 // while the endpoint's secrets version (secretsVersionSQL) stays the same,
 // re-reading them at the latest after ttl. Every attempt knows the version
@@ -94,12 +98,14 @@ func (c *secretCache) keys(ctx context.Context, endpoint string, ep endpointSnap
 // load reads endpoint's secrets and, in the same statement (so from the
 // same snapshot), their version.
 func (c *secretCache) load(ctx context.Context, endpoint string) ([]signingKey, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
 	rows, err := c.db.Query(ctx, `
 		SELECT id, ciphertext, expires_at, `+secretsVersionSQL("$1")+`
 		FROM webhook_endpoint_secrets
 		WHERE endpoint_id = $1 ORDER BY created_at DESC, id DESC`, endpoint)
 	if err != nil {
-		return nil, "", fmt.Errorf("loading signing secrets: %w", err)
+		return nil, "", fmt.Errorf("%w: %w", errSecretsUnreadable, err)
 	}
 	defer rows.Close()
 	var (
@@ -113,7 +119,7 @@ func (c *secretCache) load(ctx context.Context, endpoint string) ([]signingKey, 
 			expires *time.Time
 		)
 		if err := rows.Scan(&id, &ct, &expires, &version); err != nil {
-			return nil, "", fmt.Errorf("loading signing secrets: %w", err)
+			return nil, "", fmt.Errorf("%w: %w", errSecretsUnreadable, err)
 		}
 		// The secret row's id is the additional data: a ciphertext moved
 		// onto another row does not open.
@@ -128,7 +134,7 @@ func (c *secretCache) load(ctx context.Context, endpoint string) ([]signingKey, 
 		out = append(out, signingKey{key: key, expires: expires})
 	}
 	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("loading signing secrets: %w", err)
+		return nil, "", fmt.Errorf("%w: %w", errSecretsUnreadable, err)
 	}
 	return out, version, nil
 }
