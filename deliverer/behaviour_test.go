@@ -14,6 +14,7 @@ import (
 	"github.com/gatehouse/gatehouse/deliverer"
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/ssrf"
+	"github.com/gatehouse/gatehouse/internal/testenv"
 	"github.com/gatehouse/gatehouse/internal/whsign"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
@@ -198,6 +199,64 @@ func TestSlowEndpointDoesNotStarveOthers(t *testing.T) {
 	close(release)
 	for _, id := range evs {
 		e.waitDelivery("slow deliveries once released", id, epSlow, func(d deliveryRow) bool { return d.Status == "succeeded" })
+	}
+}
+
+// TestHangingTenantDoesNotStarveOthers: one organisation's endpoints that
+// hang (until the attempt timeout, in production) hold at most
+// OrgConcurrency workers, so another organisation's webhooks are delivered
+// meanwhile. Before the organisation bound, 3 endpoints × 2 attempts took
+// all 4 workers, and every other tenant waited for timeouts.
+func TestHangingTenantDoesNotStarveOthers(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	var cur, peak atomic.Int32
+	hang := func(n int, w http.ResponseWriter, r *http.Request) {
+		c := cur.Add(1)
+		for p := peak.Load(); c > p && !peak.CompareAndSwap(p, c); p = peak.Load() {
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		cur.Add(-1)
+	}
+	var hanging []string
+	for range 3 {
+		ep, _ := e.endpoint(newReceiver(t, hang).URL, endpointOpts{})
+		hanging = append(hanging, ep)
+	}
+	tenant, otherOrg := e.org, "org_"+testenv.Suffix()
+	e.exec(`INSERT INTO organizations (id, name) VALUES ($1, 'Other')`, otherOrg)
+	e.org = otherOrg
+	other, _ := e.endpoint(newReceiver(t, nil).URL, endpointOpts{})
+	e.org = tenant
+	cfg := e.config()
+	cfg.Concurrency, cfg.EndpointConcurrency, cfg.OrgConcurrency = 4, 2, 2
+	e.start(cfg)
+
+	var evs []string
+	for range 4 {
+		ev := e.event(false, "customer.created")
+		e.produce(ev)
+		evs = append(evs, ev.ID)
+	}
+	waitFor(t, "the tenant to hold its share of workers", 30*time.Second, func() bool { return cur.Load() >= 2 })
+	e.org = otherOrg
+	for range 5 {
+		ev := e.event(false, "customer.created")
+		e.produce(ev)
+		e.waitDelivery("the other tenant's delivery while the first one's endpoints hang", ev.ID, other,
+			func(d deliveryRow) bool { return d.Status == "succeeded" })
+	}
+	if p := peak.Load(); p != 2 {
+		t.Fatalf("the hanging tenant had %d attempts in flight, want 2 (its OrgConcurrency)", p)
+	}
+	close(release)
+	for _, id := range evs {
+		for _, ep := range hanging {
+			e.waitDelivery("the hanging tenant's deliveries once released", id, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+		}
 	}
 }
 
@@ -771,5 +830,24 @@ func TestShortRetryAfterDoesNotShortenTheSchedule(t *testing.T) {
 				attempt, d.NextAttemptAt.Sub(at), base)
 		}
 		e.clock.Set(*d.NextAttemptAt)
+	}
+}
+
+// TestDisableAfterShorterThanTheFirstAlert: DisableAfter below the first
+// alert threshold (1 h) still disables an endpoint failing that long; the
+// check used to wait for the first threshold.
+func TestDisableAfterShorterThanTheFirstAlert(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	ep, _ := e.endpoint(rc.URL, endpointOpts{})
+	e.exec(`UPDATE webhook_endpoints SET failing_since = $2 WHERE id = $1`, ep, e.clock.Now().Add(-40*time.Minute))
+	cfg := e.config()
+	cfg.DisableAfter = 30 * time.Minute
+	e.start(cfg)
+	ev := e.event(false, "customer.created")
+	e.produce(ev)
+	e.waitDelivery("the failed attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	if n := e.count(`SELECT count(*) FROM webhook_endpoints WHERE id = $1 AND status = 'disabled'`, ep); n != 1 {
+		t.Fatal("an endpoint failing for 40 minutes with DisableAfter 30 minutes is still enabled")
 	}
 }

@@ -22,10 +22,11 @@ import (
 //	DELIVERY_SCHEDULE_SANDBOX      retry waits, sandbox (5s,1m0s,5m0s)
 //	DELIVERY_CONCURRENCY           attempts in flight in all (64)
 //	DELIVERY_ENDPOINT_CONCURRENCY  attempts in flight per endpoint (10)
+//	DELIVERY_ORG_CONCURRENCY       attempts in flight for one organisation's endpoints (half of DELIVERY_CONCURRENCY, at least twice the per-endpoint one)
 //	DELIVERY_TIMEOUT               one attempt, connect to last byte (15s)
 //	DELIVERY_LEASE                 how long a claim holds a delivery (30s)
 //	DELIVERY_POLL_INTERVAL         how often due deliveries are claimed (250ms)
-//	DELIVERY_DISABLE_AFTER         disable endpoints failing continuously this long (120h)
+//	DELIVERY_DISABLE_AFTER         disable endpoints failing continuously this long (120h; off: never)
 //	SMTP_ADDR, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM, SMTP_TO
 //	                               mail alerts; off unless SMTP_ADDR and SMTP_FROM are set
 //	DATA_DIR                       local state; the dead-letter spool lives in DATA_DIR/deliverer-spool (.data)
@@ -76,10 +77,17 @@ func FromEnv() (Env, error) {
 	}
 	e.Worker.Concurrency = positiveInt("DELIVERY_CONCURRENCY", 64)
 	e.Worker.EndpointConcurrency = positiveInt("DELIVERY_ENDPOINT_CONCURRENCY", 10)
+	if os.Getenv("DELIVERY_ORG_CONCURRENCY") != "" {
+		e.Worker.OrgConcurrency = positiveInt("DELIVERY_ORG_CONCURRENCY", 0)
+	}
 	e.Worker.Timeout = positiveDuration("DELIVERY_TIMEOUT", 15*time.Second)
 	e.Worker.Lease = positiveDuration("DELIVERY_LEASE", max(30*time.Second, 2*e.Worker.Timeout))
 	e.Worker.PollInterval = positiveDuration("DELIVERY_POLL_INTERVAL", 250*time.Millisecond)
-	e.Worker.DisableAfter = positiveDuration("DELIVERY_DISABLE_AFTER", 5*24*time.Hour)
+	if os.Getenv("DELIVERY_DISABLE_AFTER") == "off" {
+		e.Worker.DisableAfter = -1
+	} else {
+		e.Worker.DisableAfter = positiveDuration("DELIVERY_DISABLE_AFTER", 5*24*time.Hour)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return e, err
 	}

@@ -7,21 +7,27 @@ import (
 // dispatcher holds the deliveries this process has leased and hands them to
 // the worker pool fairly: at most perEndpoint attempts to one endpoint run at
 // once, and endpoints take turns, so one slow endpoint cannot occupy the
-// pool while others wait. Memory is bounded too: at most maxHeld deliveries
-// (queued or in flight) in all, and maxPerEndpoint for one endpoint, which
-// the claim query honours so that a backlog on one endpoint cannot crowd the
+// pool while others wait; and at most perOrg attempts for one organisation,
+// so one tenant's endpoints, hanging until the attempt timeout, cannot hold
+// every worker while other tenants' webhooks wait. Memory is bounded too: at
+// most maxHeld deliveries (queued or in flight) in all, maxPerEndpoint for
+// one endpoint and maxPerOrg for one organisation, which the claim query
+// honours so that a backlog on one endpoint or tenant cannot crowd the
 // others out of the process.
 //
 // A delivery is held from its claim (or its fast-path insert) until its
 // result is durable; its HTTP attempt is "in flight" in between.
 type dispatcher struct {
 	perEndpoint    int
+	perOrg         int
 	maxHeld        int
 	maxPerEndpoint int
+	maxPerOrg      int
 
 	mu     sync.Mutex
 	cond   *sync.Cond
 	eps    map[string]*epState
+	orgs   map[string]*orgState
 	ring   []string // endpoints with queued work and free concurrency, in turn order
 	jobs   map[string]*job
 	held   int
@@ -38,42 +44,58 @@ type dispatcher struct {
 }
 
 type epState struct {
+	org      string
 	queue    []*job
 	inflight int
 	held     int
 	inRing   bool
+	waiting  bool // in its organisation's waiting list
 }
 
-func newDispatcher(perEndpoint, maxHeld, maxPerEndpoint int) *dispatcher {
+type orgState struct {
+	inflight int
+	held     int
+	// waiting lists, in turn order, the endpoints with queued work that
+	// wait for the organisation's concurrency.
+	waiting []string
+}
+
+// dispatchLimits are the dispatcher's bounds (WorkerConfig).
+type dispatchLimits struct {
+	perEndpoint, perOrg                int // attempts in flight
+	maxHeld, maxPerEndpoint, maxPerOrg int // deliveries held
+}
+
+func newDispatcher(l dispatchLimits) *dispatcher {
 	d := &dispatcher{
-		perEndpoint: perEndpoint, maxHeld: maxHeld, maxPerEndpoint: maxPerEndpoint,
-		eps: map[string]*epState{}, jobs: map[string]*job{}, room: make(chan struct{}, 1), short: map[string]bool{},
+		perEndpoint: l.perEndpoint, perOrg: l.perOrg, maxHeld: l.maxHeld, maxPerEndpoint: l.maxPerEndpoint, maxPerOrg: l.maxPerOrg,
+		eps: map[string]*epState{}, orgs: map[string]*orgState{}, jobs: map[string]*job{}, room: make(chan struct{}, 1), short: map[string]bool{},
 	}
 	d.cond = sync.NewCond(&d.mu)
 	return d
 }
 
-func (d *dispatcher) ep(id string) *epState {
-	st := d.eps[id]
-	if st == nil {
-		st = &epState{}
-		d.eps[id] = st
-	}
-	return st
-}
-
-// reserve takes a slot for a delivery to endpoint, if there is room.
-func (d *dispatcher) reserve(endpoint string) bool {
+// reserve takes a slot for a delivery to org's endpoint, if there is room.
+func (d *dispatcher) reserve(org, endpoint string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed || d.held >= d.maxHeld {
 		return false
 	}
-	st := d.ep(endpoint)
-	if st.held >= d.maxPerEndpoint {
+	st, o := d.eps[endpoint], d.orgs[org]
+	if st != nil && st.held >= d.maxPerEndpoint || o != nil && o.held >= d.maxPerOrg {
 		return false
 	}
+	if st == nil {
+		st = &epState{org: org}
+		d.eps[endpoint] = st
+	}
+	if o == nil {
+		o = &orgState{}
+		d.orgs[org] = o
+	}
 	st.held++
+	o.held++
 	d.held++
 	return true
 }
@@ -87,11 +109,16 @@ func (d *dispatcher) unreserve(endpoint string) {
 
 func (d *dispatcher) releaseLocked(endpoint string) {
 	st := d.eps[endpoint]
+	o := d.orgs[st.org]
 	st.held--
+	o.held--
 	d.held--
 	d.released++
 	if st.held == 0 && st.inflight == 0 && len(st.queue) == 0 {
 		delete(d.eps, endpoint)
+	}
+	if o.held == 0 {
+		delete(d.orgs, st.org)
 	}
 	d.signalRoom()
 }
@@ -121,13 +148,20 @@ func (d *dispatcher) push(j *job) bool {
 }
 
 // schedule puts the endpoint in the ring if it has work and free
-// concurrency.
+// concurrency, or in its organisation's waiting list if the organisation
+// has none.
 func (d *dispatcher) schedule(id string, st *epState) {
-	if !st.inRing && len(st.queue) > 0 && st.inflight < d.perEndpoint {
-		st.inRing = true
-		d.ring = append(d.ring, id)
-		d.cond.Signal()
+	if st.inRing || st.waiting || len(st.queue) == 0 || st.inflight >= d.perEndpoint {
+		return
 	}
+	if o := d.orgs[st.org]; o.inflight >= d.perOrg {
+		st.waiting = true
+		o.waiting = append(o.waiting, id)
+		return
+	}
+	st.inRing = true
+	d.ring = append(d.ring, id)
+	d.cond.Signal()
 }
 
 // next blocks until a job may start and returns it, or returns nil once the
@@ -135,23 +169,32 @@ func (d *dispatcher) schedule(id string, st *epState) {
 func (d *dispatcher) next() *job {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for len(d.ring) == 0 && !d.closed {
-		d.cond.Wait()
+	for {
+		for len(d.ring) == 0 && !d.closed {
+			d.cond.Wait()
+		}
+		if d.closed {
+			return nil
+		}
+		id := d.ring[0]
+		d.ring[0] = ""
+		d.ring = d.ring[1:]
+		st := d.eps[id]
+		st.inRing = false
+		o := d.orgs[st.org]
+		if o.inflight >= d.perOrg {
+			// Its organisation filled up since it joined the ring.
+			d.schedule(id, st)
+			continue
+		}
+		j := st.queue[0]
+		st.queue[0] = nil
+		st.queue = st.queue[1:]
+		st.inflight++
+		o.inflight++
+		d.schedule(id, st) // back of the ring: endpoints take turns
+		return j
 	}
-	if d.closed {
-		return nil
-	}
-	id := d.ring[0]
-	d.ring[0] = ""
-	d.ring = d.ring[1:]
-	st := d.eps[id]
-	st.inRing = false
-	j := st.queue[0]
-	st.queue[0] = nil
-	st.queue = st.queue[1:]
-	st.inflight++
-	d.schedule(id, st) // back of the ring: endpoints take turns
-	return j
 }
 
 // finished marks j's HTTP attempt over, freeing endpoint concurrency; the
@@ -160,7 +203,19 @@ func (d *dispatcher) finished(j *job) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := d.eps[j.d.EndpointID]
+	o := d.orgs[st.org]
 	st.inflight--
+	o.inflight--
+	// The organisation has room again: the endpoints that waited for it
+	// take their turns first.
+	waiting := o.waiting
+	o.waiting = nil
+	for _, id := range waiting {
+		if w := d.eps[id]; w != nil {
+			w.waiting = false
+			d.schedule(id, w)
+		}
+	}
 	d.schedule(j.d.EndpointID, st)
 }
 
@@ -211,11 +266,21 @@ func (d *dispatcher) startClaim() (mark int) {
 func (d *dispatcher) claimed(step int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for id, st := range d.eps {
-		if d.maxPerEndpoint-st.held < step {
+	for id := range d.eps {
+		if d.roomLocked(id) < step {
 			d.short[id] = true
 		}
 	}
+}
+
+// roomLocked is how many more deliveries to endpoint may be held: its own
+// room, bounded by its organisation's.
+func (d *dispatcher) roomLocked(endpoint string) int {
+	st := d.eps[endpoint]
+	if st == nil {
+		return d.maxPerEndpoint
+	}
+	return min(d.maxPerEndpoint-st.held, d.maxPerOrg-d.orgs[st.org].held)
 }
 
 // claimAgain reports whether the poller should claim now rather than at
@@ -231,31 +296,41 @@ func (d *dispatcher) claimAgain(mark, step int, found bool) bool {
 		return true
 	}
 	for id := range d.short {
-		held := 0
-		if st := d.eps[id]; st != nil {
-			held = st.held
-		}
-		if d.maxPerEndpoint-held >= step {
+		if d.roomLocked(id) >= step {
 			return true
 		}
 	}
 	return false
 }
 
-// claimLimits describes the held deliveries for the claim query: every
-// held delivery id (never claimed twice), and each endpoint's remaining room.
-func (d *dispatcher) claimLimits() (heldIDs []string, endpoints []string, rooms []int32) {
+// claimRooms describes the held deliveries for the claim query: every held
+// delivery id (never claimed twice), the remaining room of each endpoint
+// holding some, and the organisations with none left.
+type claimRooms struct {
+	held, endpoints []string
+	epRooms         []int32
+	fullOrgs        []string
+}
+
+func (d *dispatcher) claimLimits() claimRooms {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	heldIDs = make([]string, 0, len(d.jobs))
+	// Empty, not nil: pgx sends a nil slice as NULL, and x <> ALL(NULL)
+	// holds for no x.
+	c := claimRooms{held: make([]string, 0, len(d.jobs)), fullOrgs: []string{}}
 	for id := range d.jobs {
-		heldIDs = append(heldIDs, id)
+		c.held = append(c.held, id)
 	}
 	for id, st := range d.eps {
-		endpoints = append(endpoints, id)
-		rooms = append(rooms, int32(max(d.maxPerEndpoint-st.held, 0)))
+		c.endpoints = append(c.endpoints, id)
+		c.epRooms = append(c.epRooms, int32(max(d.maxPerEndpoint-st.held, 0)))
 	}
-	return heldIDs, endpoints, rooms
+	for id, o := range d.orgs {
+		if o.held >= d.maxPerOrg {
+			c.fullOrgs = append(c.fullOrgs, id)
+		}
+	}
+	return c
 }
 
 // leases lists the held jobs, for lease renewal.
@@ -278,7 +353,10 @@ func (d *dispatcher) close() []*job {
 	var dropped []*job
 	for _, st := range d.eps {
 		dropped = append(dropped, st.queue...)
-		st.queue = nil
+		st.queue, st.waiting = nil, false
+	}
+	for _, o := range d.orgs {
+		o.waiting = nil
 	}
 	d.ring = nil
 	d.cond.Broadcast()

@@ -122,6 +122,8 @@ func TestFromEnv(t *testing.T) {
 	t.Setenv("DELIVERY_SCHEDULE_LIVE", "1s,2s")
 	t.Setenv("DELIVERY_CONCURRENCY", "7")
 	t.Setenv("DELIVERY_TIMEOUT", "3s")
+	t.Setenv("DELIVERY_ORG_CONCURRENCY", "5")
+	t.Setenv("DELIVERY_DISABLE_AFTER", "off")
 	t.Setenv("SMTP_ADDR", "mail:25")
 	t.Setenv("SMTP_FROM", "a@b.test")
 	t.Setenv("SMTP_TO", "x@b.test, y@b.test")
@@ -132,7 +134,7 @@ func TestFromEnv(t *testing.T) {
 	}
 	w := e.Worker
 	if len(w.Policy.Allow) != 3 || w.LiveSchedule.String() != "1s,2s" || w.SandboxSchedule.String() != deliverer.DefaultSandboxSchedule.String() ||
-		w.Concurrency != 7 || w.EndpointConcurrency != 10 || w.Timeout != 3*time.Second || w.Lease != 30*time.Second ||
+		w.Concurrency != 7 || w.EndpointConcurrency != 10 || w.OrgConcurrency != 5 || w.DisableAfter >= 0 || w.Timeout != 3*time.Second || w.Lease != 30*time.Second ||
 		w.SpoolDir != "/var/lib/gatehouse/deliverer-spool" || !e.SMTP.Enabled() || len(e.SMTP.To) != 2 || e.Addr != ":8083" {
 		t.Fatalf("FromEnv = %+v", e)
 	}
@@ -140,7 +142,7 @@ func TestFromEnv(t *testing.T) {
 	// used to become the default silently (and -1s crashed the worker).
 	for name, bad := range map[string]string{"WEBHOOK_ALLOW_CIDRS": "10.0.0.0/99", "DELIVERY_SCHEDULE_SANDBOX": "5s,never",
 		"DELIVERY_TIMEOUT": "20", "DELIVERY_CONCURRENCY": "128x", "DELIVERY_ENDPOINT_CONCURRENCY": "5.5",
-		"DELIVERY_LEASE": "1 m", "DELIVERY_POLL_INTERVAL": "-1s", "DELIVERY_DISABLE_AFTER": "5d"} {
+		"DELIVERY_LEASE": "1 m", "DELIVERY_POLL_INTERVAL": "-1s", "DELIVERY_DISABLE_AFTER": "5d", "DELIVERY_ORG_CONCURRENCY": "0"} {
 		t.Run(name, func(t *testing.T) {
 			old, had := os.LookupEnv(name)
 			t.Setenv(name, bad)

@@ -342,7 +342,7 @@ func (w *Worker) applyEndpoints(ctx context.Context, tx pgx.Tx, now time.Time, b
 			continue
 		}
 		failing = append(failing, id)
-		if f := e.last.j.ep.FailingSince; f != nil && len(w.cfg.FailingThresholds) > 0 && now.Sub(*f) >= w.cfg.FailingThresholds[0] {
+		if f := e.last.j.ep.FailingSince; f != nil && w.cfg.checkFailingAfter > 0 && now.Sub(*f) >= w.cfg.checkFailingAfter {
 			check = append(check, id)
 		}
 	}

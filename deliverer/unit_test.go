@@ -110,10 +110,10 @@ func TestMatches(t *testing.T) {
 }
 
 func TestDispatcherFairness(t *testing.T) {
-	d := newDispatcher(2, 100, 50)
+	d := newDispatcher(dispatchLimits{perEndpoint: 2, perOrg: 100, maxHeld: 100, maxPerEndpoint: 50, maxPerOrg: 100})
 	push := func(ep string, n int) {
 		for i := range n {
-			if !d.reserve(ep) {
+			if !d.reserve("org_"+ep, ep) {
 				t.Fatalf("no room for %s #%d", ep, i)
 			}
 			d.push(&job{d: delivery{ID: ep + string(rune('a'+i)), EndpointID: ep}})
@@ -149,15 +149,15 @@ func TestDispatcherFairness(t *testing.T) {
 		t.Fatalf("got %s", j.d.EndpointID)
 	}
 	// Per-endpoint and global holding limits.
-	d2 := newDispatcher(1, 3, 2)
-	if first, second, third := d2.reserve("a"), d2.reserve("a"), d2.reserve("a"); !first || !second || third {
+	d2 := newDispatcher(dispatchLimits{perEndpoint: 1, perOrg: 1, maxHeld: 3, maxPerEndpoint: 2, maxPerOrg: 3})
+	if first, second, third := d2.reserve("o", "a"), d2.reserve("o", "a"), d2.reserve("o", "a"); !first || !second || third {
 		t.Fatal("per-endpoint holding limit not applied")
 	}
-	if !d2.reserve("b") || d2.reserve("c") {
+	if !d2.reserve("p", "b") || d2.reserve("p", "c") {
 		t.Fatal("global holding limit not applied")
 	}
 	d2.unreserve("a")
-	if !d2.reserve("c") {
+	if !d2.reserve("p", "c") {
 		t.Fatal("unreserve did not free room")
 	}
 	dropped := d.close()
@@ -169,6 +169,58 @@ func TestDispatcherFairness(t *testing.T) {
 	}
 }
 
+// TestDispatcherTenantFairness: one organisation's endpoints together run at
+// most perOrg attempts and hold at most maxPerOrg deliveries, so another
+// tenant's webhooks find workers and room while they hang; once the
+// organisation has room again, the endpoints that waited for it go first.
+func TestDispatcherTenantFairness(t *testing.T) {
+	d := newDispatcher(dispatchLimits{perEndpoint: 2, perOrg: 3, maxHeld: 100, maxPerEndpoint: 50, maxPerOrg: 12})
+	n := 0
+	push := func(org, ep string, k int) {
+		for range k {
+			n++
+			if !d.reserve(org, ep) {
+				t.Fatalf("no room for %s at %s", org, ep)
+			}
+			d.push(&job{d: delivery{ID: fmt.Sprint(ep, n), OrganizationID: org, EndpointID: ep}})
+		}
+	}
+	push("A", "a1", 4)
+	push("A", "a2", 4)
+	push("A", "a3", 4)
+	push("B", "b", 2)
+	var order []string
+	var running []*job
+	for range 5 {
+		j := d.next()
+		order = append(order, j.d.EndpointID)
+		running = append(running, j)
+	}
+	if want := []string{"a1", "a2", "a3", "b", "b"}; !equal(order, want) {
+		t.Fatalf("order %v, want %v: A at most 3 in flight, B not waiting behind it", order, want)
+	}
+	done := make(chan *job)
+	go func() { done <- d.next() }()
+	select {
+	case j := <-done:
+		t.Fatalf("next returned %s with A at its limit and B's queue empty", j.d.ID)
+	case <-time.After(50 * time.Millisecond):
+	}
+	d.finished(running[0]) // one of A's attempts ends: a3, which waited longest, goes next
+	if j := <-done; j.d.EndpointID != "a3" {
+		t.Fatalf("got %s, want a3", j.d.EndpointID)
+	}
+	if d.reserve("A", "a4") {
+		t.Fatal("A holds 12 deliveries, its limit, and was given room for another")
+	}
+	if !d.reserve("B", "b") {
+		t.Fatal("B found no room while A was full")
+	}
+	if c := d.claimLimits(); !equal(c.fullOrgs, []string{"A"}) {
+		t.Fatalf("claims skip organisations %v, want A alone", c.fullOrgs)
+	}
+}
+
 // TestPollerClaimsAgainWhenRoomServesAWaitingEndpoint: the poller claims
 // before its tick only when the room freed may serve deliveries waiting in
 // the table: room at an endpoint fan-out left deliveries behind for, or
@@ -176,11 +228,11 @@ func TestDispatcherFairness(t *testing.T) {
 // found deliveries. Room elsewhere does not count.
 func TestPollerClaimsAgainWhenRoomServesAWaitingEndpoint(t *testing.T) {
 	const step = 1
-	d := newDispatcher(1, 8, 2) // two held per endpoint
+	d := newDispatcher(dispatchLimits{perEndpoint: 1, perOrg: 8, maxHeld: 8, maxPerEndpoint: 2, maxPerOrg: 8}) // two held per endpoint
 	n := 0
 	hold := func(ep string) *job {
 		n++
-		if !d.reserve(ep) {
+		if !d.reserve("org", ep) {
 			t.Fatalf("no room at %s", ep)
 		}
 		j := &job{d: delivery{ID: fmt.Sprint(ep, n), EndpointID: ep}}

@@ -55,6 +55,13 @@ type WorkerConfig struct {
 	Concurrency int
 	// EndpointConcurrency bounds attempts in flight to one endpoint; 10.
 	EndpointConcurrency int
+	// OrgConcurrency bounds attempts in flight for one organisation's
+	// endpoints, so that a tenant whose endpoints hang until the timeout
+	// leaves workers to the others; half of Concurrency (32), but at least
+	// two endpoints' worth, so that one slow endpoint does not stall its
+	// own organisation's others either. Set it to Concurrency where one
+	// organisation owns every endpoint.
+	OrgConcurrency int
 	// MaxHeld bounds the deliveries held in memory (queued or in flight);
 	// 8 × Concurrency.
 	MaxHeld int
@@ -106,7 +113,11 @@ type WorkerConfig struct {
 	Logger   *zap.Logger
 	Registry prometheus.Registerer
 
-	maxPerEndpoint int
+	limits dispatchLimits
+	// checkFailingAfter is how long an endpoint fails before checkFailing
+	// looks at it: the first alert threshold or DisableAfter, whichever
+	// comes first (0: never).
+	checkFailingAfter time.Duration
 }
 
 // Worker consumes platform.events.v1 and delivers webhooks:
@@ -161,6 +172,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	}
 	setDefault(&cfg.Concurrency, 64)
 	setDefault(&cfg.EndpointConcurrency, 10)
+	setDefault(&cfg.OrgConcurrency, min(cfg.Concurrency, max(cfg.Concurrency/2, 2*cfg.EndpointConcurrency)))
 	setDefault(&cfg.MaxHeld, 8*cfg.Concurrency)
 	setDefault(&cfg.Timeout, 15*time.Second)
 	setDefault(&cfg.Lease, 30*time.Second)
@@ -177,6 +189,11 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.FailingThresholds == nil {
 		cfg.FailingThresholds = []time.Duration{time.Hour, 24 * time.Hour, 72 * time.Hour}
 	}
+	for _, d := range append([]time.Duration{cfg.DisableAfter}, cfg.FailingThresholds...) {
+		if d > 0 && (cfg.checkFailingAfter == 0 || d < cfg.checkFailingAfter) {
+			cfg.checkFailingAfter = d
+		}
+	}
 	if cfg.Lease < 2*cfg.Timeout {
 		return nil, fmt.Errorf("deliverer: the lease (%s) must be at least twice the attempt timeout (%s)", cfg.Lease, cfg.Timeout)
 	}
@@ -190,14 +207,17 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		cfg.Now = time.Now
 	}
 	// A backlog on one endpoint may fill at most a quarter of the
-	// dispatcher, so others always find room.
-	cfg.maxPerEndpoint = max(cfg.MaxHeld/4, 2*cfg.EndpointConcurrency, 1)
+	// dispatcher, one on an organisation's endpoints half of it, so others
+	// always find room.
+	perEndpoint := max(cfg.MaxHeld/4, 2*cfg.EndpointConcurrency, 1)
+	cfg.limits = dispatchLimits{perEndpoint: cfg.EndpointConcurrency, perOrg: cfg.OrgConcurrency,
+		maxHeld: cfg.MaxHeld, maxPerEndpoint: perEndpoint, maxPerOrg: max(cfg.MaxHeld/2, perEndpoint, 2*cfg.OrgConcurrency)}
 
 	w := &Worker{
 		cfg:       cfg,
 		db:        cfg.DB,
 		log:       cfg.Logger,
-		disp:      newDispatcher(cfg.EndpointConcurrency, cfg.MaxHeld, cfg.maxPerEndpoint),
+		disp:      newDispatcher(cfg.limits),
 		client:    newClient(cfg.Policy, cfg.EndpointConcurrency),
 		secrets:   newSecretCache(cfg.DB, cfg.Box, cfg.SecretTTL),
 		eps:       newEndpointCache(cfg.DB, cfg.EndpointTTL),
@@ -465,7 +485,7 @@ func (w *Worker) pollLoop(ctx context.Context) {
 	t := time.NewTicker(w.cfg.PollInterval)
 	defer t.Stop()
 	var lastErr time.Time
-	step := max(min(w.cfg.ClaimBatch, w.cfg.maxPerEndpoint)/4, 1)
+	step := max(min(w.cfg.ClaimBatch, w.cfg.limits.maxPerEndpoint)/4, 1)
 	for {
 		mark := w.disp.startClaim()
 		found := true // with no room, whatever is due waits for some
@@ -476,9 +496,11 @@ func (w *Worker) pollLoop(ctx context.Context) {
 				w.log.Warn("claiming due deliveries", zap.Error(err))
 				lastErr = time.Now()
 			}
+			// The claim skips full organisations but may take more for one
+			// than its remaining room: those leases go back at once.
 			var lost []*job
 			for _, j := range jobs {
-				if !w.disp.reserve(j.d.EndpointID) || !w.disp.push(j) {
+				if !w.disp.reserve(j.d.OrganizationID, j.d.EndpointID) || !w.disp.push(j) {
 					lost = append(lost, j)
 				}
 			}
