@@ -154,23 +154,34 @@ func TestTimeout(t *testing.T) {
 	}
 }
 
+// hanging answers no request until release is closed (or the attempt
+// gives up), counting the requests waiting now (cur) and at most (peak).
+type hanging struct {
+	release   chan struct{}
+	cur, peak atomic.Int32
+}
+
+func newHanging() *hanging { return &hanging{release: make(chan struct{})} }
+
+func (h *hanging) respond(n int, w http.ResponseWriter, r *http.Request) {
+	c := h.cur.Add(1)
+	for p := h.peak.Load(); c > p && !h.peak.CompareAndSwap(p, c); p = h.peak.Load() {
+	}
+	select {
+	case <-h.release:
+	case <-r.Context().Done():
+	}
+	h.cur.Add(-1)
+}
+
 // TestSlowEndpointDoesNotStarveOthers: with 4 workers and at most 2
 // attempts per endpoint, a hanging endpoint holds 2 workers and no more;
 // another endpoint's deliveries all go through meanwhile.
 func TestSlowEndpointDoesNotStarveOthers(t *testing.T) {
 	e := newEnv(t)
-	release := make(chan struct{})
-	var cur, peak atomic.Int32
-	slow := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
-		c := cur.Add(1)
-		for p := peak.Load(); c > p && !peak.CompareAndSwap(p, c); p = peak.Load() {
-		}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-		cur.Add(-1)
-	})
+	h := newHanging()
+	release, cur, peak := h.release, &h.cur, &h.peak
+	slow := newReceiver(t, h.respond)
 	fast := newReceiver(t, nil)
 	epSlow, _ := e.endpoint(slow.URL, endpointOpts{events: []string{"slow.thing"}})
 	epFast, _ := e.endpoint(fast.URL, endpointOpts{events: []string{"fast.thing"}})
@@ -209,18 +220,8 @@ func TestSlowEndpointDoesNotStarveOthers(t *testing.T) {
 // all 4 workers, and every other tenant waited for timeouts.
 func TestHangingTenantDoesNotStarveOthers(t *testing.T) {
 	e := newEnv(t)
-	release := make(chan struct{})
-	var cur, peak atomic.Int32
-	hang := func(n int, w http.ResponseWriter, r *http.Request) {
-		c := cur.Add(1)
-		for p := peak.Load(); c > p && !peak.CompareAndSwap(p, c); p = peak.Load() {
-		}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-		cur.Add(-1)
-	}
+	h := newHanging()
+	release, cur, peak, hang := h.release, &h.cur, &h.peak, h.respond
 	var hanging []string
 	for range 3 {
 		ep, _ := e.endpoint(newReceiver(t, hang).URL, endpointOpts{})
