@@ -205,7 +205,7 @@ func TestClosestPolicy(t *testing.T) {
 // their own.
 func TestQuotasArePublishedForTheDashboard(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
-	h := provision(t, &Handler{Quotas: []*Quota{
+	h := provision(t, &Handler{Policies: []*Policy{{Name: "per-key", Key: "{http.auth.api_key.key_id}", Rate: Rate{Requests: 10}}}, Quotas: []*Quota{
 		{Name: "monthly", Key: "{http.auth.api_key.org_id}", Limit: 1000, SandboxLimit: 100},
 		{Name: "daily-per-key", Key: "{http.auth.api_key.key_id}", Limit: 50, Period: PeriodDay,
 			MatchRaw: caddyhttp.RawMatcherSets{{"path": []byte(`["/v1/customers*"]`)}}},
@@ -239,5 +239,11 @@ func TestQuotasArePublishedForTheDashboard(t *testing.T) {
 		if spec != w {
 			t.Errorf("%s: published %+v, want %+v", name, spec, w)
 		}
+	}
+	// Every policy's and quota's name, for the control plane's check of
+	// the names overrides give.
+	names := rdb.HGetAll(context.Background(), keyspace.PublishedNames(prefix)).Val()
+	if len(names) != 4 || names["per-key"] == "" || names["monthly"] == "" || names["daily-per-key"] == "" || names["hourly-per-ip"] == "" {
+		t.Errorf("published names %v, want per-key and the three quotas", names)
 	}
 }

@@ -345,16 +345,18 @@ func (h *Handler) quotaSpecs() []keyspace.QuotaSpec {
 	return specs
 }
 
-// publish keeps specs in keyspace.Published from the handler's first
-// request until the configuration is unloaded, republishing every
-// keyspace.PublishEvery; the hash expires when no gateway has published for
-// keyspace.StaleAfter. A failure waits for the next turn; the request path
-// already reports an unreachable Redis.
+// publish keeps specs in keyspace.Published, and the names of the
+// handler's policies and quotas in keyspace.PublishedNames, from the
+// handler's first request until the configuration is unloaded,
+// republishing every keyspace.PublishEvery; the hashes expire when no
+// gateway has published for keyspace.StaleAfter. A failure waits for the
+// next turn; the request path already reports an unreachable Redis.
 func (h *Handler) publish(ctx context.Context, specs []keyspace.QuotaSpec) {
 	t := time.NewTicker(keyspace.PublishEvery)
 	defer t.Stop()
 	for {
 		args := make([]any, 0, 2*len(specs))
+		names := make([]any, 0, 2*len(h.limits))
 		now := time.Now()
 		for _, q := range specs {
 			q.PublishedAt = now
@@ -364,10 +366,17 @@ func (h *Handler) publish(ctx context.Context, specs []keyspace.QuotaSpec) {
 			}
 			args = append(args, q.Name, b)
 		}
+		for _, l := range h.limits {
+			names = append(names, l.name, now.Unix())
+		}
 		pctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
 		_, err := h.rdb.TxPipelined(pctx, func(p redis.Pipeliner) error {
-			p.HSet(pctx, keyspace.Published(h.KeyPrefix), args...)
-			p.Expire(pctx, keyspace.Published(h.KeyPrefix), keyspace.StaleAfter)
+			for key, fields := range map[string][]any{keyspace.Published(h.KeyPrefix): args, keyspace.PublishedNames(h.KeyPrefix): names} {
+				if len(fields) > 0 {
+					p.HSet(pctx, key, fields...)
+					p.Expire(pctx, key, keyspace.StaleAfter)
+				}
+			}
 			return nil
 		})
 		cancel()
@@ -597,11 +606,7 @@ type outcome struct {
 // ServeHTTP decides every applicable limit in one round trip, adds the
 // RateLimit fields and either passes the request on or refuses it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	h.publishQuotas.Do(func() {
-		if specs := h.quotaSpecs(); len(specs) > 0 {
-			go h.publish(h.ctx, specs)
-		}
-	})
+	h.publishQuotas.Do(func() { go h.publish(h.ctx, h.quotaSpecs()) })
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	req, err := h.prepare(r, repl)
 	if err != nil {

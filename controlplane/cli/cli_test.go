@@ -20,6 +20,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/secretbox"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 )
 
 type result struct {
@@ -403,19 +404,26 @@ func TestMasterKeyRotate(t *testing.T) {
 	}
 }
 
-// Every command that writes data prints one JSON object with --json
-// (DESIGN §3), limits delete included.
-func TestLimitsDeleteJSON(t *testing.T) {
+// limitsOrg points the CLI at a fresh database and the shared Redis, and
+// creates an organisation whose overrides leave Redis when the test ends
+// (the CLI writes under the default key prefix).
+func limitsOrg(t *testing.T) (org struct{ ID string }, rdb *redis.Client) {
 	_, dsn := testenv.Pool(t)
 	t.Setenv("DATABASE_URL", dsn)
 	t.Setenv("REDIS_URL", testenv.RedisURL(t))
-	var org struct{ ID string }
 	mustJSON(t, &org, "orgs", "create", "--name", "Acme", "--json")
-	rdb, _ := testenv.Redis(t)
+	rdb, _ = testenv.Redis(t)
 	t.Cleanup(func() {
 		rdb.SRem(context.Background(), keyspace.Index(keyspace.DefaultPrefix), org.ID)
 		rdb.Del(context.Background(), keyspace.Overrides(keyspace.DefaultPrefix, org.ID))
 	})
+	return org, rdb
+}
+
+// Every command that writes data prints one JSON object with --json
+// (DESIGN §3), limits delete included.
+func TestLimitsDeleteJSON(t *testing.T) {
+	org, _ := limitsOrg(t)
 	var set struct{ Object, Policy string }
 	mustJSON(t, &set, "limits", "set", "--org", org.ID, "--env", "live", "--policy", "per-key", "--rate", "500/1s", "--json")
 	var gone struct {
@@ -425,6 +433,30 @@ func TestLimitsDeleteJSON(t *testing.T) {
 	mustJSON(t, &gone, "limits", "delete", "--org", org.ID, "--env", "live", "--policy", "per-key", "--json")
 	if gone.Object != "limit_override" || gone.Organization != org.ID || gone.Policy != "per-key" || !gone.Livemode || !gone.Deleted {
 		t.Fatalf("limits delete --json = %+v", gone)
+	}
+}
+
+// limits set warns of a policy name no running gateway has (a typo such as
+// per_key for per-key is stored and never applies), and not of one a
+// gateway publishes.
+func TestLimitsSetWarnsOfANameNoGatewayHas(t *testing.T) {
+	org, rdb := limitsOrg(t)
+	ctx := context.Background()
+	// A gateway's publication; others running on this Redis may add theirs.
+	known := "per-key-" + testenv.Suffix()
+	names := keyspace.PublishedNames(keyspace.DefaultPrefix)
+	if err := rdb.HSet(ctx, names, known, time.Now().Unix()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.HDel(ctx, names, known) })
+	typo := "per_key-" + testenv.Suffix()
+	r := run("limits", "set", "--org", org.ID, "--env", "live", "--policy", typo, "--rate", "5/1s")
+	if r.code != 0 || !strings.Contains(r.stderr, `warning: no running gateway has a policy or quota named "`+typo+`"`) ||
+		!strings.Contains(r.stderr, known) {
+		t.Fatalf("limits set with a name no gateway has: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := run("limits", "set", "--org", org.ID, "--env", "live", "--policy", known, "--rate", "5/1s"); r.code != 0 || r.stderr != "" {
+		t.Fatalf("limits set with a published name: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
 

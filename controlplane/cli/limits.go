@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,12 @@ func (a *app) limitsSet(args []string) error {
 	}
 	if err != nil {
 		return c.fail(err)
+	}
+	// A misspelt name would be stored and never apply: say so. (Not
+	// refused: a plan may be set up before the Caddyfile naming it runs.)
+	if names, err := svc.Names(a.ctx, time.Now()); err == nil && len(names) > 0 && !slices.Contains(names, saved.Policy) {
+		fmt.Fprintf(a.stderr, "warning: no running gateway has a policy or quota named %q (they have %s); "+
+			"the override is stored and applies once a gateway's rate_limit names it\n", saved.Policy, strings.Join(names, ", "))
 	}
 	if *asJSON {
 		return c.fail(writeJSON(a.stdout, saved))

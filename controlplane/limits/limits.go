@@ -12,7 +12,9 @@
 // with Burst (default Quota); for a quota it sets the number of requests per
 // period, and the calendar period stays as configured (WindowSeconds is
 // then ignored). A key's override wins over its organisation's. Overrides
-// naming a policy the gateway does not have are stored and ignored.
+// naming a policy the gateway does not have are stored and ignored (the
+// CLI warns of one, from Names), so that a plan can be set up before the
+// configuration that names it is deployed.
 package limits
 
 import (
@@ -283,6 +285,25 @@ func (s *Service) Quotas(ctx context.Context, now time.Time) ([]keyspace.QuotaSp
 		out = append(out, q)
 	}
 	slices.SortFunc(out, func(a, b keyspace.QuotaSpec) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// Names returns the names of the policies and quotas the running gateways
+// enforce (keyspace.PublishedNames), sorted; none when no gateway has
+// published within keyspace.StaleAfter of now (none has served a request,
+// or Redis was flushed).
+func (s *Service) Names(ctx context.Context, now time.Time) ([]string, error) {
+	all, err := s.rdb.HGetAll(ctx, keyspace.PublishedNames(s.prefix)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading published limit names: %w", err)
+	}
+	var out []string
+	for name, v := range all {
+		if at, err := strconv.ParseInt(v, 10, 64); err == nil && now.Sub(time.Unix(at, 0)) <= keyspace.StaleAfter {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
 	return out, nil
 }
 

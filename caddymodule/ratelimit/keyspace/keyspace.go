@@ -15,6 +15,7 @@
 //	<prefix>limits:{<org>}                      overrides: hash, see Field and Encode
 //	<prefix>limits:index                        set of organisations that have an overrides hash (for Sync)
 //	<prefix>limits:quotas                       the quotas gateways enforce, for the dashboard: see Published
+//	<prefix>limits:names                        the names of their policies and quotas: see PublishedNames
 package keyspace
 
 import (
@@ -202,6 +203,12 @@ func Decode(s string) (Override, error) {
 // running (a quota renamed or removed) and is ignored; the hash itself
 // expires StaleAfter after the last publication.
 func Published(prefix string) string { return prefix + "limits:quotas" }
+
+// PublishedNames is the hash in which every gateway's rate_limit handler
+// publishes the names of its policies and quotas, field the name, value
+// the Unix second of the publication, republished and expiring as
+// Published is: the control plane warns of an override naming none of them.
+func PublishedNames(prefix string) string { return prefix + "limits:names" }
 
 // How often quotas are republished, and when a spec is stale.
 const (
