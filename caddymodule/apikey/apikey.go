@@ -329,7 +329,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if len(rec.allow) > 0 {
 		if ip, ok := allowed(r, rec.allow); !ok {
 			return h.refuse(w, apierror.Permission("ip_not_allowed",
-				"This API key does not accept requests from "+ip+"; it has an IP allowlist. Use it from an allowed address, or change the allowlist in the dashboard."),
+				"This API key does not accept requests from "+ip+"; it has an IP allowlist. Use it from an allowed address, or have an administrator change the key's allowlist (controlplane keys update --ip-allowlist)."),
 				authIPNotAllowed)
 		}
 	}
@@ -461,7 +461,7 @@ func (h *Handler) checkScope(r *http.Request, rec *record) *apierror.Error {
 		}
 	}
 	return apierror.Permission("scope_missing", fmt.Sprintf(
-		"This restricted key lacks the %s scope, which %s %s requires. Add the scope to the key or use another key.",
+		"This restricted key lacks the %s scope, which %s %s requires. A key's scopes are set when it is created: use a key that has the scope, or create one.",
 		scope, r.Method, r.URL.Path))
 }
 
