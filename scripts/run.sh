@@ -69,7 +69,9 @@ cleanup() {
     wait "${pids[@]}" 2>/dev/null || true
   fi
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT   # not on to "a process exited" below
+trap 'cleanup; exit 143' TERM
 
 start() { # name addr args...
   local name=$1 addr=$2; shift 2
