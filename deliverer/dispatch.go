@@ -37,10 +37,11 @@ type dispatcher struct {
 	// deliveries, the poller claims again once enough were freed since.
 	released int
 	// short holds the endpoints that may have due deliveries in the table
-	// for want of room: fan-out stored some unleased, or the last claim
-	// left them with less than a step of room. The poller claims again as
-	// soon as one of them has a step of room.
-	short map[string]bool
+	// for want of room, with their organisation: fan-out stored some
+	// unleased, or the last claim left them with less than a step of room
+	// (their own or their organisation's). The poller claims again as soon
+	// as one of them has a step of room.
+	short map[string]string
 }
 
 type epState struct {
@@ -69,7 +70,7 @@ type dispatchLimits struct {
 func newDispatcher(l dispatchLimits) *dispatcher {
 	d := &dispatcher{
 		perEndpoint: l.perEndpoint, perOrg: l.perOrg, maxHeld: l.maxHeld, maxPerEndpoint: l.maxPerEndpoint, maxPerOrg: l.maxPerOrg,
-		eps: map[string]*epState{}, orgs: map[string]*orgState{}, jobs: map[string]*job{}, room: make(chan struct{}, 1), short: map[string]bool{},
+		eps: map[string]*epState{}, orgs: map[string]*orgState{}, jobs: map[string]*job{}, room: make(chan struct{}, 1), short: map[string]string{},
 	}
 	d.cond = sync.NewCond(&d.mu)
 	return d
@@ -240,13 +241,13 @@ func (d *dispatcher) free() int {
 	return d.maxHeld - d.held
 }
 
-// leftBehind notes that fan-out stored deliveries to endpoint it had no
-// room for, and wakes the poller: room may have freed while they were
+// leftBehind notes that fan-out stored deliveries to org's endpoint it had
+// no room for, and wakes the poller: room may have freed while they were
 // being stored.
-func (d *dispatcher) leftBehind(endpoint string) {
+func (d *dispatcher) leftBehind(org, endpoint string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.short[endpoint] = true
+	d.short[endpoint] = org
 	d.signalRoom()
 }
 
@@ -266,21 +267,24 @@ func (d *dispatcher) startClaim() (mark int) {
 func (d *dispatcher) claimed(step int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for id := range d.eps {
-		if d.roomLocked(id) < step {
-			d.short[id] = true
+	for id, st := range d.eps {
+		if d.roomLocked(st.org, id) < step {
+			d.short[id] = st.org
 		}
 	}
 }
 
-// roomLocked is how many more deliveries to endpoint may be held: its own
-// room, bounded by its organisation's.
-func (d *dispatcher) roomLocked(endpoint string) int {
-	st := d.eps[endpoint]
-	if st == nil {
-		return d.maxPerEndpoint
+// roomLocked is how many more deliveries to org's endpoint may be held: its
+// own room, bounded by its organisation's.
+func (d *dispatcher) roomLocked(org, endpoint string) int {
+	room := d.maxPerEndpoint
+	if st := d.eps[endpoint]; st != nil {
+		room -= st.held
 	}
-	return min(d.maxPerEndpoint-st.held, d.maxPerOrg-d.orgs[st.org].held)
+	if o := d.orgs[org]; o != nil {
+		room = min(room, d.maxPerOrg-o.held)
+	}
+	return room
 }
 
 // claimAgain reports whether the poller should claim now rather than at
@@ -295,8 +299,8 @@ func (d *dispatcher) claimAgain(mark, step int, found bool) bool {
 	if found && d.released-mark >= step {
 		return true
 	}
-	for id := range d.short {
-		if d.roomLocked(id) >= step {
+	for id, org := range d.short {
+		if d.roomLocked(org, id) >= step {
 			return true
 		}
 	}

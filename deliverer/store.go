@@ -243,7 +243,7 @@ func (w *Worker) fanOut(ctx context.Context, now time.Time, evs []wire.Event, ti
 		case c.reserved:
 			w.disp.unreserve(c.j.d.EndpointID)
 		case c.inserted:
-			w.disp.leftBehind(c.j.d.EndpointID)
+			w.disp.leftBehind(c.j.d.OrganizationID, c.j.d.EndpointID)
 		}
 	}
 	return jobs, created, nil

@@ -243,7 +243,7 @@ func TestPollerClaimsAgainWhenRoomServesAWaitingEndpoint(t *testing.T) {
 	// A is full and fan-out stored the rest of its burst unleased; a claim
 	// (a tick) runs and can take nothing for A.
 	a1, _ := hold("A"), hold("A")
-	d.leftBehind("A")
+	d.leftBehind("org", "A")
 	mark := d.startClaim()
 	d.claimed(step)
 	// Deliveries to B come and go: their room is not A's.
@@ -274,7 +274,7 @@ func TestPollerClaimsAgainWhenRoomServesAWaitingEndpoint(t *testing.T) {
 	// while they were being stored: claim at once.
 	mark = d.startClaim()
 	d.claimed(step)
-	d.leftBehind("D")
+	d.leftBehind("org", "D")
 	if !d.claimAgain(mark, step, false) {
 		t.Fatal("deliveries left behind at an endpoint with room wait for the tick")
 	}
@@ -417,5 +417,53 @@ func TestClientBoundsResponseHeaders(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "header") {
 		t.Fatalf("error %v does not name the headers", err)
+	}
+}
+
+// TestLeftBehindAtAFullOrganisationDoesNotClaimAgain: fan-out stores
+// deliveries unleased for an endpoint of an organisation that is full
+// (reserve refused for the organisation, not the endpoint). Claims skip that
+// organisation (fullOrgs), so the poller waits for the organisation's room,
+// as it does for a full endpoint. It used to claim on every fan-out round:
+// an endpoint holding nothing counted a whole endpoint's room.
+func TestLeftBehindAtAFullOrganisationDoesNotClaimAgain(t *testing.T) {
+	const step = 1
+	d := newDispatcher(dispatchLimits{perEndpoint: 1, perOrg: 2, maxHeld: 100, maxPerEndpoint: 4, maxPerOrg: 8})
+	n := 0
+	for _, ep := range []string{"x1", "x2"} {
+		for range 4 {
+			n++
+			if !d.reserve("A", ep) {
+				t.Fatalf("no room at %s", ep)
+			}
+			d.push(&job{d: delivery{ID: fmt.Sprint(ep, n), OrganizationID: "A", EndpointID: ep}})
+		}
+	}
+	// A tick's claim: A is full, so it is skipped.
+	mark := d.startClaim()
+	if c := d.claimLimits(); !equal(c.fullOrgs, []string{"A"}) {
+		t.Fatalf("fullOrgs %v, want [A]", c.fullOrgs)
+	}
+	d.claimed(step)
+	// Fan-out: an event for A's third endpoint y finds no room (A is full)
+	// and is stored unleased.
+	if d.reserve("A", "y") {
+		t.Fatal("A is full but y was given room")
+	}
+	wasted := 0
+	for range 10 { // ten fan-out rounds while A stays full
+		d.leftBehind("A", "y")
+		if d.claimAgain(mark, step, false) {
+			wasted++
+			// the poller claims: A is still among the skipped organisations
+			if c := d.claimLimits(); !equal(c.fullOrgs, []string{"A"}) {
+				t.Fatalf("fullOrgs %v", c.fullOrgs)
+			}
+			mark = d.startClaim()
+			d.claimed(step)
+		}
+	}
+	if wasted > 0 {
+		t.Fatalf("%d of 10 fan-out rounds for a full organisation set off a claim that skips that organisation (no room freed anywhere)", wasted)
 	}
 }
