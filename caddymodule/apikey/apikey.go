@@ -55,6 +55,12 @@ const (
 	// PlaceholderBodyCapture is "true" when the organisation turned on body
 	// capture for the key's environment (request_log reads it).
 	PlaceholderBodyCapture = "http.auth.api_key.body_capture"
+	// PlaceholderRefused is "true" when the key was identified (the
+	// placeholders above are set) and the request then refused: expired,
+	// outside the IP allowlist, a scope or API version it lacks. The
+	// request log keeps such refusals under the organisation, and usage
+	// does not meter them.
+	PlaceholderRefused = "http.auth.api_key.refused"
 	// placeholderUserID is Caddy's convention for the authenticated user;
 	// access logs show it as user_id.
 	placeholderUserID = "http.auth.user.id"
@@ -324,23 +330,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	repl.Set(placeholderUserID, rec.vKeyID)
 
 	if !rec.expiresAt.IsZero() && !now.Before(rec.expiresAt) {
-		return h.refuse(w, expired(rec), authExpired)
+		return h.refuseIdentified(w, repl, expired(rec), authExpired)
 	}
 	if len(rec.allow) > 0 {
 		if ip, ok := allowed(r, rec.allow); !ok {
-			return h.refuse(w, apierror.Permission("ip_not_allowed",
+			return h.refuseIdentified(w, repl, apierror.Permission("ip_not_allowed",
 				"This API key does not accept requests from "+ip+"; it has an IP allowlist. Use it from an allowed address, or have an administrator change the key's allowlist (controlplane keys update --ip-allowlist)."),
 				authIPNotAllowed)
 		}
 	}
 	if rec.Kind == keyformat.Restricted {
 		if e := h.checkScope(r, rec); e != nil {
-			return h.refuse(w, e, authScopeMissing)
+			return h.refuseIdentified(w, repl, e, authScopeMissing)
 		}
 	}
 	version, verr := h.resolveVersion(r, rec)
 	if verr != nil {
-		return h.refuse(w, verr, authVersionInvalid)
+		return h.refuseIdentified(w, repl, verr, authVersionInvalid)
 	}
 	var boxedVersion any = version // boxed once for both maps
 	repl.Set(PlaceholderAPIVersion, boxedVersion)
@@ -389,6 +395,12 @@ func (h *Handler) refuse(w http.ResponseWriter, e *apierror.Error, result promet
 		w.Header().Set("Www-Authenticate", `Bearer realm="api"`)
 	}
 	return caddyhttp.Error(e.Status, e)
+}
+
+// refuseIdentified refuses a request whose key was identified.
+func (h *Handler) refuseIdentified(w http.ResponseWriter, repl *caddy.Replacer, e *apierror.Error, result prometheus.Counter) error {
+	repl.Set(PlaceholderRefused, "true")
+	return h.refuse(w, e, result)
 }
 
 func expired(rec *record) *apierror.Error {

@@ -24,8 +24,9 @@ func init() {
 
 // testIdentity stands in for api_key: it sets the placeholders api_key sets
 // from X-Test-* request headers, refuses with a 401 error object when
-// X-Test-Refuse is sent, and drops the Authorization header as api_key does
-// before proxying.
+// X-Test-Refuse is sent (after identifying the key when X-Test-Org is sent
+// too, as api_key refuses an expired key), and drops the Authorization
+// header as api_key does before proxying.
 type testIdentity struct{}
 
 func (testIdentity) CaddyModule() caddy.ModuleInfo {
@@ -33,11 +34,18 @@ func (testIdentity) CaddyModule() caddy.ModuleInfo {
 }
 
 func (*testIdentity) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if r.Header.Get("X-Test-Refuse") != "" {
-		errorobject.Write(w, r, apierror.Authentication("api_key_invalid", "No such API key."))
+		e := apierror.Authentication("api_key_invalid", "No such API key.")
+		if org := r.Header.Get("X-Test-Org"); org != "" && r.Header.Get("X-Test-Refuse") == "identified" {
+			repl.Set(PlaceholderOrgID, org)
+			repl.Set(PlaceholderKeyID, r.Header.Get("X-Test-Key"))
+			repl.Set(PlaceholderAuthRefused, "true")
+			e = apierror.Authentication("api_key_expired", "This API key expired.")
+		}
+		errorobject.Write(w, r, e)
 		return nil
 	}
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set(PlaceholderOrgID, r.Header.Get("X-Test-Org"))
 	repl.Set(PlaceholderKeyID, r.Header.Get("X-Test-Key"))
 	repl.Set(PlaceholderLivemode, r.Header.Get("X-Test-Live"))

@@ -64,6 +64,7 @@ const (
 	PlaceholderLivemode    = "http.auth.api_key.livemode" // "true" or "false"
 	PlaceholderAPIVersion  = "http.api_version"
 	PlaceholderBodyCapture = "http.auth.api_key.body_capture" // "true" when the organisation enabled it for this environment
+	PlaceholderAuthRefused = "http.auth.api_key.refused"      // "true" when api_key identified the key, then refused
 	PlaceholderRateLimit   = "http.rate_limit.outcome"
 	PlaceholderIdemKey     = "http.idempotency.key"
 	PlaceholderIdemReplay  = "http.idempotency.replayed" // "true" or "false"
@@ -381,6 +382,7 @@ func (h *Handler) emit(r *http.Request, repl *caddy.Replacer, ex *exchange, rec 
 		}
 	}
 	l.ErrorType, l.ErrorCode = redact.Text(string(eo.Type), 64), redact.Text(eo.Code, 64)
+	l.AuthRefused = get(PlaceholderAuthRefused) == "true"
 	// The message and param are the API's own diagnostics, which every
 	// client sees; they are kept without body capture, cleaned of keys and
 	// card numbers like any other string.

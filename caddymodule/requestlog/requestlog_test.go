@@ -146,6 +146,7 @@ func TestRequestLogEndToEnd(t *testing.T) {
 			"X-Custom", secretHeader, "User-Agent", "agent/1.0", "Idempotency-Key", "idem-1")},
 		{name: "post with capture", req: newReq("POST", "/v1/customers", postBody, "Content-Type", "application/json", "X-Test-Capture", "true")},
 		{name: "refused", req: newReq("GET", "/v1/customers", "", "X-Test-Refuse", "1")},
+		{name: "refused an identified key", req: newReq("GET", "/v1/customers", "", "X-Test-Refuse", "identified")},
 		{name: "upstream error", req: newReq("GET", "/v1/missing/cus_9Xk2Ab77QQzz", "")},
 		{name: "upstream error, messages off", req: newReq("GET", "/v1/missing/quiet/cus_9Xk2Ab77QQzz", "")},
 		{name: "refused, messages off", req: newReq("GET", "/v1/missing/quiet/cus_9Xk2Ab77QQzz", "", "X-Test-Refuse", "1")},
@@ -274,6 +275,16 @@ func TestRequestLogEndToEnd(t *testing.T) {
 		}
 		if !strings.Contains(l.ResponseBody, `"object":"customer"`) || !strings.Contains(l.ResponseBody, `"api_token":"[REDACTED]"`) {
 			t.Errorf("response body: %s", l.ResponseBody)
+		}
+	})
+
+	t.Run("a refusal of an identified key", func(t *testing.T) {
+		l, s := rec("refused an identified key")
+		if s.status != 401 || l.OrganizationID != "org_A" || l.APIKeyID != keyID || !l.AuthRefused || l.ErrorCode != "api_key_expired" {
+			t.Fatalf("got %d: %+v", s.status, l)
+		}
+		if l, _ := rec("get"); l.AuthRefused {
+			t.Fatal("an authenticated request logged as refused")
 		}
 	})
 

@@ -434,6 +434,7 @@ func toRow(l *wire.RequestLog) (row, string) {
 		ErrorCode:       clean(l.ErrorCode, 64),
 		ErrorMessage:    clean(l.ErrorMessage, redact.MaxErrorMessage),
 		ErrorParam:      clean(l.ErrorParam, redact.MaxErrorParam),
+		AuthRefused:     l.AuthRefused,
 		RequestHeaders:  cleanHeaders(l.RequestHeaders),
 		ResponseHeaders: cleanHeaders(l.ResponseHeaders),
 		RequestBody:     cleanBody(l.RequestBody),

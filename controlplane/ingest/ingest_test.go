@@ -177,6 +177,39 @@ func TestIngestMetersRateLimitedRequestsApart(t *testing.T) {
 	}
 }
 
+// TestIngestDoesNotMeterRefusalsOfAnIdentifiedKey: a request api_key
+// refused after identifying its key (expired, IP allowlist, scope, API
+// version) is logged under the organisation, so support finds it, but no
+// request was authenticated: it is not "requests" usage. Counted, a client
+// calling with an expired key piled up usage that never reached the backend
+// and that the quota meters never saw.
+func TestIngestDoesNotMeterRefusalsOfAnIdentifiedKey(t *testing.T) {
+	db, _ := testenv.Pool(t)
+	brokers := testenv.Kafka(t)
+	topic := testenv.KafkaTopic(t, brokers, "request-logs", 1)
+	at := time.Now().UTC()
+	var values [][]byte
+	for i, code := range []string{"", "api_key_expired", "ip_not_allowed", "scope_missing", "api_version_invalid", ""} {
+		l := wire.RequestLog{V: 1, RequestID: reqID(i), Time: at.UnixMicro() + int64(i), OrganizationID: "org_a",
+			Livemode: true, APIKeyID: "key_a", Method: "GET", Path: "/v1/customers", Status: 200, RateLimit: "allowed"}
+		if code != "" {
+			l.Status, l.ErrorType, l.ErrorCode, l.RateLimit, l.AuthRefused = 401, "authentication_error", code, "", true
+		}
+		values = append(values, encode(t, l))
+	}
+	produce(t, brokers, topic, values)
+	startWorker(t, db, brokers, topic, nil)
+	waitFor(t, 60*time.Second, "the rows", func() bool {
+		return count(t, db, `SELECT count(*) FROM request_logs WHERE organization_id = 'org_a'`) == int64(len(values))
+	})
+	if got := count(t, db, `SELECT count(*) FROM request_logs WHERE auth_refused`); got != 4 {
+		t.Errorf("%d rows marked refused by api_key, want 4", got)
+	}
+	if got := count(t, db, `SELECT coalesce(sum(quantity), 0) FROM usage_records WHERE organization_id = 'org_a'`); got != 2 {
+		t.Errorf("metered %d, want the 2 authenticated requests", got)
+	}
+}
+
 // TestIngestFieldsAndCleaning checks that a message's fields land in their
 // columns, and that what Postgres could not store (NUL, invalid UTF-8) or a
 // key that slipped past a producer does not.

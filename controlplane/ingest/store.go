@@ -35,6 +35,7 @@ type row struct {
 	ErrorCode       string
 	ErrorMessage    string
 	ErrorParam      string
+	AuthRefused     bool
 	RequestHeaders  json.RawMessage // a JSON object, nil when there are none
 	ResponseHeaders json.RawMessage
 	RequestBody     *string
@@ -45,7 +46,7 @@ var copyColumns = []string{
 	"request_id", "created_at", "organization_id", "livemode", "api_key_id", "method", "route", "path",
 	"status", "duration_us", "upstream_us", "bytes_in", "bytes_out", "client_ip", "user_agent",
 	"api_version", "idempotency_key", "idempotent_replayed", "rate_limit", "error_type", "error_code",
-	"error_message", "error_param", "request_headers", "response_headers", "request_body", "response_body",
+	"error_message", "error_param", "auth_refused", "request_headers", "response_headers", "request_body", "response_body",
 }
 
 var columnList = strings.Join(copyColumns, ", ")
@@ -63,7 +64,7 @@ func (r *row) values() []any {
 		r.RequestID, r.CreatedAt, r.OrganizationID, r.Livemode, r.APIKeyID, r.Method, r.Route, r.Path,
 		r.Status, r.DurationUS, r.UpstreamUS, r.BytesIn, r.BytesOut, r.ClientIP, r.UserAgent,
 		r.APIVersion, r.IdempotencyKey, r.Replayed, r.RateLimit, r.ErrorType, r.ErrorCode,
-		r.ErrorMessage, r.ErrorParam, reqH, respH, r.RequestBody, r.ResponseBody,
+		r.ErrorMessage, r.ErrorParam, r.AuthRefused, reqH, respH, r.RequestBody, r.ResponseBody,
 	}
 }
 
@@ -89,7 +90,9 @@ const (
 // on (created_at, request_id), is not returned by RETURNING, and so is
 // neither stored twice nor counted twice: the effect of a batch is the same
 // however often it is delivered. Requests without an organisation (refused
-// before authentication) are logged but not metered. Requests the rate
+// before authentication), and those api_key refused after identifying their
+// key (auth_refused: expired, IP allowlist, scope, API version), are logged
+// but not metered. Requests the rate
 // limits or quotas refused — a 429, or a 503 rate_limit_unavailable when
 // they fail closed while Redis is away — consumed nothing of them: they are
 // metered apart, as MetricRateLimited, so that "requests" is what the
@@ -100,13 +103,13 @@ var insertAndMeter = `
 WITH inserted AS (
 	INSERT INTO request_logs (` + columnList + `) SELECT ` + columnList + ` FROM request_logs_in
 	ON CONFLICT DO NOTHING
-	RETURNING organization_id, livemode, api_key_id, created_at, rate_limit, error_code
+	RETURNING organization_id, livemode, api_key_id, created_at, rate_limit, error_code, auth_refused
 ), per_day AS (
 	SELECT organization_id, livemode, api_key_id,
 	       CASE WHEN ` + RefusedByLimitsSQL + `
 	            THEN '` + MetricRateLimited + `' ELSE '` + MetricRequests + `' END AS metric,
 	       (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
-	FROM inserted WHERE organization_id <> ''
+	FROM inserted WHERE organization_id <> '' AND NOT auth_refused
 	GROUP BY 1, 2, 3, 4, 5
 ), metered AS (
 	INSERT INTO usage_records AS u (organization_id, livemode, api_key_id, metric, day, quantity)

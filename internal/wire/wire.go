@@ -58,6 +58,11 @@ type RequestLog struct {
 	ErrorCode      string `json:"error_code,omitempty"`
 	ErrorMessage   string `json:"error_message,omitempty"`
 	ErrorParam     string `json:"error_param,omitempty"`
+	// AuthRefused: api_key identified the key (the organisation and key
+	// are set) and then refused the request: expired, outside its IP
+	// allowlist, a scope or an API version it lacks. Logged under the
+	// organisation, not metered: no request was authenticated.
+	AuthRefused bool `json:"auth_refused,omitempty"`
 	// Allowlisted, redacted headers.
 	RequestHeaders  map[string]string `json:"request_headers,omitempty"`
 	ResponseHeaders map[string]string `json:"response_headers,omitempty"`
