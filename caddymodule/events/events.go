@@ -319,7 +319,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	hw := holdback.New(w, buf, h.MaxResponseSize, func(status int) bool {
 		return slices.ContainsFunc(candidates, func(cr *rule) bool { return cr.matchStatus(status) })
 	})
-	if err := next.ServeHTTP(hw, r); err != nil {
+	panicked, _, err := holdback.Serve(next, hw, r)
+	switch {
+	case panicked == http.ErrAbortHandler && !hw.Streamed:
+		// The backend broke off a response still held: nothing of it
+		// reached the client, which gets the 502 of a failed proxying
+		// instead of a dropped connection. Nothing to announce.
+		hw.Drop()
+		return caddyhttp.Error(http.StatusBadGateway, errBrokenOff)
+	case panicked != nil:
+		panic(panicked) // under way to the client: abort it, as the proxy intended
+	case err != nil:
 		// The request failed: nothing to announce, and nothing held is
 		// sent, so the error handler's answer is the only one.
 		hw.Drop()
@@ -338,6 +348,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	hw.Release()
 	return nil
 }
+
+var errBrokenOff = errors.New("the upstream broke off its response")
 
 // outliveClient returns a context for a request's way to the backend that
 // is not cancelled when the client hangs up, only grace later. It keeps a

@@ -96,7 +96,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -464,7 +463,7 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	defer holdback.PutBuffer(buf)
 	rb := holdback.New(w, buf, h.MaxResponseSize, nil)
 
-	panicked, stack, err := serveNext(next, rb, r)
+	panicked, stack, err := holdback.Serve(next, rb, r)
 	if panicked != nil && err == nil {
 		err = fmt.Errorf("panic behind the idempotency handler: %v", panicked)
 	}
@@ -623,18 +622,6 @@ func noStore(resp response) bool {
 		}
 	}
 	return false
-}
-
-// serveNext calls next and turns a panic into a value, so the outcome can be
-// recorded before the panic goes on; stack is where it happened, unless it
-// was http.ErrAbortHandler (a deliberate abort, not a bug).
-func serveNext(next caddyhttp.Handler, w http.ResponseWriter, r *http.Request) (panicked any, stack []byte, err error) {
-	defer func() {
-		if panicked = recover(); panicked != nil && panicked != http.ErrAbortHandler {
-			stack = debug.Stack()
-		}
-	}()
-	return nil, nil, next.ServeHTTP(w, r)
 }
 
 // complete records the outcome. Failure is logged and counted; the client

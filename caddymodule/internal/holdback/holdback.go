@@ -20,6 +20,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 
@@ -55,6 +56,22 @@ func New(w http.ResponseWriter, buf *bytes.Buffer, limit int64, want func(status
 		want:                  want,
 		before:                w.Header().Clone(),
 	}
+}
+
+// Serve calls next and turns a panic into a value, so that the handler
+// holding the response can answer or record before the panic goes on;
+// stack is where it happened, unless it was http.ErrAbortHandler:
+// reverse_proxy's deliberate abort when the upstream broke off its
+// response, not a bug. While the response is still held, nothing of it
+// reached the client, which can get an error object instead of a dropped
+// connection.
+func Serve(next caddyhttp.Handler, w http.ResponseWriter, r *http.Request) (panicked any, stack []byte, err error) {
+	defer func() {
+		if panicked = recover(); panicked != nil && panicked != http.ErrAbortHandler {
+			stack = debug.Stack()
+		}
+	}()
+	return nil, nil, next.ServeHTTP(w, r)
 }
 
 // Before is a copy of the response headers taken when the Writer was made:
