@@ -44,7 +44,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // Each `on` line is a rule: the method (POST, PUT, PATCH, DELETE, GET), the
 // path with {name} for a variable segment, the status (2xx, the default, or
 // one success code such as 201) and the event type (customer.created). The
-// first matching rule wins. For example:
+// first matching rule wins. Paths match as Caddy's path matchers match them:
+// cleaned (//, a trailing /, . and ..) and without regard to case. For
+// example:
 //
 //	emit_events {
 //	    brokers {env.KAFKA_BROKERS}

@@ -159,7 +159,9 @@ type Rule struct {
 	// Path is the path pattern: literal segments and {name} segments, each
 	// of which matches exactly one non-empty segment, e.g.
 	// /v1/customers/{id}. It is matched against the path as it reaches this
-	// handler (after any rewrite before it).
+	// handler (after any rewrite before it), as Caddy's path matchers match:
+	// cleaned (//, a trailing /, . and .. segments) and literal segments
+	// without regard to case.
 	Path string `json:"path"`
 
 	// Status selects the responses: "2xx" (any success) or one success
@@ -541,7 +543,7 @@ func (r rule) covers(b rule) bool {
 		return false
 	}
 	for i, s := range r.segments {
-		if s != "" && s != b.segments[i] {
+		if s != "" && !strings.EqualFold(s, b.segments[i]) {
 			return false
 		}
 	}
@@ -597,18 +599,30 @@ func compileRule(r Rule) (rule, error) {
 // pathSegments splits u's path into its segments, each unescaped on its
 // own as Go's ServeMux and most routers match them: /v1/%63ustomers reaches
 // the backend's /v1/customers route and must match its rule, while an
-// escaped slash (cus%2F1) stays within its segment.
+// escaped slash (cus%2F1) stays within its segment. The path is cleaned as
+// Caddy's path matchers clean it, which let //v1/customers, /v1/customers/
+// and /v1/./customers through to a backend that may route them as
+// /v1/customers: empty and . segments go, .. removes the one before.
+// (Events come only from 2xx answers, so a backend that refuses such a
+// path announces nothing.)
 func pathSegments(u *url.URL) []string {
 	segs := strings.Split(strings.TrimPrefix(u.EscapedPath(), "/"), "/")
-	for i, s := range segs {
-		if strings.IndexByte(s, '%') < 0 {
-			continue
+	out := segs[:0]
+	for _, s := range segs {
+		if strings.IndexByte(s, '%') >= 0 {
+			if un, err := url.PathUnescape(s); err == nil {
+				s = un
+			}
 		}
-		if un, err := url.PathUnescape(s); err == nil {
-			segs[i] = un
+		switch s {
+		case "", ".":
+		case "..":
+			out = out[:max(len(out)-1, 0)]
+		default:
+			out = append(out, s)
 		}
 	}
-	return segs
+	return out
 }
 
 func (cr *rule) matchPath(segs []string) bool {
@@ -620,7 +634,7 @@ func (cr *rule) matchPath(segs []string) bool {
 			if segs[i] == "" {
 				return false
 			}
-		} else if segs[i] != s {
+		} else if !strings.EqualFold(segs[i], s) {
 			return false
 		}
 	}
