@@ -93,3 +93,27 @@ func plant(v any) any {
 	}
 	return v
 }
+
+// FuzzRedactXML checks, for any input, that XML redaction neither panics
+// nor emits invalid UTF-8 from valid UTF-8, and that a secret planted in a
+// password element and a token attribute placed after the input never
+// survives in a document whose input leaves them as elements.
+func FuzzRedactXML(f *testing.F) {
+	f.Add("<a><b>x</b></a>")
+	f.Add(`<s:E xmlns:s="x"><![CDATA[<y>]]><!-- c --><?p q?></s:E>`)
+	f.Add(`<a b='1' c="2"/>`)
+	r := New(Config{})
+	f.Fuzz(func(t *testing.T, in string) {
+		out := r.XML(in)
+		if utf8.ValidString(in) && !utf8.ValidString(out) {
+			t.Fatalf("invalid UTF-8 out of %q", in)
+		}
+		if strings.Contains(in, plantedSecret) || strings.ContainsAny(in, "<>&\"'") {
+			return // markup around the planted secret could be the input's
+		}
+		doc := "<r>" + in + `<password>` + plantedSecret + `</password><x token="` + plantedSecret + `"/></r>`
+		if out := r.XML(doc); strings.Contains(out, plantedSecret) {
+			t.Fatalf("planted secret survived:\n in %s\nout %s", doc, out)
+		}
+	})
+}

@@ -16,6 +16,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gatehouse/gatehouse/internal/apikey"
 )
@@ -123,19 +125,33 @@ func New(cfg Config) *Redactor {
 }
 
 // normalize lower-cases name and drops everything but letters and digits,
-// so api_key, API-KEY and apiKey compare equal.
+// so api_key, API-KEY and apiKey compare equal. Other characters are
+// folded as Go's encoding/json folds field names (Unicode simple folding):
+// a Go backend fills Password from "paſsword" (a long s) and Token from
+// "toKen" (the Kelvin sign), so they must match as password and token do.
 func normalize(name string) string {
 	var b strings.Builder
-	for i := 0; i < len(name); i++ {
-		c := name[i]
+	for _, c := range name {
 		switch {
 		case c >= 'A' && c <= 'Z':
-			b.WriteByte(c + 'a' - 'A')
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c >= 0x80:
-			b.WriteByte(c)
+			b.WriteByte(byte(c) + 'a' - 'A')
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+			b.WriteByte(byte(c))
+		case c >= utf8.RuneSelf:
+			b.WriteRune(fold(c))
 		}
 	}
 	return b.String()
+}
+
+// fold is the lower-case form of the smallest rune c folds to: one rune
+// for every case variant (ſ, s and S give s; K, k and K give k).
+func fold(c rune) rune {
+	least := c
+	for f := unicode.SimpleFold(c); f != c; f = unicode.SimpleFold(f) {
+		least = min(least, f)
+	}
+	return unicode.ToLower(least)
 }
 
 // SensitiveField reports whether a body field of this name is redacted.
@@ -428,7 +444,8 @@ func (r *Redactor) Form(body []byte, truncated bool) string {
 // Body redacts a captured body according to its media type and returns it
 // as displayable text of at most max bytes. JSON and form bodies are
 // redacted field by field (so is a text or form body holding a JSON object
-// or array), other text bodies for keys and card numbers; other media types
+// or array), as XML's elements and attributes are (XML), other text bodies
+// for keys and card numbers; other media types
 // are not kept. truncated says the capture holds only the start
 // of the body.
 func (r *Redactor) Body(contentType string, body []byte, truncated bool, max int) string {
@@ -457,6 +474,9 @@ func (r *Redactor) Body(contentType string, body []byte, truncated bool, max int
 		s := string(body)
 		if truncated {
 			s = dropPartialTail(s)
+		}
+		if mt == "text/xml" || mt == "application/xml" || strings.HasSuffix(mt, "+xml") {
+			s = r.XML(s)
 		}
 		out = Block(r.String(s), len(s)+64)
 	default:
