@@ -24,6 +24,7 @@ func TestCaddyfileRejects(t *testing.T) {
 		"unknown method":    {site("on PURGE /v1/x a.b"), `method "PURGE"`},
 		"relative path":     {site("on POST v1/x a.b"), `path "v1/x" must start with /`},
 		"trailing slash":    {site("on POST /v1/x/ a.b"), "empty segment"},
+		"dot segment":       {site("on POST /v1/../x a.b"), "has a .. segment: requests are matched cleaned"},
 		"partial wildcard":  {site("on POST /v1/x_{id} a.b"), "must be a whole {name}"},
 		"glob":              {site("on POST /v1/* a.b"), "use {name} for a variable segment"},
 		"repeated name":     {site("on POST /v1/{id}/{id} a.b"), "names {id} twice"},

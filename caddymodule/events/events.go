@@ -321,7 +321,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	hw := holdback.New(w, buf, h.MaxResponseSize, func(status int) bool {
 		return slices.ContainsFunc(candidates, func(cr *rule) bool { return cr.matchStatus(status) })
 	})
-	panicked, _, err := holdback.Serve(next, hw, r)
+	panicked, stack, err := holdback.Serve(next, hw, r)
 	switch {
 	case panicked == http.ErrAbortHandler && !hw.Streamed:
 		// The backend broke off a response still held: nothing of it
@@ -330,7 +330,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		hw.Drop()
 		return caddyhttp.Error(http.StatusBadGateway, errBrokenOff)
 	case panicked != nil:
-		panic(panicked) // under way to the client: abort it, as the proxy intended
+		if stack != nil { // a bug behind this handler: where it happened, not here
+			h.logger.Error("panic behind emit_events", zap.Any("panic", panicked), zap.ByteString("stack", stack))
+		}
+		panic(panicked) // under way to the client (or a bug): abort it, as the proxy intended
 	case err != nil:
 		// The request failed: nothing to announce, and nothing held is
 		// sent, so the error handler's answer is the only one.
@@ -563,6 +566,8 @@ func compileRule(r Rule) (rule, error) {
 		switch {
 		case seg == "":
 			return cr, fmt.Errorf("path %q has an empty segment (a doubled or trailing /)", r.Path)
+		case seg == "." || seg == "..":
+			return cr, fmt.Errorf("path %q has a %s segment: requests are matched cleaned, so it could never match", r.Path, seg)
 		case strings.ContainsAny(seg, "{}"):
 			if !wildcardPattern.MatchString(seg) {
 				return cr, fmt.Errorf("path %q: segment %q must be a whole {name} (lower case letters, digits, _), or contain no braces", r.Path, seg)
@@ -602,25 +607,27 @@ func compileRule(r Rule) (rule, error) {
 // escaped slash (cus%2F1) stays within its segment. The path is cleaned as
 // Caddy's path matchers clean it, which let //v1/customers, /v1/customers/
 // and /v1/./customers through to a backend that may route them as
-// /v1/customers: empty and . segments go, .. removes the one before.
+// /v1/customers: empty and . segments go, .. removes the one before; an
+// escaped dot (%2E%2E) is a segment's name, as it is to such a backend.
 // (Events come only from 2xx answers, so a backend that refuses such a
 // path announces nothing.)
 func pathSegments(u *url.URL) []string {
 	segs := strings.Split(strings.TrimPrefix(u.EscapedPath(), "/"), "/")
 	out := segs[:0]
 	for _, s := range segs {
+		switch s {
+		case "", ".":
+			continue
+		case "..":
+			out = out[:max(len(out)-1, 0)]
+			continue
+		}
 		if strings.IndexByte(s, '%') >= 0 {
 			if un, err := url.PathUnescape(s); err == nil {
 				s = un
 			}
 		}
-		switch s {
-		case "", ".":
-		case "..":
-			out = out[:max(len(out)-1, 0)]
-		default:
-			out = append(out, s)
-		}
+		out = append(out, s)
 	}
 	return out
 }

@@ -19,6 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/outbox"
@@ -692,6 +695,10 @@ func TestRuleMatching(t *testing.T) {
 		{"/v1/./customers/cus_1/notes/n_1/.", true},
 		{"/v1/x/../customers/cus_1/notes/n_1", true},
 		{"/v1/customers/cus_1/notes/%2E%2E/n_1", false},
+		// An escaped dot is a segment's name to a backend that unescapes
+		// each segment: this is a note called "..", not a customer.
+		{"/v1/customers/cus_1/notes/n_1/%2E%2E", false},
+		{"/v1/customers/cus_1/notes/%2E%2E", true},
 		{"/../../v1/customers/cus_1/notes/n_1", true},
 		// The backend unescapes each segment before routing: this is its
 		// POST /v1/customers/{id}/notes/{note}, and the event must follow.
@@ -709,4 +716,35 @@ func TestRuleMatching(t *testing.T) {
 			t.Errorf("status %d: match = %v", status, !want)
 		}
 	}
+}
+
+// A bug behind emit_events (a panic other than reverse_proxy's abort) is
+// logged with the stack of where it happened before it goes on: the panic
+// net/http then logs is raised again here, and would name only this handler.
+func TestPanicBehindIsLoggedWithItsOrigin(t *testing.T) {
+	cr, err := compileRule(Rule{Method: "POST", Path: "/v1/customers", Type: "customer.created"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.ErrorLevel)
+	h := &Handler{rules: []rule{cr}, MaxResponseSize: 1000, now: time.Now, logger: zap.New(core)}
+	r := httptest.NewRequest("POST", "/v1/customers", nil)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the panic did not go on")
+			}
+		}()
+		_ = h.ServeHTTP(httptest.NewRecorder(), r, caddyhttp.HandlerFunc(buggyBackend))
+	}()
+	entries := logs.All()
+	if len(entries) != 1 || !strings.Contains(fmt.Sprint(entries[0].ContextMap()["stack"]), "buggyBackend") {
+		t.Fatalf("logged %+v, want the panic with a stack through buggyBackend", entries)
+	}
+}
+
+func buggyBackend(w http.ResponseWriter, r *http.Request) error {
+	var m map[string]int
+	m["boom"] = 1
+	return nil
 }

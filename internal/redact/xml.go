@@ -108,27 +108,37 @@ func localName(name string) string {
 	return local
 }
 
-// endTag is the index of the end tag of name from s[i], skipping CDATA
-// sections, or -1.
+// endTag is the index of the end tag closing the element name opened just
+// before s[i] (elements of the same name inside it are skipped, and so are
+// comments and CDATA sections), or -1.
 func endTag(s string, i int, name string) int {
+	depth := 1
 	for i < len(s) {
 		lt := strings.IndexByte(s[i:], '<')
 		if lt < 0 {
 			return -1
 		}
 		i += lt
-		if strings.HasPrefix(s[i:], "<![CDATA[") {
-			n := strings.Index(s[i:], "]]>")
-			if n < 0 {
+		if end, ok := markupEnd(s, i); ok && !strings.HasPrefix(s[i:], "</") {
+			if end < 0 {
 				return -1
 			}
-			i += n + 3
+			i = end
 			continue
 		}
-		if strings.HasPrefix(s[i:], "</"+name) {
-			rest := strings.TrimLeft(s[i+2+len(name):], " \t\r\n")
-			if strings.HasPrefix(rest, ">") {
-				return i
+		closing := strings.HasPrefix(s[i:], "</")
+		tag := s[i:]
+		if gt := tagEnd(s, i); gt >= 0 {
+			tag = s[i : gt+1]
+		}
+		if tagName(strings.Replace(tag, "</", "<", 1)) == name {
+			switch {
+			case closing:
+				if depth--; depth == 0 {
+					return i
+				}
+			case !strings.HasSuffix(tag, "/>"):
+				depth++
 			}
 		}
 		i++
@@ -136,7 +146,7 @@ func endTag(s string, i int, name string) int {
 	return -1
 }
 
-var xmlAttribute = regexp.MustCompile(`([A-Za-z_][\w.:-]*)(\s*=\s*)("[^"]*"|'[^']*')`)
+var xmlAttribute = regexp.MustCompile(`([\p{L}_][\p{L}\p{N}_.:-]*)(\s*=\s*)("[^"]*"|'[^']*')`)
 
 // maskAttributes masks the values of a tag's sensitive attributes.
 func (r *Redactor) maskAttributes(tag string) string {
