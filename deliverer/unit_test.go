@@ -466,4 +466,18 @@ func TestLeftBehindAtAFullOrganisationDoesNotClaimAgain(t *testing.T) {
 	if wasted > 0 {
 		t.Fatalf("%d of 10 fan-out rounds for a full organisation set off a claim that skips that organisation (no room freed anywhere)", wasted)
 	}
+	// A frees room: whatever its endpoints have due, those holding nothing
+	// included (a claim skipped them all), is claimed now, not at the tick
+	// (the endpoints holding A's deliveries were left short of A's room).
+	mark = d.startClaim()
+	d.claimed(step)
+	if d.claimAgain(mark, step, false) {
+		t.Fatal("claimed again before A had room")
+	}
+	j := d.next()
+	d.finished(j)
+	d.done(j)
+	if !d.claimAgain(mark, step, false) {
+		t.Fatal("room freed at a full organisation waits for the tick")
+	}
 }
