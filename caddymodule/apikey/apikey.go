@@ -408,7 +408,7 @@ func expired(rec *record) *apierror.Error {
 	if rec.rolledTo != "" {
 		msg += "use the key it was rolled to (" + rec.rolledTo + ")."
 	} else {
-		msg += "use the key it was rolled to, or create a new one in the dashboard."
+		msg += "use another key, or create one in the dashboard."
 	}
 	return apierror.Authentication("api_key_expired", msg)
 }

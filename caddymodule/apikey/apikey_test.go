@@ -2,8 +2,11 @@ package apikey
 
 import (
 	"context"
+	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,4 +168,46 @@ func TestStoreStartsNothingAfterDestruct(t *testing.T) {
 	// The callers on a request's path: neither may block or panic.
 	s.startRefresh([32]byte{1}, &entry{}, time.Now())
 	s.pin(&org{id: "org_x"}, "2026-11-01")
+}
+
+// A request that misses the cache after a revocation's notice was applied
+// does not join a lookup begun before it: that lookup's answer may predate
+// the revocation (a slow Postgres), and would authenticate the revoked key
+// for up to the query timeout. It starts a lookup of its own.
+func TestLookupsAreNotSharedAcrossAnInvalidation(t *testing.T) {
+	var hash [32]byte
+	hash[0] = 1
+	before := &record{}
+	release := make(chan struct{})
+	var lookups atomic.Int32
+	s := &store{cfg: storeConfig{queryTimeout: time.Minute}, cache: newCache(10), logger: zap.NewNop(), ctx: context.Background()}
+	s.lookup = func(ctx context.Context, h [32]byte) (*record, error) {
+		if lookups.Add(1) == 1 {
+			<-release // the key as it was before the revocation, answered late
+			return before, nil
+		}
+		return nil, nil // revoked
+	}
+	first := make(chan *record)
+	go func() {
+		rec, _ := s.loadShared(context.Background(), hash, time.Now())
+		first <- rec
+	}()
+	for lookups.Load() == 0 {
+		runtime.Gosched()
+	}
+	s.invalidate(hex.EncodeToString(hash[:]))                                // the revocation's notice
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // joined to the first, it would wait for it
+	defer cancel()
+	rec, err := s.loadShared(ctx, hash, time.Now())
+	if err != nil || rec != nil {
+		t.Fatalf("a request after the revocation's notice got %v, %v; want the key refused", rec, err)
+	}
+	close(release)
+	if rec := <-first; rec != before {
+		t.Fatal("the request before the notice lost its answer")
+	}
+	if e, _, _ := s.cache.get(hash); e != nil {
+		t.Fatal("the answer from before the revocation was cached")
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,6 +126,7 @@ type store struct {
 	listening    atomic.Bool
 	reconnecting bool // owned by the listen goroutine
 	loads        singleflight.Group
+	lookup       func(ctx context.Context, hash [32]byte) (*record, error) // load; a test's stand-in
 
 	orgsMu sync.Mutex
 	orgs   map[string]*org
@@ -165,6 +167,7 @@ func newStore(cfg storeConfig) (*store, error) {
 		ctx:    ctx,
 		cancel: cancel,
 	}
+	s.lookup = s.load
 	s.wg.Add(2)
 	go s.listen()
 	go s.flushLoop()
@@ -214,9 +217,15 @@ func (s *store) cached(hash [32]byte, now time.Time, ttl, negativeTTL time.Durat
 // returning nil for an unknown or revoked key and errUnavailable when
 // Postgres cannot say. It is apart from cached because the closure makes
 // hash escape, which would cost every cache hit an allocation.
+//
+// Requests share a load only within one cache generation: one that comes
+// after an invalidation (a revocation's notice) starts its own rather than
+// join a load begun before, whose answer may predate the revocation — it
+// would be refused no caching, but handed to every request that joined.
 func (s *store) loadShared(ctx context.Context, hash [32]byte, now time.Time) (*record, error) {
-	ch := s.loads.DoChan(string(hash[:]), func() (any, error) {
-		return s.loadAndCache(hash, now)
+	gen := s.cache.generation()
+	ch := s.loads.DoChan(string(hash[:])+strconv.FormatUint(gen, 36), func() (any, error) {
+		return s.loadAndCache(hash, now, gen)
 	})
 	select {
 	case res := <-ch:
@@ -233,11 +242,10 @@ func (s *store) loadShared(ctx context.Context, hash [32]byte, now time.Time) (*
 // loadAndCache reads the key from Postgres and caches the answer. Its
 // context is the store's, not a request's: concurrent requests for the
 // same key share the load, and one client hanging up must not fail it.
-func (s *store) loadAndCache(hash [32]byte, now time.Time) (*record, error) {
-	gen := s.cache.generation()
+func (s *store) loadAndCache(hash [32]byte, now time.Time, gen uint64) (*record, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.queryTimeout)
 	defer cancel()
-	rec, err := s.load(ctx, hash)
+	rec, err := s.lookup(ctx, hash)
 	if err != nil {
 		storeErrors.WithLabelValues("lookup").Inc()
 		s.logger.Warn("looking up api key", zap.Error(err))
