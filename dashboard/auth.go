@@ -40,7 +40,7 @@ func (d *Dashboard) signup(w http.ResponseWriter, r *http.Request, _ *Session) e
 		d.render(w, r, nil, http.StatusBadRequest, "signup.html", "Create your account", "", form)
 		return nil
 	}
-	ok, err := d.hit(ctx, "signup:"+d.clientIP(r), time.Hour, signupsPerIPPerHour)
+	ok, err := d.hit(ctx, "signup:"+d.clientNetwork(r), time.Hour, signupsPerIPPerHour)
 	if err != nil {
 		return err
 	}
@@ -106,8 +106,15 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request, _ *Session) er
 	email := strings.TrimSpace(r.PostFormValue("email"))
 	password := r.PostFormValue("password")
 	next := safeNext(r.PostFormValue("next"))
-	ip := d.clientIP(r)
+	ip := d.clientNetwork(r)
 	form := map[string]any{"Email": email, "Next": next}
+	if _, err := accounts.ValidEmail(email); err != nil {
+		// No account has such an address (and one past the length a
+		// throttle row can index must not reach it): nothing to check.
+		form["Error"] = "The email or password is not right."
+		d.render(w, r, nil, http.StatusUnauthorized, "login.html", "Sign in", "", form)
+		return nil
+	}
 	attempt, wait, err := d.reserveSignIn(ctx, email, ip)
 	if err != nil {
 		return err
@@ -496,7 +503,7 @@ func (d *Dashboard) acceptInvitation(w http.ResponseWriter, r *http.Request, _ *
 	if exists {
 		// An existing account joins only with its own password: the link
 		// alone must not attach someone else's account.
-		attempt, wait, err := d.reserveSignIn(ctx, inv.Email, ip)
+		attempt, wait, err := d.reserveSignIn(ctx, inv.Email, d.clientNetwork(r))
 		if err != nil {
 			return err
 		}

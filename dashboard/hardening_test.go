@@ -2,6 +2,9 @@ package dashboard
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
 	"html"
 	"net/http"
 	"net/http/httptest"
@@ -174,6 +177,50 @@ func TestSignInThrottleIgnoresForgedForwardedFor(t *testing.T) {
 	}
 	if got := try(101, "correct horse battery"); got == http.StatusSeeOther {
 		t.Error("the right password signs in at once after the failures")
+	}
+}
+
+// A host is given a whole IPv6 /64: the sign-in throttle counts its
+// addresses as one, or a guesser taking a new address every few tries was
+// never slowed (60 wrong passwords in a row, then the right one signed in).
+func TestSignInThrottleCountsAnIPv6PrefixAsOne(t *testing.T) {
+	e := newEnv(t)
+	e.signup("victim@example.com", "Victims")
+	try := func(addr, password string) int {
+		tok := strings.Repeat("A", 43)
+		form := url.Values{"email": {"victim@example.com"}, "password": {password}, csrfField: {tok}}
+		req := httptest.NewRequest("POST", "/login", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(&http.Cookie{Name: preSessionCookie, Value: tok})
+		req.RemoteAddr = addr
+		w := httptest.NewRecorder()
+		e.d.ServeHTTP(w, req)
+		return w.Code
+	}
+	for i := 1; i <= loginFailuresPerKey; i++ {
+		if got := try(fmt.Sprintf("[2001:db8:1:2::%x]:40000", i), "wrong guess"); got != http.StatusUnauthorized {
+			t.Fatalf("wrong password %d: %d", i, got)
+		}
+	}
+	if got := try("[2001:db8:1:2::ffff]:40000", "correct horse battery"); got != http.StatusTooManyRequests {
+		t.Errorf("after %d failures from one /64, each from another address, the right password: %d, want 429", loginFailuresPerKey, got)
+	}
+	if got := try("[2001:db8:1:3::1]:40000", "correct horse battery"); got != http.StatusSeeOther {
+		t.Errorf("from another /64: %d, want 303 (signed in)", got)
+	}
+}
+
+// An email no account can have is refused without touching the throttle:
+// one past what its index holds (about 2.7 kB) was a 500.
+func TestSignInWithAnImpossibleEmail(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	b.get("/login")
+	noise := make([]byte, 3000) // incompressible: Postgres would shrink a repeated one below the index's limit
+	_, _ = rand.Read(noise)
+	email := base64.RawURLEncoding.EncodeToString(noise) + "@example.com"
+	if p := b.post("/login", "email", email, "password", "whatever password"); p.status != http.StatusUnauthorized {
+		t.Fatalf("sign-in with a 4 kB email: %d, want 401", p.status)
 	}
 }
 

@@ -309,6 +309,18 @@ func (d *Dashboard) clientIP(r *http.Request) string {
 	return ip.String()
 }
 
+// clientNetwork is what the sign-in, sign-up and public POST throttles
+// count by: the client's IPv4 address, or the /64 of its IPv6 one. A host
+// is given a whole /64, and throttling each of its addresses apart let one
+// guesser take a new address every few tries and never be slowed.
+func (d *Dashboard) clientNetwork(r *http.Request) string {
+	ip := d.clientIP(r)
+	if a, err := netip.ParseAddr(ip); err == nil && a.Is6() && !a.Is4In6() {
+		return netip.PrefixFrom(a, 64).Masked().String()
+	}
+	return ip
+}
+
 // parseHop reads one X-Forwarded-For entry: an address, which some proxies
 // write with a port ("203.0.113.9:51234", "[2001:db8::9]:443") or in
 // brackets.
@@ -424,7 +436,7 @@ func (d *Dashboard) hit(ctx context.Context, bucket string, window time.Duration
 // rateLimitAction bounds POSTs: per user when signed in, per address
 // otherwise.
 func (d *Dashboard) rateLimitAction(r *http.Request, s *Session) error {
-	bucket, limit := "ip:"+d.clientIP(r), publicPostsPerMin
+	bucket, limit := "ip:"+d.clientNetwork(r), publicPostsPerMin
 	if s != nil {
 		bucket, limit = "user:"+s.UserID, d.cfg.ActionsPerMinute
 	}
