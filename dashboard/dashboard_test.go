@@ -244,6 +244,11 @@ func TestKeysCreateRollRevoke(t *testing.T) {
 		t.Fatalf("stored key: %+v", list)
 	}
 	k := list[0]
+	// The audit trail records the address the user acted from.
+	var ip string
+	if err := e.pool.QueryRow(context.Background(), `SELECT ip FROM audit_logs WHERE organization_id = $1 AND action = 'api_key.created'`, org).Scan(&ip); err != nil || ip != "127.0.0.1" {
+		t.Fatalf("audit entry of the key's creation: address %q, %v; want 127.0.0.1", ip, err)
+	}
 	if again := b.get("/keys"); strings.Contains(again.body, m[1]) {
 		t.Fatal("the key is shown again")
 	}

@@ -42,6 +42,8 @@ type Session struct {
 	CSRF      string
 	// Orgs are every organisation the user belongs to, for the switcher.
 	Orgs []OrgChoice
+	// ip is the client's address on this request, for the audit trail.
+	ip string
 }
 
 // OrgChoice is one entry of the organisation switcher.
@@ -67,8 +69,11 @@ func (s *Session) modeName() string {
 	return "test mode"
 }
 
-// Actor is the session's user as the audit trail records them.
-func (s *Session) Actor() audit.Actor { return audit.Actor{Type: audit.ActorUser, ID: s.UserID} }
+// Actor is the session's user as the audit trail records them, with the
+// address they acted from.
+func (s *Session) Actor() audit.Actor {
+	return audit.Actor{Type: audit.ActorUser, ID: s.UserID, IP: s.ip}
+}
 
 // CanWrite reports whether the role may change the organisation's data.
 func (s *Session) CanWrite() bool { return s != nil && s.Role != accounts.RoleViewer }
@@ -128,7 +133,7 @@ func (d *Dashboard) loadSession(r *http.Request) (*Session, error) {
 		return nil, nil
 	}
 	ctx := r.Context()
-	s := &Session{tokenHash: hashToken(c.Value)}
+	s := &Session{tokenHash: hashToken(c.Value), ip: d.clientIP(r)}
 	err = d.cfg.DB.QueryRow(ctx, `
 		SELECT s.user_id, u.email, s.organization_id, s.livemode, s.csrf_token
 		FROM sessions s JOIN users u ON u.id = s.user_id

@@ -33,6 +33,9 @@ const (
 type Actor struct {
 	Type ActorType `json:"type"`
 	ID   string    `json:"id"`
+	// IP is the address the actor acted from, when known (a dashboard
+	// user's): an entry without its own IP records it.
+	IP string `json:"-"`
 }
 
 // Validate checks that the actor can be recorded.
@@ -98,6 +101,9 @@ func Record(ctx context.Context, tx Execer, e Entry) error {
 	}
 	if e.Data == nil {
 		e.Data = map[string]any{}
+	}
+	if e.IP == "" {
+		e.IP = e.Actor.IP
 	}
 	_, err := tx.Exec(ctx, `
 		INSERT INTO audit_logs (id, organization_id, livemode, actor_type, actor_id, action,
