@@ -463,7 +463,16 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	defer holdback.PutBuffer(buf)
 	rb := holdback.New(w, buf, h.MaxResponseSize, nil)
 
+	// A response too large to hold streams to the client as it comes: one
+	// that stops reading must not keep this handler from recording the
+	// outcome before the lock expires (a retry would then execute again),
+	// so writes share the upstream call's deadline until it returns.
+	rc := http.NewResponseController(w)
+	deadlineSet := rc.SetWriteDeadline(ex.deadline) == nil
 	panicked, stack, err := holdback.Serve(next, rb, r)
+	if deadlineSet {
+		_ = rc.SetWriteDeadline(time.Time{})
+	}
 	if panicked != nil && err == nil {
 		err = fmt.Errorf("panic behind the idempotency handler: %v", panicked)
 	}

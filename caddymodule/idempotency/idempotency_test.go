@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -1189,5 +1190,47 @@ func TestNoTransportResendBehindHeaderOps(t *testing.T) {
 				t.Fatalf("the backend received the keyed request %d times, want 1", n)
 			}
 		})
+	}
+}
+
+// TestStalledClientOfAStreamedResponseCannotOutlastTheLock: a first client
+// that stops reading a response too large to hold kept the handler blocked
+// in its write to it (the upstream call's deadline cancelled only the
+// upstream's side), so the outcome was never recorded, the lock expired,
+// and a retry with the same key executed the request again. Writes now
+// share that deadline: the retry finds the outcome.
+func TestStalledClientOfAStreamedResponseCannotOutlastTheLock(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, settings{"max_response_size": 1000, "lock_ttl": "1s"})
+	key := newKey()
+	const size = 64 << 20
+	path := fmt.Sprintf("/v1/huge?size=%d", size)
+
+	// The stalled client: sends the request, never reads the answer.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gw.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nX-Test-Org: org_a\r\nIdempotency-Key: %s\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", path, key)
+
+	eventually(t, 5*time.Second, "the first request to reach the upstream", func() bool { return up.count.Load() == 1 })
+
+	// A retry with the same key and the same request, from a healthy client.
+	var r resp
+	eventually(t, 10*time.Second, "a retry that is not 409", func() bool {
+		r = gw.do(t, req{key: key, path: path, body: "{}"})
+		return r.status != http.StatusConflict
+	})
+	t.Logf("retry: status %d, %d bytes, replayed=%q", r.status, len(r.body), r.header.Get("Idempotent-Replayed"))
+	if n := up.count.Load(); n != 1 {
+		t.Fatalf("upstream executed %d times for one Idempotency-Key, want 1", n)
+	}
+	if r.status != http.StatusUnprocessableEntity {
+		t.Errorf("the retry got %d, want the 422 of a response too large to have been kept", r.status)
 	}
 }

@@ -247,3 +247,32 @@ func TestQuotasArePublishedForTheDashboard(t *testing.T) {
 		t.Errorf("published names %v, want per-key and the three quotas", names)
 	}
 }
+
+// TestRemainingIsExactForLongIntervals: with a long emission interval (1
+// per hour, burst 2), a request admitted 1 µs before the next interval has
+// passed reports r=0, since one more at the same instant is refused. The
+// script added 1e-9 before flooring, which rounded (I-1)/I up to 1 once the
+// interval passed 10^9 µs.
+func TestRemainingIsExactForLongIntervals(t *testing.T) {
+	_, prefix := testenv.Redis(t)
+	h := provision(t, &Handler{Policies: []*Policy{
+		perKey(Rate{Requests: 1, Period: caddy.Duration(time.Hour), Burst: 2}),
+	}}, prefix)
+	now := t0
+	h.now = func() time.Time { return now }
+
+	if st, hd := serve(t, h, newRequest(liveKey, "192.0.2.1")); st != 200 {
+		t.Fatalf("first: %d %v", st, hd)
+	}
+	now = now.Add(time.Hour - time.Microsecond)
+	st, hd := serve(t, h, newRequest(liveKey, "192.0.2.1"))
+	if st != 200 {
+		t.Fatalf("second: %d", st)
+	}
+	rl := hd.Get("RateLimit")
+	st3, hd3 := serve(t, h, newRequest(liveKey, "192.0.2.1"))
+	t.Logf("second RateLimit: %s; third at the same instant: %d %s", rl, st3, hd3.Get("RateLimit"))
+	if st3 == 429 && rl != `"per-key";r=0;t=3601` {
+		t.Errorf("RateLimit = %s promises a request that is then refused (want r=0)", rl)
+	}
+}

@@ -236,7 +236,7 @@ local function report(k)
         out[#out + 1] = 0; out[#out + 1] = 0
         out[#out + 1] = math.ceil(tat - now); out[#out + 1] = math.ceil(-diff)
       else
-        out[#out + 1] = 1; out[#out + 1] = math.floor(diff / s.interval + 1e-9)
+        out[#out + 1] = 1; out[#out + 1] = math.floor(diff / s.interval) -- integers: exact
         out[#out + 1] = math.ceil(new_tat - now); out[#out + 1] = 0
       end
       out[#out + 1] = s.amount; out[#out + 1] = s.period / 1000000; out[#out + 1] = s.burst
