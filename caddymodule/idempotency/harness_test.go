@@ -80,6 +80,9 @@ func (ident identity) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	repl.Set("http.request_id", id)
 	w.Header().Set("Request-Id", id)
 	w.Header().Set("RateLimit", `"default";r=99;t=1`)
+	if v := r.Header.Get("X-Test-Api-Version"); v != "" {
+		w.Header().Set("Api-Version", v) // as api_key does, in front
+	}
 
 	err := next.ServeHTTP(w, r)
 	placeholders.Store(id, map[string]string{
@@ -390,6 +393,8 @@ type req struct {
 	// accept is the Accept-Encoding sent, when not "" (the client then
 	// does not decode a compressed answer itself).
 	accept string
+	// version is the Api-Version api_key would answer with, when not "".
+	version string
 }
 
 // resp is what the client got.
@@ -468,6 +473,9 @@ func (g gateway) send(q req) (resp, error) {
 	hr.Header.Set("Content-Type", "application/json")
 	if q.accept != "" {
 		hr.Header.Set("Accept-Encoding", q.accept)
+	}
+	if q.version != "" {
+		hr.Header.Set("X-Test-Api-Version", q.version)
 	}
 	res, err := client.Do(hr)
 	if err != nil {

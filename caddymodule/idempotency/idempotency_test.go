@@ -154,6 +154,24 @@ func TestReplayKeepsHeaderBytes(t *testing.T) {
 	}
 }
 
+// A replay's body is in the API version of the original request: the replay
+// says so, whichever version the retry asked for (api_key, in front, set the
+// retry's own on it).
+func TestReplayNamesTheOriginalsAPIVersion(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, nil)
+	key := newKey()
+	first := gw.do(t, req{key: key, body: `{}`, version: "2026-06-01"})
+	replay := gw.do(t, req{key: key, body: `{}`, version: "2026-11-01"})
+	if first.header.Get("Api-Version") != "2026-06-01" || replay.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("first %d %v, retry %d %v", first.status, first.header, replay.status, replay.header)
+	}
+	if got := replay.header.Get("Api-Version"); got != "2026-06-01" {
+		t.Fatalf("the replay of a 2026-06-01 response says Api-Version %q", got)
+	}
+}
+
 // A replay goes to whichever client retries, with whatever Accept-Encoding
 // it sends, so the record is kept in no content coding: a backend's gzip
 // for the first client must not reach a retry that cannot decode it.

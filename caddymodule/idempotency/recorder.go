@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/gatehouse/gatehouse/caddymodule/internal/holdback"
+	"github.com/gatehouse/gatehouse/internal/apiversion"
 )
 
 // recorded is the held response as it will be stored and replayed; the
@@ -41,12 +42,18 @@ var notRecorded = map[string]bool{
 // recordedHeader returns the headers that belong to the upstream's response:
 // those set or changed after the handler started (by the upstream and the
 // handlers behind this one), minus notRecorded. Headers that handlers in
-// front of this one set (Request-Id, RateLimit, Api-Version, CORS) are
-// excluded because they set them again on the retry.
+// front of this one set (Request-Id, RateLimit, CORS) are excluded because
+// they set them again on the retry; Api-Version is kept all the same: the
+// recorded body is in the original request's version, which a retry asking
+// for another must be told.
 func recordedHeader(final, before http.Header) http.Header {
 	out := make(http.Header, len(final))
 	for k, v := range final {
 		if notRecorded[k] || strings.HasPrefix(k, "Ratelimit") || strings.HasPrefix(k, http.TrailerPrefix) {
+			continue
+		}
+		if k == apiversion.Header {
+			out[k] = v
 			continue
 		}
 		if bv, ok := before[k]; ok && slices.Equal(bv, v) {

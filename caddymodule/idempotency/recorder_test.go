@@ -40,6 +40,7 @@ func TestRecordedHeaderKeepsOnlyTheUpstreamsHeaders(t *testing.T) {
 		"Location":      {"/v1/customers/cus_1"},
 		"Cache-Control": {"no-store"},
 		"Retry-After":   {"30"},
+		"Api-Version":   {"2026-11-01"}, // the version the body is in, for a retry asking for another
 	}
 	if len(got) != len(want) {
 		t.Fatalf("recorded %v, want %v", got, want)
