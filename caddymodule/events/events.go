@@ -227,7 +227,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	if len(h.Brokers) == 0 {
-		brokers = strings.Split(config.String("KAFKA_BROKERS", config.DefaultKafkaBrokers), ",")
+		brokers = config.KafkaBrokers()
 	}
 	if len(brokers) == 0 {
 		return fmt.Errorf("emit_events: brokers %v expand to no address", h.Brokers)

@@ -164,7 +164,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if len(h.brokers) == 0 {
 		// Like every other process of the platform (internal/config).
-		h.brokers = strings.Split(config.String("KAFKA_BROKERS", config.DefaultKafkaBrokers), ",")
+		h.brokers = config.KafkaBrokers()
 	}
 	h.topic = repl.ReplaceAll(h.Topic, "")
 	if h.topic == "" {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -272,5 +273,22 @@ func TestSpellingsOfOneSpoolDirShareAProducer(t *testing.T) {
 	}
 	if hs[0].producer != hs[1].producer || hs[1].producer != hs[2].producer {
 		t.Fatal("one directory, several producers")
+	}
+}
+
+// KAFKA_BROKERS is read as every other process reads it (internal/config):
+// "a:9092, b:9092" is two brokers. Split on commas alone, the second was
+// " b:9092", which cannot be dialled.
+func TestBrokersFromTheEnvironmentAreTrimmed(t *testing.T) {
+	t.Setenv("KAFKA_BROKERS", "127.0.0.1:1, 127.0.0.1:2,")
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	h := &Handler{SpoolDir: t.TempDir()}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = h.Cleanup() }()
+	if !slices.Equal(h.brokers, []string{"127.0.0.1:1", "127.0.0.1:2"}) {
+		t.Fatalf("brokers from KAFKA_BROKERS = %q", h.brokers)
 	}
 }

@@ -40,7 +40,7 @@ func Load() Shared {
 	return Shared{
 		DatabaseURL:        String("DATABASE_URL", DefaultDatabaseURL),
 		RedisURL:           String("REDIS_URL", DefaultRedisURL),
-		KafkaBrokers:       kafkaBrokers(),
+		KafkaBrokers:       KafkaBrokers(),
 		IdentitySecret:     []byte(String("IDENTITY_SECRET", DefaultIdentitySecret)),
 		MasterKey:          String("MASTER_KEY", DefaultMasterKey),
 		PreviousMasterKeys: List("MASTER_KEY_PREVIOUS"),
@@ -49,8 +49,10 @@ func Load() Shared {
 	}
 }
 
-// kafkaBrokers is KAFKA_BROKERS as a list ("a:9092, b:9092" included).
-func kafkaBrokers() []string {
+// KafkaBrokers is KAFKA_BROKERS as a list ("a:9092, b:9092" included),
+// else DefaultKafkaBrokers: every process reads it so, the gateway's
+// modules included.
+func KafkaBrokers() []string {
 	if l := List("KAFKA_BROKERS"); len(l) > 0 {
 		return l
 	}
