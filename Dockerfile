@@ -39,9 +39,10 @@ ENV DATA_DIR=/var/lib/gatehouse \
     CONTROLPLANE_ADDR=:8081 \
     SAMPLEAPI_ADDR=:8082 \
     DELIVERER_ADDR=:8083 \
-    CADDY_ADMIN=0.0.0.0:2019
+    CADDY_ADMIN=localhost:2019
 USER gatehouse
 WORKDIR /var/lib/gatehouse
-EXPOSE 8080 2019 8081 8082 8083
+# Caddy's admin API (2019) stays on the container's loopback: see docker-compose.yml.
+EXPOSE 8080 8081 8082 8083
 # No default command on purpose: each compose service names its binary.
 CMD ["sh", "-c", "echo 'choose a command: gateway | controlplane | sampleapi | deliverer' >&2; exit 2"]
