@@ -33,7 +33,8 @@ lint:
 FUZZPKGS ?= ./...
 fuzz:
 	@set -e; for pkg in $$($(GO) list $(FUZZPKGS)); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	  list=$$($(GO) test -list '^Fuzz' $$pkg) || { echo "$$list"; exit 1; }; \
+	  for f in $$(echo "$$list" | grep '^Fuzz' || true); do \
 	    echo "==> fuzz $$pkg $$f ($(FUZZTIME))"; \
 	    log=$$(mktemp); \
 	    if ! $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >$$log 2>&1; then \

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/golang-migrate/migrate/v4"
 	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // the pgx5:// driver
@@ -32,6 +33,16 @@ func open(dsn string) (*migrate.Migrate, error) {
 		return nil, fmt.Errorf("parsing database url: %w", redact.URLError(dsn, err))
 	}
 	u.Scheme = "pgx5"
+	// pgxpool's own settings (pool_max_conns, which the deliverer honours)
+	// would reach Postgres as runtime parameters it refuses.
+	if q := u.Query(); strings.Contains(u.RawQuery, "pool_") {
+		for k := range q {
+			if strings.HasPrefix(k, "pool_") {
+				q.Del(k)
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
 	m, err := migrate.NewWithSourceInstance("iofs", src, u.String())
 	if err != nil {
 		// A password whose '/' follows a valid port (digits, or nothing)

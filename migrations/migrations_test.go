@@ -31,7 +31,8 @@ func TestUpDownUp(t *testing.T) {
 	if len(left) > 0 {
 		t.Errorf("after down, still in the schema: %v", left)
 	}
-	if err := migrations.Up(dsn); err != nil {
+	// One DATABASE_URL serves every process, pgxpool's settings included.
+	if err := migrations.Up(dsn + "&pool_max_conns=4"); err != nil {
 		t.Fatal(err)
 	}
 }

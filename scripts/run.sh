@@ -52,7 +52,9 @@ for tool in curl python3; do
 done
 
 step "services"
-"$ROOT/scripts/services.sh" start
+# Without the secrets: a database superuser could read them back from the
+# server's environment (/proc/<postmaster>/environ).
+env -u IDENTITY_SECRET -u MASTER_KEY -u MASTER_KEY_PREVIOUS "$ROOT/scripts/services.sh" start
 
 step "migrations"
 "$ROOT/bin/controlplane" migrate
@@ -96,10 +98,12 @@ start deliverer "$DELIVERER_ADDR"
 start gateway "$GATEWAY_ADDR" run --config "$ROOT/Caddyfile" --adapter caddyfile
 
 DEV_ENV="$DATA_DIR/dev.env"
-org_exists() {
+org_exists() { # asked of the CLI, which reads DATABASE_URL as the servers do (psql refuses pgx's parameters)
   [[ -f "$DEV_ENV" ]] || return 1
   local org; org=$(sed -n 's/^DEV_ORG=//p' "$DEV_ENV")
-  [[ -n "$org" ]] && [[ "$(psql "$DATABASE_URL" -tAc "select 1 from organizations where id='$org'" 2>/dev/null)" == 1 ]]
+  [[ -n "$org" ]] || return 1
+  local list; list=$("$ROOT/bin/controlplane" orgs list --json) || { echo "listing organisations failed" >&2; exit 1; }
+  ORG="$org" python3 -c 'import json,os,sys; sys.exit(0 if any(o.get("id") == os.environ["ORG"] for o in json.load(sys.stdin)["data"]) else 1)' <<<"$list"
 }
 if org_exists; then
   step "demo organisation: reused ($DEV_ENV)"
@@ -148,3 +152,4 @@ if ((${#pids[@]} == 0)); then
 fi
 wait -n "${pids[@]}" || true
 echo "a process exited; stopping the rest (logs in $LOGS)" >&2
+exit 1
