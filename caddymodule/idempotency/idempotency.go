@@ -462,17 +462,20 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	buf := holdback.GetBuffer()
 	defer holdback.PutBuffer(buf)
 	rb := holdback.New(w, buf, h.MaxResponseSize, nil)
-
-	// A response too large to hold streams to the client as it comes: one
-	// that stops reading must not keep this handler from recording the
-	// outcome before the lock expires (a retry would then execute again),
-	// so writes share the upstream call's deadline until it returns.
-	rc := http.NewResponseController(w)
-	deadlineSet := rc.SetWriteDeadline(ex.deadline) == nil
-	panicked, stack, err := holdback.Serve(next, rb, r)
-	if deadlineSet {
-		_ = rc.SetWriteDeadline(time.Time{})
+	// A response too large to hold streams to the client as it comes, and
+	// is recorded as such before its first byte goes out: a client that
+	// then stops reading blocks this handler in its writes, and must not
+	// keep the outcome unrecorded until the lock expires (a retry would
+	// execute again).
+	rb.OnStream = func(status int) {
+		if refusedBeforeActing(response{status: status, header: w.Header()}) {
+			h.release(ctx, ex, recordRefused) // passed on as it comes; the retry executes
+			return
+		}
+		h.complete(ctx, ex, stateTooLarge, response{status: status}, recordTooLarge)
 	}
+
+	panicked, stack, err := holdback.Serve(next, rb, r)
 	if panicked != nil && err == nil {
 		err = fmt.Errorf("panic behind the idempotency handler: %v", panicked)
 	}
@@ -482,13 +485,7 @@ func (h *Handler) execute(ctx context.Context, w http.ResponseWriter, r *http.Re
 		h.release(ctx, ex, recordReleased)
 		return err
 
-	case rb.Streamed && err == nil && refusedBeforeActing(response{status: rb.Status, header: w.Header()}):
-		// Passed on as it came, too large to hold; the retry executes.
-		h.release(ctx, ex, recordRefused)
-		return nil
-
-	case rb.Streamed:
-		h.complete(ctx, ex, stateTooLarge, response{status: rb.Status}, recordTooLarge)
+	case rb.Streamed: // recorded by OnStream as it started
 		if panicked != nil {
 			panic(panicked) // the client's stream must be aborted, as the proxy intended
 		}

@@ -42,6 +42,12 @@ type Writer struct {
 	// Streamed means the response is going to the client as it is
 	// written: the handler does not get it whole.
 	Streamed bool
+	// OnStream, if set, is called once as the response starts to stream,
+	// before anything of it reaches the client, with its status (0 for a
+	// hijacked connection): what the handler must do about a response it
+	// will not get whole is best done then, while a client that stops
+	// reading cannot yet block this writer.
+	OnStream func(status int)
 	dropped  bool
 }
 
@@ -117,7 +123,8 @@ func (hw *Writer) WriteHeader(status int) {
 		// Informational responses are not the answer; they go out at once.
 		// A protocol switch hands the connection over for good.
 		if status == http.StatusSwitchingProtocols {
-			hw.Status, hw.wroteHeader, hw.Streamed = status, true, true
+			hw.Status, hw.wroteHeader = status, true
+			hw.streaming()
 		}
 		hw.ResponseWriterWrapper.WriteHeader(status)
 		return
@@ -148,7 +155,7 @@ func (hw *Writer) Release() {
 	if !hw.wroteHeader || hw.Streamed || hw.dropped {
 		return
 	}
-	hw.Streamed = true
+	hw.streaming()
 	hw.ResponseWriterWrapper.WriteHeader(hw.Status)
 	if hw.buf.Len() > 0 {
 		_, _ = hw.ResponseWriterWrapper.Write(hw.buf.Bytes())
@@ -175,6 +182,17 @@ func (hw *Writer) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(writerOnly{hw}, r)
 }
 
+// streaming marks the response streamed, telling OnStream the first time.
+func (hw *Writer) streaming() {
+	if hw.Streamed {
+		return
+	}
+	hw.Streamed = true
+	if hw.OnStream != nil {
+		hw.OnStream(hw.Status)
+	}
+}
+
 // FlushError keeps flushes from pushing a held-back response out early
 // (Caddy issue #6144 is the same trap for its recorder).
 func (hw *Writer) FlushError() error {
@@ -190,7 +208,8 @@ func (hw *Writer) Flush() { _ = hw.FlushError() }
 // Hijack hands the connection to the caller; whatever happens on it next is
 // not an HTTP response that could be held.
 func (hw *Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	hw.wroteHeader, hw.Streamed = true, true
+	hw.wroteHeader = true
+	hw.streaming()
 	return http.NewResponseController(hw.ResponseWriterWrapper.ResponseWriter).Hijack()
 }
 

@@ -108,3 +108,25 @@ func TestDropRestoresTheHeadersOfBefore(t *testing.T) {
 		t.Fatalf("sent %d %q after Drop", rec.Code, rec.Body.String())
 	}
 }
+
+// OnStream is told once, with the status, as the response starts to stream
+// and before any of it reaches the client.
+func TestOnStreamComesBeforeTheFirstByte(t *testing.T) {
+	rec := httptest.NewRecorder()
+	hw := New(rec, new(bytes.Buffer), 4, nil)
+	var calls []int
+	hw.OnStream = func(status int) {
+		if rec.Body.Len() != 0 || rec.Code != http.StatusOK { // the recorder still at its defaults
+			t.Errorf("OnStream after the client got something: %d %q", rec.Code, rec.Body.String())
+		}
+		calls = append(calls, status)
+	}
+	hw.WriteHeader(http.StatusAccepted)
+	_, _ = hw.Write([]byte("1234"))
+	_, _ = hw.Write([]byte("56"))
+	_, _ = hw.Write([]byte("78"))
+	hw.Release()
+	if len(calls) != 1 || calls[0] != http.StatusAccepted || rec.Body.String() != "12345678" {
+		t.Fatalf("OnStream calls %v, body %q", calls, rec.Body.String())
+	}
+}
