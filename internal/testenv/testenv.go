@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -104,7 +103,7 @@ func RedisURL(t testing.TB) string {
 // connections and can coordinate consumer groups (groupsReady).
 func Kafka(t testing.TB) []string {
 	t.Helper()
-	brokers := strings.Split(config.String("KAFKA_BROKERS", config.DefaultKafkaBrokers), ",")
+	brokers := config.KafkaBrokers()
 	c, err := net.DialTimeout("tcp", brokers[0], 5*time.Second)
 	if err != nil {
 		t.Fatalf("kafka unreachable at %s: %v"+hint, brokers[0], err)
