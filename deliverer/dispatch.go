@@ -18,11 +18,7 @@ import (
 // A delivery is held from its claim (or its fast-path insert) until its
 // result is durable; its HTTP attempt is "in flight" in between.
 type dispatcher struct {
-	perEndpoint    int
-	perOrg         int
-	maxHeld        int
-	maxPerEndpoint int
-	maxPerOrg      int
+	dispatchLimits
 
 	mu     sync.Mutex
 	cond   *sync.Cond
@@ -69,8 +65,8 @@ type dispatchLimits struct {
 
 func newDispatcher(l dispatchLimits) *dispatcher {
 	d := &dispatcher{
-		perEndpoint: l.perEndpoint, perOrg: l.perOrg, maxHeld: l.maxHeld, maxPerEndpoint: l.maxPerEndpoint, maxPerOrg: l.maxPerOrg,
-		eps: map[string]*epState{}, orgs: map[string]*orgState{}, jobs: map[string]*job{}, room: make(chan struct{}, 1), short: map[string]string{},
+		dispatchLimits: l,
+		eps:            map[string]*epState{}, orgs: map[string]*orgState{}, jobs: map[string]*job{}, room: make(chan struct{}, 1), short: map[string]string{},
 	}
 	d.cond = sync.NewCond(&d.mu)
 	return d
