@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/gatehouse/gatehouse/caddymodule/internal/caddytest"
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/outbox"
 	"github.com/gatehouse/gatehouse/internal/testenv"
@@ -134,27 +135,11 @@ func startCaddy(t *testing.T, handler map[string]any, up string) string {
 	t.Helper()
 	addr := testenv.FreeAddr(t)
 	handler["handler"] = "emit_events"
-	cfg := map[string]any{
-		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
-		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
-		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"srv0": map[string]any{
-			"listen":          []string{addr},
-			"automatic_https": map[string]any{"disable": true},
-			"routes": []any{map[string]any{"handle": []any{
-				map[string]any{"handler": "emit_events_test_identity"},
-				handler,
-				map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up}}},
-			}}},
-		}}}},
-	}
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := caddy.Load(raw, true); err != nil {
-		t.Fatalf("loading caddy config: %v", err)
-	}
-	t.Cleanup(func() { _ = caddy.Stop() })
+	caddytest.Run(t, addr, map[string]any{"handle": []any{
+		map[string]any{"handler": "emit_events_test_identity"},
+		handler,
+		map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up}}},
+	}})
 	return "http://" + addr
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gatehouse/gatehouse/caddymodule/internal/caddytest"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 )
@@ -345,26 +346,10 @@ func startCaddy(t testing.TB, specs ...serverSpec) []gateway {
 			handle = append(handle, f)
 		}
 		handle = append(handle, idem, s.next)
-		servers[fmt.Sprintf("srv%d", i)] = map[string]any{
-			"listen":          []string{addr},
-			"automatic_https": map[string]any{"disable": true},
-			"routes":          []any{map[string]any{"handle": handle}},
-		}
+		servers[fmt.Sprintf("srv%d", i)] = caddytest.Server(addr, map[string]any{"handle": handle})
 		gws[i] = gateway{url: "http://" + addr}
 	}
-	cfg := map[string]any{
-		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
-		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
-		"apps":    map[string]any{"http": map[string]any{"servers": servers, "grace_period": "1s"}},
-	}
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := caddy.Load(raw, true); err != nil {
-		t.Fatalf("loading caddy config: %v", err)
-	}
-	t.Cleanup(func() { _ = caddy.Stop() })
+	caddytest.Load(t, map[string]any{"servers": servers, "grace_period": "1s"})
 	return gws
 }
 

@@ -16,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gatehouse/gatehouse/caddymodule/internal/caddytest"
 	_ "github.com/gatehouse/gatehouse/caddymodule/requestid"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 )
@@ -96,28 +97,12 @@ func startGateway(t *testing.T, h *Handler, clock *fakeClock) *gateway {
 	defer func() { testClock = nil }()
 
 	addr := testenv.FreeAddr(t)
-	cfg := map[string]any{
-		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
-		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
-		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"test": map[string]any{
-			"listen":          []string{addr},
-			"automatic_https": map[string]any{"disable": true},
-			"routes": []any{map[string]any{"handle": []any{
-				map[string]any{"handler": "request_id"},
-				map[string]any{"handler": "gatehouse_test_identity"},
-				caddyconfig.JSONModuleObject(h, "handler", "rate_limit", nil),
-				map[string]any{"handler": "static_response", "status_code": 200, "body": "ok"},
-			}}},
-		}}}},
-	}
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := caddy.Load(raw, true); err != nil {
-		t.Fatalf("loading caddy config: %v", err)
-	}
-	t.Cleanup(func() { _ = caddy.Stop() })
+	caddytest.Run(t, addr, map[string]any{"handle": []any{
+		map[string]any{"handler": "request_id"},
+		map[string]any{"handler": "gatehouse_test_identity"},
+		caddyconfig.JSONModuleObject(h, "handler", "rate_limit", nil),
+		map[string]any{"handler": "static_response", "status_code": 200, "body": "ok"},
+	}})
 	return &gateway{
 		url: "http://" + addr, prefix: h.KeyPrefix, rdb: rdb,
 		client: &http.Client{Timeout: 5 * time.Second},

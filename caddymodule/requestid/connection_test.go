@@ -2,7 +2,6 @@ package requestid
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -13,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/standard"
 
+	"github.com/gatehouse/gatehouse/caddymodule/internal/caddytest"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 )
 
@@ -41,23 +40,11 @@ func proxy(t *testing.T) (addr string, smuggled *atomic.Int64) {
 	}))
 	t.Cleanup(up.Close)
 	addr = testenv.FreeAddr(t)
-	cfg, _ := json.Marshal(map[string]any{
-		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
-		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
-		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"srv0": map[string]any{
-			"listen":          []string{addr},
-			"automatic_https": map[string]any{"disable": true},
-			"routes": []any{map[string]any{"handle": []any{
-				map[string]any{"handler": "request_id"},
-				map[string]any{"handler": "request_body", "max_size": bodyLimit},
-				map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up.Listener.Addr().String()}}},
-			}}},
-		}}}},
-	})
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = caddy.Stop() })
+	caddytest.Run(t, addr, map[string]any{"handle": []any{
+		map[string]any{"handler": "request_id"},
+		map[string]any{"handler": "request_body", "max_size": bodyLimit},
+		map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up.Listener.Addr().String()}}},
+	}})
 	return addr, smuggled
 }
 

@@ -2,7 +2,6 @@ package requestlog
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/gatehouse/gatehouse/caddymodule/internal/caddytest"
 	"github.com/gatehouse/gatehouse/caddymodule/internal/errorobject"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 )
@@ -55,33 +55,10 @@ func (*testIdentity) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	return next.ServeHTTP(w, r)
 }
 
-// runCaddy loads cfg (admin off, nothing persisted) and stops Caddy when
-// the test ends.
-func runCaddy(t *testing.T, cfg map[string]any) {
-	t.Helper()
-	cfg["admin"] = map[string]any{"disabled": true, "config": map[string]any{"persist": false}}
-	cfg["logging"] = map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := caddy.Load(b, true); err != nil {
-		t.Fatalf("loading caddy config: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Errorf("stopping caddy: %v", err)
-		}
-	})
-}
-
-// server is a Caddy HTTP app config with one server on port running routes.
-func server(port int, routes ...map[string]any) map[string]any {
-	return map[string]any{"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"srv0": map[string]any{
-		"listen":          []string{fmt.Sprintf("127.0.0.1:%d", port)},
-		"automatic_https": map[string]any{"disable": true},
-		"routes":          routes,
-	}}}}}
+// runCaddy runs one server on 127.0.0.1:port with routes until the test
+// ends.
+func runCaddy(t *testing.T, port int, routes ...map[string]any) {
+	caddytest.Run(t, fmt.Sprintf("127.0.0.1:%d", port), routes...)
 }
 
 // metric returns the value of the sample of name whose labels contain

@@ -91,7 +91,7 @@ func TestRequestLogEndToEnd(t *testing.T) {
 	port := testenv.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	spool := t.TempDir()
-	runCaddy(t, server(port,
+	runCaddy(t, port,
 		// An operator who keeps the upstream's messages out of the logs.
 		map[string]any{"match": []any{map[string]any{"path": []string{"/v1/missing/quiet/*"}}}, "terminal": true, "handle": []any{
 			map[string]any{"handler": "request_id"},
@@ -110,7 +110,7 @@ func TestRequestLogEndToEnd(t *testing.T) {
 		map[string]any{"match": []any{map[string]any{"path": []string{"/v1/down"}}},
 			"handle": []any{map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}}}}},
 		map[string]any{"handle": []any{map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up.Listener.Addr().String()}}}}},
-	))
+	)
 
 	key, err := apikey.Generate(apikey.Secret, apikey.Sandbox)
 	if err != nil {
@@ -411,7 +411,7 @@ func TestKafkaUnavailable(t *testing.T) {
 			if broker == "" {
 				broker, stop = tarpit(t)
 			}
-			runCaddy(t, server(port,
+			runCaddy(t, port,
 				map[string]any{"handle": []any{
 					map[string]any{"handler": "request_id"},
 					// A small memory buffer, so the spool takes over at once.
@@ -419,7 +419,7 @@ func TestKafkaUnavailable(t *testing.T) {
 				}},
 				map[string]any{"match": []any{map[string]any{"path": []string{"/metrics"}}}, "handle": []any{map[string]any{"handler": "metrics"}}},
 				map[string]any{"handle": []any{map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up.Listener.Addr().String()}}}}},
-			))
+			)
 			// Registered after runCaddy, so it runs first: the producer's
 			// pending send then fails instead of waiting out its timeout.
 			t.Cleanup(stop)
