@@ -236,12 +236,7 @@ func TestHangingTenantDoesNotStarveOthers(t *testing.T) {
 	cfg.Concurrency, cfg.EndpointConcurrency, cfg.OrgConcurrency = 4, 2, 2
 	e.start(cfg)
 
-	var evs []string
-	for range 4 {
-		ev := e.event(false, "customer.created")
-		e.produce(ev)
-		evs = append(evs, ev.ID)
-	}
+	evs := e.produceEvents(4, "customer.created")
 	waitFor(t, "the tenant to hold its share of workers", 30*time.Second, func() bool { return cur.Load() >= 2 })
 	e.org = otherOrg
 	for range 5 {
@@ -682,12 +677,7 @@ func TestQueuedDeliveriesFollowEndpointChanges(t *testing.T) {
 			cfg.EndpointConcurrency = 1
 			cfg.EndpointTTL = time.Nanosecond // whatever was read before the change is stale
 			e.start(cfg)
-			var evs []string
-			for range 4 {
-				ev := e.event(false, "customer.created")
-				e.produce(ev)
-				evs = append(evs, ev.ID)
-			}
+			evs := e.produceEvents(4, "customer.created")
 			waitFor(t, "the first attempt to hang and the others to be queued", 30*time.Second, func() bool {
 				return rc.count() == 1 && e.count(`SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1`, ep) == 4
 			})

@@ -208,6 +208,19 @@ func (e *env) event(live bool, typ string) wire.Event {
 		RequestID: "req_" + testenv.Suffix()}
 }
 
+// produceEvents produces n sandbox events of type typ, one by one, and
+// returns their ids.
+func (e *env) produceEvents(n int, typ string) []string {
+	e.t.Helper()
+	out := make([]string, n)
+	for i := range out {
+		ev := e.event(false, typ)
+		e.produce(ev)
+		out[i] = ev.ID
+	}
+	return out
+}
+
 func (e *env) produce(evs ...wire.Event) {
 	e.t.Helper()
 	msgs := make([]kafka.Message, len(evs))

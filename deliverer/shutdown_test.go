@@ -37,12 +37,7 @@ func TestGracefulShutdown(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 
-	var evs []string
-	for range 5 {
-		ev := e.event(false, "customer.created")
-		e.produce(ev)
-		evs = append(evs, ev.ID)
-	}
+	evs := e.produceEvents(5, "customer.created")
 	waitFor(t, "five deliveries, one in flight", 60*time.Second, func() bool {
 		return started.Load() == 1 && e.count(`SELECT count(*) FROM webhook_deliveries WHERE locked_until IS NOT NULL`) == 5
 	})
