@@ -91,8 +91,9 @@ func tagEnd(s string, i int) int {
 	return -1
 }
 
+// tagName is the name in a start or end tag.
 func tagName(tag string) string {
-	name := strings.TrimPrefix(tag, "<")
+	name := strings.TrimPrefix(strings.TrimPrefix(tag, "<"), "/")
 	if n := strings.IndexAny(name, " \t\r\n/>"); n >= 0 {
 		name = name[:n]
 	}
@@ -131,7 +132,7 @@ func endTag(s string, i int, name string) int {
 		if gt := tagEnd(s, i); gt >= 0 {
 			tag = s[i : gt+1]
 		}
-		if tagName(strings.Replace(tag, "</", "<", 1)) == name {
+		if tagName(tag) == name {
 			switch {
 			case closing:
 				if depth--; depth == 0 {
