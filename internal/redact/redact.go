@@ -71,8 +71,9 @@ var LogSecretPathParents = []string{"invitations"}
 // DefaultFields are the JSON body fields (and form fields) whose values are
 // redacted. A field matches when its name, lower-cased and without '_' and
 // '-', contains one of these likewise normalised: "new_password",
-// "clientSecret" and "x-api-key" all match. Over-redacting a debug log costs
-// little; leaking a credential does not.
+// "clientSecret" and "x-api-key" all match; so does any name ending in key
+// (SensitiveField). Over-redacting a debug log costs little; leaking a
+// credential does not.
 var DefaultFields = []string{
 	"password", "passwd", "secret", "token", "api_key", "access_key", "private_key",
 	"authorization", "credential", "cookie", "card_number", "cvc", "cvv", "ssn",
@@ -154,9 +155,15 @@ func fold(c rune) rune {
 	return unicode.ToLower(least)
 }
 
-// SensitiveField reports whether a body field of this name is redacted.
+// SensitiveField reports whether a body field of this name is redacted:
+// one containing a field of the list, or named like a key (key,
+// signing_key, encryptionKey), except the idempotency key, which is no
+// credential and what support engineers look for.
 func (r *Redactor) SensitiveField(name string) bool {
 	n := normalize(name)
+	if strings.HasSuffix(n, "key") && n != "idempotencykey" {
+		return true
+	}
 	for _, f := range r.fields {
 		if strings.Contains(n, f) {
 			return true

@@ -170,6 +170,8 @@ func TestJSON(t *testing.T) {
 		// case folding: a long s, the Kelvin sign), escaped or not.
 		{"folded field names", `{"pa\u017fsword":"a","to\u212aen":"b","paſsword":"c"}`, false,
 			`{"pa\u017fsword":` + m + `,"to\u212aen":` + m + `,"paſsword":` + m + `}`},
+		{"named like a key", `{"key":"a","signing_key":"b","encryptionKey":"c","idempotency_key":"d","keys":"e"}`, false,
+			`{"key":` + m + `,"signing_key":` + m + `,"encryptionKey":` + m + `,"idempotency_key":"d","keys":"e"}`},
 		{"configured fields", `{"dob":"1990-01-01"}`, false, `{"dob":` + m + `}`},
 		{"key in any string", `{"note":"my key is ` + key + `"}`, false, `{"note":"my key is ` + Mask + `"}`},
 		{"escaped key in a string", `{"note":"` + strings.Replace(key, "_", `\u005f`, 1) + `"}`, false, `{"note":"` + Mask + `"}`},
@@ -310,5 +312,23 @@ func TestLogPathMasksInvitationTokens(t *testing.T) {
 	}
 	if got := New(Config{}).Path("/v1/invitations/inv_123"); got != "/v1/invitations/inv_123" {
 		t.Errorf("a request log's path = %q", got)
+	}
+}
+
+// A field named like a key is masked in every body format, as the query
+// parameter of that name is.
+func TestFieldsNamedLikeAKey(t *testing.T) {
+	const secret = "AKIAIOSFODNN7EXAMPLEhunter2"
+	r := New(Config{})
+	for _, tc := range []struct{ ct, body string }{
+		{"application/json", `{"key":"` + secret + `"}`},
+		{"application/x-www-form-urlencoded", `signing_key=` + secret},
+		{"application/x-www-form-urlencoded", `key=` + secret},
+		{"application/xml", `<cfg><key>` + secret + `</key></cfg>`},
+		{"application/xml", `<cfg signingKey="` + secret + `"/>`},
+	} {
+		if got := r.Body(tc.ct, []byte(tc.body), false, 8<<10); strings.Contains(got, secret) {
+			t.Errorf("%s body %s: the key survives redaction: %s", tc.ct, tc.body, got)
+		}
 	}
 }
