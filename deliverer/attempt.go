@@ -169,6 +169,9 @@ func (w *Worker) attempt(ctx context.Context, j *job) *result {
 	start := time.Now()
 	resp, err := w.client.Do(req)
 	if err == nil {
+		// A 101 answer's body is the raw connection, which the client no
+		// longer ties to actx: close it when the attempt's time is up.
+		defer context.AfterFunc(actx, func() { resp.Body.Close() })()
 		var snip []byte
 		snip, err = io.ReadAll(io.LimitReader(resp.Body, snippetLimit))
 		if err == nil {
@@ -224,11 +227,8 @@ func (w *Worker) classify(r *result, resp *http.Response) {
 		r.errText = "410 Gone: the endpoint was disabled"
 	case c >= 300 && c < 400:
 		r.class = "redirect"
-		loc := resp.Header.Get("Location")
-		if len(loc) > 200 {
-			loc = loc[:200] + "…"
-		}
-		r.errText = fmt.Sprintf("redirects are not followed (%d to %q)", c, cleanText([]byte(loc)))
+		loc := clip(cleanText([]byte(resp.Header.Get("Location"))), 200)
+		r.errText = fmt.Sprintf("redirects are not followed (%d to %q)", c, loc)
 	default:
 		r.class = "http_error"
 		if c == http.StatusTooManyRequests || c == http.StatusServiceUnavailable {
@@ -315,7 +315,16 @@ func describeErr(err error, timeout time.Duration) string {
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	return cleanText([]byte(err.Error()))
+	// Go's client quotes up to 64 KiB of a malformed answer in its error.
+	return clip(cleanText([]byte(err.Error())), 1<<10)
+}
+
+// clip bounds s, valid UTF-8 text a receiver controls, to n bytes.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 // cleanText makes b storable as Postgres text: valid UTF-8, no NUL.

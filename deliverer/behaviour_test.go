@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -151,6 +152,68 @@ func TestTimeout(t *testing.T) {
 	}
 	if a.LatencyMS < 250 || a.LatencyMS > 5000 {
 		t.Errorf("latency %d ms for a 300 ms timeout", a.LatencyMS)
+	}
+}
+
+// rawReceiver answers every request with answer's bytes, then keeps the
+// connection open until the test ends: a receiver that does not speak HTTP
+// as a client expects.
+func rawReceiver(t *testing.T, answer string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = c.Read(make([]byte, 64<<10))
+				_, _ = c.Write([]byte(answer))
+				<-done
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String() + "/hook"
+}
+
+// TestSwitchingProtocolsIsBoundedByTheTimeout: a 101 answer's body is the
+// raw connection, which Go's client no longer ties to the request's
+// context; a receiver that then says nothing held the worker, the lease and
+// the endpoint's slot for as long as it kept the connection.
+func TestSwitchingProtocolsIsBoundedByTheTimeout(t *testing.T) {
+	e := newEnv(t)
+	ep, _ := e.endpoint(rawReceiver(t, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"), endpointOpts{})
+	cfg := e.config()
+	cfg.Timeout = 300 * time.Millisecond
+	e.start(cfg)
+	ev := e.event(false, "customer.created")
+	e.produce(ev)
+	d := e.waitDelivery("the attempt answered 101", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	if d.Status != "failed" || d.NextAttemptAt == nil {
+		t.Fatalf("delivery %+v, want failed with a retry", d)
+	}
+}
+
+// TestMalformedAnswerIsStoredBounded: Go's client quotes up to 64 KiB of a
+// malformed status line in its error; the attempt's error, shown by the API
+// and the dashboard, is bounded as the response snippet is.
+func TestMalformedAnswerIsStoredBounded(t *testing.T) {
+	e := newEnv(t)
+	ep, _ := e.endpoint(rawReceiver(t, strings.Repeat("\x01", 60<<10)+"\r\n\r\n"), endpointOpts{})
+	e.start(e.config())
+	ev := e.event(false, "customer.created")
+	e.produce(ev)
+	d := e.waitDelivery("the malformed answer's attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	a := e.attempts(d.ID)[0]
+	if !strings.Contains(a.Error, "malformed HTTP") || len(a.Error) > 2<<10 {
+		t.Fatalf("attempt error of %d bytes: %.200q", len(a.Error), a.Error)
 	}
 }
 
