@@ -17,8 +17,10 @@ import (
 )
 
 // signupActor creates organisations on behalf of people signing up, before
-// they exist as users.
-var signupActor = audit.Actor{Type: audit.ActorSystem, ID: "dashboard-signup"}
+// they exist as users, from the client's address as every dashboard change.
+func signupActor(ip string) audit.Actor {
+	return audit.Actor{Type: audit.ActorSystem, ID: "dashboard-signup", IP: ip}
+}
 
 func (d *Dashboard) signupPage(w http.ResponseWriter, r *http.Request, s *Session) error {
 	if s != nil {
@@ -63,14 +65,15 @@ func (d *Dashboard) signup(w http.ResponseWriter, r *http.Request, _ *Session) e
 	if exists {
 		return again("An account with this email already exists. Sign in instead; an admin of another organisation can invite you.")
 	}
-	org, err := d.cfg.Accounts.CreateOrganization(ctx, signupActor, orgName)
+	actor := signupActor(d.clientIP(r))
+	org, err := d.cfg.Accounts.CreateOrganization(ctx, actor, orgName)
 	if err != nil {
 		if msg, ok := userMessage(err); ok {
 			return again(msg)
 		}
 		return err
 	}
-	m, err := d.cfg.Accounts.AddMember(ctx, signupActor, accounts.AddMemberParams{
+	m, err := d.cfg.Accounts.AddMember(ctx, actor, accounts.AddMemberParams{
 		OrganizationID: org.ID, Email: email, Password: password, Role: accounts.RoleOwner, OwnPasswordOnly: true,
 	})
 	if err != nil {
@@ -120,7 +123,7 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request, _ *Session) er
 		return err
 	}
 	if wait > 0 {
-		form["Error"] = fmt.Sprintf("Too many failed sign-ins. Try again in %d minutes, or reset your password with an admin.",
+		form["Error"] = fmt.Sprintf("Too many failed sign-ins. Try again in %d minutes.",
 			int(wait.Minutes())+1)
 		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 		d.render(w, r, nil, http.StatusTooManyRequests, "login.html", "Sign in", "", form)

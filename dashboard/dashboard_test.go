@@ -47,8 +47,12 @@ func TestSignupSessionCookieAndLogout(t *testing.T) {
 	if strings.Contains(cookie, "Secure") {
 		t.Errorf("session cookie %q is Secure over plain http", cookie)
 	}
-	// Only the token's hash is stored.
+	// The sign-up's audit entries carry the address it came from.
 	var n int
+	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_logs WHERE action IN ('organization.created', 'membership.created') AND ip = '127.0.0.1'`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("sign-up audit entries with the client's address: %d, %v; want 2", n, err)
+	}
+	// Only the token's hash is stored.
 	token := strings.TrimPrefix(strings.Split(cookie, ";")[0], sessionCookie+"=")
 	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM sessions WHERE token_hash = $1`, hashToken(token)).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("session row by hash: %d %v", n, err)
