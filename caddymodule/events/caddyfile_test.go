@@ -30,6 +30,8 @@ func TestCaddyfileRejects(t *testing.T) {
 		"repeated name":     {site("on POST /v1/{id}/{id} a.b"), "names {id} twice"},
 		"error status":      {site("on POST /v1/x 404 a.b"), "status 404 is not a success"},
 		"status class":      {site("on POST /v1/x 4xx a.b"), `status "4xx": use 2xx or a success code`},
+		"no content":        {site("on DELETE /v1/x/{id} 204 a.b"), "status 204 has no body"},
+		"reset content":     {site("on POST /v1/x 205 a.b"), "status 205 has no body"},
 		"bad type":          {site("on POST /v1/x Customer.Created"), `event type "Customer.Created"`},
 		"one-word type":     {site("on POST /v1/x created"), `event type "created"`},
 		"duplicate rule":    {site("on POST /v1/x/{id} a.b\non POST /v1/x/{other} 2xx c.d"), "repeats rule 1"},

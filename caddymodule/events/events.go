@@ -593,6 +593,9 @@ func compileRule(r Rule) (rule, error) {
 		if n < 200 || n > 299 {
 			return cr, fmt.Errorf("status %d is not a success: events come only from 2xx responses", n)
 		}
+		if n == http.StatusNoContent || n == http.StatusResetContent {
+			return cr, fmt.Errorf("status %d has no body, and an event is made from a JSON object body: the rule could never apply", n)
+		}
 		cr.status = n
 	}
 	if len(r.Type) > maxTypeLen || !typePattern.MatchString(r.Type) {

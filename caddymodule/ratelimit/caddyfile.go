@@ -26,7 +26,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    redis         <url>             # default {env.REDIS_URL}, else redis://127.0.0.1:6379/0
 //	    fail_open                       # default: requests pass while Redis is down
 //	    fail_closed                     # or: refuse them with 503 api_error
-//	    timeout       <duration>        # Redis round trip bound, default 500ms
+//	    timeout       <duration>        # Redis round trip bound, default 500ms, at least 10ms
 //	    warn_interval <duration>        # least time between Redis warnings, default 10s
 //	    key_prefix    <prefix>          # default gatehouse:
 //
@@ -214,9 +214,9 @@ func parsePolicy(d *caddyfile.Dispenser) (*Policy, error) {
 			}
 
 		case "match":
-			set, err := caddyhttp.ParseCaddyfileNestedMatcherSet(d)
+			set, err := parseMatch(d)
 			if err != nil {
-				return nil, fmt.Errorf("policy %s: match: %w", p.Name, err)
+				return nil, fmt.Errorf("policy %s: %w", p.Name, err)
 			}
 			p.MatchRaw = append(p.MatchRaw, set)
 
@@ -287,9 +287,9 @@ func parseQuota(d *caddyfile.Dispenser) (*Quota, error) {
 			}
 
 		case "match":
-			set, err := caddyhttp.ParseCaddyfileNestedMatcherSet(d)
+			set, err := parseMatch(d)
 			if err != nil {
-				return nil, fmt.Errorf("quota %s: match: %w", q.Name, err)
+				return nil, fmt.Errorf("quota %s: %w", q.Name, err)
 			}
 			q.MatchRaw = append(q.MatchRaw, set)
 
@@ -369,6 +369,9 @@ func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	if dur <= 0 {
 		return 0, d.Errf("%s must be positive, got %s", sub, s)
 	}
+	if sub == "timeout" && dur < MinTimeout {
+		return 0, d.Errf("timeout %s is under %s: no Redis call would be sent in time", s, MinTimeout)
+	}
 	return caddy.Duration(dur), nil
 }
 
@@ -382,3 +385,16 @@ func errAt(tok caddyfile.Token, format string, args ...any) error {
 
 // Interface guard.
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
+
+// parseMatch reads a match line or block; one without matchers is refused
+// (checkMatch).
+func parseMatch(d *caddyfile.Dispenser) (caddy.ModuleMap, error) {
+	set, err := caddyhttp.ParseCaddyfileNestedMatcherSet(d)
+	if err != nil {
+		return nil, fmt.Errorf("match: %w", err)
+	}
+	if err := checkMatch(caddyhttp.RawMatcherSets{set}); err != nil {
+		return nil, d.Errf("match: %v", err)
+	}
+	return set, nil
+}

@@ -84,6 +84,9 @@ const (
 const (
 	DefaultTimeout      = 500 * time.Millisecond
 	DefaultWarnInterval = 10 * time.Second
+	// MinTimeout is the shortest timeout accepted: the Redis batcher does
+	// not send a call with less than 1 ms left.
+	MinTimeout = 10 * time.Millisecond
 )
 
 // Handler enforces rate limits and quotas. Policies and quotas whose key
@@ -264,6 +267,24 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.metrics = newMetrics(ctx.GetMetricsRegistry())
 
+	// Refused before the matchers load: a null entry would panic, and
+	// loading clears MatchRaw, which Validate could then no longer check.
+	for i, p := range h.Policies {
+		if p == nil {
+			return fmt.Errorf("rate_limit: policy %d is null", i+1)
+		}
+		if err := checkMatch(p.MatchRaw); err != nil {
+			return fmt.Errorf("policy %s: match: %w", p.Name, err)
+		}
+	}
+	for i, q := range h.Quotas {
+		if q == nil {
+			return fmt.Errorf("rate_limit: quota %d is null", i+1)
+		}
+		if err := checkMatch(q.MatchRaw); err != nil {
+			return fmt.Errorf("quota %s: match: %w", q.Name, err)
+		}
+	}
 	for _, p := range h.Policies {
 		mods, err := ctx.LoadModule(p, "MatchRaw")
 		if err != nil {
@@ -423,6 +444,9 @@ func (h *Handler) Validate() error {
 	if h.Timeout < 0 || h.WarnInterval < 0 {
 		return errors.New("rate_limit: timeout and warn_interval must not be negative")
 	}
+	if h.Timeout != 0 && time.Duration(h.Timeout) < MinTimeout {
+		return fmt.Errorf("rate_limit: timeout %s is under %s: no Redis call would be sent in time, and every request would fail open or closed", time.Duration(h.Timeout), MinTimeout)
+	}
 	seen := map[string]bool{}
 	for _, p := range h.Policies {
 		if err := p.validate(); err != nil {
@@ -479,13 +503,26 @@ func checkKey(key string) error {
 		}
 		name := rest[open+1 : open+end]
 		rest = rest[open+end+1:]
+		first, _, _ := strings.Cut(name, ".")
 		switch {
-		case !strings.Contains(name, "."):
+		case !strings.Contains(name, ".") || !slices.Contains([]string{"http", "env", "system", "time", "file"}, first):
 			return fmt.Errorf("key: {%s} is no placeholder (Caddyfile shorthands such as {client_ip} are expanded only in a Caddyfile; in JSON write the full name, e.g. {http.vars.client_ip})", name)
 		case strings.HasPrefix(name, "http.auth.api_key.") && !slices.Contains(apikey.Placeholders, name):
 			return fmt.Errorf("key: api_key sets no placeholder {%s}; it sets %s", name, strings.Join(apikey.Placeholders, ", "))
 		}
 	}
+}
+
+// checkMatch refuses an empty matcher set: it matches every request, so a
+// `match` whose matchers were left out would apply a per-route limit to
+// every route.
+func checkMatch(sets caddyhttp.RawMatcherSets) error {
+	for _, set := range sets {
+		if len(set) == 0 {
+			return errors.New("no matcher given: an empty match would apply to every request")
+		}
+	}
+	return nil
 }
 
 func (p *Policy) validate() error {

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -522,7 +523,9 @@ func TestKeysNamingNoPlaceholderAreRefused(t *testing.T) {
 	policy := func(key string) *Handler {
 		return &Handler{Policies: []*Policy{{Name: "p", Key: key, Rate: Rate{Requests: 1}}}}
 	}
-	for _, bad := range []string{"{client_ip}", "{http.auth.api_key.keyid}", "org:{http.auth.api_key.org}"} {
+	// Caddyfile shorthands with a dot ({header.X}, {query.x}) are no
+	// placeholders either: the policy would be skipped on every request.
+	for _, bad := range []string{"{client_ip}", "{http.auth.api_key.keyid}", "org:{http.auth.api_key.org}", "{header.X-Tenant}", "{query.tenant}"} {
 		if err := policy(bad).Validate(); err == nil || !strings.Contains(err.Error(), "key:") {
 			t.Errorf("key %q: %v", bad, err)
 		}
@@ -560,4 +563,31 @@ func TestMetricsSurviveAReload(t *testing.T) {
 		}
 	}
 	t.Fatal("the reloaded config's registry lacks the count")
+}
+
+// A JSON config the Caddyfile could not produce is refused at load with a
+// message, never a panic: a null entry, a timeout too short for any Redis
+// call to be sent, a match with no matchers (it would match every request).
+func TestJSONConfigRefusals(t *testing.T) {
+	for name, tc := range map[string]struct {
+		handler string
+		want    string
+	}{
+		"null policy":       {`{"handler":"rate_limit","policies":[null]}`, "policy 1 is null"},
+		"null quota":        {`{"handler":"rate_limit","quotas":[null]}`, "quota 1 is null"},
+		"short timeout":     {`{"handler":"rate_limit","timeout":1000000,"policies":[{"name":"p","key":"k","rate":{"requests":1}}]}`, "is under 10ms"},
+		"empty match":       {`{"handler":"rate_limit","policies":[{"name":"p","key":"k","rate":{"requests":1},"match":[{}]}]}`, "policy p: match: no matcher given"},
+		"empty quota match": {`{"handler":"rate_limit","quotas":[{"name":"q","key":"k","limit":1,"match":[{"path":["/v1/*"]},{}]}]}`, "quota q: match: no matcher given"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var cfg caddy.Config
+			raw := `{"admin":{"disabled":true},"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[` + tc.handler + `]}]}}}}}`
+			if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+				t.Fatal(err)
+			}
+			if err := caddy.Validate(&cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("caddy.Validate: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
 }

@@ -6,6 +6,7 @@ package redispool
 import (
 	"context"
 	"fmt"
+	neturl "net/url"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -57,13 +58,15 @@ func Get(url string) (Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("parsing redis url: %w", redact.URLError(url, err))
 		}
-		if opts.DialTimeout == 5*time.Second || opts.DialTimeout == 0 {
+		// Defaults for what the URL leaves out; what it sets is kept.
+		set := urlOptions(url)
+		if !set.Has("dial_timeout") {
 			opts.DialTimeout = DialTimeout
 		}
-		if opts.ReadTimeout == 3*time.Second || opts.ReadTimeout == 0 {
+		if !set.Has("read_timeout") {
 			opts.ReadTimeout = IOTimeout
 		}
-		if opts.WriteTimeout == 3*time.Second || opts.WriteTimeout == 0 {
+		if !set.Has("write_timeout") {
 			opts.WriteTimeout = IOTimeout
 		}
 		opts.ContextTimeoutEnabled = true
@@ -72,8 +75,12 @@ func Get(url string) (Client, error) {
 		// consumed twice by rate_limit — and multiply the worst-case latency.
 		opts.MaxRetries = -1
 		opts.DialerRetries = 1
-		opts.PoolSize = 256
-		opts.MinIdleConns = 8
+		if !set.Has("pool_size") {
+			opts.PoolSize = 256
+		}
+		if !set.Has("min_idle_conns") {
+			opts.MinIdleConns = 8
+		}
 		rdb := redis.NewClient(opts)
 		return Client{Client: rdb, Scripts: newBatcher(rdb)}, nil
 	})
@@ -81,6 +88,16 @@ func Get(url string) (Client, error) {
 		return Client{}, err
 	}
 	return v.(Client), nil
+}
+
+// urlOptions are the options given in a Redis URL's query (pool_size,
+// read_timeout…), which go-redis has parsed.
+func urlOptions(raw string) neturl.Values {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return nil
+	}
+	return u.Query()
 }
 
 // Release drops one reference to the client for url.

@@ -3,6 +3,7 @@ package redispool
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // A REDIS_URL that does not parse is reported at provisioning, which Caddy
@@ -30,5 +31,21 @@ func TestGetKeepsThePasswordOutOfParseErrors(t *testing.T) {
 				t.Fatalf("error shows the password: %v", err)
 			}
 		})
+	}
+}
+
+// Options an operator writes in the Redis URL are kept; only what it leaves
+// out gets the gateway's defaults.
+func TestURLOptionsAreKept(t *testing.T) {
+	url := "redis://127.0.0.1:6379/15?pool_size=10&min_idle_conns=0&dial_timeout=5s&read_timeout=3s"
+	c, err := Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Release(url)
+	o := c.Options()
+	if o.PoolSize != 10 || o.MinIdleConns != 0 || o.DialTimeout != 5*time.Second || o.ReadTimeout != 3*time.Second || o.WriteTimeout != IOTimeout {
+		t.Fatalf("pool %d, idle %d, dial %s, read %s, write %s; want 10, 0, 5s, 3s and the default %s",
+			o.PoolSize, o.MinIdleConns, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, IOTimeout)
 	}
 }
