@@ -12,11 +12,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	"github.com/gatehouse/gatehouse/caddymodule/internal/adapttest"
+	"github.com/gatehouse/gatehouse/controlplane/server"
 	"github.com/gatehouse/gatehouse/internal/apikey"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ids"
@@ -69,6 +71,53 @@ func TestRepoCaddyfileLoads(t *testing.T) {
 	if enc.Format != "filter" || enc.Fields["request>uri"].Filter != "gatehouse_redact" ||
 		enc.Fields["request>headers"].Filter != "gatehouse_redact" {
 		t.Errorf("the default log is not redacted: %+v", enc)
+	}
+}
+
+// The gateway waits for the control plane's answer longer than the control
+// plane lets a request run, so a slow search's 503 request_timeout (with its
+// advice to narrow the search) reaches the client instead of a 504.
+func TestRepoCaddyfileOutwaitsTheControlPlane(t *testing.T) {
+	t.Setenv("CONTROLPLANE_URL", "controlplane.test:8081")
+	out, err := adapttest.Adapt(t, repoCaddyfile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tree any
+	if err := json.Unmarshal(out, &tree); err != nil {
+		t.Fatal(err)
+	}
+	var proxies []map[string]any
+	var walk func(any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if v["handler"] == "reverse_proxy" {
+				proxies = append(proxies, v)
+			}
+			for _, c := range v {
+				walk(c)
+			}
+		case []any:
+			for _, c := range v {
+				walk(c)
+			}
+		}
+	}
+	walk(tree)
+	found := false
+	for _, p := range proxies {
+		if b, _ := json.Marshal(p["upstreams"]); !strings.Contains(string(b), "controlplane.test") {
+			continue
+		}
+		found = true
+		wait, _ := p["transport"].(map[string]any)["response_header_timeout"].(float64)
+		if time.Duration(wait) <= server.DefaultRequestTimeout {
+			t.Errorf("the gateway waits %s for the control plane, whose requests run up to %s", time.Duration(wait), server.DefaultRequestTimeout)
+		}
+	}
+	if !found {
+		t.Fatal("no reverse_proxy to the control plane in the repository's Caddyfile")
 	}
 }
 

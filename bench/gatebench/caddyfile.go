@@ -167,7 +167,9 @@ http://{{.Addr}} {
 		reverse_proxy {{.ControlPlane}} {
 			transport http {
 				dial_timeout 2s
-				response_header_timeout 30s
+				# Longer than the control plane lets a request run (30 s), so its
+				# 503 request_timeout reaches the client rather than a 504.
+				response_header_timeout 35s
 			}
 		}
 	}

@@ -210,6 +210,14 @@ func TestUpdateEndpoint(t *testing.T) {
 		t.Fatal("the disable is not in the audit log")
 	}
 
+	// A percent-encoded NUL in the path is kept as sent, and encoded in the
+	// audit entries (decoded, Postgres refused them: a 500).
+	odd := e.mustCreate(orgA, `{"url":"https://93.184.215.14/in%00x","enabled_events":["*"]}`)
+	e.post(orgA, "/v1/webhook-endpoints/"+odd.ID, `{"url":"https://93.184.215.14/v2%00y"}`).decode(t, 200, &got)
+	if got.URL != "https://93.184.215.14/v2%00y" {
+		t.Fatalf("url %q", got.URL)
+	}
+
 	for _, tc := range []struct {
 		name string
 		body string

@@ -240,7 +240,7 @@ func EndpointURL(raw string) string {
 	if err != nil || u.Host == "" {
 		return ""
 	}
-	return u.Scheme + "://" + u.Host + u.Path
+	return u.Scheme + "://" + u.Host + u.EscapedPath()
 }
 
 // errBadURL replaces a URL parse error in URLError.

@@ -291,6 +291,8 @@ func TestEndpointURL(t *testing.T) {
 		{"query token", "https://hooks.example.com/in?token=s3cret&x=1", "https://hooks.example.com/in"},
 		{"fragment", "https://hooks.example.com/in#s3cret", "https://hooks.example.com/in"},
 		{"user info", "https://user:s3cret@hooks.example.com:8443/in", "https://hooks.example.com:8443/in"},
+		// Decoded, %00 would be a NUL, which Postgres refuses in jsonb.
+		{"escaped path", "https://hooks.example.com/in%00x/a%2Fb", "https://hooks.example.com/in%00x/a%2Fb"},
 		{"unparsable", "https://hooks.example.com/%zz?token=s3cret", ""},
 		{"not absolute", "/in?token=s3cret", ""},
 	} {
