@@ -47,8 +47,8 @@ type Delivery struct {
 	EventType   *string `db:"event_type"`
 	EndpointID  string  `db:"endpoint_id"`
 	EndpointURL *string `db:"endpoint_url"`
-	// EndpointAPIVersion is the version the endpoint pins ("" for none):
-	// the payload it receives is rendered in it.
+	// EndpointAPIVersion is the version the endpoint's payloads are
+	// rendered in (events.PayloadVersionSQL).
 	EndpointAPIVersion string     `db:"endpoint_api_version"`
 	Status             string     `db:"status"`
 	Attempts           int        `db:"attempts"`
@@ -69,8 +69,8 @@ func (d Delivery) LastAttempt() *Attempt {
 	return &d.AttemptList[len(d.AttemptList)-1]
 }
 
-const deliveryCols = `SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, we.url AS endpoint_url,
-	coalesce(we.api_version, '') AS endpoint_api_version, d.status,
+var deliveryCols = `SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, we.url AS endpoint_url,
+	` + events.PayloadVersionSQL("we") + ` AS endpoint_api_version, d.status,
 	d.attempts, d.last_status_code, d.next_attempt_at, d.manual_pending OR d.manual_claimed AS manual_pending, d.created_at, d.updated_at
 	FROM webhook_deliveries d
 	LEFT JOIN events ev ON ev.id = d.event_id AND ev.organization_id = d.organization_id AND ev.livemode = d.livemode

@@ -539,25 +539,36 @@ func TestSSRFGuardAtDelivery(t *testing.T) {
 
 // TestEndpointAPIVersion: an endpoint pinned to an older API version gets
 // the event rendered in that version.
+// TestEndpointAPIVersion: an endpoint's payloads are rendered in the
+// version it pins, else in its organisation's, whatever version the request
+// that caused the event used (e.event's, 2026-11-01).
 func TestEndpointAPIVersion(t *testing.T) {
-	e := newEnv(t)
-	rc := newReceiver(t, nil)
-	ep, _ := e.endpoint(rc.URL, endpointOpts{apiVersion: "2026-06-01"})
-	e.start(e.config())
-	ev := e.event(false, "customer.created")
-	e.produce(ev)
-	e.waitDelivery("delivery", ev.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
-	var body struct {
-		APIVersion string `json:"api_version"`
-		Data       struct {
-			Object map[string]any `json:"object"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(rc.received()[0].body, &body); err != nil {
-		t.Fatal(err)
-	}
-	if body.APIVersion != "2026-06-01" || body.Data.Object["full_name"] != "Ada" || body.Data.Object["name"] != nil {
-		t.Fatalf("payload in %s: %v", body.APIVersion, body.Data.Object)
+	for _, tc := range []struct{ name, org, endpoint string }{
+		{"pinned endpoint", "2026-11-01", "2026-06-01"},
+		{"organisation's version", "2026-06-01", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.exec(`UPDATE organizations SET api_version = $2 WHERE id = $1`, e.org, tc.org)
+			rc := newReceiver(t, nil)
+			ep, _ := e.endpoint(rc.URL, endpointOpts{apiVersion: tc.endpoint})
+			e.start(e.config())
+			ev := e.event(false, "customer.created")
+			e.produce(ev)
+			e.waitDelivery("delivery", ev.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
+			var body struct {
+				APIVersion string `json:"api_version"`
+				Data       struct {
+					Object map[string]any `json:"object"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal(rc.received()[0].body, &body); err != nil {
+				t.Fatal(err)
+			}
+			if body.APIVersion != "2026-06-01" || body.Data.Object["full_name"] != "Ada" || body.Data.Object["name"] != nil {
+				t.Fatalf("payload in %s: %v", body.APIVersion, body.Data.Object)
+			}
+		})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gatehouse/gatehouse/controlplane/events"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -106,7 +107,7 @@ func (c *endpointCache) readEndpoint(ctx context.Context, id string) (endpointSn
 	defer cancel()
 	s := endpointSnap{ReadAt: time.Now()}
 	err := c.db.QueryRow(ctx, `
-		SELECT e.url, e.status, COALESCE(e.api_version, ''), e.failing_since, e.failing_alert_level, `+secretsVersionSQL("e.id")+`
+		SELECT e.url, e.status, `+events.PayloadVersionSQL("e")+`, e.failing_since, e.failing_alert_level, `+secretsVersionSQL("e.id")+`
 		FROM webhook_endpoints e WHERE e.id = $1`, id).
 		Scan(&s.URL, &s.Status, &s.APIVersion, &s.FailingSince, &s.AlertLevel, &s.Secrets)
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -36,7 +36,7 @@ type delivery struct {
 type endpointSnap struct {
 	URL          string
 	Status       string
-	APIVersion   string
+	APIVersion   string // its payloads are rendered in (events.PayloadVersionSQL)
 	FailingSince *time.Time
 	AlertLevel   int
 	// Secrets is the version of the endpoint's signing secrets
@@ -145,7 +145,7 @@ func (w *Worker) fanOut(ctx context.Context, now time.Time, evs []wire.Event, ti
 		}
 		readAt := time.Now()
 		rows, err := tx.Query(ctx, `
-			SELECT e.id, e.organization_id, e.livemode, e.url, e.enabled_events, COALESCE(e.api_version, ''),
+			SELECT e.id, e.organization_id, e.livemode, e.url, e.enabled_events, `+events.PayloadVersionSQL("e")+`,
 			       e.failing_since, e.failing_alert_level, e.created_at, `+secretsVersionSQL("e.id")+`
 			FROM webhook_endpoints e
 			WHERE e.organization_id = ANY($1) AND e.status = 'enabled'`, orgs)
@@ -297,7 +297,7 @@ WITH room AS (
 	RETURNING d.id, d.organization_id, d.livemode, d.event_id, d.endpoint_id, d.attempts, d.manual_attempts, due.manual
 )
 SELECT c.id, c.organization_id, c.livemode, c.event_id, c.endpoint_id, c.attempts, c.manual_attempts, c.manual,
-       e.url, e.status, COALESCE(e.api_version, ''), e.failing_since, e.failing_alert_level,
+       e.url, e.status, ` + events.PayloadVersionSQL("e") + `, e.failing_since, e.failing_alert_level,
        ` + secretsVersionSQL("e.id") + `,
        ev.id IS NOT NULL, COALESCE(ev.type, ''), COALESCE(ev.api_version, ''), ev.data,
        COALESCE(ev.request_id, ''), COALESCE(ev.idempotency_key, ''), ev.created_at

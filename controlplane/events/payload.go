@@ -36,6 +36,16 @@ func PayloadFor(e wire.Event, endpointVersion string) ([]byte, error) {
 	return b, nil
 }
 
+// PayloadVersionSQL is, in SQL, the API version the webhook endpoint row
+// ep (a table alias) receives payloads in, for PayloadFor: its own pin,
+// else its organisation's version (as Stripe renders an unpinned
+// endpoint's events in the account's version, so a request trying a newer
+// version does not change what the receivers get), else empty (the event's
+// own version: the organisation has made no request yet).
+func PayloadVersionSQL(ep string) string {
+	return `COALESCE(` + ep + `.api_version, (SELECT o.api_version FROM organizations o WHERE o.id = ` + ep + `.organization_id), '')`
+}
+
 // convertData rewrites data ({"object": {...}, "previous_attributes": …})
 // from version from to version to. Only the changes listed in
 // internal/apiversion need handling; unknown objects pass unchanged.
