@@ -250,6 +250,12 @@ func (w *Worker) decide(r *result) {
 		return
 	case r.status == "dead":
 		return
+	case j.d.Delivered:
+		// A failed resend of an event the endpoint has received: it
+		// stays delivered, and the schedule does not start over (days of
+		// retries, then a dead letter, for an event already there).
+		r.status, r.scheduled = "succeeded", false
+		return
 	case r.gone:
 		// Parked with the endpoint: no retry until someone re-enables it
 		// and recovers its deliveries.

@@ -474,10 +474,36 @@ func TestManualRetry(t *testing.T) {
 	// A manual retry that fails on a delivery out of retries is dead again.
 	e.exec(`UPDATE webhook_endpoints SET status = 'enabled', disabled_reason = NULL WHERE id = $1`, ep)
 	rc.setRespond(func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	stillDeadEv, _ := mk("pending", 4, true)
+	dead := e.waitDelivery("the failing manual attempt", stillDeadEv, ep, func(d deliveryRow) bool { return d.Attempts == 5 && d.LockedUntil == nil })
+	if dead.Status != "dead" || dead.Manual || dead.NextAttemptAt != nil {
+		t.Fatalf("after a failed manual retry of a dead delivery: %+v", dead)
+	}
+	// One that fails on a delivery the endpoint has received stays
+	// succeeded, and the schedule does not start over.
 	e.exec(`UPDATE webhook_deliveries SET status = 'pending', manual_pending = true, next_attempt_at = $2 WHERE id = $1`, d.ID, e.clock.Now())
-	d = e.waitDelivery("the failing manual attempt", deadEv, ep, func(d deliveryRow) bool { return d.Attempts == 6 && d.LockedUntil == nil })
-	if d.Status != "dead" || d.Manual {
-		t.Fatalf("after a failed manual retry of a dead delivery: %+v", d)
+	d = e.waitDelivery("the failing resend", deadEv, ep, func(d deliveryRow) bool { return d.Attempts == 6 && d.LockedUntil == nil })
+	if d.Status != "succeeded" || d.Manual || d.NextAttemptAt != nil || *d.LastStatusCode != 500 {
+		t.Fatalf("after a failed resend of a delivered event: %+v", d)
+	}
+}
+
+// TestFailedResendStartsNoRetries: "Retry" on a delivery that succeeded
+// is one attempt now; when it fails, the live schedule does not start over
+// (days of sends, a dead letter and an alert for an event already there).
+func TestFailedResendStartsNoRetries(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, nil)
+	ep, _ := e.endpoint(rc.URL, endpointOpts{live: true})
+	e.start(e.config())
+	ev := e.event(true, "customer.created")
+	e.produce(ev)
+	d := e.waitDelivery("the delivery", ev.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" && d.LockedUntil == nil })
+	rc.setRespond(func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	e.exec(`UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $2, manual_pending = true WHERE id = $1`, d.ID, e.clock.Now())
+	d = e.waitDelivery("the resend", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 2 && d.LockedUntil == nil && !d.Manual })
+	if d.Status != "succeeded" || d.NextAttemptAt != nil {
+		t.Fatalf("after a failed resend of a delivered event: %+v", d)
 	}
 }
 

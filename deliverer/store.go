@@ -27,7 +27,10 @@ type delivery struct {
 	Attempts       int  // attempts made before this one
 	ManualAttempts int  // of which manual ones, which the schedule does not count
 	Manual         bool // this attempt is a manual one (manual_pending or manual_claimed at the claim)
-	LeaseID        string
+	// Delivered: a manual attempt's delivery has had a 2xx answer before
+	// (a resend of an event the endpoint already received).
+	Delivered bool
+	LeaseID   string
 }
 
 // endpointSnap is the endpoint as read at ReadAt: by the claim or fan-out
@@ -297,6 +300,7 @@ WITH room AS (
 	RETURNING d.id, d.organization_id, d.livemode, d.event_id, d.endpoint_id, d.attempts, d.manual_attempts, due.manual
 )
 SELECT c.id, c.organization_id, c.livemode, c.event_id, c.endpoint_id, c.attempts, c.manual_attempts, c.manual,
+       c.manual AND EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.delivery_id = c.id AND a.status_code BETWEEN 200 AND 299),
        e.url, e.status, ` + events.PayloadVersionSQL("e") + `, e.failing_since, e.failing_alert_level,
        ` + secretsVersionSQL("e.id") + `,
        ev.id IS NOT NULL, COALESCE(ev.type, ''), COALESCE(ev.api_version, ''), ev.data,
@@ -337,7 +341,7 @@ func scanClaimed(rows pgx.Rows, leaseID string, readAt time.Time, out *[]*job) e
 			data     []byte
 			created  *time.Time
 		)
-		if err := rows.Scan(&j.d.ID, &j.d.OrganizationID, &j.d.Livemode, &j.d.EventID, &j.d.EndpointID, &j.d.Attempts, &j.d.ManualAttempts, &j.d.Manual,
+		if err := rows.Scan(&j.d.ID, &j.d.OrganizationID, &j.d.Livemode, &j.d.EventID, &j.d.EndpointID, &j.d.Attempts, &j.d.ManualAttempts, &j.d.Manual, &j.d.Delivered,
 			&j.ep.URL, &j.ep.Status, &j.ep.APIVersion, &j.ep.FailingSince, &j.ep.AlertLevel, &j.ep.Secrets,
 			&hasEvent, &ev.Type, &ev.APIVersion, &data, &ev.RequestID, &ev.IdempotencyKey, &created); err != nil {
 			return err
