@@ -7,9 +7,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gatehouse/gatehouse/controlplane/events"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse/gatehouse/controlplane/events"
 )
 
 // endpointCache keeps each endpoint's state — status, URL, API version,

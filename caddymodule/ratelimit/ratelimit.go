@@ -505,13 +505,17 @@ func checkKey(key string) error {
 		rest = rest[open+end+1:]
 		first, _, _ := strings.Cut(name, ".")
 		switch {
-		case !strings.Contains(name, ".") || !slices.Contains([]string{"http", "env", "system", "time", "file"}, first):
+		case !strings.Contains(name, ".") || !slices.Contains(placeholderRoots, first):
 			return fmt.Errorf("key: {%s} is no placeholder (Caddyfile shorthands such as {client_ip} are expanded only in a Caddyfile; in JSON write the full name, e.g. {http.vars.client_ip})", name)
 		case strings.HasPrefix(name, "http.auth.api_key.") && !slices.Contains(apikey.Placeholders, name):
 			return fmt.Errorf("key: api_key sets no placeholder {%s}; it sets %s", name, strings.Join(apikey.Placeholders, ", "))
 		}
 	}
 }
+
+// placeholderRoots are the first parts of the placeholders a key can use
+// (the request's and Caddy's global ones).
+var placeholderRoots = []string{"http", "env", "system", "time", "file"}
 
 // checkMatch refuses an empty matcher set: it matches every request, so a
 // `match` whose matchers were left out would apply a per-route limit to
