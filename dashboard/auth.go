@@ -123,7 +123,7 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request, _ *Session) er
 		return err
 	}
 	if wait > 0 {
-		form["Error"] = fmt.Sprintf("Too many failed sign-ins. Try again in %d minutes.",
+		form["Error"] = fmt.Sprintf("Too many failed sign-ins. Try again in %d minutes, or ask the platform's operators to set a new password.",
 			int(wait.Minutes())+1)
 		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 		d.render(w, r, nil, http.StatusTooManyRequests, "login.html", "Sign in", "", form)

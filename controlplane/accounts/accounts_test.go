@@ -333,3 +333,68 @@ func TestMemberManagementRules(t *testing.T) {
 		t.Errorf("an owner removes another owner: %v", err)
 	}
 }
+
+// SetPassword is the operator's answer to a forgotten password: the new one
+// signs in, the old one no longer does, the user's sessions end, the sign-in
+// lock-out of the email is lifted, and each of the user's organisations has
+// it in its audit trail.
+func TestSetPassword(t *testing.T) {
+	db, _ := testenv.Pool(t)
+	ctx := context.Background()
+	svc := accounts.New(db, nil)
+	var orgs []string
+	for _, name := range []string{"Acme", "Globex"} {
+		o, err := svc.CreateOrganization(ctx, ops, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.AddMember(ctx, ops, accounts.AddMemberParams{OrganizationID: o.ID, Email: "ada@example.com",
+			Password: "forgotten password", Role: accounts.RoleDeveloper}); err != nil {
+			t.Fatal(err)
+		}
+		orgs = append(orgs, o.ID)
+	}
+	u, err := svc.Authenticate(ctx, "ada@example.com", "forgotten password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := db.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`INSERT INTO sessions (token_hash, user_id, organization_id, csrf_token, expires_at) VALUES ('\x01', $1, $2, 'c', now() + interval '1 day')`, u.ID, orgs[0])
+	exec(`INSERT INTO login_failures (email, ip) VALUES ('ada@example.com', '192.0.2.1'), ('other@example.com', '192.0.2.1')`)
+
+	got, err := svc.SetPassword(ctx, ops, "ADA@example.com", "brand new password")
+	if err != nil || got.ID != u.ID {
+		t.Fatalf("SetPassword = %+v, %v", got, err)
+	}
+	if _, err := svc.Authenticate(ctx, "ada@example.com", "brand new password"); err != nil {
+		t.Errorf("the new password does not sign in: %v", err)
+	}
+	if _, err := svc.Authenticate(ctx, "ada@example.com", "forgotten password"); !errors.Is(err, accounts.ErrInvalidCredentials) {
+		t.Errorf("the old password still signs in: %v", err)
+	}
+	var sessions, failures int
+	if err := db.QueryRow(ctx, `SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM login_failures)`).Scan(&sessions, &failures); err != nil {
+		t.Fatal(err)
+	}
+	if sessions != 0 || failures != 1 {
+		t.Errorf("after: %d sessions (want 0), %d sign-in failures (want only another email's)", sessions, failures)
+	}
+	for _, org := range orgs {
+		p, err := audit.NewLog(db).List(ctx, org, audit.Filter{})
+		if err != nil || p.Data[0].Action != "user.password_set" || p.Data[0].TargetID != u.ID {
+			t.Errorf("audit of %s: %+v, %v", org, p.Data, err)
+		}
+	}
+
+	if _, err := svc.SetPassword(ctx, ops, "nobody@example.com", "long enough"); !errors.Is(err, accounts.ErrUserNotFound) || apierror.From(err).Status != 400 {
+		t.Errorf("unknown email: %v", err)
+	}
+	if _, err := svc.SetPassword(ctx, ops, "ada@example.com", "short"); apierror.From(err).Param != "password" {
+		t.Errorf("short password: %v", err)
+	}
+}

@@ -98,29 +98,14 @@ func (a *app) usersCreate(args []string) error {
 	c := a.command("controlplane users create", "--org ORG --email EMAIL --password PASSWORD|--password-stdin --role ROLE [--json]")
 	org := c.fs.String("org", "", "organisation `id` (required)")
 	email := c.fs.String("email", "", "the user's `email` (required); an existing user is added to the organisation")
-	password := c.fs.String("password", "", "the new user's `password` (at least 8 characters; an existing user keeps theirs); "+
-		"any user of the machine can read it in the process list while the command runs: prefer --password-stdin")
-	fromStdin := c.fs.Bool("password-stdin", false, "read the password from the first line of standard input")
+	password, fromStdin := passwordFlags(c, "the new user's `password` (at least 8 characters; an existing user keeps theirs)")
 	role := c.fs.String("role", "", "`role` in the organisation: owner, admin, developer or viewer (required)")
 	asJSON := c.fs.Bool("json", false, "print the membership as a JSON object")
 	if err := c.parse(args, map[string]*string{"org": org, "email": email, "role": role}); err != nil {
 		return err
 	}
-	switch {
-	case !*fromStdin && strings.TrimSpace(*password) == "":
-		return usageErrorf(c.name, "--password is required (or --password-stdin)")
-	case *fromStdin:
-		if c.given("password") {
-			return usageErrorf(c.name, "give --password or --password-stdin, not both")
-		}
-		line, err := bufio.NewReader(a.stdin).ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
-			return c.fail(fmt.Errorf("reading the password: %w", err))
-		}
-		*password = strings.TrimRight(line, "\r\n")
-		if *password == "" {
-			return usageErrorf(c.name, "--password-stdin: standard input held no password")
-		}
+	if err := a.readPassword(c, password, *fromStdin); err != nil {
+		return err
 	}
 	svc, err := a.accounts()
 	if err != nil {
@@ -156,6 +141,65 @@ func (a *app) usersCreate(args []string) error {
 func toMemberJSON(org string, m accounts.Member) memberJSON {
 	return memberJSON{ID: m.ID, Object: "user", Email: m.Email, Organization: org, Role: string(m.Role),
 		Created: m.User.CreatedAt.Unix(), Joined: m.JoinedAt.Unix()}
+}
+
+// passwordFlags defines --password, described by what, and --password-stdin.
+func passwordFlags(c *command, what string) (password *string, fromStdin *bool) {
+	password = c.fs.String("password", "", what+
+		"; any user of the machine can read it in the process list while the command runs: prefer --password-stdin")
+	fromStdin = c.fs.Bool("password-stdin", false, "read the password from the first line of standard input")
+	return password, fromStdin
+}
+
+// readPassword checks that the command got exactly one of --password and
+// --password-stdin, and reads the latter's first line into password.
+func (a *app) readPassword(c *command, password *string, fromStdin bool) error {
+	switch {
+	case !fromStdin && strings.TrimSpace(*password) == "":
+		return usageErrorf(c.name, "--password is required (or --password-stdin)")
+	case fromStdin:
+		if c.given("password") {
+			return usageErrorf(c.name, "give --password or --password-stdin, not both")
+		}
+		line, err := bufio.NewReader(a.stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return c.fail(fmt.Errorf("reading the password: %w", err))
+		}
+		*password = strings.TrimRight(line, "\r\n")
+		if *password == "" {
+			return usageErrorf(c.name, "--password-stdin: standard input held no password")
+		}
+	}
+	return nil
+}
+
+func (a *app) usersSetPassword(args []string) error {
+	c := a.command("controlplane users set-password", "--email EMAIL --password PASSWORD|--password-stdin [--json]")
+	email := c.fs.String("email", "", "the user's `email` (required)")
+	password, fromStdin := passwordFlags(c, "the new `password` (at least 8 characters)")
+	asJSON := c.fs.Bool("json", false, "print the user as a JSON object")
+	if err := c.parse(args, map[string]*string{"email": email}); err != nil {
+		return err
+	}
+	if err := a.readPassword(c, password, *fromStdin); err != nil {
+		return err
+	}
+	svc, err := a.accounts()
+	if err != nil {
+		return c.fail(err)
+	}
+	u, err := svc.SetPassword(a.ctx, a.actor(), *email, *password)
+	if err != nil {
+		return c.fail(err)
+	}
+	if *asJSON {
+		return c.fail(writeJSON(a.stdout, struct {
+			ID    string `json:"id"`
+			Email string `json:"email"`
+		}{u.ID, u.Email}))
+	}
+	fmt.Fprintf(a.stdout, "set a new password for %s (%s); their dashboard sessions ended\n", u.Email, u.ID)
+	return nil
 }
 
 func (a *app) usersList(args []string) error {

@@ -48,6 +48,8 @@ Commands:
   users create --org ORG --email E --password P|--password-stdin --role owner|admin|developer|viewer
                              create a user (or add an existing one) as a member of ORG
   users list --org ORG       list an organisation's members
+  users set-password --email E --password P|--password-stdin
+                             give a user a new password (ends their sessions, lifts a sign-in lock-out)
   keys create --org ORG --env sandbox|live [--restricted --scopes a,b] [--expires-in D]
                              create an API key; the full key is printed once
   keys list --org ORG [--env ENV]
@@ -111,7 +113,7 @@ func RunContext(ctx context.Context, args []string, stdout, stderr io.Writer) (c
 		})
 	case "users":
 		err = a.group("users", rest, map[string]func([]string) error{
-			"create": a.usersCreate, "list": a.usersList,
+			"create": a.usersCreate, "list": a.usersList, "set-password": a.usersSetPassword,
 		})
 	case "keys":
 		err = a.group("keys", rest, map[string]func([]string) error{

@@ -623,4 +623,14 @@ func TestUsersCreatePasswordFromStdin(t *testing.T) {
 	if r := withStdin("x\n", append(args, "--password", "y")...); r.code != cli.ExitUsage {
 		t.Errorf("both: exit %d", r.code)
 	}
+	// An operator gives a user who forgot it a new password the same way.
+	if r := withStdin("brand new password\n", "users", "set-password", "--email", "s@example.com", "--password-stdin"); r.code != 0 {
+		t.Fatalf("set-password: exit %d: %s", r.code, r.stderr)
+	}
+	if _, err := accounts.New(pool, time.Now).Authenticate(context.Background(), "s@example.com", "brand new password"); err != nil {
+		t.Fatalf("the password set from stdin does not sign in: %v", err)
+	}
+	if r := run("users", "set-password", "--email", "nobody@example.com", "--password", "long enough"); r.code == 0 || !strings.Contains(r.stderr, "No user has the email") {
+		t.Errorf("unknown email: exit %d: %s", r.code, r.stderr)
+	}
 }
