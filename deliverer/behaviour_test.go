@@ -28,7 +28,7 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	ev := e.event(true, "customer.created")
 	e.produce(ev)
 
-	d := e.waitDelivery("the 410 attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	d := e.waitDelivery("the 410 attempt", ev.ID, ep, attemptsDone(1))
 	if d.Status != "failed" || d.NextAttemptAt != nil || *d.LastStatusCode != 410 {
 		t.Fatalf("delivery after 410: %+v (want failed, no further attempt)", d)
 	}
@@ -85,7 +85,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 	ev := e.event(true, "customer.created")
 	e.produce(ev)
 
-	d := e.waitDelivery("the 429", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	d := e.waitDelivery("the 429", ev.ID, ep, attemptsDone(1))
 	at := e.attempts(d.ID)[0].CreatedAt
 	if d.NextAttemptAt == nil || !d.NextAttemptAt.Equal(at.Add(120*time.Second)) {
 		t.Fatalf("next attempt %v, want attempt time %v + 120 s", d.NextAttemptAt, at)
@@ -94,12 +94,12 @@ func TestRetryAfterHonoured(t *testing.T) {
 	want := e.clock.Now().Add(time.Hour)
 	date = want.UTC().Format(http.TimeFormat)
 
-	d = e.waitDelivery("the 503", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 2 && d.LockedUntil == nil })
+	d = e.waitDelivery("the 503", ev.ID, ep, attemptsDone(2))
 	if d.NextAttemptAt == nil || !d.NextAttemptAt.Equal(want) {
 		t.Fatalf("next attempt %v, want the Retry-After date %v", d.NextAttemptAt, want)
 	}
 	e.clock.Set(*d.NextAttemptAt)
-	d = e.waitDelivery("the capped 429", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 3 && d.LockedUntil == nil })
+	d = e.waitDelivery("the capped 429", ev.ID, ep, attemptsDone(3))
 	at = e.attempts(d.ID)[2].CreatedAt
 	if d.NextAttemptAt == nil || !d.NextAttemptAt.Equal(at.Add(deliverer.MaxRetryAfter)) {
 		t.Fatalf("next attempt %v, want capped at 24 h after %v", d.NextAttemptAt, at)
@@ -118,7 +118,7 @@ func TestRedirectNotFollowed(t *testing.T) {
 	e.start(e.config())
 	ev := e.event(false, "customer.created")
 	e.produce(ev)
-	d := e.waitDelivery("the redirected attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	d := e.waitDelivery("the redirected attempt", ev.ID, ep, attemptsDone(1))
 	if d.Status != "failed" || *d.LastStatusCode != 307 || d.NextAttemptAt == nil {
 		t.Fatalf("delivery %+v, want failed with a retry", d)
 	}
@@ -145,7 +145,7 @@ func TestTimeout(t *testing.T) {
 	e.start(cfg)
 	ev := e.event(false, "customer.created")
 	e.produce(ev)
-	d := e.waitDelivery("the timed-out attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	d := e.waitDelivery("the timed-out attempt", ev.ID, ep, attemptsDone(1))
 	a := e.attempts(d.ID)[0]
 	if d.Status != "failed" || d.LastStatusCode != nil || a.StatusCode != nil || a.Error != "timed out after 300ms" {
 		t.Fatalf("delivery %+v, attempt %+v", d, a)
@@ -195,7 +195,7 @@ func TestSwitchingProtocolsIsBoundedByTheTimeout(t *testing.T) {
 	e.start(cfg)
 	ev := e.event(false, "customer.created")
 	e.produce(ev)
-	d := e.waitDelivery("the attempt answered 101", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	d := e.waitDelivery("the attempt answered 101", ev.ID, ep, attemptsDone(1))
 	if d.Status != "failed" || d.NextAttemptAt == nil {
 		t.Fatalf("delivery %+v, want failed with a retry", d)
 	}
@@ -210,7 +210,7 @@ func TestMalformedAnswerIsStoredBounded(t *testing.T) {
 	e.start(e.config())
 	ev := e.event(false, "customer.created")
 	e.produce(ev)
-	d := e.waitDelivery("the malformed answer's attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	d := e.waitDelivery("the malformed answer's attempt", ev.ID, ep, attemptsDone(1))
 	a := e.attempts(d.ID)[0]
 	if !strings.Contains(a.Error, "malformed HTTP") || len(a.Error) > 2<<10 {
 		t.Fatalf("attempt error of %d bytes: %.200q", len(a.Error), a.Error)
@@ -475,14 +475,14 @@ func TestManualRetry(t *testing.T) {
 	e.exec(`UPDATE webhook_endpoints SET status = 'enabled', disabled_reason = NULL WHERE id = $1`, ep)
 	rc.setRespond(func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
 	stillDeadEv, _ := mk("pending", 4, true)
-	dead := e.waitDelivery("the failing manual attempt", stillDeadEv, ep, func(d deliveryRow) bool { return d.Attempts == 5 && d.LockedUntil == nil })
+	dead := e.waitDelivery("the failing manual attempt", stillDeadEv, ep, attemptsDone(5))
 	if dead.Status != "dead" || dead.Manual || dead.NextAttemptAt != nil {
 		t.Fatalf("after a failed manual retry of a dead delivery: %+v", dead)
 	}
 	// One that fails on a delivery the endpoint has received stays
 	// succeeded, and the schedule does not start over.
 	e.exec(`UPDATE webhook_deliveries SET status = 'pending', manual_pending = true, next_attempt_at = $2 WHERE id = $1`, d.ID, e.clock.Now())
-	d = e.waitDelivery("the failing resend", deadEv, ep, func(d deliveryRow) bool { return d.Attempts == 6 && d.LockedUntil == nil })
+	d = e.waitDelivery("the failing resend", deadEv, ep, attemptsDone(6))
 	if d.Status != "succeeded" || d.Manual || d.NextAttemptAt != nil || *d.LastStatusCode != 500 {
 		t.Fatalf("after a failed resend of a delivered event: %+v", d)
 	}
@@ -518,7 +518,7 @@ func TestManualRetriesKeepTheSchedule(t *testing.T) {
 	e.start(cfg)
 	ev := e.event(true, "customer.created")
 	e.produce(ev)
-	d := e.waitDelivery("the first attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	d := e.waitDelivery("the first attempt", ev.ID, ep, attemptsDone(1))
 	first := deliverer.DefaultLiveSchedule[0]
 	for i := 1; i <= deliverer.DefaultLiveSchedule.MaxAttempts(); i++ {
 		e.exec(`UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $2, manual_pending = true WHERE id = $1`,
@@ -552,7 +552,7 @@ func TestSSRFGuardAtDelivery(t *testing.T) {
 	ev := e.event(false, "customer.created")
 	e.produce(ev)
 	for _, ep := range []string{byName, byIP} {
-		d := e.waitDelivery("the refused attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+		d := e.waitDelivery("the refused attempt", ev.ID, ep, attemptsDone(1))
 		a := e.attempts(d.ID)[0]
 		if d.Status != "failed" || a.StatusCode != nil || !strings.Contains(a.Error, "refused") || !strings.Contains(a.Error, "loopback") {
 			t.Fatalf("delivery %+v, attempt %+v", d, a)
@@ -618,8 +618,8 @@ func TestFailingEndpointAlertsAndDisables(t *testing.T) {
 	go func() { done <- w.Run(ctx) }()
 	ev := e.event(false, "customer.created")
 	e.produce(ev)
-	e.waitDelivery("day", ev.ID, epDay, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
-	e.waitDelivery("five", ev.ID, epFive, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	e.waitDelivery("day", ev.ID, epDay, attemptsDone(1))
+	e.waitDelivery("five", ev.ID, epFive, attemptsDone(1))
 
 	var level int
 	var status string
@@ -639,7 +639,7 @@ func TestFailingEndpointAlertsAndDisables(t *testing.T) {
 	// The same threshold is not alerted twice.
 	ev2 := e.event(false, "customer.created")
 	e.produce(ev2)
-	e.waitDelivery("day again", ev2.ID, epDay, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	e.waitDelivery("day again", ev2.ID, epDay, attemptsDone(1))
 	// Alerts are sent off the delivery path; Run returns once every alert
 	// raised has reached the notifier, so a repeated one would be seen.
 	cancel()
@@ -879,7 +879,7 @@ func TestRetryCarriesTheSameBody(t *testing.T) {
 	ev := e.event(false, "customer.created")
 	ev.Data = json.RawMessage(`{"object":{"object":"customer","id":"cus_1","email":"a@b.c","amount":1.50,"big":1E2}}`)
 	e.produce(ev)
-	d := e.waitDelivery("first attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	d := e.waitDelivery("first attempt", ev.ID, ep, attemptsDone(1))
 	e.clock.Set(d.NextAttemptAt.Add(time.Second))
 	e.waitDelivery("success", ev.ID, ep, func(d deliveryRow) bool { return d.Status == "succeeded" })
 	r := rc.received()
@@ -937,7 +937,7 @@ func TestDisableAfterShorterThanTheFirstAlert(t *testing.T) {
 	e.start(cfg)
 	ev := e.event(false, "customer.created")
 	e.produce(ev)
-	e.waitDelivery("the failed attempt", ev.ID, ep, func(d deliveryRow) bool { return d.Attempts == 1 && d.LockedUntil == nil })
+	e.waitDelivery("the failed attempt", ev.ID, ep, attemptsDone(1))
 	if n := e.count(`SELECT count(*) FROM webhook_endpoints WHERE id = $1 AND status = 'disabled'`, ep); n != 1 {
 		t.Fatal("an endpoint failing for 40 minutes with DisableAfter 30 minutes is still enabled")
 	}

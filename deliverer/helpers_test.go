@@ -474,3 +474,9 @@ func readDeadLetters(t *testing.T, brokers []string, topic string, n int) []kafk
 	}
 	return out
 }
+
+// attemptsDone is a waitDelivery condition: n attempts made and recorded,
+// the lease given back.
+func attemptsDone(n int) func(deliveryRow) bool {
+	return func(d deliveryRow) bool { return d.Attempts == n && d.LockedUntil == nil }
+}
