@@ -325,16 +325,21 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	b.until("/logs", rid, 10*time.Second)
 	b.shot("logs")
-	// Search as a person would. Chrome can report a node it just found as
-	// gone while the freshly loaded page settles (DevTools error -32000);
-	// that is the browser's race, not the page's, so the search is retried
-	// on a reloaded page, a bounded number of times.
+	// Search as a person would. The unfiltered page already lists the
+	// request, so the page the search was typed on is marked, and the link
+	// is followed only on the page the search loads (following it on the
+	// old one raced the form's navigation, which won). Chrome can report a
+	// node it just found as gone while the freshly loaded page settles
+	// (DevTools error -32000); that is the browser's race, not the page's,
+	// so the search is retried on a reloaded page, a bounded number of times.
+	result := `body:not([data-searched-from]) a[href="/logs/` + rid + `"]`
 	search := []chromedp.Action[chromedp.Void]{
 		chromedp.WaitVisible(chromedp.CSS("#f-rid")),
+		chromedp.Evaluate[chromedp.Void](`document.body.dataset.searchedFrom = "1"`),
 		chromedp.SendKeys(chromedp.CSS("#f-rid"), rid),
 		chromedp.Click(chromedp.CSS("form.filters button[type=submit]")),
-		chromedp.WaitVisible(chromedp.CSS(`a[href="/logs/` + rid + `"]`)),
-		chromedp.Click(chromedp.CSS(`a[href="/logs/` + rid + `"]`)),
+		chromedp.WaitVisible(chromedp.CSS(result)),
+		chromedp.Click(chromedp.CSS(result)),
 		chromedp.WaitVisible(chromedp.CSS("ol.trace, #rid")),
 	}
 	for attempt := 1; ; attempt++ {
