@@ -232,13 +232,15 @@ func newReceiver(t *testing.T) *receiver {
 func TestDashboardInBrowser(t *testing.T) {
 	b := newDashBrowser(t, stack.Control.URL())
 	rcv := newReceiver(t)
-	email := fmt.Sprintf("ada+%d@example.com", time.Now().UnixNano())
+	run := time.Now().UnixNano()
+	email := fmt.Sprintf("ada+%d@example.com", run)
+	orgName := fmt.Sprintf("Analytical Engines %d", run)
 
 	// Signed out: the dashboard sends people to sign in.
 	b.open("/", "login")
 	b.open("/signup", "signup")
 	b.run("sign up",
-		chromedp.SendKeys(chromedp.CSS("#organization"), "Analytical Engines"),
+		chromedp.SendKeys(chromedp.CSS("#organization"), orgName),
 		chromedp.SendKeys(chromedp.CSS("#email"), email),
 		chromedp.SendKeys(chromedp.CSS("#password"), "correct horse battery"),
 		chromedp.Click(chromedp.CSS("form[action='/signup'] button[type=submit]")),
@@ -443,8 +445,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	orgID := ""
 	for _, o := range orgs.Data {
-		if o.Name == "Analytical Engines" {
-			orgID = o.ID // the stack's database is fresh: one of them
+		if o.Name == orgName {
+			orgID = o.ID
 		}
 	}
 	var dev struct{ ID string }
