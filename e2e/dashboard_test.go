@@ -113,6 +113,18 @@ func (b *dashBrowser) run(what string, actions ...chromedp.Action[chromedp.Void]
 	}
 }
 
+// leaveBy clicks what loads a new page (a form's button, a link) and
+// waits until the page it was clicked on is gone. Waiting only for what the
+// new page shows can match the old page, and an action taken on it then
+// races the navigation.
+func leaveBy(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.Evaluate[chromedp.Void](`document.body.dataset.left = "1"`),
+		chromedp.Click(chromedp.CSS(sel)),
+		chromedp.WaitNotPresent(chromedp.CSS("body[data-left]")),
+	)
+}
+
 // shot saves a full-page screenshot, numbered in the order taken.
 func (b *dashBrowser) shot(name string) {
 	b.t.Helper()
@@ -243,7 +255,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("#organization"), orgName),
 		chromedp.SendKeys(chromedp.CSS("#email"), email),
 		chromedp.SendKeys(chromedp.CSS("#password"), "correct horse battery"),
-		chromedp.Click(chromedp.CSS("form[action='/signup'] button[type=submit]")),
+		leaveBy("form[action='/signup'] button[type=submit]"),
 		chromedp.WaitVisible(chromedp.CSS(".banner")),
 	)
 	b.shot("overview-empty")
@@ -259,7 +271,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.open("/keys", "keys-empty")
 	b.run("create key",
 		chromedp.SendKeys(chromedp.CSS("#key-name"), "e2e"),
-		chromedp.Click(chromedp.CSS("form[action='/keys'] button[type=submit]")),
+		leaveBy("form[action='/keys'] button[type=submit]"),
 		chromedp.WaitVisible(chromedp.CSS("#secret")),
 	)
 	b.shot("key-created")
@@ -288,7 +300,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.run("add endpoint",
 		chromedp.SendKeys(chromedp.CSS("#url"), rcv.srv.URL+"/hooks"),
 		chromedp.SendKeys(chromedp.CSS("#description"), "local receiver"),
-		chromedp.Click(chromedp.CSS("form button[type=submit].primary")),
+		leaveBy("form button[type=submit].primary"),
 		chromedp.WaitVisible(chromedp.CSS("#whsec")),
 	)
 	b.shot("webhook-created")
@@ -327,21 +339,15 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	b.until("/logs", rid, 10*time.Second)
 	b.shot("logs")
-	// Search as a person would. The unfiltered page already lists the
-	// request, so the page the search was typed on is marked, and the link
-	// is followed only on the page the search loads (following it on the
-	// old one raced the form's navigation, which won). Chrome can report a
-	// node it just found as gone while the freshly loaded page settles
-	// (DevTools error -32000); that is the browser's race, not the page's,
-	// so the search is retried on a reloaded page, a bounded number of times.
-	result := `body:not([data-searched-from]) a[href="/logs/` + rid + `"]`
+	// Search as a person would. Chrome can report a node it just found as
+	// gone while the freshly loaded page settles (DevTools error -32000);
+	// that is the browser's race, not the page's, so the search is retried
+	// on a reloaded page, a bounded number of times.
 	search := []chromedp.Action[chromedp.Void]{
 		chromedp.WaitVisible(chromedp.CSS("#f-rid")),
-		chromedp.Evaluate[chromedp.Void](`document.body.dataset.searchedFrom = "1"`),
 		chromedp.SendKeys(chromedp.CSS("#f-rid"), rid),
-		chromedp.Click(chromedp.CSS("form.filters button[type=submit]")),
-		chromedp.WaitVisible(chromedp.CSS(result)),
-		chromedp.Click(chromedp.CSS(result)),
+		leaveBy("form.filters button[type=submit]"),
+		leaveBy(`a[href="/logs/` + rid + `"]`),
 		chromedp.WaitVisible(chromedp.CSS("ol.trace, #rid")),
 	}
 	for attempt := 1; ; attempt++ {
@@ -379,7 +385,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.shot("delivery-failed")
 	rcv.status.Store(204)
 	b.run("retry",
-		chromedp.Click(chromedp.CSS("form[action='/deliveries/"+whd+"/retry'] button")),
+		leaveBy("form[action='/deliveries/"+whd+"/retry'] button"),
 		chromedp.WaitVisible(chromedp.CSS(".flash")),
 	)
 	b.shot("delivery-retry-queued")
@@ -402,7 +408,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// Every other page, as a user would browse them.
 	b.open(strings.TrimPrefix(endpointURL, b.base), "webhook-endpoint")
 	b.run("reveal secret",
-		chromedp.Click(chromedp.CSS("form[action$='/reveal'] button")),
+		leaveBy("form[action$='/reveal'] button"),
 		chromedp.WaitVisible(chromedp.CSS("#whsec-0")),
 	)
 	b.shot("webhook-secret-revealed")
@@ -410,7 +416,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("revealed %q, created %q", got, secret)
 	}
 	b.run("send test event",
-		chromedp.Click(chromedp.CSS("form[action$='/test'] button")),
+		leaveBy("form[action$='/test'] button"),
 		chromedp.WaitVisible(chromedp.CSS(".flash")),
 	)
 	b.until(strings.TrimPrefix(endpointURL, b.base), "webhook_endpoint.test", 30*time.Second)
@@ -434,7 +440,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.open("/members", "members")
 	b.run("invite",
 		chromedp.SendKeys(chromedp.CSS("#inv-email"), "viewer@example.com"),
-		chromedp.Click(chromedp.CSS("form[action='/members/invitations'] button")),
+		leaveBy("form[action='/members/invitations'] button"),
 		chromedp.WaitVisible(chromedp.CSS("#invite-link")),
 	)
 	b.shot("members-invited")
@@ -457,7 +463,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.open("/members", "members-two")
 	b.run("change role",
 		chromedp.SetValue(chromedp.CSS("#role-"+dev.ID), "viewer"),
-		chromedp.Click(chromedp.CSS("form[action='/members/"+dev.ID+"/role'] button")),
+		leaveBy("form[action='/members/"+dev.ID+"/role'] button"),
 		chromedp.WaitVisible(chromedp.CSS(".flash")),
 	)
 	if flash := b.text(".flash"); !strings.Contains(flash, "is now viewer") {
@@ -477,7 +483,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Live mode: no test banner, no sandbox data.
 	b.run("switch to live",
-		chromedp.Click(chromedp.CSS(".env button[value=live]")),
+		leaveBy(".env button[value=live]"),
 		chromedp.WaitVisible(chromedp.CSS("body.live main")),
 	)
 	liveHTML := b.open("/logs", "logs-live")
@@ -485,7 +491,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal("live mode shows sandbox requests or the test banner")
 	}
 	b.run("sign out",
-		chromedp.Click(chromedp.CSS("form[action='/logout'] button")),
+		leaveBy("form[action='/logout'] button"),
 		chromedp.WaitVisible(chromedp.CSS("form[action='/login']")),
 	)
 	b.shot("signed-out")
