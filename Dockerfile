@@ -35,7 +35,7 @@ COPY Caddyfile /etc/gatehouse/Caddyfile
 ENV DATA_DIR=/var/lib/gatehouse \
     XDG_DATA_HOME=/var/lib/gatehouse/caddy/data \
     XDG_CONFIG_HOME=/var/lib/gatehouse/caddy/config \
-    GATEWAY_ADDR=:8080 \
+    GATEWAY_PORT=8080 \
     CONTROLPLANE_ADDR=:8081 \
     SAMPLEAPI_ADDR=:8082 \
     DELIVERER_ADDR=:8083 \

@@ -134,7 +134,7 @@ func TestRepoCaddyfileServes(t *testing.T) {
 		})))
 	defer sample.Close()
 	port, admin := testenv.FreePort(t), testenv.FreePort(t)
-	t.Setenv("GATEWAY_ADDR", fmt.Sprintf(":%d", port))
+	t.Setenv("GATEWAY_PORT", strconv.Itoa(port))
 	t.Setenv("CADDY_ADMIN", fmt.Sprintf("127.0.0.1:%d", admin))
 	t.Setenv("SAMPLEAPI_URL", strings.TrimPrefix(sample.URL, "http://"))
 	t.Setenv("CONTROLPLANE_URL", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)))

@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -235,5 +238,52 @@ func eventually(t *testing.T, within time.Duration, fn func() apiResponse, ok fu
 			t.Fatalf("condition not met within %s; last response %d %s", within, r.Status, r.Raw)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestGatewayListensOnlyWhereConfigured: the stack keeps every process on
+// loopback (GATEWAY_BIND=127.0.0.1, the others' *_ADDR=127.0.0.1:port), and
+// the gateway answers whatever name a client uses for that address, such as
+// the http://localhost:8080 that make run prints. A host in the site
+// address used to do neither: the gateway listened on every interface and
+// answered any other Host with an empty 200.
+func TestGatewayListensOnlyWhereConfigured(t *testing.T) {
+	_, port, _ := net.SplitHostPort(stack.Gateway.Addr)
+	req, _ := http.NewRequest("GET", stack.Gateway.URL()+"/v1/customers", nil)
+	req.Host = "localhost:" + port
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 401 || !strings.Contains(string(raw), `"api_key_missing"`) || resp.Header.Get("Request-Id") == "" {
+		t.Errorf("GET http://localhost:%s/v1/customers without a key: %d %q, Request-Id %q; want 401 api_key_missing",
+			port, resp.StatusCode, raw, resp.Header.Get("Request-Id"))
+	}
+
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	others := 0
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.IsLoopback() || ipn.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		others++
+		for name, p := range map[string]*Proc{"gateway": stack.Gateway, "control plane": stack.Control,
+			"sample API": stack.Sample, "deliverer": stack.Deliverer} {
+			_, port, _ := net.SplitHostPort(p.Addr)
+			target := net.JoinHostPort(ipn.IP.String(), port)
+			if c, err := net.DialTimeout("tcp", target, 2*time.Second); err == nil {
+				c.Close()
+				t.Errorf("the %s, configured on %s, accepts connections on %s", name, p.Addr, target)
+			}
+		}
+	}
+	if others == 0 {
+		t.Skip("this machine has no address but loopback to check")
 	}
 }

@@ -13,7 +13,7 @@ mkdir -p "$LOGS"
 export DATABASE_URL="${DATABASE_URL:-postgres://gatehouse:gatehouse@127.0.0.1:5432/gatehouse?sslmode=disable}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
-export GATEWAY_ADDR="${GATEWAY_ADDR:-:8080}"
+export GATEWAY_PORT="${GATEWAY_PORT:-8080}"
 export CONTROLPLANE_ADDR="${CONTROLPLANE_ADDR:-:8081}"
 export SAMPLEAPI_ADDR="${SAMPLEAPI_ADDR:-:8082}"
 export DELIVERER_ADDR="${DELIVERER_ADDR:-:8083}"
@@ -95,7 +95,7 @@ start() { # name addr args...
 start sampleapi "$SAMPLEAPI_ADDR"
 start controlplane "$CONTROLPLANE_ADDR" serve
 start deliverer "$DELIVERER_ADDR"
-start gateway "$GATEWAY_ADDR" run --config "$ROOT/Caddyfile" --adapter caddyfile
+start gateway ":$GATEWAY_PORT" run --config "$ROOT/Caddyfile" --adapter caddyfile
 
 DEV_ENV="$DATA_DIR/dev.env"
 org_exists() { # asked of the CLI, which reads DATABASE_URL as the servers do (psql refuses pgx's parameters)
@@ -132,7 +132,7 @@ source "$DEV_ENV"
 cat <<MSG
 
 Gatehouse is running ($(( $(date +%s) - started ))s).
-  API gateway     http://localhost:$(port_of "$GATEWAY_ADDR")        (try the curl below)
+  API gateway     http://localhost:$GATEWAY_PORT        (try the curl below)
   Dashboard       http://localhost:$(port_of "$CONTROLPLANE_ADDR")        login $DEV_EMAIL / see $DEV_ENV
   Sample API      http://localhost:$(port_of "$SAMPLEAPI_ADDR")        (only accepts gateway-signed requests)
   Deliverer       http://localhost:$(port_of "$DELIVERER_ADDR")/metrics
@@ -141,7 +141,7 @@ Gatehouse is running ($(( $(date +%s) - started ))s).
   Logs            $LOGS/
 
   source $DEV_ENV
-  curl -s http://localhost:$(port_of "$GATEWAY_ADDR")/v1/customers -u "\$DEV_SANDBOX_KEY:" -d email=ada@example.com
+  curl -s http://localhost:$GATEWAY_PORT/v1/customers -u "\$DEV_SANDBOX_KEY:" -d email=ada@example.com
 
 Ctrl-C stops the processes; \`make services-stop\` stops Postgres, Redis and Kafka.
 MSG
