@@ -99,7 +99,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		return nil, err
 	}
 	s.DatabaseURL, s.dropDB = dsn, drop
-	if err := migrations.Up(dsn); err != nil {
+	if err := migrations.Up(ctx, dsn); err != nil {
 		s.Stop()
 		return nil, err
 	}

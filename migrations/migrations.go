@@ -4,6 +4,7 @@
 package migrations
 
 import (
+	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -54,27 +55,55 @@ func open(dsn string) (*migrate.Migrate, error) {
 
 // Up applies every migration not yet applied. It is safe to run
 // concurrently and repeatedly: golang-migrate takes an advisory lock.
-func Up(dsn string) error {
-	m, err := open(dsn)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
-		return fmt.Errorf("applying migrations: %w", err)
-	}
-	return nil
+func Up(ctx context.Context, dsn string) error {
+	return apply(ctx, dsn, "applying migrations", (*migrate.Migrate).Up)
 }
 
 // Down reverts every migration.
-func Down(dsn string) error {
-	m, err := open(dsn)
-	if err != nil {
-		return err
+func Down(ctx context.Context, dsn string) error {
+	return apply(ctx, dsn, "reverting migrations", (*migrate.Migrate).Down)
+}
+
+// apply connects and runs step until ctx ends. golang-migrate takes no
+// context: while it is still connecting, apply returns at once (nothing is
+// applied yet; whatever the attempt opens later is closed); once it runs,
+// it finishes the migration in progress and applies no more
+// (GracefulStop), so an interrupted run never leaves one half done. Without
+// this, Ctrl-C could not stop `controlplane migrate` (nor `make run`, which
+// runs it) against a database that does not answer.
+func apply(ctx context.Context, dsn, what string, step func(*migrate.Migrate) error) error {
+	type opened struct {
+		m   *migrate.Migrate
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		m, err := open(dsn)
+		ch <- opened{m, err}
+	}()
+	var m *migrate.Migrate
+	select {
+	case o := <-ch:
+		if o.err != nil {
+			return o.err
+		}
+		m = o.m
+	case <-ctx.Done():
+		go func() {
+			if o := <-ch; o.err == nil {
+				o.m.Close()
+			}
+		}()
+		return fmt.Errorf("connecting for migrations: %w", ctx.Err())
 	}
 	defer m.Close()
-	if err := m.Down(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
-		return fmt.Errorf("reverting migrations: %w", err)
+	stop := context.AfterFunc(ctx, func() { m.GracefulStop <- true })
+	defer stop()
+	if err := step(m); err != nil && !errors.Is(err, migrate.ErrNoChange) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: stopped: %w", what, err)
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ import (
 // Up applies them again from zero.
 func TestUpDownUp(t *testing.T) {
 	pool, dsn := testenv.Pool(t)
-	if err := migrations.Down(dsn); err != nil {
+	if err := migrations.Down(context.Background(), dsn); err != nil {
 		t.Fatal(err)
 	}
 	rows, _ := pool.Query(context.Background(), `
@@ -32,7 +32,7 @@ func TestUpDownUp(t *testing.T) {
 		t.Errorf("after down, still in the schema: %v", left)
 	}
 	// One DATABASE_URL serves every process, pgxpool's settings included.
-	if err := migrations.Up(dsn + "&pool_max_conns=4"); err != nil {
+	if err := migrations.Up(context.Background(), dsn+"&pool_max_conns=4"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -46,8 +46,8 @@ func TestBadURLKeepsThePasswordOut(t *testing.T) {
 		"postgres://gatehouse:1234/s3cr3t-pw@127.0.0.1:5432/gatehouse", // a valid port before the '/': the rest reads as the database
 		"postgres://gatehouse:/s3cr3t-pw@127.0.0.1:5432/gatehouse",     // an empty one
 	} {
-		for name, f := range map[string]func(string) error{"up": migrations.Up, "down": migrations.Down} {
-			err := f(dsn)
+		for name, f := range map[string]func(context.Context, string) error{"up": migrations.Up, "down": migrations.Down} {
+			err := f(context.Background(), dsn)
 			if err == nil || strings.Contains(err.Error(), "s3cr3t-pw") {
 				t.Errorf("%s(%q) = %v, want an error without the password", name, dsn, err)
 			}

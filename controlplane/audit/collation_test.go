@@ -34,7 +34,7 @@ func TestPagingOnALinguisticCollation(t *testing.T) {
 	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
 	u, _ := url.Parse(base)
 	u.Path = "/" + name
-	if err := migrations.Up(u.String()); err != nil {
+	if err := migrations.Up(ctx, u.String()); err != nil {
 		t.Fatal(err)
 	}
 	db, err := pgxpool.New(ctx, u.String())

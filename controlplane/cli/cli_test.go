@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -295,6 +297,39 @@ func TestDatabaseUnreachable(t *testing.T) {
 	r := run("orgs", "list")
 	if r.code != 1 || !strings.Contains(r.stderr, "connecting to postgres") || strings.Contains(r.stderr, "goroutine") {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// Ctrl-C and SIGTERM (the context of RunContext) stop a command waiting on
+// a database that accepted the connection and never answers (a frozen
+// server, or one whose replies a firewall drops). migrate ignored them: it
+// waited for the TCP connection to die, and `make run`, which runs it in
+// the foreground, could only be killed with -9.
+func TestCommandsStopWhileTheDatabaseHangs(t *testing.T) {
+	for _, args := range [][]string{{"orgs", "list"}, {"migrate"}, {"migrate", "down"}} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		t.Setenv("DATABASE_URL", "postgres://gatehouse:gatehouse@"+ln.Addr().String()+"/gatehouse?sslmode=disable")
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan int, 1)
+		go func() { done <- cli.RunContext(ctx, args, io.Discard, io.Discard) }()
+		conn, err := ln.Accept() // the command now waits for the server's answer
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		select {
+		case code := <-done:
+			if code == 0 {
+				t.Errorf("%v: exit 0 against a database that never answered", args)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%v: still waiting on the database 10 s after it was told to stop", args)
+		}
+		conn.Close()
 	}
 }
 

@@ -189,12 +189,12 @@ func (a *app) migrate(args []string) error {
 	}
 	switch dir {
 	case "up":
-		if err := migrations.Up(a.cfg.DatabaseURL); err != nil {
+		if err := migrations.Up(a.ctx, a.cfg.DatabaseURL); err != nil {
 			return &failure{cmd: cmd, err: err}
 		}
 		fmt.Fprintln(a.stdout, "migrations applied")
 	case "down":
-		if err := migrations.Down(a.cfg.DatabaseURL); err != nil {
+		if err := migrations.Down(a.ctx, a.cfg.DatabaseURL); err != nil {
 			return &failure{cmd: cmd, err: err}
 		}
 		fmt.Fprintln(a.stdout, "migrations reverted")

@@ -55,7 +55,7 @@ func Postgres(t testing.TB) string {
 		defer c.Close(ctx)
 		_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
 	})
-	if err := migrations.Up(dsn); err != nil {
+	if err := migrations.Up(context.Background(), dsn); err != nil {
 		t.Fatalf("migrating test database: %v", err)
 	}
 	return dsn
