@@ -355,13 +355,14 @@ func (w *Worker) Run(ctx context.Context) error {
 // whose fan-out is then a no-op.
 func (w *Worker) consume(ctx context.Context) error {
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:     w.cfg.Brokers,
-		GroupID:     w.cfg.GroupID,
-		Topic:       w.cfg.Topic,
-		MinBytes:    1,
-		MaxBytes:    16 << 20,
-		MaxWait:     100 * time.Millisecond,
-		StartOffset: kafka.FirstOffset, // endpoints never get events from before their creation (fanOut)
+		Brokers:       w.cfg.Brokers,
+		GroupID:       w.cfg.GroupID,
+		Topic:         w.cfg.Topic,
+		MinBytes:      1,
+		MaxBytes:      16 << 20,
+		QueueCapacity: kafkabatch.QueueCapacity,
+		MaxWait:       100 * time.Millisecond,
+		StartOffset:   kafka.FirstOffset, // endpoints never get events from before their creation (fanOut)
 		// A deliverer that died holds its partitions until the session
 		// times out; 10 s rather than kafka-go's 30 s bounds the pause in
 		// fan-out after a crash.

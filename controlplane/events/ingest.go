@@ -120,12 +120,13 @@ func (w *Worker) Stats() WorkerStats {
 // point re-reads, and re-inserts as no-ops, at most the batch in flight.
 func (w *Worker) Run(ctx context.Context) error {
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:     w.cfg.Brokers,
-		GroupID:     w.cfg.GroupID,
-		Topic:       w.cfg.Topic,
-		MaxBytes:    16 << 20,
-		MaxWait:     250 * time.Millisecond,
-		StartOffset: kafka.FirstOffset, // a new group reads what came before it
+		Brokers:       w.cfg.Brokers,
+		GroupID:       w.cfg.GroupID,
+		Topic:         w.cfg.Topic,
+		MaxBytes:      16 << 20,
+		QueueCapacity: kafkabatch.QueueCapacity,
+		MaxWait:       250 * time.Millisecond,
+		StartOffset:   kafka.FirstOffset, // a new group reads what came before it
 		// CommitInterval 0: CommitMessages commits synchronously.
 		Logger:      kafka.LoggerFunc(func(string, ...any) {}),
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { w.log.Sugar().Warnf("kafka: "+msg, args...) }),

@@ -201,7 +201,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		MinBytes:       1,
 		MaxBytes:       16 << 20,
 		MaxWait:        250 * time.Millisecond,
-		QueueCapacity:  w.cfg.BatchSize,
+		QueueCapacity:  kafkabatch.QueueCapacity,
 		CommitInterval: 0, // synchronous: CommitMessages returns once committed
 		StartOffset:    kafka.FirstOffset,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {

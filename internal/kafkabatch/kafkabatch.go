@@ -11,10 +11,23 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
+// BatchBytes bounds the keys and values of one batch that Fetch returns.
+// Batches are sized in messages for the common small ones; a message can
+// be up to a megabyte (a request log with captured bodies), and batches of
+// thousands of those would take gigabytes between the one being fetched,
+// the one waiting and the one being stored.
+const BatchBytes = 32 << 20
+
+// QueueCapacity is the reader's read-ahead, in messages, for the same
+// reason: kafka-go's default, which keeps up with the consumers here (the
+// request-log ingestion benchmark measured the same rate with 100 as with
+// 5,000).
+const QueueCapacity = 100
+
 // Fetch blocks until one message arrives (or ctx ends: its error is
 // returned), then takes whatever else arrives within wait, up to size
-// messages (at least one). A message not taken when the wait ends stays in
-// the reader for the next batch.
+// messages and about BatchBytes (at least one message). A message not
+// taken when the wait ends stays in the reader for the next batch.
 func Fetch(ctx context.Context, r *kafka.Reader, size int, wait time.Duration) ([]kafka.Message, error) {
 	m, err := r.FetchMessage(ctx)
 	if err != nil {
@@ -23,14 +36,16 @@ func Fetch(ctx context.Context, r *kafka.Reader, size int, wait time.Duration) (
 	size = max(size, 1)
 	batch := make([]kafka.Message, 1, size)
 	batch[0] = m
+	n := len(m.Key) + len(m.Value)
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	for len(batch) < size {
+	for len(batch) < size && n < BatchBytes {
 		m, err := r.FetchMessage(wctx)
 		if err != nil {
 			break
 		}
 		batch = append(batch, m)
+		n += len(m.Key) + len(m.Value)
 	}
 	return batch, nil
 }
