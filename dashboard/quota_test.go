@@ -30,7 +30,12 @@ import (
 func TestQuotaMeters(t *testing.T) {
 	e := newEnv(t)
 	rdb, prefix := testenv.Redis(t)
-	now := time.Date(2026, 11, 29, 10, 30, 0, 0, time.UTC)
+	// The real time: the session cookie's expiry, set from the dashboard's
+	// clock, is judged by the client's. The windows and the expected
+	// resets follow from it.
+	now := time.Now().UTC()
+	today := now.Truncate(24 * time.Hour)
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
 	// dash serves a dashboard over q at the same address, so that the
 	// browser's session carries over.
 	var current atomic.Pointer[Dashboard]
@@ -99,17 +104,16 @@ func TestQuotaMeters(t *testing.T) {
 		}
 		return k.Key.ID
 	}
-	today := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
 	quiet, busy, stale := newKey("quiet"), newKey("busy"), newKey("yesterday")
-	count("monthly", org, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), 37)
+	count("monthly", org, month, 37)
 	count("daily-per-key", quiet, today, 5)
 	count("daily-per-key", busy, today, 20)
 	count("daily-per-key", stale, today.AddDate(0, 0, -1), 49) // yesterday's: reset by the next request
 
 	got := quotas()
 	for _, want := range []string{
-		"monthly (per organisation, per calendar month): 37 of 100 requests (37.0%) · resets 2026-12-01",
-		"daily-per-key (busiest API key: busy (" + busy + "), per UTC day, matching requests only): 20 of 50 requests (40.0%) · resets 2026-11-30",
+		"monthly (per organisation, per calendar month): 37 of 100 requests (37.0%) · resets " + month.AddDate(0, 1, 0).Format(time.DateOnly),
+		"daily-per-key (busiest API key: busy (" + busy + "), per UTC day, matching requests only): 20 of 50 requests (40.0%) · resets " + today.AddDate(0, 0, 1).Format(time.DateOnly),
 		"counted per client rather than per organisation or API key: hourly-per-ip.",
 	} {
 		if !strings.Contains(got, want) {
