@@ -37,6 +37,7 @@ import (
 	"github.com/gatehouse/gatehouse/controlplane/keys"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/identity"
+	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/pgerr"
 	"github.com/gatehouse/gatehouse/internal/redact"
 	"github.com/gatehouse/gatehouse/internal/secretbox"
@@ -133,6 +134,9 @@ func New(cfg Config) (*Dashboard, error) {
 	d.static = http.StripPrefix("/static/", http.FileServerFS(staticFS))
 	d.routes = d.table()
 	for _, rt := range d.routes {
+		if _, ok := objectIDs[rt.Object]; rt.Object != "" && !ok {
+			return nil, fmt.Errorf("dashboard route %s: no id prefix for object %q", rt.Pattern, rt.Object)
+		}
 		d.mux.Handle(rt.Method+" "+rt.Pattern, d.wrap(rt))
 	}
 	d.mux.Handle("GET /static/", http.HandlerFunc(d.serveStatic))
@@ -176,9 +180,16 @@ type Route struct {
 	Pattern string // http.ServeMux pattern path, e.g. /keys/{id}/roll
 	Access  Access
 	// Object names the kind of object the {id} wildcard holds ("api_key",
-	// "webhook_endpoint", …), for the cross-tenant tests.
+	// "webhook_endpoint", …), for the cross-tenant tests. An {id} that is
+	// not an id of that kind is a 404 before the handler runs.
 	Object string
 	h      handler
+}
+
+// objectIDs is the id prefix of each Object.
+var objectIDs = map[string]string{
+	"api_key": ids.Key, "request_log": ids.Request, "webhook_endpoint": ids.WebhookEndpoint,
+	"webhook_delivery": ids.Delivery, "event": ids.Event, "invitation": ids.Invite, "member": ids.User,
 }
 
 // Routes lists every route, for tests and documentation.
@@ -316,6 +327,12 @@ func (d *Dashboard) wrap(rt Route) http.Handler {
 			return
 		} else if err := storableForm(r); err != nil {
 			d.fail(w, r, s, err)
+			return
+		}
+		// Handlers pass the id to queries; one Postgres cannot store (a
+		// mangled link's %ff or %00) would fail there as a 500.
+		if rt.Object != "" && !ids.Valid(r.PathValue("id"), objectIDs[rt.Object]) {
+			d.fail(w, r, s, errNotFound())
 			return
 		}
 		if err := rt.h(w, r, s); err != nil {

@@ -395,3 +395,83 @@ func TestInvitationDiesWithItsInvitersAuthority(t *testing.T) {
 		t.Fatalf("owner's invitation: %d %s", p.status, p.body)
 	}
 }
+
+// An {id} in a route's path that is no id of the route's kind (a mangled
+// link: %ff, %00) is a 404 on every route, as a well-formed id of another
+// organisation is; the members routes passed it to Postgres, which refused
+// it, and answered 500.
+func TestRoutesRefuseIDsOfAnotherKind(t *testing.T) {
+	e := newEnv(t)
+	owner := e.signup("owner@example.com", "Org")
+	fx := e.fixtures(owner)
+	for _, rt := range e.d.Routes() {
+		if rt.Object == "" {
+			continue
+		}
+		other := fx["api_key"] // well formed, of another kind
+		if rt.Object == "api_key" {
+			other = fx["webhook_endpoint"]
+		}
+		for _, bad := range []string{"%ff", "%00", "x", other} {
+			path := strings.Replace(rt.Pattern, "{id}", bad, 1)
+			var p response
+			if rt.Method == "GET" {
+				p = owner.get(path)
+			} else {
+				owner.get("/")
+				p = owner.post(path, formFor[rt.Pattern]...)
+			}
+			if p.status != http.StatusNotFound {
+				t.Errorf("%s %s: %d, want 404", rt.Method, path, p.status)
+			}
+		}
+	}
+}
+
+// Someone invited twice (the first link was lost) joins with one link and
+// is later removed: the other link must not let them back in. Becoming a
+// member spends the organisation's other pending invitations to that
+// address, however the person joined.
+func TestRemovedMemberCannotRejoinThroughAnotherInvitation(t *testing.T) {
+	e := newEnv(t)
+	owner := e.signup("owner@example.com", "Org")
+	org := e.orgOf(owner)
+	invite := func() string {
+		owner.get("/members")
+		p := owner.post("/members/invitations", "email", "Temp@example.com", "role", "admin")
+		m := regexp.MustCompile(`(/invitations/[A-Za-z0-9_-]{43})<`).FindStringSubmatch(p.body)
+		if p.status != 200 || m == nil {
+			t.Fatalf("invite: %d", p.status)
+		}
+		return m[1]
+	}
+	first, second := invite(), invite()
+	guest := e.browser()
+	guest.get(second)
+	if p := guest.post(second, "password", "a fine new password"); p.status != http.StatusSeeOther {
+		t.Fatalf("accept: %d", p.status)
+	}
+	if p := e.browser().get(first); p.status != http.StatusGone {
+		t.Errorf("the other invitation after joining: %d, want 410", p.status)
+	}
+	var id string
+	if err := e.pool.QueryRow(context.Background(), `SELECT id FROM users WHERE email = 'Temp@example.com'`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	owner.get("/members")
+	if p := owner.post("/members/"+id+"/remove", "confirm", "yes"); p.status != http.StatusSeeOther {
+		t.Fatalf("remove: %d %s", p.status, p.body)
+	}
+	back := e.browser()
+	back.get(first)
+	back.post(first, "password", "a fine new password")
+	ms, err := e.accts.ListMembers(context.Background(), org)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.ID == id {
+			t.Fatalf("the removed member is back, as %s, through the older invitation", m.Role)
+		}
+	}
+}

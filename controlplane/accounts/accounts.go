@@ -254,6 +254,14 @@ func (s *Service) AddMember(ctx context.Context, actor audit.Actor, p AddMemberP
 				return ErrInvalidCredentials
 			}
 		}
+		// Whoever becomes a member has no use for the organisation's other
+		// links to that address: left pending, one would let them back in
+		// after they were removed.
+		if _, err := tx.Exec(ctx, `UPDATE invitations SET revoked_at = $3
+			WHERE organization_id = $1 AND lower(email) = lower($2) AND accepted_at IS NULL AND revoked_at IS NULL`,
+			p.OrganizationID, res.Email, now); err != nil {
+			return fmt.Errorf("spending invitations: %w", err)
+		}
 
 		owners, err := lockOwners(ctx, tx, p.OrganizationID)
 		if err != nil {
@@ -340,7 +348,7 @@ func (s *Service) SetPassword(ctx context.Context, actor audit.Actor, email, pas
 		if err != nil {
 			return fmt.Errorf("ending sessions: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM login_failures WHERE email = lower($1)`, email); err != nil {
+		if _, err := tx.Exec(ctx, `DELETE FROM login_failures WHERE email = $1`, strings.ToLower(email)); err != nil {
 			return fmt.Errorf("clearing sign-in failures: %w", err)
 		}
 		rows, err := tx.Query(ctx, `SELECT organization_id FROM memberships WHERE user_id = $1 ORDER BY organization_id`, u.ID)

@@ -391,6 +391,21 @@ func TestSetPassword(t *testing.T) {
 		}
 	}
 
+	// The lock-out is kept under the address as Go lower-cases it, which
+	// Postgres' lower() does not do beyond ASCII under the C locale.
+	const ozil = "Özil@example.com"
+	if _, err := svc.AddMember(ctx, ops, accounts.AddMemberParams{OrganizationID: orgs[0], Email: ozil,
+		Password: "forgotten password", Role: accounts.RoleViewer}); err != nil {
+		t.Fatal(err)
+	}
+	exec(`INSERT INTO login_failures (email, ip) VALUES ($1, '192.0.2.1')`, strings.ToLower(ozil))
+	if _, err := svc.SetPassword(ctx, ops, ozil, "brand new password"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM login_failures WHERE email = $1`, strings.ToLower(ozil)).Scan(&failures); err != nil || failures != 0 {
+		t.Errorf("the lock-out of %s after SetPassword: %d sign-in failures, %v", ozil, failures, err)
+	}
+
 	if _, err := svc.SetPassword(ctx, ops, "nobody@example.com", "long enough"); !errors.Is(err, accounts.ErrUserNotFound) || apierror.From(err).Status != 400 {
 		t.Errorf("unknown email: %v", err)
 	}
