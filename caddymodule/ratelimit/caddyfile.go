@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/gatehouse/gatehouse/caddymodule/internal/repeats"
+	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
 )
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -28,7 +29,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    fail_closed                     # or: refuse them with 503 api_error
 //	    timeout       <duration>        # Redis round trip bound, default 500ms, at least 10ms
 //	    warn_interval <duration>        # least time between Redis warnings, default 10s
-//	    key_prefix    <prefix>          # default gatehouse:
+//	    key_prefix    <prefix>          # default $RATE_LIMIT_KEY_PREFIX, else gatehouse:
 //
 //	    policy <name> {                 # a GCRA rate limit; any number, evaluated together
 //	        key           <template>    # partition, e.g. {http.auth.api_key.key_id}; skipped when empty
@@ -129,7 +130,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.KeyPrefix) {
 				return d.ArgErr()
 			}
-			if err := validPrefix(h.KeyPrefix); err != nil {
+			if err := keyspace.ValidPrefix(h.KeyPrefix); err != nil {
 				return d.Err(err.Error())
 			}
 

@@ -1,11 +1,16 @@
 package ratelimit
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +23,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
+	"github.com/gatehouse/gatehouse/controlplane/cli"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 )
 
@@ -187,8 +193,11 @@ func TestClosestPolicy(t *testing.T) {
 		ds   []decision
 		want string
 	}{
-		{"smallest fraction left", []decision{mk("a", 1, 50, 100, -1), mk("b", 1, 5, 1000, -1), mk("c", 1, 9, 10, -1)}, "b"},
-		{"first on ties", []decision{mk("a", 1, 1, 2, -1), mk("b", 1, 5, 10, -1)}, "a"},
+		// It refuses first: 40 of 250 is the smaller fraction, but the
+		// client gets 5 more requests.
+		{"fewest requests left", []decision{mk("a", 1, 40, 250, -1), mk("b", 1, 5, 25, -1)}, "b"},
+		{"as many left: the smaller fraction", []decision{mk("a", 1, 5, 10, -1), mk("b", 1, 5, 1000, -1)}, "b"},
+		{"first on ties", []decision{mk("a", 1, 5, 10, -1), mk("b", 1, 5, 10, -1)}, "a"},
 		{"a refusal beats any allowance", []decision{mk("a", 1, 0, 100, -1), mk("b", 0, 0, 10, time.Second)}, "b"},
 		{"the refusal that lasts longest", []decision{mk("a", 0, 0, 1, time.Second), mk("b", 0, 0, 10, time.Hour), mk("c", 0, 0, 1, time.Minute)}, "b"},
 	}
@@ -196,6 +205,36 @@ func TestClosestPolicy(t *testing.T) {
 		if got := tt.ds[closest(tt.ds)].limit.name; got != tt.want {
 			t.Errorf("%s: closest = %s, want %s", tt.name, got, tt.want)
 		}
+	}
+}
+
+// The RateLimit field is there so that a client can stop before it is
+// throttled: its r is how many requests the gateway admits next. With the
+// demo Caddyfile's sandbox limits (25 a second per key, 250 per
+// organisation), a key that sent 20 while the organisation's other keys sent
+// 190 has 5 left, though the organisation's 40 of 250 is the smaller
+// fraction.
+func TestRemainingIsWhatTheClientGets(t *testing.T) {
+	g := startGateway(t, &Handler{Policies: []*Policy{
+		{Name: "per-key", Key: "{http.auth.api_key.key_id}", Rate: Rate{Requests: 100}, SandboxRate: &Rate{Requests: 25}},
+		{Name: "per-org", Key: "{http.auth.api_key.org_id}", Rate: Rate{Requests: 1000}, SandboxRate: &Rate{Requests: 250}},
+	}}, newClock(t0)) // frozen: nothing refills
+	for k := range 10 {
+		if n := g.admitted(t, caller{org: "org_a", key: fmt.Sprintf("key_other%d", k), env: "sandbox"}, "/", 19); n != 19 {
+			t.Fatalf("another key: %d of 19 admitted", n)
+		}
+	}
+	var last response
+	for range 20 {
+		last = g.get(t, sandboxKey, "/")
+	}
+	rl := last.header.Get("RateLimit")
+	m := regexp.MustCompile(`;r=(\d+);`).FindStringSubmatch(rl)
+	if last.status != 200 || m == nil {
+		t.Fatalf("20th request: %d, RateLimit %q", last.status, rl)
+	}
+	if got := g.admitted(t, sandboxKey, "/", 50); strconv.Itoa(got) != m[1] {
+		t.Errorf("RateLimit: %s, and then %d requests were admitted before a 429", rl, got)
 	}
 }
 
@@ -274,5 +313,46 @@ func TestRemainingIsExactForLongIntervals(t *testing.T) {
 	t.Logf("second RateLimit: %s; third at the same instant: %d %s", rl, st3, hd3.Get("RateLimit"))
 	if st3 == 429 && rl != `"per-key";r=0;t=3601` {
 		t.Errorf("RateLimit = %s promises a request that is then refused (want r=0)", rl)
+	}
+}
+
+// Stacks sharing one Redis keep their limits apart with a key prefix. Set
+// in RATE_LIMIT_KEY_PREFIX, it is the prefix of a rate_limit that leaves
+// key_prefix out and of the control plane, so that a plan set with
+// `controlplane limits set` applies at once. The control plane always
+// wrote under the default prefix, which such a gateway never read: the plan
+// was accepted without a warning and nothing was limited.
+func TestControlPlaneOverridesFollowTheKeyPrefix(t *testing.T) {
+	_, dsn := testenv.Pool(t)
+	_, prefix := testenv.Redis(t) // this test's own, not keyspace.DefaultPrefix
+	t.Setenv("DATABASE_URL", dsn)
+	t.Setenv("REDIS_URL", testenv.RedisURL(t))
+	t.Setenv(keyspace.PrefixVariable, prefix)
+	controlplane := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if code := cli.Run(args, &out, &errOut); code != 0 {
+			t.Fatalf("controlplane %v: exit %d: %s", args, code, errOut.String())
+		}
+		return out.String()
+	}
+	var org struct{ ID string }
+	if err := json.Unmarshal([]byte(controlplane("orgs", "create", "--name", "Acme", "--json")), &org); err != nil {
+		t.Fatal(err)
+	}
+	h := provision(t, &Handler{Policies: []*Policy{
+		{Name: "per-org", Key: "{http.auth.api_key.org_id}", Rate: Rate{Requests: 1000}},
+	}}, "")
+	if h.KeyPrefix != prefix {
+		t.Fatalf("key_prefix left out: %q, want %s's %q", h.KeyPrefix, keyspace.PrefixVariable, prefix)
+	}
+	controlplane("limits", "set", "--org", org.ID, "--env", "live", "--policy", "per-org", "--rate", "2/60s")
+	var statuses []int
+	for range 3 {
+		code, _ := serve(t, h, newRequest(caller{org: org.ID, key: "key_x", env: "live"}, "192.0.2.1"))
+		statuses = append(statuses, code)
+	}
+	if want := []int{200, 200, 429}; !slices.Equal(statuses, want) {
+		t.Errorf("under a plan of 2 a minute: %v, want %v", statuses, want)
 	}
 }

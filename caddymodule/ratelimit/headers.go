@@ -85,8 +85,9 @@ func ceilSeconds(d time.Duration) int64 {
 
 // closest picks the limit the RateLimit field reports. If the request was
 // refused, it is the refusing limit that frees up last (that is when the
-// request could succeed); otherwise the one with the smallest fraction of
-// its capacity left, the first on ties.
+// request could succeed); otherwise the one with the fewest requests left
+// (the one that refuses first), then the smallest fraction of its capacity
+// left, the first on ties.
 func closest(ds []decision) int {
 	best := -1
 	for i, d := range ds {
@@ -99,10 +100,14 @@ func closest(ds []decision) int {
 	}
 	best = 0
 	for i := 1; i < len(ds); i++ {
-		// remaining/capacity compared without division: capacity is the
-		// burst of a GCRA policy (remaining never exceeds it) or the quota.
+		// Every limit counts the same requests, so the one with the fewest
+		// left refuses first: r must be what the client can still send.
+		// Among equals, the smallest fraction of its capacity left
+		// (remaining/capacity compared without division: capacity is the
+		// burst of a GCRA policy or the quota).
 		a, b := ds[i], ds[best]
-		if int64(a.Remaining)*int64(b.Limit.Burst) < int64(b.Remaining)*int64(a.Limit.Burst) {
+		if a.Remaining < b.Remaining || a.Remaining == b.Remaining &&
+			int64(a.Remaining)*int64(b.Limit.Burst) < int64(b.Remaining)*int64(a.Limit.Burst) {
 			best = i
 		}
 	}

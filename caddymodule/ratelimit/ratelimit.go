@@ -113,8 +113,9 @@ type Handler struct {
 	// failures. Default 10s.
 	WarnInterval caddy.Duration `json:"warn_interval,omitempty"`
 
-	// KeyPrefix starts every Redis key. Default "gatehouse:". The control
-	// plane writes overrides under the same prefix, so change both together.
+	// KeyPrefix starts every Redis key. Default: RATE_LIMIT_KEY_PREFIX, else
+	// "gatehouse:". The control plane writes overrides under the prefix that
+	// variable gives it: set the variable for both rather than this.
 	KeyPrefix string `json:"key_prefix,omitempty"`
 
 	// Policies are GCRA rate limits, evaluated in order.
@@ -263,7 +264,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.WarnInterval = caddy.Duration(DefaultWarnInterval)
 	}
 	if h.KeyPrefix == "" {
-		h.KeyPrefix = keyspace.DefaultPrefix
+		h.KeyPrefix = config.String(keyspace.PrefixVariable, keyspace.DefaultPrefix)
 	}
 	h.metrics = newMetrics(ctx.GetMetricsRegistry())
 
@@ -438,7 +439,7 @@ func (h *Handler) Validate() error {
 	if len(h.Policies)+len(h.Quotas) == 0 {
 		return errors.New("rate_limit: no policy or quota configured")
 	}
-	if err := validPrefix(h.KeyPrefix); err != nil {
+	if err := keyspace.ValidPrefix(h.KeyPrefix); err != nil {
 		return fmt.Errorf("rate_limit: %w", err)
 	}
 	if h.Timeout < 0 || h.WarnInterval < 0 {
@@ -465,15 +466,6 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("rate_limit: duplicate policy or quota name %q", q.Name)
 		}
 		seen[q.Name] = true
-	}
-	return nil
-}
-
-func validPrefix(p string) error {
-	for _, c := range p {
-		if c == '{' || c == '}' {
-			return fmt.Errorf("key_prefix %q must not contain braces (they would break Redis Cluster hash tags)", p)
-		}
 	}
 	return nil
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse/gatehouse/controlplane/keys"
-	"github.com/gatehouse/gatehouse/controlplane/limits"
 	"github.com/gatehouse/gatehouse/internal/apikey"
 	"github.com/gatehouse/gatehouse/internal/identity"
 )
@@ -68,8 +67,8 @@ func (a *app) keys() (*keys.Service, error) {
 		return nil, err
 	}
 	svc := keys.New(db, nil)
-	if rdb, err := a.redis(); err == nil {
-		svc.WithLimits(limits.New(db, rdb, ""))
+	if lim, err := a.limits(); err == nil {
+		svc.WithLimits(lim)
 	}
 	return svc, nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse/gatehouse/caddymodule/ratelimit/keyspace"
 	"github.com/gatehouse/gatehouse/controlplane/limits"
 )
 
@@ -150,7 +151,11 @@ func (a *app) limitsDelete(args []string) error {
 	return nil
 }
 
+// limits is the overrides service, writing under the gateway's key prefix.
 func (a *app) limits() (*limits.Service, error) {
+	if err := keyspace.ValidPrefix(a.cfg.RateLimitKeyPrefix); err != nil {
+		return nil, fmt.Errorf("%s: %w", keyspace.PrefixVariable, err)
+	}
 	db, err := a.pool()
 	if err != nil {
 		return nil, err
@@ -159,7 +164,7 @@ func (a *app) limits() (*limits.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return limits.New(db, rdb, ""), nil
+	return limits.New(db, rdb, a.cfg.RateLimitKeyPrefix), nil
 }
 
 func target(o limits.Override) string {

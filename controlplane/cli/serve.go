@@ -53,10 +53,6 @@ func (a *app) serve(args []string) error {
 	if err != nil {
 		return c.fail(err)
 	}
-	rdb, err := a.redis()
-	if err != nil {
-		return c.fail(err)
-	}
 	retention, err := ingest.RetentionFromEnv()
 	if err != nil {
 		return usageErrorf(c.name, "%v", err)
@@ -70,7 +66,10 @@ func (a *app) serve(args []string) error {
 	if err != nil {
 		return c.fail(err)
 	}
-	lim := limits.New(db, rdb, "")
+	lim, err := a.limits()
+	if err != nil {
+		return c.fail(err)
+	}
 	limitsSync := &limits.Syncer{Service: lim, Logger: log.Named("limits")}
 	// Topic names are binding (DESIGN §7); the variables exist so that
 	// several stacks can share one Kafka cluster, as the tests do.

@@ -33,6 +33,9 @@ type Shared struct {
 	PreviousMasterKeys []string
 	LogLevel           string // LOG_LEVEL: debug, info, warn, error
 	DocsURL            string // DOCS_URL: base of error doc_url anchors
+	// RateLimitKeyPrefix (RATE_LIMIT_KEY_PREFIX) starts the rate limiter's
+	// Redis keys; "" is the limiter's default (keyspace.DefaultPrefix).
+	RateLimitKeyPrefix string
 }
 
 // Load reads the shared settings.
@@ -46,6 +49,7 @@ func Load() Shared {
 		PreviousMasterKeys: List("MASTER_KEY_PREVIOUS"),
 		LogLevel:           String("LOG_LEVEL", "info"),
 		DocsURL:            String("DOCS_URL", "http://localhost:8081/docs/errors"),
+		RateLimitKeyPrefix: os.Getenv("RATE_LIMIT_KEY_PREFIX"),
 	}
 }
 

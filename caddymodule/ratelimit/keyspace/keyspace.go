@@ -32,6 +32,20 @@ import (
 // DefaultPrefix starts every key unless a deployment configures another.
 const DefaultPrefix = "gatehouse:"
 
+// PrefixVariable names the environment variable that sets another prefix,
+// for stacks sharing one Redis: the control plane writes overrides and
+// reads meters under it, and rate_limit uses it when its key_prefix is left
+// out, so the two agree.
+const PrefixVariable = "RATE_LIMIT_KEY_PREFIX"
+
+// ValidPrefix checks a key prefix.
+func ValidPrefix(p string) error {
+	if strings.ContainsAny(p, "{}") {
+		return fmt.Errorf("key prefix %q must not contain braces (they would break Redis Cluster hash tags)", p)
+	}
+	return nil
+}
+
 // Environments as they appear in key names and override fields.
 const (
 	Live    = "live"
