@@ -8,7 +8,6 @@ import (
 	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/controlplane/keys"
 	"github.com/gatehouse/gatehouse/internal/apikey"
-	"github.com/gatehouse/gatehouse/internal/ids"
 )
 
 // Choices offered by the key forms.
@@ -112,12 +111,9 @@ func (d *Dashboard) createKey(w http.ResponseWriter, r *http.Request, s *Session
 	return d.renderKeys(w, r, s, http.StatusOK, map[string]any{"Created": c})
 }
 
+// loadKey loads the key of the path's {id}, which wrap has checked is a key id.
 func (d *Dashboard) loadKey(r *http.Request, s *Session) (keys.Key, error) {
-	id := r.PathValue("id")
-	if !ids.Valid(id, ids.Key) {
-		return keys.Key{}, errNotFound()
-	}
-	return d.cfg.Keys.Get(r.Context(), s.OrgID, apikey.Environment(s.Env()), id)
+	return d.cfg.Keys.Get(r.Context(), s.OrgID, apikey.Environment(s.Env()), r.PathValue("id"))
 }
 
 func (d *Dashboard) keyPage(w http.ResponseWriter, r *http.Request, s *Session) error {

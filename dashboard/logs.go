@@ -210,10 +210,7 @@ func sortedHeaders(m map[string]string) []header {
 }
 
 func (d *Dashboard) logPage(w http.ResponseWriter, r *http.Request, s *Session) error {
-	id := r.PathValue("id")
-	if !ids.Valid(id, ids.Request) {
-		return errNotFound()
-	}
+	id := r.PathValue("id") // a request id: wrap checked it
 	o, err := requestlogs.Get(r.Context(), d.cfg.DB, s.OrgID, s.Livemode, id)
 	if errors.Is(err, requestlogs.ErrNotFound) {
 		return errNotFound()
