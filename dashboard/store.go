@@ -6,14 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse/gatehouse/controlplane/events"
+	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/ids"
 	"github.com/gatehouse/gatehouse/internal/wire"
 )
@@ -69,12 +68,16 @@ func (d Delivery) LastAttempt() *Attempt {
 	return &d.AttemptList[len(d.AttemptList)-1]
 }
 
-var deliveryCols = `SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, we.url AS endpoint_url,
+// deliveriesFrom reads deliveries from from (the table or a page of it, as
+// d) with their event's type and their endpoint's URL and version.
+func deliveriesFrom(from string) string {
+	return `SELECT d.id, d.event_id, ev.type AS event_type, d.endpoint_id, we.url AS endpoint_url,
 	` + events.PayloadVersionSQL("we") + ` AS endpoint_api_version, d.status,
 	d.attempts, d.last_status_code, d.next_attempt_at, d.manual_pending OR d.manual_claimed AS manual_pending, d.created_at, d.updated_at
-	FROM webhook_deliveries d
+	FROM ` + from + `
 	LEFT JOIN events ev ON ev.id = d.event_id AND ev.organization_id = d.organization_id AND ev.livemode = d.livemode
 	LEFT JOIN webhook_endpoints we ON we.id = d.endpoint_id`
+}
 
 // Attempt is one try at a delivery.
 type Attempt struct {
@@ -132,34 +135,12 @@ type page struct {
 
 const pageSize = 25
 
-// where builds a WHERE clause with numbered arguments.
-type where struct {
-	conds []string
-	args  []any
-}
-
-func (w *where) add(cond string, v any) {
-	w.args = append(w.args, v)
-	w.conds = append(w.conds, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(w.args))))
-}
-
-func (w *where) sql() string { return strings.Join(w.conds, " AND ") }
-
-// listPage reads a page ordered by idCol (ids sort by time) and works out
-// the cursors.
-func listPage[T any](ctx context.Context, db DB, selectFrom string, w where, idCol string, after, before string,
-	id func(T) string) ([]T, page, error) {
-	order := "DESC"
-	switch {
-	case after != "":
-		w.add(idCol+" < ?", after)
-	case before != "":
-		w.add(idCol+" > ?", before)
-		order = "ASC"
-	}
-	w.args = append(w.args, pageSize+1)
-	q := selectFrom + ` WHERE ` + w.sql() + ` ORDER BY ` + idCol + ` ` + order + ` LIMIT $` + strconv.Itoa(len(w.args))
-	rows, err := db.Query(ctx, q, w.args...)
+// listPage reads a page of table (under alias, newest first by id) through
+// view (router.PageSQL.QueryView) and works out the cursors.
+func listPage[T any](ctx context.Context, db DB, table, alias string, view func(from string) string, f router.PageSQL,
+	after, before string, id func(T) string) ([]T, page, error) {
+	sql, args, ascending := f.QueryView(table, alias, router.ListQuery{StartingAfter: after, EndingBefore: before, Limit: pageSize}, view)
+	rows, err := db.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, page{}, err
 	}
@@ -167,13 +148,7 @@ func listPage[T any](ctx context.Context, db DB, selectFrom string, w where, idC
 	if err != nil {
 		return nil, page{}, err
 	}
-	more := len(list) > pageSize
-	if more {
-		list = list[:pageSize]
-	}
-	if order == "ASC" {
-		slices.Reverse(list)
-	}
+	list, more := router.TrimPage(list, pageSize, ascending)
 	var p page
 	if len(list) > 0 {
 		if more || before != "" {
@@ -221,19 +196,19 @@ type deliveryFilter struct {
 }
 
 func (d *Dashboard) listDeliveries(ctx context.Context, s *Session, f deliveryFilter) ([]Delivery, page, error) {
-	var w where
-	w.add("d.organization_id = ?", s.OrgID)
-	w.add("d.livemode = ?", s.Livemode)
+	var q router.PageSQL
+	q.Add("d.organization_id = $%d", s.OrgID)
+	q.Add("d.livemode = $%d", s.Livemode)
 	if f.Status != "" {
-		w.add("d.status = ?", f.Status)
+		q.Add("d.status = $%d", f.Status)
 	}
 	if f.Endpoint != "" {
-		w.add("d.endpoint_id = ?", f.Endpoint)
+		q.Add("d.endpoint_id = $%d", f.Endpoint)
 	}
 	if f.Event != "" {
-		w.add("d.event_id = ?", f.Event)
+		q.Add("d.event_id = $%d", f.Event)
 	}
-	list, p, err := listPage(ctx, d.cfg.DB, deliveryCols, w, "d.id", f.After, f.Before, func(x Delivery) string { return x.ID })
+	list, p, err := listPage(ctx, d.cfg.DB, "webhook_deliveries", "d", deliveriesFrom, q, f.After, f.Before, func(x Delivery) string { return x.ID })
 	if err != nil {
 		return nil, page{}, fmt.Errorf("listing webhook deliveries: %w", err)
 	}
@@ -244,7 +219,7 @@ func (d *Dashboard) getDelivery(ctx context.Context, s *Session, id string) (Del
 	if !ids.Valid(id, ids.Delivery) {
 		return Delivery{}, errNotFound()
 	}
-	rows, err := d.cfg.DB.Query(ctx, deliveryCols+` WHERE d.organization_id = $1 AND d.livemode = $2 AND d.id = $3`,
+	rows, err := d.cfg.DB.Query(ctx, deliveriesFrom("webhook_deliveries d")+` WHERE d.organization_id = $1 AND d.livemode = $2 AND d.id = $3`,
 		s.OrgID, s.Livemode, id)
 	if err != nil {
 		return Delivery{}, fmt.Errorf("loading webhook delivery: %w", err)
@@ -303,17 +278,17 @@ type eventFilter struct {
 }
 
 func (d *Dashboard) listEvents(ctx context.Context, s *Session, f eventFilter) ([]Event, page, error) {
-	var w where
-	w.add("organization_id = ?", s.OrgID)
-	w.add("livemode = ?", s.Livemode)
+	var q router.PageSQL
+	q.Add("organization_id = $%d", s.OrgID)
+	q.Add("livemode = $%d", s.Livemode)
 	if t := strings.TrimSuffix(f.Type, "*"); t != "" {
 		if strings.HasSuffix(t, ".") {
-			w.add("starts_with(type, ?)", t)
+			q.Add("starts_with(type, $%d)", t)
 		} else {
-			w.add("type = ?", t)
+			q.Add("type = $%d", t)
 		}
 	}
-	list, p, err := listPage(ctx, d.cfg.DB, `SELECT `+eventCols+` FROM events`, w, "id", f.After, f.Before,
+	list, p, err := listPage(ctx, d.cfg.DB, "events", "e", func(from string) string { return `SELECT ` + eventCols + ` FROM ` + from }, q, f.After, f.Before,
 		func(e Event) string { return e.ID })
 	if err != nil {
 		return nil, page{}, fmt.Errorf("listing events: %w", err)
@@ -368,7 +343,7 @@ func (d *Dashboard) attachDeliveries(ctx context.Context, s *Session, evs []Even
 	for i, e := range evs {
 		idList[i] = e.ID
 	}
-	rows, err := d.cfg.DB.Query(ctx, deliveryCols+` WHERE d.organization_id = $1 AND d.livemode = $2
+	rows, err := d.cfg.DB.Query(ctx, deliveriesFrom("webhook_deliveries d")+` WHERE d.organization_id = $1 AND d.livemode = $2
 		AND d.event_id = ANY($3) ORDER BY d.id LIMIT 500`, s.OrgID, s.Livemode, idList)
 	if err != nil {
 		return fmt.Errorf("loading deliveries: %w", err)

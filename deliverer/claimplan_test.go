@@ -45,14 +45,10 @@ func TestClaimRanksCandidatesOnceWhateverTheStatistics(t *testing.T) {
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
 	now := time.Now()
-	var plan []struct{ Plan planNode }
-	if err := tx.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+claimSQL, now, now.Add(time.Minute), 200,
-		[]string{}, []string{}, []int32{}, 250, 800, "lease_plan", []string{}).Scan(&plan); err != nil {
-		t.Fatal(err)
-	}
-	var walk func(n planNode)
+	plan := testenv.Explain(t, tx, claimSQL, now, now.Add(time.Minute), 200,
+		[]string{}, []string{}, []int32{}, 250, 800, "lease_plan", []string{})
 	windows := 0
-	walk = func(n planNode) {
+	plan.Walk(func(n testenv.PlanNode) {
 		if n.NodeType == "WindowAgg" {
 			windows++
 			if n.ActualLoops != 1 {
@@ -62,20 +58,8 @@ func TestClaimRanksCandidatesOnceWhateverTheStatistics(t *testing.T) {
 		if n.NodeType == "ModifyTable" && n.ActualRows != 200 {
 			t.Errorf("the claim leased %d deliveries, want 200", n.ActualRows)
 		}
-		for _, c := range n.Plans {
-			walk(c)
-		}
-	}
-	walk(plan[0].Plan)
+	})
 	if windows == 0 {
 		t.Fatal("no ranking in the claim's plan: the test no longer looks at the right step")
 	}
-}
-
-// planNode is a node of EXPLAIN (FORMAT JSON).
-type planNode struct {
-	NodeType    string     `json:"Node Type"`
-	ActualLoops int        `json:"Actual Loops"`
-	ActualRows  int        `json:"Actual Rows"`
-	Plans       []planNode `json:"Plans"`
 }

@@ -151,18 +151,35 @@ func (p *PageSQL) Add(cond string, v any) {
 // ascending tells the caller to reverse it (TrimPage does). The created
 // window of q is the caller's to Add: its column differs between tables.
 func (p *PageSQL) Query(selectFrom, idCol string, q ListQuery) (sql string, args []any, ascending bool) {
-	order := "DESC"
 	switch {
 	case q.StartingAfter != "":
 		p.Add(idCol+" < $%d", q.StartingAfter)
 	case q.EndingBefore != "":
 		p.Add(idCol+" > $%d", q.EndingBefore)
-		order, ascending = "ASC", true
+		ascending = true
 	}
 	p.args = append(p.args, q.Limit+1)
 	sql = selectFrom + " WHERE " + strings.Join(p.where, " AND ") +
-		" ORDER BY " + idCol + " " + order + fmt.Sprintf(" LIMIT $%d", len(p.args))
+		" ORDER BY " + idCol + " " + order(ascending) + fmt.Sprintf(" LIMIT $%d", len(p.args))
 	return sql, p.args, ascending
+}
+
+// QueryView is Query for a view that joins other tables to table (under
+// alias, ordered by its id). The page is cut from table alone and only its
+// rows are joined, so a page reads a page of rows whatever the planner
+// expects of the filters; view(from) selects from from, which carries the
+// alias.
+func (p *PageSQL) QueryView(table, alias string, q ListQuery, view func(from string) string) (sql string, args []any, ascending bool) {
+	idCol := alias + ".id"
+	page, args, ascending := p.Query("SELECT * FROM "+table+" "+alias, idCol, q)
+	return view("("+page+") "+alias) + " ORDER BY " + idCol + " " + order(ascending), args, ascending
+}
+
+func order(ascending bool) string {
+	if ascending {
+		return "ASC"
+	}
+	return "DESC"
 }
 
 // TrimPage cuts the extra row PageSQL asked for and restores newest-first
