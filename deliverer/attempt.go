@@ -291,6 +291,11 @@ func (w *Worker) decide(r *result) {
 func classifyErr(err error, timeout time.Duration) (class, text string) {
 	switch {
 	case errors.Is(err, ssrf.ErrForbidden):
+		// The guard's own words: the dial error around them names the
+		// address the platform's resolver gave.
+		if op, ok := errors.AsType[*net.OpError](err); ok {
+			err = op.Err
+		}
 		return "refused", "refused: " + describeErr(err, timeout)
 	case isTimeout(err):
 		return "timeout", fmt.Sprintf("timed out after %s", timeout)

@@ -394,7 +394,7 @@ func (s *Service) checkURL(ctx context.Context, raw string, livemode bool) error
 	case errors.Is(err, ssrf.ErrInvalidURL):
 		msg = "Invalid url: " + detail(ssrf.ErrInvalidURL) + "."
 	case errors.Is(err, ssrf.ErrForbidden):
-		msg = "Invalid url: webhooks may only be sent to publicly routable addresses, and " + detail(ssrf.ErrForbidden) + " is not one."
+		msg = "Invalid url: webhooks may only be sent to publicly routable addresses; " + detail(ssrf.ErrForbidden) + "."
 	case errors.Is(err, ssrf.ErrResolve):
 		msg = "Invalid url: the host name does not resolve (" + detail(ssrf.ErrResolve) + ")."
 	default:

@@ -151,10 +151,17 @@ func (p Policy) checkAddr(a netip.Addr, host string) error {
 		}
 	}
 	if reason := forbiddenReason(a); reason != "" {
-		if host != "" && host != a.String() {
-			return fmt.Errorf("%w: %s resolves to %s (%s)", ErrForbidden, host, a, reason)
+		// Refusals reach the tenant (the API's answer, an attempt's
+		// error): what the platform's resolver answered for a name (an
+		// internal or split-horizon one, a public name pointed inside)
+		// stays inside; the kind of address is reason enough.
+		switch host {
+		case a.String():
+			return fmt.Errorf("%w: %s is a non-public address (%s)", ErrForbidden, a, reason)
+		case "":
+			return fmt.Errorf("%w: the host resolved to a non-public address (%s)", ErrForbidden, reason)
 		}
-		return fmt.Errorf("%w: %s (%s)", ErrForbidden, a, reason)
+		return fmt.Errorf("%w: %s resolves to a non-public address (%s)", ErrForbidden, host, reason)
 	}
 	return nil
 }
