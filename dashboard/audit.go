@@ -3,10 +3,14 @@ package dashboard
 import (
 	"encoding/csv"
 	"encoding/json"
+	"io"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/controlplane/audit"
 	"github.com/gatehouse/gatehouse/internal/ids"
@@ -21,9 +25,6 @@ var (
 	actionRe = regexp.MustCompile(`^[a-z_]+(\.[a-z_]*)*$`)
 	targetRe = regexp.MustCompile(`^[A-Za-z0-9_:-]{1,128}$`)
 )
-
-// exportMax bounds one export; older entries are reached with a time range.
-const exportMax = 10000
 
 // auditFilter reads the filter form. The list is always of the session's
 // environment plus the organisation-wide entries: live actions stay out of
@@ -130,8 +131,11 @@ func exportLink(r *http.Request, format string) string {
 	return "/audit/export?" + q.Encode()
 }
 
-// auditExport writes every matching entry (newest first, up to exportMax)
-// as CSV or JSON.
+// auditExport writes every matching entry, newest first, as CSV or JSON,
+// a page at a time: memory stays bounded however long the log. The first
+// page is read before anything is written, so a failure to read it is an
+// error page; a later failure aborts the connection, so the browser reports
+// a failed download instead of saving a file that looks complete.
 func (d *Dashboard) auditExport(w http.ResponseWriter, r *http.Request, s *Session) error {
 	_, af, problems := d.auditFilter(r, s)
 	if len(problems) > 0 {
@@ -143,43 +147,46 @@ func (d *Dashboard) auditExport(w http.ResponseWriter, r *http.Request, s *Sessi
 	}
 	af.Limit = audit.MaxLimit
 	af.StartingAfter, af.EndingBefore = "", ""
-	var all []audit.Entry
-	for len(all) < exportMax {
-		pg, err := d.cfg.Audit.List(r.Context(), s.OrgID, af)
-		if err != nil {
-			return err
-		}
-		all = append(all, pg.Data...)
-		if !pg.HasMore || len(pg.Data) == 0 {
-			break
-		}
-		af.StartingAfter = pg.Data[len(pg.Data)-1].ID
+	pg, err := d.cfg.Audit.List(r.Context(), s.OrgID, af)
+	if err != nil {
+		return err
 	}
 	name := "audit-" + s.OrgID + "-" + s.Env() + "-" + d.now().UTC().Format("20060102T150405Z")
 	w.Header().Set("Cache-Control", "no-store")
-	switch format {
-	case "json":
+	var write func(page []audit.Entry, last bool) error
+	if format == "json" {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.json"`)
-		type out struct {
-			Object string        `json:"object"`
-			Data   []audit.Entry `json:"data"`
-		}
-		if all == nil {
-			all = []audit.Entry{}
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out{Object: "list", Data: all})
-	default:
+		write = jsonEntries(w)
+	} else {
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.csv"`)
-		cw := csv.NewWriter(w)
-		_ = cw.Write([]string{"id", "created", "livemode", "actor_type", "actor_id", "action", "target_type", "target_id", "ip", "data"})
-		for _, e := range all {
+		write = csvEntries(w)
+	}
+	for {
+		if err := write(pg.Data, !pg.HasMore || len(pg.Data) == 0); err != nil {
+			return nil // the client went away
+		}
+		if !pg.HasMore || len(pg.Data) == 0 {
+			return nil
+		}
+		af.StartingAfter = pg.Data[len(pg.Data)-1].ID
+		if pg, err = d.cfg.Audit.List(r.Context(), s.OrgID, af); err != nil {
+			d.log.Warn("dashboard: audit export cut short", zap.String("org", s.OrgID), zap.Error(err))
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// csvEntries writes a CSV export: a header, then each page's rows.
+func csvEntries(w io.Writer) func(page []audit.Entry, last bool) error {
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"id", "created", "livemode", "actor_type", "actor_id", "action", "target_type", "target_id", "ip", "data"})
+	return func(page []audit.Entry, _ bool) error {
+		for _, e := range page {
 			live := ""
 			if e.Livemode != nil {
-				live = map[bool]string{true: "true", false: "false"}[*e.Livemode]
+				live = strconv.FormatBool(*e.Livemode)
 			}
 			data, _ := json.Marshal(e.Data)
 			_ = cw.Write([]string{e.ID, e.CreatedAt.UTC().Format(time.RFC3339), live, string(e.Actor.Type), csvSafe(e.Actor.ID),
@@ -187,6 +194,31 @@ func (d *Dashboard) auditExport(w http.ResponseWriter, r *http.Request, s *Sessi
 		}
 		cw.Flush()
 		return cw.Error()
+	}
+}
+
+// jsonEntries writes a JSON export, {"object": "list", "data": [...]}, an
+// entry per line.
+func jsonEntries(w io.Writer) func(page []audit.Entry, last bool) error {
+	b := []byte("{\n  \"object\": \"list\",\n  \"data\": [")
+	n := 0
+	return func(page []audit.Entry, last bool) error {
+		for _, e := range page {
+			line, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			if n++; n > 1 {
+				b = append(b, ',')
+			}
+			b = append(append(b, "\n    "...), line...)
+		}
+		if last {
+			b = append(b, "\n  ]\n}\n"...)
+		}
+		_, err := w.Write(b)
+		b = b[:0]
+		return err
 	}
 }
 

@@ -76,6 +76,10 @@ type Config struct {
 	Box *secretbox.Box
 	// Quotas feeds the usage page's quota meters; nil leaves them out.
 	Quotas QuotaMeter
+	// LogRetention is how long request logs are kept
+	// (REQUEST_LOG_RETENTION): the usage page says which days its charts
+	// drawn from them no longer cover. Zero: not said.
+	LogRetention time.Duration
 	// GatewayURL is the public API's base URL shown in the docs and
 	// quickstart; http://localhost:8080 when empty.
 	GatewayURL string

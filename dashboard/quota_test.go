@@ -197,6 +197,71 @@ func TestFailClosedRefusalsAreRateLimitHits(t *testing.T) {
 	}
 }
 
+// The usage page offers 90 days while request logs are kept 30 by default:
+// refusals older than the logs came from metered usage, as GET /v1/usage
+// reports them, and the page says which days its log-drawn chart no longer
+// covers. (It said "No request was rate-limited in this range" of a day
+// /v1/usage counted 25.)
+func TestUsagePageCountsRefusalsPastTheLogsRetention(t *testing.T) {
+	e := newEnv(t)
+	e.d.cfg.LogRetention = ingest.DefaultRetention
+	b := e.signup("ninety@example.com", "Ninety Days")
+	org := e.orgOf(b)
+	ctx := context.Background()
+	k, err := e.keys.Create(ctx, audit.Actor{Type: audit.ActorCLI, ID: "t"}, org, apikey.Sandbox, keys.CreateParams{Kind: apikey.Secret, Name: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, recent := time.Now().UTC().AddDate(0, 0, -45), time.Now().UTC().Add(-time.Hour)
+	parts := ingest.NewPartitions(e.pool, ingest.DefaultRetention, ingest.DefaultDaysAhead, nil)
+	// What the ingester stored and metered: 45 days ago 40 requests, 25 of
+	// them refused by the per-key limit; an hour ago 3 refused of 4.
+	for _, day := range []struct {
+		at             time.Time
+		total, refused int
+	}{{old, 40, 25}, {recent, 4, 3}} {
+		if _, err := parts.Ensure(ctx, day.at); err != nil {
+			t.Fatal(err)
+		}
+		for i := range day.total {
+			rl, status := "allowed", 200
+			if i < day.refused {
+				rl, status = "limited:per-key", 429
+			}
+			ts := day.at.Add(time.Duration(i) * time.Millisecond)
+			if _, err := e.pool.Exec(ctx, `INSERT INTO request_logs (request_id, created_at, organization_id, livemode, api_key_id,
+				method, path, status, duration_us, rate_limit) VALUES ($1, $2, $3, false, $4, 'GET', '/v1/customers', $5, 100, $6)`,
+				ids.NewAt(ids.Request, ts), ts, org, k.Key.ID, status, rl); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for metric, n := range map[string]int{ingest.MetricRequests: day.total - day.refused, ingest.MetricRateLimited: day.refused} {
+			if _, err := e.pool.Exec(ctx, `INSERT INTO usage_records (organization_id, livemode, api_key_id, metric, day, quantity)
+				VALUES ($1, false, $2, $3, $4, $5)`, org, k.Key.ID, metric, day.at.Format(time.DateOnly), n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Retention runs (hourly in the control plane): the old day's logs go.
+	if _, dropped, err := parts.Maintain(ctx); err != nil || len(dropped) == 0 {
+		t.Fatalf("maintain: dropped %v, %v", dropped, err)
+	}
+
+	p := b.get("/usage?days=90")
+	if !strings.Contains(p.body, "28 requests were refused by a rate limit or quota in this range") ||
+		!strings.Contains(p.body, "(request logs no longer kept)") || !strings.Contains(p.body, "limited:per-key") {
+		t.Errorf("90 days: the rate-limit hits are not the 28 metered, 25 of them past the logs' retention")
+	}
+	first := ingest.FirstKeptDay(time.Now(), ingest.DefaultRetention).Format("Jan 2")
+	if !strings.Contains(p.body, "retention has dropped before "+first) {
+		t.Errorf("90 days: the page does not say its status chart stops at %s", first)
+	}
+	p = b.get("/usage?days=7")
+	if !strings.Contains(p.body, "3 requests were refused") || strings.Contains(p.body, "no longer kept") || strings.Contains(p.body, "retention has dropped") {
+		t.Errorf("7 days, all of them in the logs: the page speaks of the logs' retention")
+	}
+}
+
 // The overview's tiles count what its hourly chart draws: at 10:30, a
 // request at 10:45 yesterday is in neither, one at 11:15 yesterday in both.
 func TestOverviewTilesMatchTheChartsWindow(t *testing.T) {

@@ -167,6 +167,18 @@ func (d *Dashboard) byClass(ctx context.Context, s *Session, unit string, from, 
 	return out, rows.Err()
 }
 
+// logsFrom is the first day of a range from start whose request logs are
+// still kept, when retention has dropped earlier ones (else zero).
+func (d *Dashboard) logsFrom(start, now time.Time) time.Time {
+	if d.cfg.LogRetention <= 0 {
+		return time.Time{}
+	}
+	if first := ingest.FirstKeptDay(now, d.cfg.LogRetention); first.After(start) {
+		return first
+	}
+	return time.Time{}
+}
+
 var usageRanges = []choice{{"7", "Last 7 days"}, {"30", "Last 30 days"}, {"90", "Last 90 days"}}
 
 // quotaUse is one quota's consumption this period.
@@ -228,29 +240,37 @@ func (d *Dashboard) usagePage(w http.ResponseWriter, r *http.Request, s *Session
 		return err
 	}
 
-	// Requests per day per key, from the metered usage.
-	rows, err := d.cfg.DB.Query(ctx, `SELECT api_key_id, day, quantity FROM usage_records
-		WHERE organization_id = $1 AND livemode = $2 AND metric = 'requests' AND day >= $3 AND day <= $4`,
-		s.OrgID, s.Livemode, start, today)
+	// Requests per day per key, and refusals by the limits per day, from
+	// the metered usage (kept for good, unlike the request logs).
+	rows, err := d.cfg.DB.Query(ctx, `SELECT api_key_id, metric, day, quantity FROM usage_records
+		WHERE organization_id = $1 AND livemode = $2 AND metric IN ($5, $6) AND day >= $3 AND day <= $4`,
+		s.OrgID, s.Livemode, start, today, ingest.MetricRequests, ingest.MetricRateLimited)
 	if err != nil {
 		return fmt.Errorf("reading usage: %w", err)
 	}
 	perKey := map[string][]int64{}
 	totals := map[string]int64{}
+	meteredLimited := make([]int64, days)
 	for rows.Next() {
-		var key string
+		var key, metric string
 		var day time.Time
 		var q int64
-		if err := rows.Scan(&key, &day, &q); err != nil {
+		if err := rows.Scan(&key, &metric, &day, &q); err != nil {
 			rows.Close()
 			return err
+		}
+		i := dayIndex(day)
+		if i < 0 || i >= days {
+			continue
+		}
+		if metric == ingest.MetricRateLimited {
+			meteredLimited[i] += q
+			continue
 		}
 		if perKey[key] == nil {
 			perKey[key] = make([]int64, days)
 		}
-		if i := dayIndex(day); i >= 0 && i < days {
-			perKey[key][i] += q
-		}
+		perKey[key][i] += q
 		totals[key] += q
 	}
 	rows.Close()
@@ -323,6 +343,24 @@ func (d *Dashboard) usagePage(w http.ResponseWriter, r *http.Request, s *Session
 	if err := rows.Err(); err != nil {
 		return err
 	}
+	// The request logs that name the limits are dropped after
+	// REQUEST_LOG_RETENTION; refusals metered beyond what a day's logs
+	// still hold are shown as such, so the total is what GET /v1/usage
+	// reports for the range.
+	const expiredName = "(request logs no longer kept)"
+	for i, n := range meteredLimited {
+		var logged int64
+		for _, v := range limited {
+			logged += v[i]
+		}
+		if n > logged {
+			if limited[expiredName] == nil {
+				limited[expiredName] = make([]int64, days)
+			}
+			limited[expiredName][i] = n - logged
+			limitedTotal += n - logged
+		}
+	}
 	var limitSeries []series
 	names := make([]string, 0, len(limited))
 	for n := range limited {
@@ -338,7 +376,7 @@ func (d *Dashboard) usagePage(w http.ResponseWriter, r *http.Request, s *Session
 		return err
 	}
 	data := map[string]any{
-		"Days": days, "Ranges": usageRanges, "Classes": classes, "Labels": labels,
+		"Days": days, "Ranges": usageRanges, "Classes": classes, "Labels": labels, "LogsFrom": d.logsFrom(start, now),
 		"ClassChart": stackedBars(fmt.Sprintf("Requests per day over the last %d days, by status class", days), labels, nil, classes, every),
 		"KeyTotals":  keyTotals, "Quotas": quotas, "LimitedTotal": limitedTotal,
 	}

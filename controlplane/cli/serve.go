@@ -113,12 +113,13 @@ func (a *app) serve(args []string) error {
 		return usageErrorf(c.name, "%v", err)
 	}
 	dash, err := dashboard.New(dashboard.Config{
-		DB:       db,
-		Logger:   log.Named("dashboard"),
-		Accounts: accounts.New(db, nil),
-		Keys:     keys.New(db, nil).WithLimits(lim),
-		Quotas:   lim,
-		Audit:    audit.NewLog(db),
+		DB:           db,
+		Logger:       log.Named("dashboard"),
+		Accounts:     accounts.New(db, nil),
+		Keys:         keys.New(db, nil).WithLimits(lim),
+		Quotas:       lim,
+		LogRetention: retention,
+		Audit:        audit.NewLog(db),
 		Webhooks: &dashboard.SQLWebhooks{DB: db, Box: box, URLPolicy: ssrf.Policy{
 			Allow: allow, RequireHTTPS: requireHTTPS,
 		}},

@@ -56,7 +56,13 @@ func day(t time.Time) time.Time {
 // expired reports whether the partition of day d is entirely older than the
 // retention at now, i.e. would be dropped.
 func (p *Partitions) expired(d, now time.Time) bool {
-	return !day(d).AddDate(0, 0, 1).After(now.Add(-p.retention))
+	return day(d).Before(FirstKeptDay(now, p.retention))
+}
+
+// FirstKeptDay is the first UTC day whose request logs retention keeps at
+// now: earlier days' partitions are dropped at the next maintenance.
+func FirstKeptDay(now time.Time, retention time.Duration) time.Time {
+	return day(now.Add(-retention))
 }
 
 // tooNew reports whether t lies beyond the prepared range by more than a
