@@ -24,6 +24,9 @@ type ListSpec struct {
 	// IDPrefix is the prefix of the listed objects' ids, which the cursors
 	// starting_after and ending_before must carry.
 	IDPrefix string
+	// Cursor, when set, checks a cursor instead: for objects whose ids are
+	// not ids.New's (a usage record's names what it counts).
+	Cursor func(string) bool
 	// Object names one listed object with its article, for messages:
 	// "an event", "a webhook endpoint".
 	Object string
@@ -67,7 +70,7 @@ func ParseList(vals url.Values, spec ListSpec, filter func(key, val string) (boo
 		case "starting_after", "ending_before":
 			// Ids sort by creation time, so any well-formed id is a position;
 			// it need not exist (it may have been deleted since).
-			if !ids.Valid(v, spec.IDPrefix) {
+			if spec.Cursor == nil && !ids.Valid(v, spec.IDPrefix) || spec.Cursor != nil && !spec.Cursor(v) {
 				return q, apierror.ParameterInvalid(key, fmt.Sprintf("Invalid %s: expected %s id (%s_…).", key, spec.Object, spec.IDPrefix))
 			}
 			if key == "starting_after" {

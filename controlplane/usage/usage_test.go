@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -113,6 +114,74 @@ func TestUsage(t *testing.T) {
 			}
 		})
 	}
+	t.Run("pages", func(t *testing.T) {
+		// 3 metrics × 2 keys × 4 days more, so that every grouping has
+		// pages of 2 to walk through in both directions.
+		for _, m := range []string{"a_metric", "requests", "z_metric"} {
+			for _, k := range []string{key1, key2} {
+				for d := 20; d < 24; d++ {
+					if _, err := db.Exec(context.Background(), `INSERT INTO usage_records (organization_id, livemode, api_key_id, metric, day, quantity)
+						VALUES ('org_A', false, $1, $2, $3, 1) ON CONFLICT DO NOTHING`, k, m, fmt.Sprintf("2026-11-%d", d)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+		type page struct {
+			HasMore bool `json:"has_more"`
+			Data    []Record
+		}
+		read := func(query string) page {
+			t.Helper()
+			status, body := get(orgA, "/v1/usage"+query)
+			var p page
+			if err := json.Unmarshal([]byte(body), &p); status != 200 || err != nil {
+				t.Fatalf("%s: %d %s", query, status, body)
+			}
+			return p
+		}
+		for _, group := range []string{"", "day", "key"} {
+			by := ""
+			if group != "" {
+				by = "&group_by=" + group
+			}
+			all := read("?limit=100" + by)
+			if all.HasMore || len(all.Data) < 6 {
+				t.Fatalf("group_by=%s: %d records in one page", group, len(all.Data))
+			}
+			var forward []string
+			for cursor := ""; ; {
+				p := read("?limit=2" + by + cursor)
+				forward = append(forward, idsOf(p.Data)...)
+				if !p.HasMore {
+					break
+				}
+				cursor = "&starting_after=" + p.Data[len(p.Data)-1].ID
+			}
+			var backward []string
+			for cursor := "&ending_before=" + all.Data[len(all.Data)-1].ID; ; {
+				p := read("?limit=2" + by + cursor)
+				backward = append(idsOf(p.Data), backward...)
+				if !p.HasMore {
+					break
+				}
+				cursor = "&ending_before=" + p.Data[0].ID
+			}
+			want := idsOf(all.Data)
+			if len(slices.Compact(slices.Sorted(slices.Values(want)))) != len(want) {
+				t.Errorf("group_by=%s: ids are not unique: %v", group, want)
+			}
+			if fmt.Sprint(forward) != fmt.Sprint(want) {
+				t.Errorf("group_by=%s: pages forward\n%v\nwant\n%v", group, forward, want)
+			}
+			if fmt.Sprint(append(backward, want[len(want)-1])) != fmt.Sprint(want) {
+				t.Errorf("group_by=%s: pages backward\n%v\nwant\n%v", group, backward, want[:len(want)-1])
+			}
+		}
+		if got := read("").Data; len(got) != router.DefaultListLimit {
+			t.Errorf("a page without limit has %d records, want %d", len(got), router.DefaultListLimit)
+		}
+	})
 	t.Run("dates are ISO whatever the DateStyle", func(t *testing.T) {
 		conn, err := db.Acquire(context.Background())
 		if err != nil {
@@ -127,7 +196,7 @@ func TestUsage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		recs, err := List(context.Background(), conn, "org_A", false, q)
+		recs, _, err := List(context.Background(), conn, "org_A", false, q)
 		if err != nil || len(recs) == 0 || recs[0].Date == nil || *recs[0].Date != "2026-11-27" {
 			t.Fatalf("got %+v, %v", recs, err)
 		}
@@ -144,7 +213,12 @@ func TestUsage(t *testing.T) {
 		{"too long", "?start=2024-01-01&end=2026-01-01", 400, "parameter_invalid", "start", nil},
 		{"group_by", "?group_by=month", 400, "parameter_invalid", "group_by", nil},
 		{"api_key", "?api_key=sk_test_x", 400, "parameter_invalid", "api_key", nil},
-		{"unknown", "?limit=3", 400, "parameter_unknown", "limit", nil},
+		{"unknown", "?page=3", 400, "parameter_unknown", "page", nil},
+		{"limit", "?limit=101", 400, "parameter_invalid", "limit", nil},
+		{"a cursor that is no record", "?starting_after=ur_" + "bm9wZQ", 400, "parameter_invalid", "starting_after", nil},
+		{"another object's id", "?ending_before=" + key1, 400, "parameter_invalid", "ending_before", nil},
+		{"a record of another grouping", "?group_by=key&starting_after=" + recordID(position{day: "2026-11-27", metric: "requests", key: key1}),
+			400, "parameter_invalid", "starting_after", nil},
 	} {
 		t.Run("refuses "+tc.name, func(t *testing.T) {
 			id := orgA
@@ -159,4 +233,12 @@ func TestUsage(t *testing.T) {
 			}
 		})
 	}
+}
+
+func idsOf(recs []Record) []string {
+	var out []string
+	for _, r := range recs {
+		out = append(out, r.ID)
+	}
+	return out
 }
