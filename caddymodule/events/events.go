@@ -220,12 +220,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	repl := caddy.NewReplacer()
 	var brokers []string
 	for _, b := range h.Brokers {
-		for _, part := range strings.Split(repl.ReplaceAll(b, ""), ",") {
-			if part = strings.TrimSpace(part); part != "" {
-				brokers = append(brokers, part)
-			}
-		}
+		brokers = append(brokers, repl.ReplaceAll(b, ""))
 	}
+	brokers = config.BrokerSet(brokers...)
 	if len(h.Brokers) == 0 {
 		brokers = config.KafkaBrokers()
 	}

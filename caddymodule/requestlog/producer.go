@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -64,12 +66,71 @@ const Linger = 100 * time.Millisecond
 // request 22–33 → 16–28 µs).
 const SendBatch = outbox.MaxSendBatch
 
-// spoolPath is the directory of one broker set's spool inside dir, so that
-// pointing a config at other brokers never mixes their queues.
+// spoolPath is the directory of one broker set (config.BrokerSet) inside
+// dir, so that two configs (or a config and the one a reload replaces)
+// pointing at other brokers never share a spool; a spool no running set
+// names is adopted (adoptOrphans).
 func spoolPath(brokers []string, dir string) string {
 	sum := sha256.Sum256([]byte(strings.Join(brokers, ",")))
-	return filepath.Join(dir, "kafka-"+hex.EncodeToString(sum[:6]))
+	return filepath.Join(dir, spoolPrefix+hex.EncodeToString(sum[:6]))
 }
+
+const spoolPrefix = "kafka-"
+
+// adoptOrphans sends what other broker lists' spools in dir hold (a
+// gateway restarted with KAFKA_BROKERS spelled another way, or pointed at
+// a new cluster, while Kafka was away) through s's sender, then removes
+// them. It starts once s has reached Kafka: by then every handler of the
+// loaded config holds its own spool, and a spool another process or
+// producer holds is left alone.
+func (s *sharedProducer) adoptOrphans(ctx context.Context, dir, own string, log *zap.Logger) {
+	tick := time.NewTicker(adoptPoll)
+	defer tick.Stop()
+	wait := func(cond func() bool) bool {
+		for !cond() {
+			select {
+			case <-ctx.Done():
+				return false
+			case <-tick.C:
+			}
+		}
+		return true
+	}
+	if !wait(func() bool { return s.Stats().Sent > 0 }) {
+		return
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), spoolPrefix) || path == own {
+			continue
+		}
+		o, err := outbox.New(outbox.Config{Dir: path, BatchSize: SendBatch, Linger: Linger, Logger: log}, s.sender)
+		if err != nil {
+			continue // held by a running producer
+		}
+		octx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = o.Run(octx)
+		}()
+		emptied := wait(func() bool { st := o.Stats(); return st.SpoolBytes == 0 && st.Memory == 0 })
+		cancel()
+		<-done
+		if !emptied {
+			return // stopping: the rest waits in its spool for the next start
+		}
+		if err := os.RemoveAll(path); err != nil {
+			log.Warn("request_log: removing an adopted spool", zap.String("spool", path), zap.Error(err))
+		}
+		log.Info("request_log: sent the request logs another broker list's spool held", zap.String("spool", path),
+			zap.Uint64("sent", o.Stats().Sent))
+	}
+}
+
+// adoptPoll is how often adoptOrphans looks at its progress.
+var adoptPoll = time.Second
 
 // acquireProducer returns the shared producer for brokers and dir, creating
 // and starting it if needed. Limits and logger apply when it is created;
@@ -91,9 +152,12 @@ func acquireProducer(brokers []string, dir string, memoryLimit int, spoolLimit i
 		ctx, cancel := context.WithCancel(context.Background())
 		sp := &sharedProducer{Producer: p, sender: sender, cancel: cancel, done: make(chan struct{}),
 			memoryLimit: memoryLimit, spoolLimit: spoolLimit}
+		var adopting sync.WaitGroup
+		adopting.Go(func() { sp.adoptOrphans(ctx, dir, spoolPath(brokers, dir), log.Named("outbox")) })
 		go func() {
 			defer close(sp.done)
 			_ = p.Run(ctx)
+			adopting.Wait()
 		}()
 		return sp, nil
 	})

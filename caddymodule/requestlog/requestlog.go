@@ -94,7 +94,9 @@ type Handler struct {
 	// Topic receives the records. Default gateway.request-logs.v1.
 	Topic string `json:"topic,omitempty"`
 	// SpoolDir is where records wait on disk while Kafka cannot take them
-	// (one subdirectory per broker set). Default {env.DATA_DIR}/spool/request-logs,
+	// (one subdirectory per set of brokers; what another set's holds, after
+	// a restart with other brokers, is sent to the new ones once they take
+	// a record). Default {env.DATA_DIR}/spool/request-logs,
 	// or <temp dir>/gatehouse/spool/request-logs when DATA_DIR is unset.
 	// Each gateway process needs its own.
 	SpoolDir string `json:"spool_dir,omitempty"`
@@ -156,13 +158,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	repl := caddy.NewReplacer()
 	h.brokers = nil
 	for _, b := range h.Brokers {
-		for _, addr := range strings.Split(repl.ReplaceAll(b, ""), ",") {
-			if addr = strings.TrimSpace(addr); addr != "" {
-				h.brokers = append(h.brokers, addr)
-			}
-		}
+		h.brokers = append(h.brokers, repl.ReplaceAll(b, ""))
 	}
-	if len(h.brokers) == 0 {
+	if h.brokers = config.BrokerSet(h.brokers...); len(h.brokers) == 0 {
 		// Like every other process of the platform (internal/config).
 		h.brokers = config.KafkaBrokers()
 	}

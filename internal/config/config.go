@@ -6,6 +6,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,10 +58,27 @@ func Load() Shared {
 // else DefaultKafkaBrokers: every process reads it so, the gateway's
 // modules included.
 func KafkaBrokers() []string {
-	if l := List("KAFKA_BROKERS"); len(l) > 0 {
+	if l := BrokerSet(os.Getenv("KAFKA_BROKERS")); len(l) > 0 {
 		return l
 	}
 	return strings.Split(DefaultKafkaBrokers, ",")
+}
+
+// BrokerSet is the Kafka brokers in lists (each comma-separated), trimmed,
+// sorted and without repeats: one set, however it is written, so that
+// what is kept per set of brokers (the gateway's spools) is found again
+// when a list is reordered.
+func BrokerSet(lists ...string) []string {
+	var out []string
+	for _, l := range lists {
+		for _, v := range strings.Split(l, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				out = append(out, v)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // devSecrets are the secret settings whose defaults above are published

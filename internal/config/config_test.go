@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,5 +57,19 @@ func TestTypedValuesRefuseTypos(t *testing.T) {
 	t.Setenv("KAFKA_BROKERS", "a:9092, b:9092 ,")
 	if got := Load().KafkaBrokers; strings.Join(got, "|") != "a:9092|b:9092" {
 		t.Errorf("KafkaBrokers = %q", got)
+	}
+}
+
+// One set of brokers, however it is written: the gateway keeps a spool per
+// set, and a reordered KAFKA_BROKERS must find its spool again.
+func TestBrokerSet(t *testing.T) {
+	want := []string{"a:9092", "b:9092"}
+	for _, lists := range [][]string{{"a:9092,b:9092"}, {"b:9092, a:9092"}, {"b:9092", "a:9092,,b:9092 "}} {
+		if got := BrokerSet(lists...); !slices.Equal(got, want) {
+			t.Errorf("BrokerSet(%q) = %q, want %q", lists, got, want)
+		}
+	}
+	if got := BrokerSet(" , "); len(got) != 0 {
+		t.Errorf("BrokerSet of nothing = %q", got)
 	}
 }

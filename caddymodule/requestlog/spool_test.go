@@ -1,0 +1,94 @@
+package requestlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/outbox"
+	"github.com/gatehouse/gatehouse/internal/testenv"
+)
+
+type downSender struct{}
+
+func (downSender) Send(context.Context, []outbox.Message) error { return errors.New("kafka away") }
+
+// Request logs spooled while Kafka was away reach it after a restart whose
+// broker list names the brokers another way (reordered, another address of
+// the same broker, one more bootstrap broker): the spool is per broker
+// list, and the new list's producer never looked at the old list's spool,
+// so they waited there for good (and their usage was never metered).
+func TestSpooledLogsSurviveARestartWithTheBrokersListedAnotherWay(t *testing.T) {
+	defer func(d time.Duration) { adoptPoll = d }(adoptPoll)
+	adoptPoll = 10 * time.Millisecond
+	brokers := testenv.Kafka(t)
+	topic := testenv.KafkaTopic(t, brokers, "spooladopt", 1)
+	host, port, err := net.SplitHostPort(brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	alias := net.JoinHostPort("localhost", port) // the same broker under another name
+	if host == "localhost" {
+		alias = net.JoinHostPort("127.0.0.1", port)
+	}
+	dir := t.TempDir()
+
+	// The first gateway: Kafka is away, three request logs go to the
+	// spool, and the gateway stops.
+	before := []string{brokers[0]}
+	p, err := outbox.New(outbox.Config{Dir: spoolPath(before, dir), Linger: time.Millisecond, RetryEvery: time.Millisecond}, downSender{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	for i := range 3 {
+		p.Enqueue(outbox.Message{Topic: topic, Key: []byte("org_A"), Value: fmt.Appendf(nil, "spooled %d", i)})
+	}
+	waitFor(t, 10*time.Second, "the spool", func() bool { return p.Stats().Spooled >= 3 })
+	cancel()
+	<-done
+	// The second, with Kafka back, lists the broker under two names (as
+	// Provision reads them).
+	after := config.BrokerSet(alias + "," + brokers[0])
+	sp, err := acquireProducer(after, dir, 0, 0, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = releaseProducer(after, dir) })
+	sp.Enqueue(outbox.Message{Topic: topic, Key: []byte("org_A"), Value: []byte("new")})
+
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	var got []string
+	for len(got) < 4 {
+		m, err := r.ReadMessage(rctx)
+		if err != nil {
+			t.Fatalf("Kafka got %q, want the new log and the 3 spooled ones: %v", got, err)
+		}
+		got = append(got, string(m.Value))
+	}
+	sort.Strings(got)
+	if fmt.Sprint(got) != "[new spooled 0 spooled 1 spooled 2]" {
+		t.Fatalf("Kafka got %q", got)
+	}
+	waitFor(t, 10*time.Second, "the old spool's removal", func() bool {
+		_, err := os.Stat(spoolPath(before, dir))
+		return os.IsNotExist(err)
+	})
+	if _, err := os.Stat(spoolPath(after, dir)); err != nil {
+		t.Errorf("the running list's own spool: %v", err)
+	}
+}
