@@ -481,8 +481,9 @@ func validName(kind, name string) error {
 // set: a limit whose key is empty at run time does not apply (as a per-key
 // limit before authentication), so such a typo would turn it off without a
 // word. Caught: a name under http.auth.api_key. that api_key does not set,
-// and a Caddyfile shorthand ({client_ip}) in JSON, which only the
-// Caddyfile adapter expands.
+// a Caddyfile shorthand ({client_ip}) in JSON, which only the Caddyfile
+// adapter expands, and a { never closed, which makes the key one text for
+// every request.
 func checkKey(key string) error {
 	for rest := key; ; {
 		open := strings.IndexByte(rest, '{')
@@ -491,7 +492,9 @@ func checkKey(key string) error {
 		}
 		end := strings.IndexByte(rest[open:], '}')
 		if end < 0 {
-			return nil
+			// Caddy would take it literally: every request would share
+			// the limit.
+			return fmt.Errorf("key: %q opens a placeholder with { that is never closed", key)
 		}
 		name := rest[open+1 : open+end]
 		rest = rest[open+end+1:]

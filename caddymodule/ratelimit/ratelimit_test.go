@@ -525,7 +525,10 @@ func TestKeysNamingNoPlaceholderAreRefused(t *testing.T) {
 	}
 	// Caddyfile shorthands with a dot ({header.X}, {query.x}) are no
 	// placeholders either: the policy would be skipped on every request.
-	for _, bad := range []string{"{client_ip}", "{http.auth.api_key.keyid}", "org:{http.auth.api_key.org}", "{header.X-Tenant}", "{query.tenant}"} {
+	// An unclosed one is text: every key of an organisation would share
+	// one per-key limit.
+	for _, bad := range []string{"{client_ip}", "{http.auth.api_key.keyid}", "org:{http.auth.api_key.org}", "{header.X-Tenant}", "{query.tenant}",
+		"{http.auth.api_key.key_id", "{http.auth.api_key.org_id}:{http.request.header.X-Tenant"} {
 		if err := policy(bad).Validate(); err == nil || !strings.Contains(err.Error(), "key:") {
 			t.Errorf("key %q: %v", bad, err)
 		}

@@ -114,7 +114,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, id identity.Identit
 			"Invalid type: event types are lower-case dotted words such as customer.created (letters and '_', at least one '.', at most %d characters).", MaxTypeLen))
 	case *typ == TestType:
 		return apierror.ParameterInvalid("type",
-			"webhook_endpoint.test events are sent to one endpoint by POST /v1/webhook_endpoints/{id}/test; choose another type.")
+			"webhook_endpoint.test events are sent to one endpoint by POST /v1/webhook-endpoints/{id}/test; choose another type.")
 	}
 	data, err := dataParam(p)
 	if err != nil {
@@ -167,6 +167,10 @@ func dataParam(p router.Params) (json.RawMessage, error) {
 		return nil, apierror.ParameterInvalid("data",
 			"Invalid data: expected a JSON object, the object the event is about (it becomes data.object).")
 	}
+	if depth(buf.Bytes()) > MaxDataDepth {
+		return nil, apierror.ParameterInvalid("data",
+			fmt.Sprintf("Invalid data: nested at most %d levels deep.", MaxDataDepth))
+	}
 	if buf.Len() > MaxDataBytes {
 		return nil, apierror.ParameterInvalid("data",
 			fmt.Sprintf("Invalid data: at most %d bytes of JSON (got %d).", MaxDataBytes, buf.Len()))
@@ -175,6 +179,31 @@ func dataParam(p router.Params) (json.RawMessage, error) {
 		return nil, apierror.ParameterInvalid("data", "Invalid data: "+err.Error()+".")
 	}
 	return json.RawMessage(`{"object":` + buf.String() + `}`), nil
+}
+
+// MaxDataDepth bounds the nesting of data: its event, wrapped as
+// {"object": …} in a Kafka message, must stay within what Go's decoder (the
+// ingester's and the deliverer's) reads, 10,000 levels.
+const MaxDataDepth = 1000
+
+// depth is the deepest nesting of objects and arrays in valid JSON.
+func depth(b []byte) int {
+	d, deepest, inString := 0, 0, false
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			d++
+			deepest = max(deepest, d)
+		case c == '}' || c == ']':
+			d--
+		}
+	}
+	return deepest
 }
 
 func (a *API) get(w http.ResponseWriter, r *http.Request, id identity.Identity) error {

@@ -111,6 +111,14 @@ func TestCreateEventRefusesBadInput(t *testing.T) {
 		{"other content type", "text/plain", "/v1/events", `type=a.b`, wantError{400, "body_invalid", ""}},
 		{"form conflict", "form", "/v1/events", `type=a.b&data=x&data[y]=z`, wantError{400, "parameter_invalid", "data"}},
 		{"form repeated", "form", "/v1/events", `type=a.b&type=c.d&data[x]=1`, wantError{400, "parameter_invalid", "type"}},
+		// Nested past what the ingester's and the deliverer's decoders read
+		// once wrapped into an event (a 500, or a 200 for an event never
+		// delivered).
+		{"data nested too deep", "application/json", "/v1/events",
+			`{"type":"a.b","data":` + strings.Repeat(`{"a":`, MaxDataDepth+1) + "1" + strings.Repeat("}", MaxDataDepth+1) + `}`,
+			wantError{400, "parameter_invalid", "data"}},
+		{"form data nested too deep", "form", "/v1/events", "type=a.b&data" + strings.Repeat("[a]", 10000) + "=x",
+			wantError{400, "parameter_invalid", "data"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ct := tc.contentType
@@ -122,6 +130,18 @@ func TestCreateEventRefusesBadInput(t *testing.T) {
 	}
 	if n := e.count(`SELECT count(*) FROM events`); n != 0 {
 		t.Fatalf("%d events stored from refused requests", n)
+	}
+	// The test type's refusal names the route that sends test events.
+	r := e.do(orgA, http.MethodPost, "/v1/events", "application/json", `{"type":"webhook_endpoint.test","data":{}}`)
+	if !strings.Contains(string(r.raw), "POST /v1/webhook-endpoints/{id}/test") {
+		t.Errorf("the refusal of the test type names no real route: %s", r.raw)
+	}
+	// As deep as it may be, the event is one its readers decode.
+	deep := strings.Repeat(`{"a":`, MaxDataDepth) + "1" + strings.Repeat("}", MaxDataDepth)
+	e.do(orgA, http.MethodPost, "/v1/events", "application/json", `{"type":"a.b","data":`+deep+`}`)
+	var w wire.Event
+	if err := json.Unmarshal(readMessages(t, e.brokers, e.topic, 1)[0].Value, &w); err != nil {
+		t.Fatalf("an accepted event's Kafka message does not decode: %v", err)
 	}
 }
 

@@ -66,7 +66,7 @@ const (
 // against the same pattern.
 var typePattern = regexp.MustCompile(`^[a-z_]+(\.[a-z_]+)+$`)
 
-// TestType is the type of the events POST /v1/webhook_endpoints/{id}/test
+// TestType is the type of the events POST /v1/webhook-endpoints/{id}/test
 // sends to that one endpoint; POST /v1/events refuses it, since it would
 // reach every endpoint subscribed to "*".
 const TestType = "webhook_endpoint.test"

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/gatehouse/gatehouse/controlplane/router"
 	"github.com/gatehouse/gatehouse/internal/apierror"
 	"github.com/gatehouse/gatehouse/internal/identity"
 	"github.com/gatehouse/gatehouse/internal/ids"
@@ -125,6 +126,13 @@ func recoverPanics(log *zap.Logger, next http.Handler) http.Handler {
 func refuseBadURLs(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, "/v1/") {
+			// The gateway matches paths whatever their case, so /V1/EVENTS
+			// arrives authenticated: it is the API's miss, not a
+			// dashboard page.
+			if len(r.URL.Path) >= 4 && strings.EqualFold(r.URL.Path[:4], "/v1/") {
+				apierror.Write(w, router.RouteMissing(r))
+				return
+			}
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -61,6 +61,8 @@ func TestHandlers(t *testing.T) {
 			"invalid_request_error", "route_missing", "req_fromgateway", ""},
 		{"v1 webhook endpoints with identity", up, signed(httptest.NewRequest("POST", "/v1/webhook-endpoints", strings.NewReader("{}")), secret), 404,
 			"invalid_request_error", "route_missing", "req_fromgateway", ""},
+		{"v1 in another case", up, signed(httptest.NewRequest("GET", "/V1/EVENTS", nil), secret), 404,
+			"invalid_request_error", "route_missing", "req_fromgateway", ""},
 		{"dashboard placeholder", up, httptest.NewRequest("GET", "/", nil), 200, "", "", "", "coming soon"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
