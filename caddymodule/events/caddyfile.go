@@ -3,6 +3,8 @@ package events
 import (
 	"strings"
 
+	"github.com/gatehouse/gatehouse/caddymodule/internal/shorthand"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -140,9 +142,9 @@ func parseRule(d *caddyfile.Dispenser) (Rule, error) {
 	var r Rule
 	switch len(args) {
 	case 3:
-		r = Rule{Method: args[0], Path: args[1], Type: args[2]}
+		r = Rule{Method: args[0], Path: shorthand.PathTemplate(args[1]), Type: args[2]}
 	case 4:
-		r = Rule{Method: args[0], Path: args[1], Status: args[2], Type: args[3]}
+		r = Rule{Method: args[0], Path: shorthand.PathTemplate(args[1]), Status: args[2], Type: args[3]}
 	default:
 		return r, d.Errf("emit_events: want `on <METHOD> <path> [<status>] <event type>`, e.g. `on POST /v1/customers 2xx customer.created`; got %d arguments", len(args))
 	}

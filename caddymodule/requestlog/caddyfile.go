@@ -4,6 +4,8 @@ import (
 	"math"
 	"strconv"
 
+	"github.com/gatehouse/gatehouse/caddymodule/internal/shorthand"
+
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
@@ -108,11 +110,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 			rl.Headers = append(rl.Headers, args...)
 		case "route":
 			for _, r := range args {
+				r = shorthand.PathTemplate(r)
 				if _, err := parseTemplate(r); err != nil {
 					return nil, h.Errf("request_log %v", err)
 				}
+				rl.Routes = append(rl.Routes, r)
 			}
-			rl.Routes = append(rl.Routes, args...)
 		case "max_body_capture":
 			v, err := one()
 			if err != nil {
