@@ -81,52 +81,109 @@ const spoolPrefix = "kafka-"
 // gateway restarted with KAFKA_BROKERS spelled another way, or pointed at
 // a new cluster, while Kafka was away) through s's sender, then removes
 // them. It starts once s has reached Kafka: by then every handler of the
-// loaded config holds its own spool, and a spool another process or
-// producer holds is left alone.
+// loaded config holds its own spool. A spool another process holds is left
+// alone, and one a producer of this process opens meanwhile (a reload back
+// to its brokers) is handed over to it (claimSpool).
 func (s *sharedProducer) adoptOrphans(ctx context.Context, dir, own string, log *zap.Logger) {
-	tick := time.NewTicker(adoptPoll)
-	defer tick.Stop()
-	wait := func(cond func() bool) bool {
-		for !cond() {
-			select {
-			case <-ctx.Done():
-				return false
-			case <-tick.C:
-			}
-		}
-		return true
-	}
-	if !wait(func() bool { return s.Stats().Sent > 0 }) {
+	if !waitUntil(ctx, func() bool { return s.Stats().Sent > 0 }) {
 		return
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		path := filepath.Join(dir, e.Name())
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), spoolPrefix) || path == own {
-			continue
+		if e.IsDir() && strings.HasPrefix(e.Name(), spoolPrefix) && path != own {
+			s.adopt(ctx, path, log)
 		}
-		o, err := outbox.New(outbox.Config{Dir: path, BatchSize: SendBatch, Linger: Linger, Logger: log}, s.sender)
-		if err != nil {
-			continue // held by a running producer
-		}
-		octx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = o.Run(octx)
-		}()
-		emptied := wait(func() bool { st := o.Stats(); return st.SpoolBytes == 0 && st.Memory == 0 })
-		cancel()
-		<-done
-		if !emptied {
-			return // stopping: the rest waits in its spool for the next start
-		}
-		if err := os.RemoveAll(path); err != nil {
-			log.Warn("request_log: removing an adopted spool", zap.String("spool", path), zap.Error(err))
-		}
-		log.Info("request_log: sent the request logs another broker list's spool held", zap.String("spool", path),
-			zap.Uint64("sent", o.Stats().Sent))
 	}
+}
+
+// adopt sends the spool at path through s's sender and removes it, unless
+// a producer of this process holds it or claims it meanwhile.
+func (s *sharedProducer) adopt(ctx context.Context, path string, log *zap.Logger) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a := &adoption{cancel: cancel, done: make(chan struct{})}
+	adoptMu.Lock()
+	if liveSpools[path] > 0 || adoptions[path] != nil { // a producer's, or another's adoption
+		adoptMu.Unlock()
+		return
+	}
+	adoptions[path] = a
+	adoptMu.Unlock()
+	defer func() { // after the removal: a claim waits for it
+		adoptMu.Lock()
+		delete(adoptions, path)
+		adoptMu.Unlock()
+		close(a.done)
+	}()
+	o, err := outbox.New(outbox.Config{Dir: path, BatchSize: SendBatch, Linger: Linger, Logger: log}, s.sender)
+	if err != nil {
+		return // held by another process
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = o.Run(ctx)
+	}()
+	emptied := waitUntil(ctx, func() bool { st := o.Stats(); return st.SpoolBytes == 0 && st.Memory == 0 })
+	cancel()
+	<-done
+	if !emptied {
+		return // stopping, or claimed: the rest stays in the spool
+	}
+	if err := os.RemoveAll(path); err != nil {
+		log.Warn("request_log: removing an adopted spool", zap.String("spool", path), zap.Error(err))
+	}
+	log.Info("request_log: sent the request logs another broker list's spool held", zap.String("spool", path),
+		zap.Uint64("sent", o.Stats().Sent))
+}
+
+// waitUntil polls cond every adoptPoll until it holds (true) or ctx ends.
+func waitUntil(ctx context.Context, cond func() bool) bool {
+	tick := time.NewTicker(adoptPoll)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
+}
+
+// The spools of this process's producers and those adoptOrphans is
+// sending, by path: a producer created for a spool being adopted (a reload
+// back to its brokers) stops the adoption and takes the spool over.
+var (
+	adoptMu    sync.Mutex
+	liveSpools = map[string]int{}
+	adoptions  = map[string]*adoption{}
+)
+
+type adoption struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// claimSpool marks path as a live producer's, stopping its adoption first.
+func claimSpool(path string) {
+	adoptMu.Lock()
+	liveSpools[path]++
+	a := adoptions[path]
+	adoptMu.Unlock()
+	if a != nil {
+		a.cancel()
+		<-a.done
+	}
+}
+
+func unclaimSpool(path string) {
+	adoptMu.Lock()
+	if liveSpools[path]--; liveSpools[path] <= 0 {
+		delete(liveSpools, path)
+	}
+	adoptMu.Unlock()
 }
 
 // adoptPoll is how often adoptOrphans looks at its progress.
@@ -140,12 +197,15 @@ var adoptPoll = time.Second
 // release it with releaseProducer in Cleanup.
 func acquireProducer(brokers []string, dir string, memoryLimit int, spoolLimit int64, log *zap.Logger) (*sharedProducer, error) {
 	v, _, err := producers.LoadOrNew(producerKey(brokers, dir), func() (caddy.Destructor, error) {
+		own := spoolPath(brokers, dir)
+		claimSpool(own)
 		sender := outbox.NewKafkaSenderBatch(brokers, SendBatch)
 		p, err := outbox.New(outbox.Config{
-			Dir: spoolPath(brokers, dir), MemoryLimit: memoryLimit, SpoolLimit: spoolLimit,
+			Dir: own, MemoryLimit: memoryLimit, SpoolLimit: spoolLimit,
 			BatchSize: SendBatch, Linger: Linger, Logger: log.Named("outbox"),
 		}, sender)
 		if err != nil {
+			unclaimSpool(own)
 			_ = sender.Close()
 			return nil, err
 		}
@@ -158,6 +218,7 @@ func acquireProducer(brokers []string, dir string, memoryLimit int, spoolLimit i
 			defer close(sp.done)
 			_ = p.Run(ctx)
 			adopting.Wait()
+			unclaimSpool(own)
 		}()
 		return sp, nil
 	})

@@ -261,7 +261,8 @@ func List(ctx context.Context, db DB, org string, livemode bool, q Query) ([]Rec
 	// cursor (router.TrimPage restores it).
 	backward := q.Before != nil
 	if cur := cmp.Or(q.After, q.Before); cur != nil {
-		vals := map[string]any{"day": cur.day, "metric": cur.metric, "api_key_id": cur.key}
+		day, _ := time.Parse(time.DateOnly, cur.day) // parseID checked it
+		vals := map[string]any{"day": day, "metric": cur.metric, "api_key_id": cur.key}
 		// (c1, c2, c3) after the cursor: c1 beyond it, or c1 equal and c2
 		// beyond it, or …
 		var or, eq []string
@@ -272,9 +273,6 @@ func List(ctx context.Context, db DB, org string, livemode bool, q Query) ([]Rec
 				op = "<"
 			}
 			arg := fmt.Sprintf("$%d", len(args))
-			if o.col == "day" {
-				arg += "::date"
-			}
 			or = append(or, "("+strings.Join(append(slices.Clone(eq), o.col+" "+op+" "+arg), " AND ")+")")
 			eq = append(eq, o.col+" = "+arg)
 		}

@@ -178,6 +178,15 @@ func TestUsage(t *testing.T) {
 				t.Errorf("group_by=%s: pages backward\n%v\nwant\n%v", group, backward, want[:len(want)-1])
 			}
 		}
+		// A cursor at the edge of what a date can be (Postgres has no year
+		// 0) is a position like any other.
+		year0 := recordID(position{day: "0000-01-01", metric: "requests"})
+		if got := read("?starting_after=" + year0).Data; len(got) != 0 {
+			t.Errorf("after year 0: %d records", len(got))
+		}
+		if got := read("?ending_before=" + year0).Data; len(got) != router.DefaultListLimit {
+			t.Errorf("before year 0 (every record is newer): %d records", len(got))
+		}
 		if got := read("").Data; len(got) != router.DefaultListLimit {
 			t.Errorf("a page without limit has %d records, want %d", len(got), router.DefaultListLimit)
 		}

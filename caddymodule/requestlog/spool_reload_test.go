@@ -1,0 +1,81 @@
+package requestlog
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gatehouse/gatehouse/internal/config"
+	"github.com/gatehouse/gatehouse/internal/outbox"
+	"github.com/gatehouse/gatehouse/internal/testenv"
+)
+
+// A gateway restarted with another broker list (Y) sends what the old
+// list's (X) spool held. While it does, a reload back to the old list (an
+// operator reverting the change) must load: request_log's Provision
+// acquires X's producer, which opens X's spool. The adoption holds that
+// spool's lock, so the reload is refused with "in use by another process"
+// naming the gateway's own pid.
+func TestReloadBackToTheOldBrokersWhileTheirSpoolIsAdopted(t *testing.T) {
+	defer func(d time.Duration) { adoptPoll = d }(adoptPoll)
+	adoptPoll = 10 * time.Millisecond
+	brokers := testenv.Kafka(t)
+	topic := testenv.KafkaTopic(t, brokers, "spoolreload", 1)
+	_, port, err := net.SplitHostPort(brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	x := []string{brokers[0]}
+	y := config.BrokerSet(brokers[0], net.JoinHostPort("localhost", port), net.JoinHostPort("127.0.0.1", port))
+
+	// The previous run, on X while Kafka was away: a backlog in X's spool.
+	p, err := outbox.New(outbox.Config{Dir: spoolPath(x, dir), Linger: time.Millisecond, RetryEvery: time.Millisecond}, downSender{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	const n = 150000
+	val := []byte(strings.Repeat("v", 200))
+	for i := range n {
+		p.Enqueue(outbox.Message{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Value: val})
+	}
+	waitFor(t, 60*time.Second, "the backlog in the spool", func() bool { return p.Stats().Spooled >= n })
+	cancel()
+	<-done
+
+	// This run, on Y: Kafka takes a record, so X's spool is adopted.
+	sp, err := acquireProducer(y, dir, 0, 0, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = releaseProducer(y, dir) })
+	sp.Enqueue(outbox.Message{Topic: topic, Key: []byte("org_A"), Value: []byte("new")})
+	waitFor(t, 30*time.Second, "the adoption to start sending X's spool", func() bool {
+		_, err := os.Stat(filepath.Join(spoolPath(x, dir), "sent"))
+		return err == nil
+	})
+	// The operator reverts to X: request_log's Provision acquires X.
+	px, err := acquireProducer(x, dir, 0, 0, zap.NewNop())
+	if err != nil {
+		t.Fatalf("a reload back to the old brokers while their spool is being sent fails: %v", err)
+	}
+	defer func() { _ = releaseProducer(x, dir) }()
+	// What the adoption had not sent, X's own producer sends.
+	waitFor(t, 60*time.Second, "X's spool sent", func() bool {
+		st := px.Stats()
+		return st.SpoolBytes == 0 && st.Memory == 0
+	})
+	if st := px.Stats(); st.Dropped != 0 {
+		t.Errorf("X's producer dropped %d", st.Dropped)
+	}
+}
