@@ -33,7 +33,8 @@ lint:
 FUZZPKGS ?= ./...
 fuzz:
 	@set -e; for pkg in $$($(GO) list $(FUZZPKGS)); do \
-	  grep -qs '^func Fuzz' $$($(GO) list -f '{{.Dir}}' $$pkg)/*_test.go || continue; \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  grep -qs '^func Fuzz' "$$dir"/*_test.go || continue; \
 	  list=$$($(GO) test -list '^Fuzz' $$pkg) || { echo "$$list"; exit 1; }; \
 	  for f in $$(echo "$$list" | grep '^Fuzz' || true); do \
 	    echo "==> fuzz $$pkg $$f ($(FUZZTIME))"; \

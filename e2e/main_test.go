@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -30,6 +32,17 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: starting the stack:", err)
 		os.Exit(1)
 	}
+	// The processes run in process groups of their own, so a Ctrl-C (or a
+	// TERM from make or CI) reaches only this binary: stop them before dying,
+	// or they keep running, with their database and topics, until killed.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		stack.Stop()
+		os.RemoveAll(bin)
+		os.Exit(130)
+	}()
 	code := m.Run()
 	if code != 0 {
 		fmt.Fprintln(os.Stderr, stack.Logs())

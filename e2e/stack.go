@@ -77,6 +77,7 @@ type Stack struct {
 	dropTopics func()
 	mu         sync.Mutex
 	procs      []*Proc
+	stopOnce   sync.Once
 }
 
 // Options tune a stack.
@@ -239,19 +240,21 @@ func (s *Stack) Restart(ctx context.Context, p *Proc) error {
 
 // Stop terminates every process and drops the database.
 func (s *Stack) Stop() {
-	s.mu.Lock()
-	procs := s.procs
-	s.mu.Unlock()
-	for i := len(procs) - 1; i >= 0; i-- {
-		_ = procs[i].Terminate()
-		procs[i].log.Close()
-	}
-	if s.dropDB != nil {
-		s.dropDB()
-	}
-	if s.dropTopics != nil {
-		s.dropTopics()
-	}
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		procs := s.procs
+		s.mu.Unlock()
+		for i := len(procs) - 1; i >= 0; i-- {
+			_ = procs[i].Terminate()
+			procs[i].log.Close()
+		}
+		if s.dropDB != nil {
+			s.dropDB()
+		}
+		if s.dropTopics != nil {
+			s.dropTopics()
+		}
+	})
 }
 
 // freshTopics creates the three platform topics under a unique suffix and

@@ -27,6 +27,15 @@ XCADDY="$ROOT/bin/xcaddy"
 # offline: the proxy does not know our unpublished module, and offline
 # resolution also proves the build uses nothing that go.sum does not pin.
 (cd "$ROOT" && go mod download)
-GOPROXY=off GOFLAGS=-mod=mod "$XCADDY" build "$version" "${args[@]}" --output "$OUT"
+# xcaddy first pins Caddy alone, in a module of its own where Caddy's own
+# requirements (older than ours) are selected: fetch those too, or the
+# offline build below finds them missing from the module cache.
+warm=$(mktemp -d)
+(cd "$warm" && go mod init warm >/dev/null 2>&1 && go get "github.com/caddyserver/caddy/v2@$version" >/dev/null)
+rm -rf "$warm"
+# GOSUMDB=off: with GOPROXY=off every module comes from the module cache,
+# verified against go.sum and the checksum database when it was fetched; a
+# direct lookup at sum.golang.org would fail where only the proxy is reachable.
+GOPROXY=off GOSUMDB=off GOFLAGS=-mod=mod "$XCADDY" build "$version" "${args[@]}" --output "$OUT"
 "$OUT" list-modules | grep -E 'http.handlers.(api_key|request_id)' >/dev/null || { echo "built binary lacks our modules" >&2; exit 1; }
 echo "built $OUT"
