@@ -127,3 +127,41 @@ func TestWindowQueriesUseAnIndex(t *testing.T) {
 		})
 	}
 }
+
+// README "Operating it": an index build of 0019 cut short leaves the
+// version dirty and an invalid index; the recipe there recovers it.
+func TestRecoveringAnInterruptedIndexBuild(t *testing.T) {
+	pool, dsn := testenv.Pool(t)
+	ctx := context.Background()
+	var newest int
+	if err := pool.QueryRow(ctx, `SELECT version FROM schema_migrations`).Scan(&newest); err != nil || newest != 19 {
+		t.Fatalf("the test models 0019 failing as the newest migration (newest: %d, %v): with later ones, stop the database at 0019", newest, err)
+	}
+	for _, sql := range []string{
+		// What a build killed midway leaves.
+		`UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'webhook_deliveries_status_idx'::regclass`,
+		`UPDATE schema_migrations SET version = 19, dirty = true`,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if err := migrations.Up(ctx, dsn); err == nil {
+		t.Fatal("migrate went on from a dirty version")
+	}
+	for _, sql := range []string{ // the recipe
+		`DROP INDEX CONCURRENTLY webhook_deliveries_status_idx`,
+		`UPDATE schema_migrations SET version = 18, dirty = false`,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if err := migrations.Up(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	var valid bool
+	if err := pool.QueryRow(ctx, `SELECT indisvalid FROM pg_index WHERE indexrelid = 'webhook_deliveries_status_idx'::regclass`).Scan(&valid); err != nil || !valid {
+		t.Fatalf("after the recipe the index is valid: %v, %v", valid, err)
+	}
+}
