@@ -70,7 +70,11 @@ func ParseList(vals url.Values, spec ListSpec, filter func(key, val string) (boo
 		case "starting_after", "ending_before":
 			// Ids sort by creation time, so any well-formed id is a position;
 			// it need not exist (it may have been deleted since).
-			if spec.Cursor == nil && !ids.Valid(v, spec.IDPrefix) || spec.Cursor != nil && !spec.Cursor(v) {
+			valid := spec.Cursor
+			if valid == nil {
+				valid = func(v string) bool { return ids.Valid(v, spec.IDPrefix) }
+			}
+			if !valid(v) {
 				return q, apierror.ParameterInvalid(key, fmt.Sprintf("Invalid %s: expected %s id (%s_…).", key, spec.Object, spec.IDPrefix))
 			}
 			if key == "starting_after" {
