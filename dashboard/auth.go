@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -196,20 +197,35 @@ func (d *Dashboard) switchEnv(w http.ResponseWriter, r *http.Request, s *Session
 		s.tokenHash, live); err != nil {
 		return fmt.Errorf("switching environment: %w", err)
 	}
-	// Stay on the same kind of page; an object page of the other
-	// environment would be a 404.
+	// Stay on the same kind of page, with the range and filters that mean
+	// the same in either environment; an object page of the other
+	// environment would be a 404, and ids and cursors name one
+	// environment's objects.
 	back := "/"
 	if ref := r.PostFormValue("back"); ref != "" {
-		back = safeNext(ref)
-		if i := strings.IndexByte(back[1:], '/'); i >= 0 {
-			back = back[:i+1]
-		}
-		if j := strings.IndexByte(back, '?'); j >= 0 {
-			back = back[:j]
+		if u, err := url.Parse(safeNext(ref)); err == nil {
+			back = u.Path
+			if i := strings.IndexByte(back[1:], '/'); i >= 0 {
+				back = back[:i+1] // an object page: its list
+			} else if q := neutralQuery(u.Query()); q != "" {
+				back += "?" + q
+			}
 		}
 	}
 	redirect(w, r, back, "")
 	return nil
+}
+
+// neutralQuery is the list pages' ranges and filters in q that mean the
+// same in sandbox and live.
+func neutralQuery(q url.Values) string {
+	keep := url.Values{}
+	for _, k := range []string{"days", "status", "method", "path", "since", "from", "to", "error_code", "type", "action"} {
+		if v := q.Get(k); v != "" {
+			keep.Set(k, v)
+		}
+	}
+	return keep.Encode()
 }
 
 // Invitations.

@@ -218,7 +218,13 @@ func (d *Dashboard) logPage(w http.ResponseWriter, r *http.Request, s *Session) 
 	if err != nil {
 		return err
 	}
-	trace, err := d.eventsOfRequest(r.Context(), s, id)
+	// A replay ran nothing: its trace is the execution it replays, which
+	// its response names.
+	traceOf := id
+	if orig := o.ResponseHeaders["Original-Request-Id"]; o.IdempotentReplayed && ids.Valid(orig, ids.Request) {
+		traceOf = orig
+	}
+	trace, err := d.eventsOfRequest(r.Context(), s, traceOf)
 	if err != nil {
 		return err
 	}
@@ -237,7 +243,7 @@ func (d *Dashboard) logPage(w http.ResponseWriter, r *http.Request, s *Session) 
 	}
 	d.render(w, r, s, http.StatusOK, "log.html", o.Method+" "+o.Path, "logs", map[string]any{
 		"Log": o, "RequestHeaders": sortedHeaders(o.RequestHeaders), "ResponseHeaders": sortedHeaders(o.ResponseHeaders),
-		"Trace": trace, "Related": related, "KeyLabels": labels,
+		"Trace": trace, "TraceOf": traceOf, "Related": related, "KeyLabels": labels,
 	})
 	return nil
 }

@@ -29,7 +29,9 @@ type view struct {
 	GatewayURL string
 	Flash      string
 	Path       string
-	Data       any
+	// Back is the page with its query, for the environment switch.
+	Back string
+	Data any
 }
 
 func (d *Dashboard) parseTemplates() error {
@@ -62,7 +64,7 @@ func (d *Dashboard) render(w http.ResponseWriter, r *http.Request, s *Session, s
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	v := view{Title: title, Nav: nav, S: s, Now: d.now(), GatewayURL: d.cfg.GatewayURL, Path: r.URL.Path, Data: data}
+	v := view{Title: title, Nav: nav, S: s, Now: d.now(), GatewayURL: d.cfg.GatewayURL, Path: r.URL.Path, Back: r.URL.RequestURI(), Data: data}
 	if s != nil {
 		v.CSRF = s.CSRF + "." + s.context()
 	} else {

@@ -110,6 +110,14 @@ func TestIdempotentCreateThroughTheGateway(t *testing.T) {
 	if again.Header.Get("Idempotent-Replayed") != "true" || again.Header.Get("Original-Request-Id") != first.Header.Get("Request-Id") {
 		t.Fatalf("replay headers: %v", again.Header)
 	}
+	// The replay's request log names the execution it replays (the
+	// dashboard's trace of a replay follows it).
+	rid := again.Header.Get("Request-Id")
+	log := eventually(t, 30*time.Second, func() apiResponse { return call(t, "GET", "/v1/request-logs/"+rid, tn.SandboxKey, "", "") },
+		func(r apiResponse) bool { return r.Status == 200 })
+	if h, _ := log.Body["response_headers"].(map[string]any); log.Body["idempotent_replayed"] != true || h["Original-Request-Id"] != first.Header.Get("Request-Id") {
+		t.Fatalf("the replay's log: %s", log.Raw)
+	}
 	list := call(t, "GET", "/v1/customers?email=once@example.com", tn.SandboxKey, "", "")
 	if n := len(list.Body["data"].([]any)); n != 1 {
 		t.Fatalf("%d customers after a retried create, want 1", n)

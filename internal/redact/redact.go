@@ -41,7 +41,7 @@ const (
 var DefaultHeaders = []string{
 	"Accept", "Accept-Encoding", "Accept-Language", "Api-Version", "Cache-Control",
 	"Content-Encoding", "Content-Length", "Content-Type", "Idempotency-Key",
-	"Idempotent-Replayed", "Location", "Request-Id", "RateLimit", "RateLimit-Policy",
+	"Idempotent-Replayed", "Location", "Original-Request-Id", "Request-Id", "RateLimit", "RateLimit-Policy",
 	"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After",
 	"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset",
 	"User-Agent", "Vary",
