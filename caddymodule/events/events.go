@@ -684,6 +684,7 @@ type sharedProducer struct {
 func (s *sharedProducer) Destruct() error {
 	s.cancel()
 	<-s.done
+	outboxes.Remove(s.p)
 	return s.sender.Close()
 }
 
@@ -699,6 +700,7 @@ func acquireProducer(dir string, brokers []string, log *zap.Logger) (*outbox.Pro
 			_ = sender.Close()
 			return nil, fmt.Errorf("opening spool %s: %w", dir, err)
 		}
+		outboxes.Add(p)
 		ctx, cancel := context.WithCancel(context.Background())
 		s := &sharedProducer{brokers: joined, p: p, sender: sender, cancel: cancel, done: make(chan struct{})}
 		go func() {

@@ -19,21 +19,11 @@ const (
 	reasonNoIdentity = "no_identity" // no api_key organisation: a misordered Caddyfile
 )
 
-// outboxStats sums the counters of every running producer.
-func outboxStats() outbox.Stats {
-	var sum outbox.Stats
-	producers.Range(func(_, v any) bool {
-		st := v.(*sharedProducer).p.Stats()
-		sum.Enqueued += st.Enqueued
-		sum.Sent += st.Sent
-		sum.Spooled += st.Spooled
-		sum.Dropped += st.Dropped
-		sum.SpoolBytes += st.SpoolBytes
-		sum.Memory += st.Memory
-		return true
-	})
-	return sum
-}
+// outboxes are the producers the metrics count (outbox.Tally: counts of
+// producers a reload stopped stay in).
+var outboxes outbox.Tally
+
+func outboxStats() outbox.Stats { return outboxes.Stats() }
 
 // The collectors live for the process and are registered into each config's
 // registry, so counts survive config reloads (the reverse proxy's pattern).

@@ -38,8 +38,14 @@ type sharedProducer struct {
 func (s *sharedProducer) Destruct() error {
 	s.cancel()
 	<-s.done
+	outboxes.Remove(s.Producer)
 	return s.sender.Close()
 }
+
+// outboxes are the producers and adoptions the metrics count
+// (outbox.Tally: counts of producers a reload stopped stay in, and an
+// adopted backlog shows while it is sent).
+var outboxes outbox.Tally
 
 // producerKey names a shared producer; dir is absolute and clean
 // (Provision), so two spellings of one directory share it.
@@ -120,6 +126,8 @@ func (s *sharedProducer) adopt(ctx context.Context, path string, log *zap.Logger
 	if err != nil {
 		return // held by another process
 	}
+	outboxes.Add(o)
+	defer outboxes.Remove(o)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -209,6 +217,7 @@ func acquireProducer(brokers []string, dir string, memoryLimit int, spoolLimit i
 			_ = sender.Close()
 			return nil, err
 		}
+		outboxes.Add(p)
 		ctx, cancel := context.WithCancel(context.Background())
 		sp := &sharedProducer{Producer: p, sender: sender, cancel: cancel, done: make(chan struct{}),
 			memoryLimit: memoryLimit, spoolLimit: spoolLimit}
@@ -239,19 +248,6 @@ func releaseProducer(brokers []string, dir string) error {
 	return err
 }
 
-// outboxStats sums the counters of every running producer, for the
-// metrics: several configs or broker sets may be live at once.
-func outboxStats() outbox.Stats {
-	var total outbox.Stats
-	producers.Range(func(_, v any) bool {
-		s := v.(*sharedProducer).Stats()
-		total.Enqueued += s.Enqueued
-		total.Sent += s.Sent
-		total.Spooled += s.Spooled
-		total.Dropped += s.Dropped
-		total.SpoolBytes += s.SpoolBytes
-		total.Memory += s.Memory
-		return true
-	})
-	return total
-}
+// outboxStats sums the counters of every producer, for the metrics: several
+// configs or broker sets may be live at once.
+func outboxStats() outbox.Stats { return outboxes.Stats() }

@@ -519,3 +519,56 @@ func (k *KafkaSender) Send(ctx context.Context, msgs []Message) error {
 
 // Close closes the writer.
 func (k *KafkaSender) Close() error { return k.W.Close() }
+
+// Tally sums the Stats of running producers for metrics, and keeps the
+// counts of those that stopped: a counter must never go back, and a config
+// reload (other brokers, another spool) stops one producer and starts
+// another. The zero value is ready to use.
+type Tally struct {
+	mu      sync.Mutex
+	running map[*Producer]struct{}
+	retired Stats
+}
+
+// Add counts p from now on.
+func (t *Tally) Add(p *Producer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.running == nil {
+		t.running = map[*Producer]struct{}{}
+	}
+	t.running[p] = struct{}{}
+}
+
+// Remove stops counting p, keeping its counters (not its gauges).
+func (t *Tally) Remove(p *Producer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.running[p]; !ok {
+		return
+	}
+	delete(t.running, p)
+	st := p.Stats()
+	t.retired.Enqueued += st.Enqueued
+	t.retired.Sent += st.Sent
+	t.retired.Spooled += st.Spooled
+	t.retired.Dropped += st.Dropped
+}
+
+// Stats is the sum: the counters of every producer ever added, the gauges
+// of those running.
+func (t *Tally) Stats() Stats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sum := t.retired
+	for p := range t.running {
+		st := p.Stats()
+		sum.Enqueued += st.Enqueued
+		sum.Sent += st.Sent
+		sum.Spooled += st.Spooled
+		sum.Dropped += st.Dropped
+		sum.SpoolBytes += st.SpoolBytes
+		sum.Memory += st.Memory
+	}
+	return sum
+}

@@ -893,3 +893,25 @@ func TestInFlightBatchDeliveredIsNotCountedDropped(t *testing.T) {
 		t.Fatalf("%+v: sent and dropped add up to more than enqueued", st)
 	}
 }
+
+// A Tally's counters never go back when a producer stops (a config reload
+// to other brokers); its gauges are the running producers'.
+func TestTallyKeepsTheCountsOfStoppedProducers(t *testing.T) {
+	var tally Tally
+	sent := func(n int) *Producer {
+		p, err := New(Config{Dir: t.TempDir()}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.sent.Add(uint64(n))
+		return p
+	}
+	a, b := sent(20), sent(1)
+	tally.Add(a)
+	tally.Remove(a)
+	tally.Add(b)
+	tally.Remove(sent(5)) // never added: not counted
+	if got := tally.Stats().Sent; got != 21 {
+		t.Fatalf("sent = %d after one producer stopped, want 21", got)
+	}
+}
