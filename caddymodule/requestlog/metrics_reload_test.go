@@ -1,7 +1,6 @@
 package requestlog
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/gatehouse/gatehouse/internal/outbox"
 
 	"github.com/gatehouse/gatehouse/caddymodule/internal/caddytest"
 	"github.com/gatehouse/gatehouse/internal/testenv"
@@ -85,20 +82,9 @@ func TestAdoptedSpoolBacklogShowsInTheMetrics(t *testing.T) {
 	spool := t.TempDir()
 	old := []string{brokers[0]}
 	// The previous run, on the old list while Kafka was away.
-	p, err := outbox.New(outbox.Config{Dir: spoolPath(old, spool), Linger: time.Millisecond, RetryEvery: time.Millisecond}, downSender{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
 	const n = 5000
-	for i := range n {
-		p.Enqueue(outbox.Message{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Value: []byte(strings.Repeat("v", 200))})
-	}
-	waitFor(t, 30*time.Second, "the backlog in the spool", func() bool { return p.Stats().Spooled >= n })
-	cancel()
-	<-done
+	val := []byte(strings.Repeat("v", 200))
+	spoolBacklog(t, spoolPath(old, spool), topic, n, func(int) []byte { return val })
 
 	// This run: the same Kafka, spelled localhost.
 	port := testenv.FreePort(t)

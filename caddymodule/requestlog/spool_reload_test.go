@@ -1,8 +1,6 @@
 package requestlog
 
 import (
-	"context"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -37,21 +35,9 @@ func TestReloadBackToTheOldBrokersWhileTheirSpoolIsAdopted(t *testing.T) {
 	y := config.BrokerSet(brokers[0], net.JoinHostPort("localhost", port), net.JoinHostPort("127.0.0.1", port))
 
 	// The previous run, on X while Kafka was away: a backlog in X's spool.
-	p, err := outbox.New(outbox.Config{Dir: spoolPath(x, dir), Linger: time.Millisecond, RetryEvery: time.Millisecond}, downSender{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
 	const n = 150000
 	val := []byte(strings.Repeat("v", 200))
-	for i := range n {
-		p.Enqueue(outbox.Message{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Value: val})
-	}
-	waitFor(t, 60*time.Second, "the backlog in the spool", func() bool { return p.Stats().Spooled >= n })
-	cancel()
-	<-done
+	spoolBacklog(t, spoolPath(x, dir), topic, n, func(int) []byte { return val })
 
 	// This run, on Y: Kafka takes a record, so X's spool is adopted.
 	sp, err := acquireProducer(y, dir, 0, 0, zap.NewNop())

@@ -45,19 +45,7 @@ func TestSpooledLogsSurviveARestartWithTheBrokersListedAnotherWay(t *testing.T) 
 	// The first gateway: Kafka is away, three request logs go to the
 	// spool, and the gateway stops.
 	before := []string{brokers[0]}
-	p, err := outbox.New(outbox.Config{Dir: spoolPath(before, dir), Linger: time.Millisecond, RetryEvery: time.Millisecond}, downSender{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
-	for i := range 3 {
-		p.Enqueue(outbox.Message{Topic: topic, Key: []byte("org_A"), Value: fmt.Appendf(nil, "spooled %d", i)})
-	}
-	waitFor(t, 10*time.Second, "the spool", func() bool { return p.Stats().Spooled >= 3 })
-	cancel()
-	<-done
+	spoolBacklog(t, spoolPath(before, dir), topic, 3, func(i int) []byte { return fmt.Appendf(nil, "spooled %d", i) })
 	// The second, with Kafka back, lists the broker under two names (as
 	// Provision reads them).
 	after := config.BrokerSet(alias + "," + brokers[0])
@@ -91,4 +79,23 @@ func TestSpooledLogsSurviveARestartWithTheBrokersListedAnotherWay(t *testing.T) 
 	if _, err := os.Stat(spoolPath(after, dir)); err != nil {
 		t.Errorf("the running list's own spool: %v", err)
 	}
+}
+
+// spoolBacklog leaves n request logs (value(i)) in the spool at path, as a
+// gateway that stopped while Kafka was away does.
+func spoolBacklog(t *testing.T, path, topic string, n int, value func(i int) []byte) {
+	t.Helper()
+	p, err := outbox.New(outbox.Config{Dir: path, Linger: time.Millisecond, RetryEvery: time.Millisecond}, downSender{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	for i := range n {
+		p.Enqueue(outbox.Message{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Value: value(i)})
+	}
+	waitFor(t, 60*time.Second, "the backlog in the spool", func() bool { return p.Stats().Spooled >= uint64(n) })
+	cancel()
+	<-done
 }
