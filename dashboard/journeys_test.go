@@ -94,3 +94,43 @@ func TestReplayTraceIsTheOriginalExecutions(t *testing.T) {
 		t.Errorf("the replay's trace does not lead to the event %s and delivery %s of the execution it replays", evt, whd)
 	}
 }
+
+// The endpoints list says how many of an endpoint's deliveries of the last
+// 24 hours are failing and links the number to the deliveries list, which
+// must show as many: it showed every failing one (live retries go on for
+// three days), 3 where the list said 1.
+func TestEndpointsFailingCountMatchesItsList(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("journey-failing@example.com", "Journey Failing")
+	org := e.orgOf(b)
+	ctx := context.Background()
+	actor := audit.Actor{Type: audit.ActorCLI, ID: "test"}
+	tn := Tenant{OrganizationID: org}
+	we, _, err := e.hooks.CreateEndpoint(ctx, actor, tn, EndpointParams{URL: ptr("http://127.0.0.1:9/hook"), EnabledEvents: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three deliveries still failing (retries scheduled): one from an hour
+	// ago, two from 30 hours ago.
+	for i, age := range []time.Duration{time.Hour, 30 * time.Hour, 30 * time.Hour} {
+		whd, err := e.hooks.TestEndpoint(ctx, actor, tn, we)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := time.Now().Add(-age).Add(time.Duration(i) * time.Second)
+		if _, err := e.pool.Exec(ctx, `UPDATE webhook_deliveries SET status = 'failed', attempts = 3, last_status_code = 500,
+			manual_pending = false, next_attempt_at = now() + interval '1 hour', created_at = $2 WHERE id = $1`, whd, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := b.get("/webhooks").body
+	m := regexp.MustCompile(`<a href="(/deliveries\?endpoint=` + we + `&amp;status=failed[^"]*)">(\d+) failing</a>`).FindStringSubmatch(list)
+	if m == nil {
+		t.Fatalf("the endpoints list shows no failing count linked to the failing deliveries")
+	}
+	linked := b.get(html.UnescapeString(m[1])).body
+	rows := strings.Count(linked, `<td><a href="/deliveries/whd_`)
+	if m[2] != "1" || rows != 1 {
+		t.Errorf("the endpoints list says %q failing, the list its number links to shows %d failing deliveries", m[2], rows)
+	}
+}

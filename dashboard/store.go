@@ -192,7 +192,10 @@ func (d *Dashboard) getEndpoint(ctx context.Context, s *Session, id string) (End
 // deliveryFilter narrows the deliveries list.
 type deliveryFilter struct {
 	Status, Endpoint, Event string
-	After, Before           string
+	// Since is a choice of sinceChoices; CreatedGTE its start, when set.
+	Since         string
+	CreatedGTE    time.Time
+	After, Before string
 }
 
 func (d *Dashboard) listDeliveries(ctx context.Context, s *Session, f deliveryFilter) ([]Delivery, page, error) {
@@ -207,6 +210,9 @@ func (d *Dashboard) listDeliveries(ctx context.Context, s *Session, f deliveryFi
 	}
 	if f.Event != "" {
 		q.Add("d.event_id = $%d", f.Event)
+	}
+	if !f.CreatedGTE.IsZero() {
+		q.Add("d.created_at >= $%d", f.CreatedGTE)
 	}
 	list, p, err := listPage(ctx, d.cfg.DB, "webhook_deliveries", "d", deliveriesFrom, q, f.After, f.Before, func(x Delivery) string { return x.ID })
 	if err != nil {

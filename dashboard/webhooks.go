@@ -382,10 +382,15 @@ func (d *Dashboard) endpointPage(w http.ResponseWriter, r *http.Request, s *Sess
 
 func (d *Dashboard) deliveriesPage(w http.ResponseWriter, r *http.Request, s *Session) error {
 	v := r.URL.Query()
-	f := deliveryFilter{Status: v.Get("status"), Endpoint: v.Get("endpoint"), Event: v.Get("event")}
+	f := deliveryFilter{Status: v.Get("status"), Endpoint: v.Get("endpoint"), Event: v.Get("event"), Since: v.Get("since")}
 	var problems []string
 	if f.Status != "" && !slices.Contains(deliveryStatuses, f.Status) {
 		problems = append(problems, "Choose a status from the list.")
+	}
+	if dur, ok := parseChoice(f.Since, sinceChoices); !ok {
+		problems = append(problems, "Choose a time range from the list.")
+	} else if dur > 0 {
+		f.CreatedGTE = d.now().Add(-dur)
 	}
 	if f.Endpoint != "" && !ids.Valid(f.Endpoint, ids.WebhookEndpoint) {
 		problems = append(problems, "Endpoint must be an endpoint id (we_…).")
@@ -398,7 +403,7 @@ func (d *Dashboard) deliveriesPage(w http.ResponseWriter, r *http.Request, s *Se
 	} else if b := v.Get("before"); ids.Valid(b, ids.Delivery) {
 		f.Before = b
 	}
-	data := map[string]any{"F": f, "Statuses": deliveryStatuses, "Problems": problems}
+	data := map[string]any{"F": f, "Statuses": deliveryStatuses, "SinceChoices": sinceChoices, "Problems": problems}
 	if len(problems) == 0 {
 		list, p, err := d.listDeliveries(r.Context(), s, f)
 		if err != nil {
