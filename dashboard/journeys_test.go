@@ -48,15 +48,10 @@ func TestSwitchingEnvironmentKeepsTheRangeAndFilters(t *testing.T) {
 // original's customer.created and its delivery existed.
 func TestReplayTraceIsTheOriginalExecutions(t *testing.T) {
 	e := newEnv(t)
-	b := e.signup("journey-replay@example.com", "Journey Replay")
-	org := e.orgOf(b)
+	b, tn, we := e.withEndpoint("journey-replay@example.com", "Journey Replay")
+	org := tn.OrganizationID
 	ctx := context.Background()
 	actor := audit.Actor{Type: audit.ActorCLI, ID: "test"}
-	tn := Tenant{OrganizationID: org}
-	we, _, err := e.hooks.CreateEndpoint(ctx, actor, tn, EndpointParams{URL: ptr("http://127.0.0.1:9/hook"), EnabledEvents: []string{"*"}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	whd, err := e.hooks.TestEndpoint(ctx, actor, tn, we) // an event with a delivery, made the original's below
 	if err != nil {
 		t.Fatal(err)
@@ -101,15 +96,9 @@ func TestReplayTraceIsTheOriginalExecutions(t *testing.T) {
 // three days), 3 where the list said 1.
 func TestEndpointsFailingCountMatchesItsList(t *testing.T) {
 	e := newEnv(t)
-	b := e.signup("journey-failing@example.com", "Journey Failing")
-	org := e.orgOf(b)
+	b, tn, we := e.withEndpoint("journey-failing@example.com", "Journey Failing")
 	ctx := context.Background()
 	actor := audit.Actor{Type: audit.ActorCLI, ID: "test"}
-	tn := Tenant{OrganizationID: org}
-	we, _, err := e.hooks.CreateEndpoint(ctx, actor, tn, EndpointParams{URL: ptr("http://127.0.0.1:9/hook"), EnabledEvents: []string{"*"}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Three deliveries still failing (retries scheduled): one from an hour
 	// ago, two from 30 hours ago.
 	for i, age := range []time.Duration{time.Hour, 30 * time.Hour, 30 * time.Hour} {
@@ -133,4 +122,18 @@ func TestEndpointsFailingCountMatchesItsList(t *testing.T) {
 	if m[2] != "1" || rows != 1 {
 		t.Errorf("the endpoints list says %q failing, the list its number links to shows %d failing deliveries", m[2], rows)
 	}
+}
+
+// withEndpoint signs up an organisation with one webhook endpoint, to an
+// address nothing listens on.
+func (e *env) withEndpoint(email, name string) (*browser, Tenant, string) {
+	e.t.Helper()
+	b := e.signup(email, name)
+	tn := Tenant{OrganizationID: e.orgOf(b)}
+	we, _, err := e.hooks.CreateEndpoint(context.Background(), audit.Actor{Type: audit.ActorCLI, ID: "test"}, tn,
+		EndpointParams{URL: ptr("http://127.0.0.1:9/hook"), EnabledEvents: []string{"*"}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return b, tn, we
 }
