@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"io"
@@ -147,7 +148,16 @@ func (d *Dashboard) auditExport(w http.ResponseWriter, r *http.Request, s *Sessi
 	}
 	af.Limit = audit.MaxLimit
 	af.StartingAfter, af.EndingBefore = "", ""
-	pg, err := d.cfg.Audit.List(r.Context(), s.OrgID, af)
+	// Each page gets its own RequestTimeout to read and to write (the
+	// route has no deadline of its own): the whole export takes as long as
+	// the client's link needs.
+	list := func() (audit.Page, error) {
+		ctx, cancel := context.WithTimeout(r.Context(), d.cfg.RequestTimeout)
+		defer cancel()
+		return d.cfg.Audit.List(ctx, s.OrgID, af)
+	}
+	rc := http.NewResponseController(w)
+	pg, err := list()
 	if err != nil {
 		return err
 	}
@@ -164,6 +174,7 @@ func (d *Dashboard) auditExport(w http.ResponseWriter, r *http.Request, s *Sessi
 		write = csvEntries(w)
 	}
 	for {
+		_ = rc.SetWriteDeadline(time.Now().Add(d.cfg.RequestTimeout))
 		if err := write(pg.Data, !pg.HasMore || len(pg.Data) == 0); err != nil {
 			return nil // the client went away
 		}
@@ -171,7 +182,7 @@ func (d *Dashboard) auditExport(w http.ResponseWriter, r *http.Request, s *Sessi
 			return nil
 		}
 		af.StartingAfter = pg.Data[len(pg.Data)-1].ID
-		if pg, err = d.cfg.Audit.List(r.Context(), s.OrgID, af); err != nil {
+		if pg, err = list(); err != nil {
 			d.log.Warn("dashboard: audit export cut short", zap.String("org", s.OrgID), zap.Error(err))
 			panic(http.ErrAbortHandler)
 		}

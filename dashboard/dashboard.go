@@ -91,6 +91,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// ActionsPerMinute bounds each user's POSTs; 60 when zero.
 	ActionsPerMinute int
+	// RequestTimeout bounds a page's work (a streamed export's, each
+	// page of it); 30 s when zero.
+	RequestTimeout time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -120,6 +123,9 @@ func New(cfg Config) (*Dashboard, error) {
 	cfg.GatewayURL = strings.TrimRight(cfg.GatewayURL, "/")
 	if cfg.SessionTTL == 0 {
 		cfg.SessionTTL = 12 * time.Hour
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 30 * time.Second
 	}
 	if cfg.ActionsPerMinute == 0 {
 		cfg.ActionsPerMinute = 60
@@ -187,6 +193,10 @@ type Route struct {
 	// "webhook_endpoint", …), for the cross-tenant tests. An {id} that is
 	// not an id of that kind is a 404 before the handler runs.
 	Object string
+	// Stream: the handler streams a long answer and bounds each step
+	// itself (the audit export); the rest of the route still has
+	// RequestTimeout.
+	Stream bool
 	h      handler
 }
 
@@ -253,7 +263,7 @@ func (d *Dashboard) table() []Route {
 
 		// Audit log.
 		{Method: "GET", Pattern: "/audit", Access: Member, h: d.auditPage},
-		{Method: "GET", Pattern: "/audit/export", Access: Member, h: d.auditExport},
+		{Method: "GET", Pattern: "/audit/export", Access: Member, Stream: true, h: d.auditExport},
 
 		// Members.
 		{Method: "GET", Pattern: "/members", Access: Member, h: d.membersPage},
@@ -276,9 +286,14 @@ func (d *Dashboard) table() []Route {
 // limit, then the handler; a failure at any step ends the request.
 func (d *Dashboard) wrap(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		// A streamed answer bounds each of its steps itself, not the whole.
+		handlerCtx := r.Context()
+		ctx, cancel := context.WithTimeout(r.Context(), d.cfg.RequestTimeout)
 		defer cancel()
 		r = r.WithContext(ctx)
+		if !rt.Stream {
+			handlerCtx = ctx
+		}
 		var s *Session
 		if rt.Access != Public || r.Method == http.MethodGet {
 			var err error
@@ -339,7 +354,7 @@ func (d *Dashboard) wrap(rt Route) http.Handler {
 			d.fail(w, r, s, errNotFound())
 			return
 		}
-		if err := rt.h(w, r, s); err != nil {
+		if err := rt.h(w, r.WithContext(handlerCtx), s); err != nil {
 			d.fail(w, r, s, err)
 		}
 	})

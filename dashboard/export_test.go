@@ -1,12 +1,16 @@
 package dashboard
 
 import (
+	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +72,18 @@ func TestAuditExportHoldsEveryEntry(t *testing.T) {
 		t.Errorf("the JSON export has %d entries (%d distinct), want %d", len(out.Data), len(seen), want)
 	}
 
+	// Over a slow link the export takes longer than a page may: each page
+	// has its own deadline, not the whole download (it was cut off at the
+	// dashboard's 30 s per request, the server's 60 s write timeout too).
+	e.d.cfg.RequestTimeout = 300 * time.Millisecond
+	began := time.Now()
+	body, err := slowDownload(t, e, b, "/audit/export?format=csv")
+	recs, _ = csv.NewReader(strings.NewReader(string(body))).ReadAll()
+	if took := time.Since(began); err != nil || len(recs)-1 != want || took < 3*e.d.cfg.RequestTimeout {
+		t.Errorf("a slow download took %s (%s a page) and got %d of %d entries: %v", took, e.d.cfg.RequestTimeout, len(recs)-1, want, err)
+	}
+	e.d.cfg.RequestTimeout = 30 * time.Second
+
 	// The log becomes unreadable after the first page.
 	for _, format := range []string{"csv", "json"} {
 		e.d.cfg.Audit = audit.NewLog(&failAfter{Querier: e.pool, n: 1})
@@ -101,4 +117,54 @@ func (f *failAfter) Query(ctx context.Context, sql string, args ...any) (pgx.Row
 	}
 	f.n--
 	return f.Querier.Query(ctx, sql, args...)
+}
+
+// slowDownload GETs path from e's dashboard with b's cookies over a link of
+// about 1 MB/s: small socket buffers on both sides, and a reader that takes
+// 50 KB every 50 ms, so the server's writes wait for it.
+func slowDownload(t *testing.T, e *env, b *browser, path string) ([]byte, error) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(e.d)
+	srv.Listener = smallBuffers{srv.Listener}
+	srv.Start()
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+path, nil)
+	u, _ := url.Parse(e.srv.URL)
+	for _, c := range b.c.Jar.Cookies(u) {
+		req.AddCookie(c)
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(32 << 10)
+		}
+		return c, err
+	}}}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out bytes.Buffer
+	for tick := time.NewTicker(50 * time.Millisecond); ; <-tick.C {
+		switch _, err := io.CopyN(&out, resp.Body, 50<<10); err {
+		case nil:
+		case io.EOF:
+			return out.Bytes(), nil
+		default: // a download cut short: unexpected EOF
+			return out.Bytes(), err
+		}
+	}
+}
+
+// smallBuffers gives accepted connections a small send buffer, so that a
+// slow reader holds the server's writes back as a real link would.
+type smallBuffers struct{ net.Listener }
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(32 << 10)
+	}
+	return c, err
 }
