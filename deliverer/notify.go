@@ -2,6 +2,8 @@ package deliverer
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/smtp"
@@ -126,17 +128,64 @@ func (n *SMTPNotifier) Notify(ctx context.Context, a Alert) error {
 		host, _, _ := net.SplitHostPort(n.Config.Addr)
 		auth = smtp.PlainAuth("", n.Config.Username, n.Config.Password, host)
 	}
-	done := make(chan error, 1)
-	go func() { done <- smtp.SendMail(n.Config.Addr, auth, n.Config.From, to, []byte(msg)) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("sending alert mail: %w", err)
+	if err := sendMail(ctx, n.Config.Addr, auth, n.Config.From, to, []byte(msg)); err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
 		}
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("sending alert mail: %w", ctx.Err())
+		return fmt.Errorf("sending alert mail: %w", err)
 	}
+	return nil
+}
+
+// sendMail is smtp.SendMail on a connection that ctx bounds: when ctx ends,
+// the connection is closed, so a hung server keeps neither it nor the
+// goroutine talking on it.
+func sendMail(ctx context.Context, addr string, auth smtp.Auth, from string, to []string, msg []byte) error {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	host, _, _ := net.SplitHostPort(addr)
+	c, err := smtp.NewClient(conn, host)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if ok, _ := c.Extension("STARTTLS"); ok {
+		if err := c.StartTLS(&tls.Config{ServerName: host}); err != nil {
+			return err
+		}
+	}
+	if auth != nil {
+		if ok, _ := c.Extension("AUTH"); !ok {
+			return errors.New("smtp: server doesn't support AUTH")
+		}
+		if err := c.Auth(auth); err != nil {
+			return err
+		}
+	}
+	if err := c.Mail(from); err != nil {
+		return err
+	}
+	for _, addr := range to {
+		if err := c.Rcpt(addr); err != nil {
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(msg); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
 }
 
 // cleanAddrs drops duplicates and anything that could inject headers.

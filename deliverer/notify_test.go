@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/textproto"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +154,60 @@ func TestFromEnv(t *testing.T) {
 				t.Setenv(name, old)
 			}
 		})
+	}
+}
+
+// A mail server that accepts connections and never answers (hung, or a
+// tarpit): an alert gives up at its deadline, and must let go of the
+// connection and of the goroutine talking on it. Otherwise every alert
+// while the server hangs keeps one socket and one goroutine for the life
+// of the deliverer: the notifier's semaphore is released at the deadline,
+// so the next alerts pile up more.
+func TestSMTPNotifierLetsGoOfAHungServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	closed := make(chan struct{}, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { // never greets; notes when the client hangs up
+				defer c.Close()
+				_, _ = c.Read(make([]byte, 1))
+				closed <- struct{}{}
+			}()
+		}
+	}()
+	n := &deliverer.SMTPNotifier{Config: deliverer.SMTPConfig{Addr: ln.Addr().String(), From: "alerts@gatehouse.test", To: []string{"ops@gatehouse.test"}}}
+	const alerts = 3
+	for range alerts {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := n.Notify(ctx, deliverer.Alert{Kind: deliverer.AlertDisabled, OrganizationID: "org_1", EndpointID: "we_1", Time: time.Now()})
+		cancel()
+		if err == nil {
+			t.Fatal("a hung mail server accepted the alert")
+		}
+	}
+	timeout := time.After(5 * time.Second)
+	for i := range alerts {
+		select {
+		case <-closed:
+		case <-timeout:
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			var left []string
+			for _, g := range strings.Split(string(buf), "\n\n") {
+				if strings.Contains(g, "net/smtp") {
+					left = append(left, g)
+				}
+			}
+			t.Fatalf("%d of %d connections to the hung mail server still open 5 s after their alerts gave up; %d goroutines still in net/smtp:\n%s",
+				alerts-i, alerts, len(left), strings.Join(left, "\n\n"))
+		}
 	}
 }
