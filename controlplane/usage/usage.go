@@ -238,15 +238,51 @@ func day(t time.Time) time.Time {
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
 
-// orders are the lists' orders, per grouping: newest day first, then by
-// metric and key.
-var orders = map[string][]struct {
+// sortCol is one column of a list's order.
+type sortCol struct {
 	col  string
 	desc bool
-}{
+}
+
+// orders are the lists' orders, per grouping: newest day first, then by
+// metric and key.
+var orders = map[string][]sortCol{
 	"":    {{"day", true}, {"metric", false}, {"api_key_id", false}},
 	"day": {{"day", true}, {"metric", false}},
 	"key": {{"metric", false}, {"api_key_id", false}},
+}
+
+// keyset is the condition of the rows beyond cur in order (read backward:
+// before it), its values appended to args: c1 beyond cur's, or c1 equal
+// and c2 beyond, or ….
+func keyset(order []sortCol, cur *position, backward bool, args []any) (string, []any) {
+	day, _ := time.Parse(time.DateOnly, cur.day) // parseID checked it
+	vals := map[string]any{"day": day, "metric": cur.metric, "api_key_id": cur.key}
+	var or, eq []string
+	for _, o := range order {
+		args = append(args, vals[o.col])
+		arg := fmt.Sprintf("$%d", len(args))
+		op := ">"
+		if o.desc != backward {
+			op = "<"
+		}
+		or = append(or, "("+strings.Join(append(slices.Clone(eq), o.col+" "+op+" "+arg), " AND ")+")")
+		eq = append(eq, o.col+" = "+arg)
+	}
+	return "(" + strings.Join(or, " OR ") + ")", args
+}
+
+// orderBy is order as SQL, reversed when read backward.
+func orderBy(order []sortCol, backward bool) string {
+	var by []string
+	for _, o := range order {
+		dir := "ASC"
+		if o.desc != backward {
+			dir = "DESC"
+		}
+		by = append(by, o.col+" "+dir)
+	}
+	return " ORDER BY " + strings.Join(by, ", ")
 }
 
 // List returns one page of org's environment's usage and whether more lies
@@ -261,33 +297,12 @@ func List(ctx context.Context, db DB, org string, livemode bool, q Query) ([]Rec
 	// cursor (router.TrimPage restores it).
 	backward := q.Before != nil
 	if cur := cmp.Or(q.After, q.Before); cur != nil {
-		day, _ := time.Parse(time.DateOnly, cur.day) // parseID checked it
-		vals := map[string]any{"day": day, "metric": cur.metric, "api_key_id": cur.key}
-		// (c1, c2, c3) after the cursor: c1 beyond it, or c1 equal and c2
-		// beyond it, or …
-		var or, eq []string
-		for _, o := range order {
-			args = append(args, vals[o.col])
-			op := ">"
-			if o.desc != backward {
-				op = "<"
-			}
-			arg := fmt.Sprintf("$%d", len(args))
-			or = append(or, "("+strings.Join(append(slices.Clone(eq), o.col+" "+op+" "+arg), " AND ")+")")
-			eq = append(eq, o.col+" = "+arg)
-		}
-		where += " AND (" + strings.Join(or, " OR ") + ")"
-	}
-	var by []string
-	for _, o := range order {
-		dir := "ASC"
-		if o.desc != backward {
-			dir = "DESC"
-		}
-		by = append(by, o.col+" "+dir)
+		var cond string
+		cond, args = keyset(order, cur, backward, args)
+		where += " AND " + cond
 	}
 	args = append(args, q.Page.Limit+1)
-	tail := " ORDER BY " + strings.Join(by, ", ") + fmt.Sprintf(" LIMIT $%d", len(args))
+	tail := orderBy(order, backward) + fmt.Sprintf(" LIMIT $%d", len(args))
 	var sql string
 	switch q.GroupBy {
 	case "day":
