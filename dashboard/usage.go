@@ -311,15 +311,44 @@ func (d *Dashboard) usagePage(w http.ResponseWriter, r *http.Request, s *Session
 		keyTotals = append(keyTotals, keyTotal{ID: k, Name: name, Color: c, Total: totals[k]})
 	}
 
-	// Rate-limit hits per day, by the limit that refused.
-	rows, err = d.cfg.DB.Query(ctx, `
+	limitSeries, limitedTotal, err := d.rateLimitHits(ctx, s, start, days, meteredLimited)
+	if err != nil {
+		return err
+	}
+
+	quotas, err := d.quotaUse(ctx, s, now)
+	if err != nil {
+		return err
+	}
+	data := map[string]any{
+		"Days": days, "Ranges": usageRanges, "Classes": classes, "Labels": labels, "LogsFrom": d.logsFrom(start, now),
+		"ClassChart": stackedBars(fmt.Sprintf("Requests per day over the last %d days, by status class", days), labels, nil, classes, every),
+		"KeyTotals":  keyTotals, "Quotas": quotas, "LimitedTotal": limitedTotal,
+	}
+	if len(keySeries) > 0 {
+		data["KeyChart"] = lines(fmt.Sprintf("Requests per day per API key over the last %d days", days), labels, keySeries, every)
+	}
+	if len(limitSeries) > 0 {
+		data["LimitChart"] = stackedBars("Rate-limited requests per day", labels, nil, limitSeries, every)
+		data["LimitSeries"] = limitSeries
+	}
+	d.render(w, r, s, http.StatusOK, "usage.html", "Usage", "usage", data)
+	return nil
+}
+
+// rateLimitHits are the requests the limits refused per day of the days
+// from start, by the limit that refused (from the request logs), and their
+// total. meteredLimited, the metered refusals per day, adds what the logs
+// no longer name (REQUEST_LOG_RETENTION), so the total is GET /v1/usage's.
+func (d *Dashboard) rateLimitHits(ctx context.Context, s *Session, start time.Time, days int, meteredLimited []int64) ([]series, int64, error) {
+	rows, err := d.cfg.DB.Query(ctx, `
 		SELECT date_trunc('day', created_at AT TIME ZONE 'UTC'),
 		       CASE WHEN rate_limit = 'error' THEN 'Redis unavailable (fail_closed)' ELSE rate_limit END, count(*)
 		FROM request_logs WHERE organization_id = $1 AND livemode = $2 AND created_at >= $3
 		  AND `+ingest.RefusedByLimitsSQL+`
 		GROUP BY 1, 2`, s.OrgID, s.Livemode, start)
 	if err != nil {
-		return fmt.Errorf("counting rate-limit hits: %w", err)
+		return nil, 0, fmt.Errorf("counting rate-limit hits: %w", err)
 	}
 	limited := map[string][]int64{}
 	var limitedTotal int64
@@ -329,19 +358,20 @@ func (d *Dashboard) usagePage(w http.ResponseWriter, r *http.Request, s *Session
 		var n int64
 		if err := rows.Scan(&day, &name, &n); err != nil {
 			rows.Close()
-			return err
+			return nil, 0, err
 		}
 		if limited[name] == nil {
 			limited[name] = make([]int64, days)
 		}
-		if i := dayIndex(time.Date(day.Year(), day.Month(), day.Day(), 0, 0, 0, 0, time.UTC)); i >= 0 && i < days {
+		day = time.Date(day.Year(), day.Month(), day.Day(), 0, 0, 0, 0, time.UTC)
+		if i := int(day.Sub(start).Hours() / 24); i >= 0 && i < days {
 			limited[name][i] += n
 		}
 		limitedTotal += n
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return err
+		return nil, 0, err
 	}
 	// The request logs that name the limits are dropped after
 	// REQUEST_LOG_RETENTION; refusals metered beyond what a day's logs
@@ -370,25 +400,7 @@ func (d *Dashboard) usagePage(w http.ResponseWriter, r *http.Request, s *Session
 	for i, n := range names {
 		limitSeries = append(limitSeries, series{Name: n, Color: palette[(i+1)%len(palette)], Values: limited[n]})
 	}
-
-	quotas, err := d.quotaUse(ctx, s, now)
-	if err != nil {
-		return err
-	}
-	data := map[string]any{
-		"Days": days, "Ranges": usageRanges, "Classes": classes, "Labels": labels, "LogsFrom": d.logsFrom(start, now),
-		"ClassChart": stackedBars(fmt.Sprintf("Requests per day over the last %d days, by status class", days), labels, nil, classes, every),
-		"KeyTotals":  keyTotals, "Quotas": quotas, "LimitedTotal": limitedTotal,
-	}
-	if len(keySeries) > 0 {
-		data["KeyChart"] = lines(fmt.Sprintf("Requests per day per API key over the last %d days", days), labels, keySeries, every)
-	}
-	if len(limitSeries) > 0 {
-		data["LimitChart"] = stackedBars("Rate-limited requests per day", labels, nil, limitSeries, every)
-		data["LimitSeries"] = limitSeries
-	}
-	d.render(w, r, s, http.StatusOK, "usage.html", "Usage", "usage", data)
-	return nil
+	return limitSeries, limitedTotal, nil
 }
 
 // quotaUse reads, for each quota the gateways publish, the organisation's
