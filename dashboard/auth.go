@@ -204,7 +204,7 @@ func (d *Dashboard) switchEnv(w http.ResponseWriter, r *http.Request, s *Session
 	back := "/"
 	if ref := r.PostFormValue("back"); ref != "" {
 		if u, err := url.Parse(safeNext(ref)); err == nil {
-			back = u.Path
+			back = u.EscapedPath() // not Path: a %5C decoded would make /\evil.example
 			if i := strings.IndexByte(back[1:], '/'); i >= 0 {
 				back = back[:i+1] // an object page: its list
 			} else if q := neutralQuery(u.Query()); q != "" {
@@ -212,7 +212,7 @@ func (d *Dashboard) switchEnv(w http.ResponseWriter, r *http.Request, s *Session
 			}
 		}
 	}
-	redirect(w, r, back, "")
+	redirect(w, r, safeNext(back), "")
 	return nil
 }
 

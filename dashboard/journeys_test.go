@@ -4,6 +4,7 @@ import (
 	"context"
 	"html"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -136,4 +137,26 @@ func (e *env) withEndpoint(email, name string) (*browser, Tenant, string) {
 		e.t.Fatal(err)
 	}
 	return b, tn, we
+}
+
+// The environment switch must send the browser back to a page of this
+// site. A link to /%5Cevil.example renders the dashboard's not-found page,
+// whose switch carries that path as its back field; switching then answered
+// Location: /\evil.example, which browsers read as //evil.example.
+func TestSwitchingEnvironmentStaysOnSite(t *testing.T) {
+	e := newEnv(t)
+	b := e.signup("switch-onsite@example.com", "Switch On Site")
+	backRe := regexp.MustCompile(`name="back" value="([^"]*)"`)
+	back := "/%5Cevil.example"
+	if m := backRe.FindStringSubmatch(b.get("/%5Cevil.example").body); m != nil {
+		back = html.UnescapeString(m[1])
+	}
+	for _, ref := range []string{back, "/%5Cevil.example?days=90", "/%5C%5Cevil.example"} {
+		p := b.post("/session/environment", "environment", "live", "back", ref)
+		to := p.header.Get("Location")
+		u, err := url.Parse(strings.ReplaceAll(to, `\`, "/")) // as a browser reads it
+		if p.status != http.StatusSeeOther || err != nil || u.Host != "" || !strings.HasPrefix(to, "/") || strings.HasPrefix(to, `/\`) {
+			t.Errorf("switching with back=%q: %d to %q (a browser goes to host %q)", ref, p.status, to, u.Host)
+		}
+	}
 }
