@@ -71,14 +71,7 @@ func TestOutboxCountersSurviveAReloadToOtherBrokers(t *testing.T) {
 // this run adopts and sends. The outbox metrics are how an operator watches
 // such a backlog drain: requestlog_sent_total counts what Kafka took.
 func TestAdoptedSpoolBacklogShowsInTheMetrics(t *testing.T) {
-	defer func(d time.Duration) { adoptPoll = d }(adoptPoll)
-	adoptPoll = 10 * time.Millisecond
-	brokers := testenv.Kafka(t)
-	topic := testenv.KafkaTopic(t, brokers, "metricsadopt", 1)
-	_, kport, err := net.SplitHostPort(brokers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	brokers, topic, alias := adoptionTest(t, "metricsadopt")
 	spool := t.TempDir()
 	old := []string{brokers[0]}
 	// The previous run, on the old list while Kafka was away.
@@ -93,7 +86,7 @@ func TestAdoptedSpoolBacklogShowsInTheMetrics(t *testing.T) {
 		map[string]any{"match": []any{map[string]any{"path": []string{"/metrics"}}}, "handle": []any{map[string]any{"handler": "metrics"}}},
 		map[string]any{"handle": []any{
 			map[string]any{"handler": "request_id"},
-			map[string]any{"handler": "request_log", "brokers": []string{net.JoinHostPort("localhost", kport)}, "topic": topic, "spool_dir": spool},
+			map[string]any{"handler": "request_log", "brokers": []string{alias}, "topic": topic, "spool_dir": spool},
 			map[string]any{"handler": "static_response", "status_code": 200, "body": `{"ok":true}`},
 		}},
 	)

@@ -1,7 +1,6 @@
 package requestlog
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/gatehouse/gatehouse/internal/config"
 	"github.com/gatehouse/gatehouse/internal/outbox"
-	"github.com/gatehouse/gatehouse/internal/testenv"
 )
 
 // A gateway restarted with another broker list (Y) sends what the old
@@ -22,17 +20,10 @@ import (
 // spool's lock, so the reload is refused with "in use by another process"
 // naming the gateway's own pid.
 func TestReloadBackToTheOldBrokersWhileTheirSpoolIsAdopted(t *testing.T) {
-	defer func(d time.Duration) { adoptPoll = d }(adoptPoll)
-	adoptPoll = 10 * time.Millisecond
-	brokers := testenv.Kafka(t)
-	topic := testenv.KafkaTopic(t, brokers, "spoolreload", 1)
-	_, port, err := net.SplitHostPort(brokers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	brokers, topic, alias := adoptionTest(t, "spoolreload")
 	dir := t.TempDir()
 	x := []string{brokers[0]}
-	y := config.BrokerSet(brokers[0], net.JoinHostPort("localhost", port), net.JoinHostPort("127.0.0.1", port))
+	y := config.BrokerSet(brokers[0], alias)
 
 	// The previous run, on X while Kafka was away: a backlog in X's spool.
 	const n = 150000

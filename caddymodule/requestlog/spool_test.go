@@ -28,18 +28,7 @@ func (downSender) Send(context.Context, []outbox.Message) error { return errors.
 // list, and the new list's producer never looked at the old list's spool,
 // so they waited there for good (and their usage was never metered).
 func TestSpooledLogsSurviveARestartWithTheBrokersListedAnotherWay(t *testing.T) {
-	defer func(d time.Duration) { adoptPoll = d }(adoptPoll)
-	adoptPoll = 10 * time.Millisecond
-	brokers := testenv.Kafka(t)
-	topic := testenv.KafkaTopic(t, brokers, "spooladopt", 1)
-	host, port, err := net.SplitHostPort(brokers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	alias := net.JoinHostPort("localhost", port) // the same broker under another name
-	if host == "localhost" {
-		alias = net.JoinHostPort("127.0.0.1", port)
-	}
+	brokers, topic, alias := adoptionTest(t, "spooladopt")
 	dir := t.TempDir()
 
 	// The first gateway: Kafka is away, three request logs go to the
@@ -98,4 +87,26 @@ func spoolBacklog(t *testing.T, path, topic string, n int, value func(i int) []b
 	waitFor(t, 60*time.Second, "the backlog in the spool", func() bool { return p.Stats().Spooled >= uint64(n) })
 	cancel()
 	<-done
+}
+
+// adoptionTest makes spool adoption quick for the test and returns the
+// Kafka brokers, a fresh topic named after name, and another name for the
+// first broker (localhost for 127.0.0.1, and back): a broker list written
+// another way.
+func adoptionTest(t *testing.T, name string) (brokers []string, topic, alias string) {
+	t.Helper()
+	poll := adoptPoll
+	adoptPoll = 10 * time.Millisecond
+	t.Cleanup(func() { adoptPoll = poll })
+	brokers = testenv.Kafka(t)
+	topic = testenv.KafkaTopic(t, brokers, name, 1)
+	host, port, err := net.SplitHostPort(brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	alias = net.JoinHostPort("localhost", port)
+	if host == "localhost" {
+		alias = net.JoinHostPort("127.0.0.1", port)
+	}
+	return brokers, topic, alias
 }
