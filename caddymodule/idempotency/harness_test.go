@@ -371,6 +371,7 @@ type req struct {
 	body   string
 	key    string   // Idempotency-Key, when not ""
 	keys   []string // several Idempotency-Key headers, or one empty one
+	xKey   string   // X-Idempotency-Key, when not ""
 	org    string   // default org_a; "-" for none
 	live   string
 	// chunked sends the body without a Content-Length.
@@ -444,6 +445,9 @@ func (g gateway) send(q req) (resp, error) {
 	}
 	if q.keys != nil {
 		hr.Header[HeaderKey] = q.keys
+	}
+	if q.xKey != "" {
+		hr.Header.Set("X-Idempotency-Key", q.xKey)
 	}
 	switch q.org {
 	case "":

@@ -328,6 +328,13 @@ func (h *Handler) Cleanup() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	values := r.Header.Values(HeaderKey)
 	if len(values) == 0 || !h.applies(r.Method) {
+		// Not a request this handler dedupes, but Go's transport would
+		// take one carrying either header (X-Idempotency-Key, which some
+		// SDKs send) for one the backend does, and might resend it.
+		if len(values) > 0 || len(r.Header["X-Idempotency-Key"]) > 0 {
+			r = r.WithContext(r.Context()) // a copy: the handlers in front see the header as sent
+			r.Header = hideFromTransportRetries(r.Header)
+		}
 		return next.ServeHTTP(w, r)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)

@@ -671,6 +671,26 @@ func TestAmbiguousFailuresAreNeverReExecuted(t *testing.T) {
 	}
 }
 
+// A client's X-Idempotency-Key (some SDKs send it) is not the gateway's
+// key, but Go's transport takes a POST carrying it for one the backend
+// deduplicates and resent it by itself when a reused connection failed
+// before the answer: the backend ran it twice, the gateway not knowing.
+func TestXIdempotencyKeyIsNotResentByTheTransport(t *testing.T) {
+	_, prefix := testRedis(t)
+	up := newUpstream(t)
+	gw := startGateway(t, up, prefix, nil)
+	for _, body := range []string{"", `{}`} {
+		if r := gw.do(t, req{body: `{}`}); r.status != http.StatusCreated { // a connection for the next to reuse
+			t.Fatalf("warm-up: %d %s", r.status, r.body)
+		}
+		before := up.count.Load()
+		gw.do(t, req{path: "/v1/crash", body: body, xKey: newKey()})
+		if n := up.count.Load() - before; n != 1 {
+			t.Errorf("body %q: the upstream ran a POST with X-Idempotency-Key %d times, want 1", body, n)
+		}
+	}
+}
+
 // TestPanicBehindTheHandlerIsAnsweredAsReplayed: a panic behind the
 // handler is recorded as a 502, and the first client must get that 502
 // too, not a connection dropped under it (it used to be re-panicked after
