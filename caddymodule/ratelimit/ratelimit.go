@@ -300,8 +300,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			sandboxRate = p.SandboxRate.Limit()
 		}
 		l := &limit{name: p.Name, key: p.Key, match: p.match}
-		l.args[live] = rateArgs(p.Name, liveRate)
-		l.args[sandbox] = rateArgs(p.Name, sandboxRate)
+		l.args[live] = rateArgs(p.Name, p.Key, liveRate)
+		l.args[sandbox] = rateArgs(p.Name, p.Key, sandboxRate)
 		h.limits = append(h.limits, l)
 	}
 	for _, q := range h.Quotas {
@@ -316,8 +316,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			q.Period = PeriodMonth
 		}
 		l := &limit{name: q.Name, quota: true, key: q.Key, period: q.Period, match: q.match}
-		l.args[live] = quotaArgs(q.Name, q.Limit, q.Period)
-		l.args[sandbox] = quotaArgs(q.Name, q.sandboxLimit(), q.Period)
+		l.args[live] = quotaArgs(q.Name, q.Key, q.Limit, q.Period)
+		l.args[sandbox] = quotaArgs(q.Name, q.Key, q.sandboxLimit(), q.Period)
 		h.limits = append(h.limits, l)
 	}
 	for _, l := range h.limits {
@@ -425,12 +425,24 @@ func (r Rate) Limit() redis_rate.Limit {
 	return l
 }
 
-func rateArgs(name string, l redis_rate.Limit) [5]any {
-	return [5]any{"r", name, strconv.Itoa(l.Rate), strconv.FormatInt(l.Period.Microseconds(), 10), strconv.Itoa(l.Burst)}
+func rateArgs(name, key string, l redis_rate.Limit) [5]any {
+	return [5]any{kind("r", key), name, strconv.Itoa(l.Rate), strconv.FormatInt(l.Period.Microseconds(), 10), strconv.Itoa(l.Burst)}
 }
 
-func quotaArgs(name string, n int64, period string) [5]any {
-	return [5]any{"q", name, strconv.FormatInt(n, 10), period[:1], "0"}
+func quotaArgs(name, key string, n int64, period string) [5]any {
+	return [5]any{kind("q", key), name, strconv.FormatInt(n, 10), period[:1], "0"}
+}
+
+// kind is the script's letter for a limit: upper case when its key
+// template counts per API key, so that a key's own override applies to it
+// (on a limit the organisation's keys share, two keys with different
+// parameters on one state let bursts through; only the organisation's
+// override applies there).
+func kind(letter, key string) string {
+	if strings.Contains(key, "{"+phKeyID+"}") {
+		return strings.ToUpper(letter)
+	}
+	return letter
 }
 
 // Validate checks the configuration; the Caddyfile parser runs the same

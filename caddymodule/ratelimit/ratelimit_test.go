@@ -594,3 +594,30 @@ func TestJSONConfigRefusals(t *testing.T) {
 		})
 	}
 }
+
+// A key's own override applies to limits counted per key only. On the
+// per-organisation policy (`controlplane limits set --key … --policy
+// per-org`), the organisation's one bucket was read with two sets of
+// parameters: the script's debt cap then forgave the organisation's debt on
+// every request of the other key, and at one instant the organisation got
+// 465 requests (and more with every round) through a 10/s limit.
+func TestKeyOverridesLeaveSharedLimitsAlone(t *testing.T) {
+	clock := newClock(t0) // the clock never moves
+	g := startGateway(t, &Handler{Policies: []*Policy{
+		{Name: "per-org", Key: "{http.auth.api_key.org_id}", Rate: Rate{Requests: 10}},
+	}}, clock)
+	ctx := context.Background()
+	if err := g.rdb.HSet(ctx, keyspace.Overrides(g.prefix, "org_a"),
+		keyspace.Field("live", "per-org", liveKey.key),
+		keyspace.Encode(keyspace.Override{Quota: 100, Window: 10})).Err(); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for range 5 {
+		total += g.admitted(t, liveKey, "/", 100)
+		total += g.admitted(t, liveKey2, "/", 10)
+	}
+	if total != 10 {
+		t.Errorf("the organisation got %d requests at one instant through its 10/s per-org policy, want 10", total)
+	}
+}

@@ -40,6 +40,9 @@ import (
 //	"r", name, requests, period (µs), burst     a GCRA policy
 //	"q", name, limit,    "h"|"d"|"m", 0         a quota per calendar hour/day/month (UTC)
 //
+// upper case ("R", "Q") for a limit counted per API key, which a key's own
+// override applies to.
+//
 // n > 1 is the Batcher's sharing of identical concurrent calls (one hot
 // key): the script decides the n requests as n calls in a row at the same
 // instant would. As a refused request consumes nothing, those admit the
@@ -112,20 +115,24 @@ local keyid = ARGV[4]
 local n = tonumber(ARGV[5])
 local L = #KEYS - 1
 
--- Overrides: one HMGET for all limits; a key's field wins over the org's.
+-- Overrides: one HMGET for all limits; a key's field wins over the org's,
+-- on limits counted per key (kind R or Q) only: on one the org's keys
+-- share, keys read the same state with different parameters.
 local ov = {}
 if prefix ~= '' and L > 0 then
-  local fields = {}
+  local fields, perkey = {}, {}
   for i = 1, L do
+    local kind = ARGV[5 + (i - 1) * 5 + 1]
     local name = ARGV[5 + (i - 1) * 5 + 2]
-    if keyid ~= '' then fields[#fields + 1] = prefix .. name .. ':' .. keyid end
+    perkey[i] = keyid ~= '' and (kind == 'R' or kind == 'Q')
+    if perkey[i] then fields[#fields + 1] = prefix .. name .. ':' .. keyid end
     fields[#fields + 1] = prefix .. name
   end
   local vals = redis.call('HMGET', KEYS[1], unpack(fields))
   local j = 1
   for i = 1, L do
     local v = false
-    if keyid ~= '' then v = vals[j]; j = j + 1 end
+    if perkey[i] then v = vals[j]; j = j + 1 end
     if not v then v = vals[j] end
     j = j + 1
     if v then
@@ -145,7 +152,7 @@ local tats = {}
 do
   local gkeys, idx = {}, {}
   for i = 1, L do
-    if ARGV[5 + (i - 1) * 5 + 1] == 'r' then
+    if string.lower(ARGV[5 + (i - 1) * 5 + 1]) == 'r' then
       gkeys[#gkeys + 1] = KEYS[i + 1]
       idx[#idx + 1] = i
     end
@@ -167,7 +174,7 @@ for i = 1, L do
   local o = ov[i]
   local s
   local fit
-  if ARGV[a + 1] == 'r' then
+  if string.lower(ARGV[a + 1]) == 'r' then
     local period = tonumber(ARGV[a + 4])
     local burst = tonumber(ARGV[a + 5])
     if o then
