@@ -316,8 +316,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			q.Period = PeriodMonth
 		}
 		l := &limit{name: q.Name, quota: true, key: q.Key, period: q.Period, match: q.match}
-		l.args[live] = quotaArgs(q.Name, q.Key, q.Limit, q.Period)
-		l.args[sandbox] = quotaArgs(q.Name, q.Key, q.sandboxLimit(), q.Period)
+		l.args[live] = quotaArgs(q.Name, q.Limit, q.Period)
+		l.args[sandbox] = quotaArgs(q.Name, q.sandboxLimit(), q.Period)
 		h.limits = append(h.limits, l)
 	}
 	for _, l := range h.limits {
@@ -426,23 +426,26 @@ func (r Rate) Limit() redis_rate.Limit {
 }
 
 func rateArgs(name, key string, l redis_rate.Limit) [5]any {
-	return [5]any{kind("r", key), name, strconv.Itoa(l.Rate), strconv.FormatInt(l.Period.Microseconds(), 10), strconv.Itoa(l.Burst)}
+	return [5]any{kind(key), name, strconv.Itoa(l.Rate), strconv.FormatInt(l.Period.Microseconds(), 10), strconv.Itoa(l.Burst)}
 }
 
-func quotaArgs(name, key string, n int64, period string) [5]any {
-	return [5]any{kind("q", key), name, strconv.FormatInt(n, 10), period[:1], "0"}
+// quotaArgs is "Q": a key's own override applies to every quota, a quota
+// counted per organisation included (the key's requests are checked
+// against its own limit on the shared count, as the dashboard's meter says).
+func quotaArgs(name string, n int64, period string) [5]any {
+	return [5]any{"Q", name, strconv.FormatInt(n, 10), period[:1], "0"}
 }
 
-// kind is the script's letter for a limit: upper case when its key
-// template counts per API key, so that a key's own override applies to it
-// (on a limit the organisation's keys share, two keys with different
-// parameters on one state let bursts through; only the organisation's
-// override applies there).
-func kind(letter, key string) string {
+// kind is the script's letter for a GCRA policy: "R" when its key template
+// counts per API key, so that a key's own override applies to it; "r" for
+// one the organisation's keys share (per-org, per-ip), where only the
+// organisation's override applies: two keys with different parameters on
+// one state let bursts through.
+func kind(key string) string {
 	if strings.Contains(key, "{"+phKeyID+"}") {
-		return strings.ToUpper(letter)
+		return "R"
 	}
-	return letter
+	return "r"
 }
 
 // Validate checks the configuration; the Caddyfile parser runs the same

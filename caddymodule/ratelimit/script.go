@@ -40,8 +40,8 @@ import (
 //	"r", name, requests, period (µs), burst     a GCRA policy
 //	"q", name, limit,    "h"|"d"|"m", 0         a quota per calendar hour/day/month (UTC)
 //
-// upper case ("R", "Q") for a limit counted per API key, which a key's own
-// override applies to.
+// upper case ("R", "Q") for a limit a key's own override applies to: a
+// GCRA policy counted per API key, and every quota.
 //
 // n > 1 is the Batcher's sharing of identical concurrent calls (one hot
 // key): the script decides the n requests as n calls in a row at the same
@@ -115,9 +115,9 @@ local keyid = ARGV[4]
 local n = tonumber(ARGV[5])
 local L = #KEYS - 1
 
--- Overrides: one HMGET for all limits; a key's field wins over the org's,
--- on limits counted per key (kind R or Q) only: on one the org's keys
--- share, keys read the same state with different parameters.
+-- Overrides: one HMGET for all limits; a key's field wins over the org's
+-- on limits of kind R or Q (not on a GCRA policy the org's keys share:
+-- keys would read one state with different parameters).
 local ov = {}
 if prefix ~= '' and L > 0 then
   local fields, perkey = {}, {}

@@ -22,7 +22,7 @@ func (a *app) limitsSet(args []string) error {
 	policy := c.fs.String("policy", "", "policy or quota `name` from the Caddyfile, e.g. per-key (required)")
 	rate := c.fs.String("rate", "", "requests per period, e.g. 500/1s, 100000/720h; for a quota the period is ignored (required)")
 	burst := c.fs.Int64("burst", 0, "GCRA burst (default: the rate's count)")
-	key := c.fs.String("key", "", "limit one key `id` instead of the whole organisation (on limits counted per key: their key is {http.auth.api_key.key_id})")
+	key := c.fs.String("key", "", "limit one key `id` instead of the whole organisation (on quotas, and on policies counted per key: their key is {http.auth.api_key.key_id})")
 	asJSON := c.fs.Bool("json", false, "print the override as a JSON object")
 	if err := c.parse(args, map[string]*string{"org": org, "env": env, "policy": policy, "rate": rate}); err != nil {
 		return err
