@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse/gatehouse/caddymodule/internal/caddytest"
 	"github.com/gatehouse/gatehouse/internal/testenv"
 )
 
@@ -27,16 +26,7 @@ func TestOutboxCountersSurviveAReloadToOtherBrokers(t *testing.T) {
 	port := testenv.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	spool := t.TempDir()
-	load := func(brokerList string) {
-		caddytest.Run(t, fmt.Sprintf("127.0.0.1:%d", port),
-			map[string]any{"match": []any{map[string]any{"path": []string{"/metrics"}}}, "handle": []any{map[string]any{"handler": "metrics"}}},
-			map[string]any{"handle": []any{
-				map[string]any{"handler": "request_id"},
-				map[string]any{"handler": "request_log", "brokers": []string{brokerList}, "topic": topic, "spool_dir": spool},
-				map[string]any{"handler": "static_response", "status_code": 200, "body": `{"ok":true}`},
-			}},
-		)
-	}
+	load := func(brokerList string) { runLogging(t, port, brokerList, topic, spool) }
 	load(brokers[0])
 	const n = 20
 	for i := 0; i < n; i++ {
@@ -82,14 +72,7 @@ func TestAdoptedSpoolBacklogShowsInTheMetrics(t *testing.T) {
 	// This run: the same Kafka, spelled localhost.
 	port := testenv.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	caddytest.Run(t, fmt.Sprintf("127.0.0.1:%d", port),
-		map[string]any{"match": []any{map[string]any{"path": []string{"/metrics"}}}, "handle": []any{map[string]any{"handler": "metrics"}}},
-		map[string]any{"handle": []any{
-			map[string]any{"handler": "request_id"},
-			map[string]any{"handler": "request_log", "brokers": []string{alias}, "topic": topic, "spool_dir": spool},
-			map[string]any{"handler": "static_response", "status_code": 200, "body": `{"ok":true}`},
-		}},
-	)
+	runLogging(t, port, alias, topic, spool)
 	resp, err := http.Get(base + "/v1/things/1")
 	if err != nil {
 		t.Fatal(err)
@@ -105,4 +88,18 @@ func TestAdoptedSpoolBacklogShowsInTheMetrics(t *testing.T) {
 		t.Fatalf("%d request logs waited on disk and were then sent to Kafka, but requestlog_sent_total=%v once they were sent (want >= %d)",
 			n, sent, n+1)
 	}
+}
+
+// runLogging (re)loads a gateway on port that logs every request to topic
+// through brokers, spooling in spool, and serves its metrics on /metrics.
+func runLogging(t *testing.T, port int, brokers, topic, spool string) {
+	t.Helper()
+	runCaddy(t, port,
+		map[string]any{"match": []any{map[string]any{"path": []string{"/metrics"}}}, "handle": []any{map[string]any{"handler": "metrics"}}},
+		map[string]any{"handle": []any{
+			map[string]any{"handler": "request_id"},
+			map[string]any{"handler": "request_log", "brokers": []string{brokers}, "topic": topic, "spool_dir": spool},
+			map[string]any{"handler": "static_response", "status_code": 200, "body": `{"ok":true}`},
+		}},
+	)
 }
