@@ -38,10 +38,11 @@ import (
 // then five per limit:
 //
 //	"r", name, requests, period (µs), burst     a GCRA policy
-//	"q", name, limit,    "h"|"d"|"m", 0         a quota per calendar hour/day/month (UTC)
+//	"Q", name, limit,    "h"|"d"|"m", 0         a quota per calendar hour/day/month (UTC)
 //
-// upper case ("R", "Q") for a limit a key's own override applies to: a
-// GCRA policy counted per API key, and every quota.
+// "R" instead of "r" for a policy counted per API key: a key's own override
+// applies to those and to every quota, not to a policy the organisation's
+// keys share.
 //
 // n > 1 is the Batcher's sharing of identical concurrent calls (one hot
 // key): the script decides the n requests as n calls in a row at the same
